@@ -1,0 +1,121 @@
+"""The only place that reads configuration: defaults, then the environment, then overrides.
+
+Secrets that the embedded default needs (``SECRET_KEY``, ``ENCRYPTION_KEYS``) are
+generated once into the instance folder, so a restart keeps sessions and can still
+decrypt what it stored.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from storage.crypto import generate_key
+
+DEFAULTS: dict[str, Any] = {
+    "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
+    "TWILIO_API_BASE_URL": "https://api.twilio.com",
+    "TWILIO_ACCOUNT_SID": None,
+    "TWILIO_AUTH_TOKEN": None,
+    "WHATSAPP_TRANSPORT": None,
+    "DATABASE_URL": None,
+    "REDIS_URL": None,
+    "PUSHER_APP_ID": None,
+    "PUSHER_KEY": None,
+    "PUSHER_SECRET": None,
+    "PUSHER_CLUSTER": None,
+    "PUSHER_HOST": None,
+    "PUSHER_PORT": None,
+    "PUSHER_SSL": True,
+    "ENCRYPTION_KEYS": None,
+    # Twilio caps a WhatsApp webhook far below this; anything larger is not Twilio.
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "QUEUE_NAME": "portineria",
+    # How long a worker may hold an inbound message before the sweeper hands it on.
+    "PROCESSING_LEASE_SECONDS": 120,
+    "SWEEP_INTERVAL_SECONDS": 5.0,
+    # A stored message is swept only if this old, so the webhook's own enqueue wins.
+    "SWEEP_GRACE_SECONDS": 10.0,
+    "MAX_PROCESSING_ATTEMPTS": 5,
+    "MEDIA_MAX_BYTES": 16 * 1024 * 1024,
+    "MEDIA_ALLOWED_TYPES": (
+        "image/jpeg,image/png,image/webp,image/gif,application/pdf,"
+        "audio/ogg,audio/mpeg,audio/amr,audio/mp4,video/mp4,video/3gpp,text/vcard"
+    ),
+    "SEND_RETRY_DELAYS": "0.5,1,2",
+    "DEV_MODE": False,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+}
+
+_ENV_KEYS = [k for k in DEFAULTS if k not in {"MAX_CONTENT_LENGTH", "SESSION_COOKIE_HTTPONLY",
+                                               "SESSION_COOKIE_SAMESITE"}] + ["SECRET_KEY"]
+_BOOLS = {"PUSHER_SSL", "DEV_MODE"}
+_INTS = {"PROCESSING_LEASE_SECONDS", "MAX_PROCESSING_ATTEMPTS", "MEDIA_MAX_BYTES", "PUSHER_PORT"}
+_FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if value is None or not isinstance(value, str):
+        return value
+    if key in _BOOLS:
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    if key in _INTS:
+        return int(value)
+    if key in _FLOATS:
+        return float(value)
+    return value
+
+
+def _instance_secret(instance: Path, name: str, make: Any) -> str:
+    path = instance / name
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    value = make()
+    # Created private: these files are keys.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+def load_config(
+    instance_path: str, overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    for key in _ENV_KEYS:
+        if env.get(key):
+            config[key] = env[key]
+    config.update(overrides or {})
+    config = {key: _coerce(key, value) for key, value in config.items()}
+
+    instance = Path(instance_path)
+    if not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = _instance_secret(instance, "secret_key", lambda: secrets.token_hex(32))
+    if not config.get("ENCRYPTION_KEYS"):
+        config["ENCRYPTION_KEYS"] = _instance_secret(instance, "encryption_keys", generate_key)
+    if not config.get("DATABASE_URL"):
+        instance.mkdir(parents=True, exist_ok=True)
+        config["DATABASE_URL"] = f"sqlite:///{instance / 'portineria.db'}"
+    if not config.get("WHATSAPP_TRANSPORT"):
+        has_credentials = config["TWILIO_ACCOUNT_SID"] and config["TWILIO_AUTH_TOKEN"]
+        config["WHATSAPP_TRANSPORT"] = "twilio" if has_credentials else "console"
+    config["PUBLIC_BASE_URL"] = str(config["PUBLIC_BASE_URL"]).rstrip("/")
+    config["MEDIA_ROOT"] = config.get("MEDIA_ROOT") or str(instance / "media")
+    return config
+
+
+def encryption_keys(config: Mapping[str, Any]) -> list[str]:
+    return [k.strip() for k in str(config["ENCRYPTION_KEYS"]).split(",") if k.strip()]
+
+
+def float_list(value: str | list[float]) -> list[float]:
+    if isinstance(value, list):
+        return value
+    return [float(v) for v in value.split(",") if v.strip()]

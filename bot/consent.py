@@ -1,0 +1,111 @@
+"""Consent: the privacy notice, the append-only ledger, and the contact's consent state.
+
+Every change of a contact's consent writes a ledger row in the same transaction, so
+the state can always be proved from the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.services import Services
+from storage.models import ConsentEvent, Contact, Message, PrivacyNotice, Tenant, utcnow
+from storage.queries import get_contact
+
+log = logging.getLogger(__name__)
+
+LEDGER_EVENTS = ("notice_sent", "granted", "withdrawn", "access_requested",
+                 "erasure_requested", "imported")
+# Twilio error codes meaning the person opted out or blocked the business.
+OPT_OUT_ERROR_CODES = frozenset({21610, 63014})
+
+DEFAULT_NOTICE_TEXT = (
+    "Informativa breve: {office} tratta i dati che ci invia su WhatsApp (numero, messaggi, "
+    "allegati) solo per gestire le sue segnalazioni e le comunicazioni di servizio del "
+    "condominio. I dati sono conservati per il tempo necessario e poi cancellati; può "
+    "chiederne copia o cancellazione e revocare il consenso in ogni momento scrivendo STOP."
+)
+
+
+def notice_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def publish_notice(session: Session, tenant: Tenant, version: str, text: str, full_url: str) -> PrivacyNotice:
+    """Add an immutable notice version and make it the active one."""
+    for notice in session.scalars(select(PrivacyNotice).where(PrivacyNotice.tenant_id == tenant.id)):
+        notice.active = False
+    notice = PrivacyNotice(tenant_id=tenant.id, version=version, text=text,
+                           full_notice_url=full_url, sha256=notice_sha256(text), active=True)
+    session.add(notice)
+    session.flush()
+    return notice
+
+
+def active_notice(session: Session, tenant: Tenant) -> PrivacyNotice | None:
+    return session.scalar(
+        select(PrivacyNotice).where(PrivacyNotice.tenant_id == tenant.id, PrivacyNotice.active)
+    )
+
+
+@dataclass(frozen=True)
+class Evidence:
+    text: str | None = None
+    message_sid: str | None = None
+
+
+def record_event(
+    svc: Services, session: Session, tenant: Tenant, contact: Contact, event: str, *,
+    channel: str, actor: str, evidence: Evidence | None = None,
+    notice: PrivacyNotice | None = None, at: datetime | None = None,
+) -> ConsentEvent:
+    if event not in LEDGER_EVENTS:
+        raise ValueError(f"unknown consent event {event!r}")
+    notice = notice or active_notice(session, tenant)
+    evidence = evidence or Evidence()
+    row = ConsentEvent(
+        tenant_id=tenant.id, contact_id=contact.id, subject_ref=svc.cipher.pseudonym(contact.wa_id),
+        event=event, at=at or utcnow(), channel=channel, actor=actor,
+        evidence_text=svc.cipher.encrypt(evidence.text) if evidence.text is not None else None,
+        evidence_message_sid=evidence.message_sid,
+        notice_version=notice.version if notice else None,
+        notice_sha256=notice.sha256 if notice else None,
+    )
+    session.add(row)
+    _apply(contact, event)
+    return row
+
+
+def _apply(contact: Contact, event: str) -> None:
+    if event == "granted" or (event == "imported" and contact.legal_basis == "consent"):
+        contact.consent = "granted"
+        if contact.legal_basis is None:
+            contact.legal_basis = "consent"
+    elif event == "withdrawn":
+        contact.consent = "withdrawn"
+    elif event == "notice_sent" and contact.consent == "none":
+        contact.consent = "pending"
+
+
+def record_delivery_error(svc: Services, tenant_id: int, message_id: int, error_code: int) -> None:
+    """Twilio says the person opted out or blocked us: they are withdrawn from now on."""
+    if error_code not in OPT_OUT_ERROR_CODES:
+        return
+    with svc.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        message = session.get(Message, message_id)
+        if tenant is None or message is None or message.contact_id is None:
+            return
+        contact = get_contact(session, tenant, message.contact_id)
+        if contact is None or contact.consent == "withdrawn":
+            return
+        record_event(svc, session, tenant, contact, "withdrawn", channel="twilio_error",
+                     actor="provider", evidence=Evidence(text=f"error {error_code}",
+                                                         message_sid=message.provider_sid))
+        log.info("contact %s marked withdrawn after provider error %s", contact.id, error_code)

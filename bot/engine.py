@@ -1,0 +1,356 @@
+"""Processing one stored inbound message: the worker's job, carried out in stages.
+
+1. Take the processing lease (one worker at a time; a dead worker's lease expires).
+2. Understand the text (keywords, sensitive data, intent) outside any transaction.
+3. In one transaction: contact, conversation, the message's body, consent ledger,
+   handoff, tickets and events, and the bot-log row that records the plan.
+4. Keep every media item, encrypted.
+5. Send the planned replies through the outbound gate, each under its own
+   idempotency key, so a retry resends nothing that already went.
+6. Mark the message processed and drop the raw webhook payload.
+
+A retry after stage 3 reads the plan back from the bot log instead of deciding again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from bot import conversation as rules
+from bot.consent import Evidence, active_notice, record_event
+from bot.inbound import InboundMessage, decode_payload
+from bot.keywords import KeywordBook, KeywordMatch
+from bot.outbound import Outgoing, send_message
+from bot.replies import render
+from bot.services import Services
+from notify import MediaRefused, download_media
+from notify.operators import OperatorEvent, tenant_channel, user_channel
+from storage.inbound import ClaimedMessage, claim_for_processing, release_lease
+from storage.models import (
+    BotLogEntry,
+    Contact,
+    Conversation,
+    Event,
+    MediaItem,
+    Message,
+    Tenant,
+    Ticket,
+    utcnow,
+)
+from storage.queries import contact_by_wa_id, open_conversation_for
+
+log = logging.getLogger(__name__)
+
+_messages = Message.__table__
+
+
+def process_inbound(svc: Services, message_id: int) -> None:
+    config = svc.config
+    claimed = claim_for_processing(svc.db.engine, message_id, int(config["PROCESSING_LEASE_SECONDS"]),
+                                   int(config["MAX_PROCESSING_ATTEMPTS"]))
+    if claimed is None:
+        return
+    try:
+        _process(svc, claimed)
+    except Exception:
+        release_lease(svc.db.engine, message_id)
+        raise
+
+
+def _process(svc: Services, claimed: ClaimedMessage) -> None:
+    started = time.perf_counter()
+    with svc.db.session() as session:
+        message = session.get(Message, claimed.id)
+        assert message is not None
+        handled = message.status == "handled"
+    inbound = None
+    if claimed.payload is not None:
+        inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
+    if inbound is not None and not handled:
+        _handle(svc, claimed, inbound, started)
+    if inbound is not None:
+        _keep_media(svc, claimed, inbound)
+    _send_planned_replies(svc, claimed)
+    with svc.db.engine.begin() as connection:
+        connection.execute(
+            update(_messages).where(_messages.c.id == claimed.id)
+            .values(processed_at=utcnow(), payload=None, lease_until=None, status="processed")
+        )
+
+
+def _understand(svc: Services, tenant: Tenant, text: str) -> tuple[rules.Understanding | None,
+                                                                       Any, tuple[Any, ...]]:
+    """Intent and sensitive findings; the spaCy pipeline is loaded once per worker."""
+    import intents
+
+    if not text.strip():
+        return None, None, ()
+    prediction = intents.classify(text)
+    findings = tuple(intents.find_sensitive(text))
+    understanding = rules.Understanding(prediction.intent, prediction.confidence,
+                                        prediction.safety_rule)
+    return understanding, prediction, findings
+
+
+def _handle(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float) -> None:
+    now = utcnow()
+    with svc.db.session() as session:
+        tenant = session.get(Tenant, claimed.tenant_id)
+        assert tenant is not None
+        contact = _contact_for(session, tenant, inbound, now)
+        thread = _conversation_for(session, tenant, contact, now)
+        book = KeywordBook(tenant.settings.get("keywords"))
+        keyword = None if inbound.opt_out_type else book.match(
+            inbound.body, awaiting_acceptance=contact.consent == "pending")
+        text = keyword.rest if keyword and keyword.rest else ("" if keyword else inbound.body)
+        understanding, prediction, findings = _understand(svc, tenant, text)
+        all_findings = findings if not keyword or keyword.rest else ()
+        turn = rules.Turn(
+            consent=contact.consent, legal_basis=contact.legal_basis, mode=thread.mode,
+            clarifications=thread.clarifications, keyword=keyword,
+            opt_out_type=inbound.opt_out_type,
+            sensitive_kinds=tuple(sorted({f.kind for f in all_findings})),
+            understanding=understanding, has_text=bool(inbound.body.strip()),
+        )
+        plan = _plan(turn)
+        message = session.get(Message, claimed.id)
+        assert message is not None
+        _store_body(svc, tenant, message, inbound, contact, thread, all_findings, prediction)
+        _apply_ledger(svc, session, tenant, contact, plan, inbound)
+        events = _apply_plan(session, tenant, thread, message, plan, prediction, now)
+        message.status = "handled"
+        session.add(BotLogEntry(
+            tenant_id=tenant.id, message_id=message.id, at=now,
+            intent=prediction.intent if prediction else None,
+            confidence=prediction.confidence if prediction else None,
+            action=plan.action, model_version=prediction.model_version if prediction else None,
+            safety_rule=prediction.safety_rule if prediction else None,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            detail={"replies": [[r.key, r.purpose] for r in plan.replies],
+                    "keyword": keyword.kind if keyword else None,
+                    "sensitive": list(turn.sensitive_kinds), "handoff": plan.handoff},
+        ))
+        session.flush()
+        events.append(_message_event(tenant, thread, message))
+    _publish(svc, events)
+
+
+def _plan(turn: rules.Turn) -> rules.Plan:
+    plan = rules.plan_turn(turn)
+    if plan.understand_rest:
+        # "Sì, ma il citofono non va": accepted, then the rest is a message like any other.
+        rest = rules.plan_turn(replace(turn, consent="granted", keyword=None))
+        plan.replies.extend(rest.replies)
+        for name in ("handoff", "ticket", "appointment", "work_done", "clarification"):
+            if getattr(rest, name):
+                setattr(plan, name, getattr(rest, name))
+        plan.urgent = plan.urgent or rest.urgent
+        plan.action = f"{plan.action}+{rest.action}"
+    return plan
+
+
+def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any) -> Contact:
+    contact = contact_by_wa_id(session, tenant, inbound.wa_id)
+    if contact is None:
+        contact = Contact(tenant_id=tenant.id, wa_id=inbound.wa_id, phone=inbound.phone,
+                          source="whatsapp_inbound", kind="unknown", consent="none")
+        session.add(contact)
+    elif inbound.phone and not contact.phone:
+        contact.phone = inbound.phone
+    if tenant.settings.get("store_profile_name"):
+        contact.profile_name = inbound.profile_name
+    contact.last_contact_at = now
+    # Only the contact's own messages open the 24-hour window.
+    contact.last_inbound_at = now
+    session.flush()
+    return contact
+
+
+def _conversation_for(session: Any, tenant: Tenant, contact: Contact, now: Any) -> Conversation:
+    thread = open_conversation_for(session, tenant, contact)
+    if thread is None:
+        thread = Conversation(tenant_id=tenant.id, contact_id=contact.id, mode="bot",
+                              priority="normal", needs_attention=False, status="open",
+                              clarifications=0)
+        session.add(thread)
+    thread.last_message_at = now
+    session.flush()
+    return thread
+
+
+def _store_body(
+    svc: Services, tenant: Tenant, message: Message, inbound: InboundMessage, contact: Contact,
+    thread: Conversation, findings: tuple[Any, ...], prediction: Any,
+) -> None:
+    body = inbound.body
+    if findings and tenant.settings.get("redact_sensitive", True):
+        import intents
+
+        body = intents.redact(body, list(findings))
+        message.redacted = True
+    message.body = svc.cipher.encrypt(body)
+    message.contact_id = contact.id
+    message.conversation_id = thread.id
+    message.sensitive_kinds = sorted({f.kind for f in findings})
+    if prediction is not None:
+        message.intent = prediction.intent
+        message.confidence = prediction.confidence
+
+
+def _apply_ledger(
+    svc: Services, session: Any, tenant: Tenant, contact: Contact, plan: rules.Plan,
+    inbound: InboundMessage,
+) -> None:
+    evidence = Evidence(text=inbound.body if not inbound.opt_out_type else
+                        f"{inbound.opt_out_type}: {inbound.body}", message_sid=inbound.message_sid)
+    notice = active_notice(session, tenant)
+    for event in plan.ledger:
+        record_event(svc, session, tenant, contact, event, channel=plan.ledger_channel,
+                     actor="contact", evidence=evidence, notice=notice)
+
+
+def _apply_plan(
+    session: Any, tenant: Tenant, thread: Conversation, message: Message, plan: rules.Plan,
+    prediction: Any, now: Any,
+) -> list[OperatorEvent]:
+    events: list[OperatorEvent] = []
+    entities = [asdict(e) for e in (prediction.entities if prediction else ())]
+    if plan.clarification:
+        thread.clarifications += 1
+    elif plan.ticket or plan.appointment or plan.work_done:
+        thread.clarifications = 0
+    if plan.handoff:
+        events.extend(handoff_to_operator(tenant, thread, plan.handoff, urgent=plan.urgent, now=now))
+    if plan.ticket:
+        ticket = Ticket(tenant_id=tenant.id, conversation_id=thread.id, source_message_id=message.id,
+                        kind=plan.ticket, intent=message.intent, status="open", entities=entities)
+        session.add(ticket)
+        session.flush()
+        events.append(OperatorEvent((tenant_channel(tenant.slug),), "ticket.created",
+                                    {"ticket_id": ticket.id, "conversation_id": thread.id,
+                                     "kind": ticket.kind}))
+    if plan.appointment:
+        session.add(Event(tenant_id=tenant.id, conversation_id=thread.id,
+                          source_message_id=message.id, status="proposed", entities=entities))
+    if plan.work_done:
+        _close_open_ticket(session, tenant, thread, message, entities, now)
+    return events
+
+
+def _close_open_ticket(session: Any, tenant: Tenant, thread: Conversation, message: Message,
+                       entities: list[Any], now: Any) -> None:
+    ticket = session.scalar(
+        select(Ticket).where(Ticket.tenant_id == tenant.id, Ticket.conversation_id == thread.id,
+                             Ticket.status.in_(("open", "in_progress")))
+        .order_by(Ticket.id.desc()).limit(1)
+    )
+    if ticket is None:
+        # The report may concern a ticket opened elsewhere: record it for the office to match.
+        session.add(Ticket(tenant_id=tenant.id, conversation_id=thread.id,
+                           source_message_id=message.id, kind="intervento", intent=message.intent,
+                           status="done", entities=entities))
+        return
+    ticket.status = "done"
+    ticket.updated_at = now
+
+
+def handoff_to_operator(
+    tenant: Tenant, thread: Conversation, reason: str, *, urgent: bool, now: Any
+) -> list[OperatorEvent]:
+    """The conversation now needs a human; the bot falls silent until it is released."""
+    thread.needs_attention = True
+    thread.mode = "human"
+    thread.human_since = thread.human_since or now
+    if urgent:
+        thread.priority = "urgent"
+    channels = (tenant_channel(tenant.slug),)
+    data = {"conversation_id": thread.id, "reason": reason, "priority": thread.priority}
+    events = [OperatorEvent(channels, "conversation.needs_attention", data)]
+    if urgent:
+        events.append(OperatorEvent(channels, "conversation.emergency", data))
+    return events
+
+
+def _message_event(tenant: Tenant, thread: Conversation, message: Message) -> OperatorEvent:
+    channels = [tenant_channel(tenant.slug)]
+    if thread.assigned_user_id:
+        channels.append(user_channel(thread.assigned_user_id))
+    return OperatorEvent(tuple(channels), "message.created",
+                         {"conversation_id": thread.id, "message_id": message.id,
+                          "direction": message.direction, "intent": message.intent})
+
+
+def _publish(svc: Services, events: list[OperatorEvent]) -> None:
+    notifier = svc.notifier
+    for event in events:
+        try:
+            notifier.publish(event)
+        except Exception:
+            # The database already says the conversation needs attention; the
+            # inbox shows it on the next load even if this push is lost.
+            log.exception("operator notification %s failed", event.name)
+
+
+def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> None:
+    if not inbound.media:
+        return
+    with svc.db.session() as session:
+        kept = set(session.scalars(select(MediaItem.position)
+                                   .where(MediaItem.message_id == claimed.id)))
+    allowed = frozenset(t.strip() for t in str(svc.config["MEDIA_ALLOWED_TYPES"]).split(","))
+    root = Path(svc.config["MEDIA_ROOT"]) / str(claimed.tenant_id)
+    for position, media in enumerate(inbound.media):
+        if position in kept:
+            continue
+        item = MediaItem(tenant_id=claimed.tenant_id, message_id=claimed.id, position=position,
+                         content_type=media.content_type or "application/octet-stream")
+        try:
+            downloaded = download_media(media.url, auth=svc.twilio_auth,
+                                        max_bytes=int(svc.config["MEDIA_MAX_BYTES"]),
+                                        allowed_types=allowed)
+        except MediaRefused as refusal:
+            item.refused = refusal.reason
+        else:
+            digest = hashlib.sha256(downloaded.content).hexdigest()
+            root.mkdir(parents=True, exist_ok=True)
+            path = root / f"{claimed.id}-{position}-{digest[:16]}.bin"
+            path.write_bytes(svc.cipher.encrypt_bytes(downloaded.content))
+            item.content_type, item.size, item.sha256 = (downloaded.content_type,
+                                                        len(downloaded.content), digest)
+            item.path = str(path)
+        with svc.db.session() as session:
+            session.add(item)
+
+
+def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
+    with svc.db.session() as session:
+        message = session.get(Message, claimed.id)
+        entry = session.scalar(select(BotLogEntry).where(BotLogEntry.message_id == claimed.id)
+                               .order_by(BotLogEntry.id.desc()).limit(1))
+        if message is None or entry is None or message.contact_id is None:
+            return
+        tenant = session.get(Tenant, claimed.tenant_id)
+        contact = session.get(Contact, message.contact_id)
+        thread = session.get(Conversation, message.conversation_id)
+        notice = active_notice(session, tenant) if tenant else None
+        redacted = message.redacted
+    assert tenant is not None and contact is not None
+    values = {
+        "office": tenant.name,
+        "notice": notice.text.format(office=tenant.name) if notice else "",
+        "notice_url": notice.full_notice_url if notice else "",
+        "redaction": "conservato senza quei dati" if redacted else "segnalato all'ufficio",
+    }
+    for index, (key, purpose) in enumerate(entry.detail.get("replies", [])):
+        text = render(key, tenant.settings, **values)
+        outcome = send_message(svc, tenant, contact, thread, Outgoing(text=text, purpose=purpose),
+                               idempotency_key=f"reply:{claimed.id}:{index}")
+        if outcome.refused:
+            log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)

@@ -1,0 +1,105 @@
+"""The outbound gate: whether a message may go to a contact, and if not, why.
+
+:func:`evaluate` is the rule, a plain function over plain data; :func:`check_outbound`
+feeds it the contact's state and adds the tenant's send-rate limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from redis.exceptions import RedisError
+
+from storage.models import Contact, Tenant, utcnow
+
+if TYPE_CHECKING:
+    from bot.outbound import Outgoing
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+SERVICE_WINDOW = timedelta(hours=24)
+DEFAULT_SEND_RATE = 20
+
+EXPLANATIONS = {
+    "opted_out": "Il contatto ha revocato il consenso: non è possibile inviargli messaggi.",
+    "no_consent": (
+        "Il contatto non ha accettato l'informativa e non ha un'altra base giuridica: "
+        "non è possibile scrivergli."
+    ),
+    "outside_window": (
+        "Sono passate più di 24 ore dall'ultimo messaggio del contatto: "
+        "si può inviare solo un modello approvato."
+    ),
+    "rate_limited": "Limite di invio dello studio raggiunto: riprova tra qualche secondo.",
+}
+
+# Messages that may reach a contact who has not (or no longer) accepted the channel.
+PRE_CONSENT_PURPOSES = frozenset({"welcome", "notice"})
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    allowed: bool
+    reason: str | None = None
+
+    @property
+    def explanation(self) -> str | None:
+        return EXPLANATIONS.get(self.reason) if self.reason else None
+
+
+ALLOW = GateDecision(allowed=True)
+
+
+def evaluate(
+    *,
+    consent: str,
+    legal_basis: str | None,
+    last_inbound_at: datetime | None,
+    purpose: str,
+    is_template: bool,
+    now: datetime,
+) -> GateDecision:
+    if consent == "withdrawn":
+        if purpose == "withdrawal_confirmation":
+            return ALLOW
+        return GateDecision(False, "opted_out")
+    if consent != "granted" and legal_basis in (None, "consent") and purpose not in PRE_CONSENT_PURPOSES:
+        return GateDecision(False, "no_consent")
+    if not is_template and (last_inbound_at is None or now - last_inbound_at > SERVICE_WINDOW):
+        return GateDecision(False, "outside_window")
+    return ALLOW
+
+
+def check_outbound(
+    svc: Services, tenant: Tenant, contact: Contact, outgoing: Outgoing,
+    now: datetime | None = None,
+) -> GateDecision:
+    decision = evaluate(
+        consent=contact.consent, legal_basis=contact.legal_basis,
+        last_inbound_at=contact.last_inbound_at, purpose=outgoing.purpose,
+        is_template=outgoing.template is not None, now=now or utcnow(),
+    )
+    if decision.allowed and not within_send_rate(svc, tenant):
+        return GateDecision(False, "rate_limited")
+    return decision
+
+
+def within_send_rate(svc: Services, tenant: Tenant) -> bool:
+    """A fixed one-second window per tenant in Redis, shared by every process."""
+    limit = int(tenant.settings.get("send_rate_per_second", DEFAULT_SEND_RATE))
+    key = f"portineria:rate:{tenant.id}:{int(time.time())}"
+    try:
+        pipe = svc.redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, 5)
+        count = pipe.execute()[0]
+    except RedisError:
+        # Without Redis there is no shared counter; replies to residents matter more.
+        log.warning("send-rate check skipped: redis unavailable")
+        return True
+    return int(count) <= limit

@@ -1,0 +1,37 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.services import services
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        with svc.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except SQLAlchemyError:
+        checks["database"] = "unavailable"
+    try:
+        svc.redis.ping()
+        checks["redis"] = "ok"
+    except RedisError:
+        # Not fatal for the webhook (messages are stored and swept), but worth a signal.
+        checks["redis"] = "unavailable"
+    ready = checks["database"] == "ok"
+    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503

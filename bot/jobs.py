@@ -1,0 +1,14 @@
+"""RQ job functions: module-level, ids in, the core does the work.
+
+They run inside the worker's app context (see :mod:`bot.worker`).
+"""
+
+from __future__ import annotations
+
+from bot.services import services
+
+
+def process_inbound(message_id: int) -> None:
+    from bot.engine import process_inbound as run
+
+    run(services(), message_id)

@@ -1,0 +1,160 @@
+"""The single way out: every outbound WhatsApp message passes :func:`send_message`.
+
+It asks the outbound gate first, records the message under an idempotency key
+before it touches the network, and claims the row before sending, so a retried job
+finds the row it already wrote and never sends the same message twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from bot.gate import GateDecision, check_outbound
+from bot.services import Services
+from notify import OutboundRequest, SendError
+from storage.delivery import STATUS_RANK
+from storage.models import Contact, Conversation, Message, Tenant, utcnow
+from storage.queries import message_by_idempotency_key
+
+log = logging.getLogger(__name__)
+
+_messages = Message.__table__
+
+
+@dataclass(frozen=True)
+class Template:
+    content_sid: str
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What to say: free text, or an approved template outside the 24-hour window."""
+
+    text: str | None = None
+    template: Template | None = None
+    # Why it is sent: reply, welcome, withdrawal_confirmation, operator, api.
+    purpose: str = "reply"
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    message_id: int | None
+    status: str
+    refusal: GateDecision | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
+
+
+class SendDeferred(Exception):
+    """The provider is temporarily unavailable; the job should be retried later."""
+
+
+def send_message(
+    svc: Services,
+    tenant: Tenant,
+    contact: Contact,
+    conversation: Conversation | None,
+    outgoing: Outgoing,
+    idempotency_key: str,
+    sender_user_id: int | None = None,
+) -> SendOutcome:
+    message = _recorded(svc, tenant, idempotency_key)
+    if message is None:
+        decision = check_outbound(svc, tenant, contact, outgoing)
+        if not decision.allowed:
+            log.info("outbound refused by the gate: %s", decision.reason)
+            return SendOutcome(message_id=None, status="refused", refusal=decision)
+        message = _record(svc, tenant, contact, conversation, outgoing, idempotency_key,
+                          sender_user_id)
+    if message.status != "pending" or not _claim(svc, message.id):
+        # Already sent, failed, or claimed by an attempt that may have reached the
+        # provider: sending again could duplicate it, so we do not.
+        return SendOutcome(message_id=message.id, status=message.status)
+    return _deliver(svc, tenant, contact, outgoing, message.id)
+
+
+def _recorded(svc: Services, tenant: Tenant, key: str) -> Message | None:
+    with svc.db.session() as session:
+        return message_by_idempotency_key(session, tenant, key)
+
+
+def _record(
+    svc: Services, tenant: Tenant, contact: Contact, conversation: Conversation | None,
+    outgoing: Outgoing, key: str, sender_user_id: int | None,
+) -> Message:
+    text = outgoing.text if outgoing.template is None else json.dumps(outgoing.template.variables)
+    message = Message(
+        tenant_id=tenant.id, conversation_id=conversation.id if conversation else None,
+        contact_id=contact.id, direction="out", idempotency_key=key,
+        body=svc.cipher.encrypt(text or ""),
+        template_sid=outgoing.template.content_sid if outgoing.template else None,
+        status="pending", status_rank=0, purpose=outgoing.purpose, sender_user_id=sender_user_id,
+    )
+    try:
+        with svc.db.session() as session:
+            session.add(message)
+    except IntegrityError:
+        # A concurrent attempt recorded it first; use theirs.
+        existing = _recorded(svc, tenant, key)
+        assert existing is not None
+        return existing
+    return message
+
+
+def _claim(svc: Services, message_id: int) -> bool:
+    with svc.db.engine.begin() as connection:
+        result = connection.execute(
+            update(_messages).where(_messages.c.id == message_id, _messages.c.status == "pending")
+            .values(status="sending", status_rank=STATUS_RANK["sending"], status_at=utcnow())
+        )
+    return result.rowcount == 1
+
+
+def _deliver(
+    svc: Services, tenant: Tenant, contact: Contact, outgoing: Outgoing, message_id: int
+) -> SendOutcome:
+    request = OutboundRequest(
+        from_address=f"whatsapp:{tenant.whatsapp_number}",
+        to_address=f"whatsapp:{contact.phone or contact.wa_id}",
+        body=outgoing.text if outgoing.template is None else None,
+        content_sid=outgoing.template.content_sid if outgoing.template else None,
+        content_variables=json.dumps(outgoing.template.variables) if outgoing.template else None,
+        status_callback=svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
+        if svc.transport.name == "twilio" else None,
+    )
+    try:
+        receipt = svc.transport.send(request)
+    except SendError as error:
+        if error.retryable:
+            _set(svc, message_id, status="pending", rank=0)
+            raise SendDeferred(str(error)) from error
+        _set(svc, message_id, status="failed", rank=STATUS_RANK["failed"], error_code=error.code)
+        if error.code is not None:
+            from bot.consent import record_delivery_error
+
+            record_delivery_error(svc, tenant.id, message_id, error.code)
+        return SendOutcome(message_id=message_id, status="failed")
+    status = receipt.status if receipt.status in STATUS_RANK else "queued"
+    _set(svc, message_id, status=status, rank=STATUS_RANK[status], sid=receipt.provider_sid)
+    return SendOutcome(message_id=message_id, status=status)
+
+
+def _set(
+    svc: Services, message_id: int, *, status: str, rank: int,
+    sid: str | None = None, error_code: int | None = None,
+) -> None:
+    values: dict[str, object] = {"status": status, "status_rank": rank, "status_at": utcnow()}
+    if sid is not None:
+        values["provider_sid"] = sid
+    if error_code is not None:
+        values["error_code"] = error_code
+    with svc.db.engine.begin() as connection:
+        connection.execute(update(_messages).where(_messages.c.id == message_id).values(**values))

@@ -1,0 +1,110 @@
+"""The RQ queue for inbound processing, and the sweeper that makes it lossless.
+
+The webhook enqueues after the message is durably stored. If Redis is down at that
+moment, or a worker dies mid-job, the stored message is still unprocessed; the
+sweeper (run inside ``portineria worker``) finds it and enqueues it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from storage.inbound import note_swept, unprocessed_for_sweep
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+PROCESS_INBOUND = "bot.jobs.process_inbound"
+_WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def inbound_job_id(message_id: int, sweeps: int = 0) -> str:
+    return f"inbound-{message_id}" if sweeps == 0 else f"inbound-{message_id}-s{sweeps}"
+
+
+def connect_redis(url: str) -> Redis:
+    # Short timeouts: a Redis outage must cost the webhook milliseconds, not seconds.
+    return Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2.0,
+                          health_check_interval=30)
+
+
+class InboundQueue:
+    def __init__(self, redis: Redis, name: str, job_timeout: int) -> None:
+        self.redis = redis
+        self.queue = Queue(name, connection=redis)
+        self._job_timeout = job_timeout
+
+    def enqueue(self, message_id: int, sweeps: int = 0) -> None:
+        """One pipelined round trip to Redis; raises RedisError if it is unreachable."""
+        self.queue.enqueue_call(
+            PROCESS_INBOUND,
+            args=(message_id,),
+            job_id=inbound_job_id(message_id, sweeps),
+            timeout=self._job_timeout,
+            result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+            # Retries are for failures the job raises; a killed worker is the sweeper's.
+            retry=Retry(max=3, interval=[5, 30, 120]),
+        )
+
+    def is_pending(self, message_id: int, sweeps: int, lease_seconds: int) -> bool:
+        """Whether the latest job for this message can still run by itself."""
+        try:
+            job = Job.fetch(inbound_job_id(message_id, sweeps), connection=self.redis)
+        except NoSuchJobError:
+            return False
+        status = job.get_status(refresh=False)
+        if status in _WAITING:
+            return True
+        if status == JobStatus.STARTED and job.started_at is not None:
+            started = job.started_at.replace(tzinfo=utcnow().tzinfo)
+            return utcnow() - started < timedelta(seconds=lease_seconds)
+        return False
+
+
+def sweep_once(db_engine, queue: InboundQueue, *, grace_seconds: float,  # type: ignore[no-untyped-def]
+               lease_seconds: int, max_attempts: int) -> int:
+    """Enqueue every stored inbound message that nothing will process otherwise."""
+    older_than = utcnow() - timedelta(seconds=grace_seconds)
+    enqueued = 0
+    for message_id, sweeps in unprocessed_for_sweep(db_engine, older_than, max_attempts):
+        if queue.is_pending(message_id, sweeps, lease_seconds):
+            continue
+        if not note_swept(db_engine, message_id, sweeps):
+            continue
+        queue.enqueue(message_id, sweeps + 1)
+        enqueued += 1
+    if enqueued:
+        log.info("sweeper enqueued %d stored message(s)", enqueued)
+    return enqueued
+
+
+class Sweeper(threading.Thread):
+    """Runs :func:`sweep_once` every few seconds until stopped."""
+
+    def __init__(self, sweep, interval: float) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(name="portineria-sweeper", daemon=True)
+        self._sweep = sweep
+        self._interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self._sweep()
+            except RedisError:
+                log.warning("sweeper: redis unavailable, will retry")
+            except Exception:
+                log.exception("sweeper pass failed")
+            self._stop_event.wait(self._interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()

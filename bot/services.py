@@ -1,0 +1,87 @@
+"""The app's parts, built once by the factory and kept in ``app.extensions``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app
+from redis import Redis
+from twilio.request_validator import RequestValidator
+
+from bot.config import encryption_keys, float_list
+from bot.queueing import InboundQueue, connect_redis
+from bot.tenants import TenantDirectory
+from notify import ConsoleTransport, TwilioTransport, WhatsAppTransport
+from notify.operators import OperatorNotifier, PusherNotifier, RedisStreamNotifier
+from storage import BodyCipher, Database
+
+EXTENSION = "portineria"
+
+
+@dataclass
+class Services:
+    config: dict[str, Any]
+    db: Database
+    cipher: BodyCipher
+    redis: Redis
+    inbound_queue: InboundQueue
+    transport: WhatsAppTransport
+    tenants: TenantDirectory
+    request_validator: RequestValidator | None
+    notifier: OperatorNotifier
+
+    @property
+    def twilio_auth(self) -> tuple[str, str] | None:
+        sid, token = self.config.get("TWILIO_ACCOUNT_SID"), self.config.get("TWILIO_AUTH_TOKEN")
+        return (sid, token) if sid and token else None
+
+
+def build_transport(config: dict[str, Any]) -> WhatsAppTransport:
+    if config["WHATSAPP_TRANSPORT"] == "twilio":
+        if not (config["TWILIO_ACCOUNT_SID"] and config["TWILIO_AUTH_TOKEN"]):
+            raise RuntimeError("WHATSAPP_TRANSPORT=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        return TwilioTransport(
+            config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
+            api_base_url=config["TWILIO_API_BASE_URL"],
+            retry_delays=float_list(config["SEND_RETRY_DELAYS"]),
+        )
+    if config["WHATSAPP_TRANSPORT"] == "console":
+        return ConsoleTransport()
+    raise RuntimeError(f"unknown WHATSAPP_TRANSPORT {config['WHATSAPP_TRANSPORT']!r}")
+
+
+def build_notifier(config: dict[str, Any], redis: Redis) -> OperatorNotifier:
+    if config.get("PUSHER_APP_ID") and config.get("PUSHER_KEY") and config.get("PUSHER_SECRET"):
+        return PusherNotifier.from_settings(
+            str(config["PUSHER_APP_ID"]), config["PUSHER_KEY"], config["PUSHER_SECRET"],
+            cluster=config.get("PUSHER_CLUSTER"), host=config.get("PUSHER_HOST"),
+            port=config.get("PUSHER_PORT"), ssl=bool(config.get("PUSHER_SSL", True)),
+        )
+    return RedisStreamNotifier(redis)
+
+
+def init_app(app: Flask) -> Services:
+    config = app.config
+    db = Database(config["DATABASE_URL"])
+    redis = connect_redis(config["REDIS_URL"] or "redis://127.0.0.1:6379/0")
+    token = config.get("TWILIO_AUTH_TOKEN")
+    svc = Services(
+        config=config,  # type: ignore[arg-type]
+        db=db,
+        cipher=BodyCipher(encryption_keys(config)),
+        redis=redis,
+        inbound_queue=InboundQueue(redis, config["QUEUE_NAME"],
+                                   job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2),
+        transport=build_transport(config),  # type: ignore[arg-type]
+        tenants=TenantDirectory(db),
+        # No token, no valid signature: webhooks answer 403 rather than fail open.
+        request_validator=RequestValidator(token) if token else None,
+        notifier=build_notifier(config, redis),  # type: ignore[arg-type]
+    )
+    app.extensions[EXTENSION] = svc
+    return svc
+
+
+def services() -> Services:
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]

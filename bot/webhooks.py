@@ -1,0 +1,80 @@
+"""Twilio's webhooks: validate, store durably, enqueue, answer in milliseconds."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, abort, current_app, request
+from redis.exceptions import RedisError
+from twilio.request_validator import RequestValidator
+
+from bot.consent import record_delivery_error
+from bot.inbound import InboundMessage, MalformedWebhook, encode_payload, parse_form, strip_channel
+from bot.services import services
+from storage.delivery import apply_status
+from storage.inbound import store_inbound
+
+log = logging.getLogger(__name__)
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+def _signed_params() -> dict[str, str]:
+    """The form, if and only if Twilio signed it for our public URL (403 otherwise)."""
+    try:
+        params = parse_form(request.get_data(cache=False))
+    except MalformedWebhook as error:
+        abort(400, str(error))
+    signature = request.headers.get("X-Twilio-Signature", "")
+    validator: RequestValidator | None = services().request_validator
+    # Behind a proxy the request host is not what Twilio signed: use the public URL.
+    url = current_app.config["PUBLIC_BASE_URL"] + request.full_path.rstrip("?")
+    if validator is None or not signature or not validator.validate(url, params, signature):
+        log.warning("webhook %s refused: bad or missing signature", request.path)
+        abort(403, "invalid signature")
+    return params
+
+
+def _tenant_for(number: str) -> int:
+    tenant_id = services().tenants.tenant_for(strip_channel(number))
+    if tenant_id is None:
+        abort(404, "unknown WhatsApp number")
+    return tenant_id
+
+
+@bp.post("/messages")
+def inbound_message() -> Response:
+    params = _signed_params()
+    try:
+        message = InboundMessage.from_params(params)
+    except MalformedWebhook as error:
+        abort(400, str(error))
+    tenant_id = _tenant_for(message.to_address)
+    svc = services()
+    payload = svc.cipher.encrypt(encode_payload(params))
+    message_id = store_inbound(svc.db.engine, tenant_id, message.message_sid, payload)
+    if message_id is None:
+        log.info("duplicate delivery of an already stored message ignored")
+    else:
+        try:
+            svc.inbound_queue.enqueue(message_id)
+        except RedisError:
+            # Stored is safe: the sweeper enqueues it once Redis is back.
+            log.warning("message %s stored but not enqueued: redis unavailable", message_id)
+    return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
+
+
+@bp.post("/status")
+def delivery_status() -> Response:
+    params = _signed_params()
+    sid, status = params.get("MessageSid"), (params.get("MessageStatus") or "").lower()
+    if not sid or not status or not params.get("From"):
+        abort(400, "missing MessageSid, MessageStatus or From")
+    tenant_id = _tenant_for(params["From"])
+    code = params.get("ErrorCode")
+    error_code = int(code) if code and code.isdigit() else None
+    message_id = apply_status(services().db.engine, tenant_id, sid, status, error_code)
+    if message_id is not None and error_code is not None:
+        record_delivery_error(services(), tenant_id, message_id, error_code)
+    return Response(status=204)

@@ -1,0 +1,50 @@
+"""``portineria worker``: a non-forking RQ worker plus the sweeper, in one process.
+
+The worker does not fork per job: forking costs more than our jobs do, and the
+spaCy pipeline stays loaded once for the life of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+
+from flask import Flask
+from rq import SimpleWorker
+
+from bot.queueing import Sweeper, sweep_once
+from bot.services import services
+
+log = logging.getLogger(__name__)
+
+
+def preload_language() -> None:
+    import intents
+
+    started = time.perf_counter()
+    intents.classify("buongiorno")
+    log.info("language pipeline %s loaded in %.2fs", intents.model_version(),
+             time.perf_counter() - started)
+
+
+def make_sweeper(app: Flask) -> Sweeper:
+    svc = services()
+    config = app.config
+    sweep = partial(sweep_once, svc.db.engine, svc.inbound_queue,
+                    grace_seconds=float(config["SWEEP_GRACE_SECONDS"]),
+                    lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
+                    max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]))
+    return Sweeper(sweep, float(config["SWEEP_INTERVAL_SECONDS"]))
+
+
+def run_worker(app: Flask, *, burst: bool = False) -> None:
+    preload_language()
+    svc = services()
+    sweeper = make_sweeper(app)
+    sweeper.start()
+    try:
+        worker = SimpleWorker([svc.inbound_queue.queue], connection=svc.redis)
+        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+    finally:
+        sweeper.stop()

@@ -1,0 +1,24 @@
+"""The outside world's pipes: WhatsApp transports (Twilio REST, console), media download,
+operator notifications. No business rules live here."""
+
+from notify.media import DownloadedMedia, MediaRefused, download_media
+from notify.whatsapp import (
+    ConsoleTransport,
+    OutboundRequest,
+    SendError,
+    SendReceipt,
+    TwilioTransport,
+    WhatsAppTransport,
+)
+
+__all__ = [
+    "ConsoleTransport",
+    "DownloadedMedia",
+    "MediaRefused",
+    "OutboundRequest",
+    "SendError",
+    "SendReceipt",
+    "TwilioTransport",
+    "WhatsAppTransport",
+    "download_media",
+]

@@ -1,0 +1,136 @@
+"""WhatsApp transports: Twilio's REST API, or a console that records what would go out.
+
+A transport only moves a message; whether it may go is decided above (the outbound gate).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """What to send: free text (``body``) or an approved template (``content_sid``)."""
+
+    from_address: str
+    to_address: str
+    body: str | None = None
+    content_sid: str | None = None
+    content_variables: str | None = None
+    status_callback: str | None = None
+
+
+@dataclass(frozen=True)
+class SendReceipt:
+    provider_sid: str
+    status: str
+
+
+class SendError(Exception):
+    """The provider refused the message; ``retryable`` says whether trying later can help."""
+
+    def __init__(self, message: str, *, status: int | None, code: int | None, retryable: bool):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retryable = retryable
+
+
+class WhatsAppTransport(Protocol):
+    name: str
+
+    def send(self, request: OutboundRequest) -> SendReceipt: ...
+
+
+def _is_retryable(status: int | None) -> bool:
+    return status == 429 or (status is not None and status >= 500)
+
+
+class TwilioTransport:
+    """Twilio's Messages API through the official SDK.
+
+    429 and 5xx answers mean Twilio created nothing, so they are retried here with
+    backoff; a refused connection likewise. Any other failure is final for this
+    message and surfaces as :class:`SendError`.
+    """
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        api_base_url: str = "https://api.twilio.com",
+        retry_delays: Sequence[float] = (0.5, 1.0, 2.0),
+        timeout: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        self._client.api.base_url = api_base_url.rstrip("/")
+        self._retry_delays = tuple(retry_delays)
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def send(self, request: OutboundRequest) -> SendReceipt:
+        attempts = len(self._retry_delays) + 1
+        for attempt in range(attempts):
+            try:
+                return self._create(request)
+            except SendError as error:
+                if not error.retryable or attempt == attempts - 1:
+                    raise
+                delay = self._retry_delays[attempt]
+                log.warning("twilio send retry in %.1fs (status=%s)", delay, error.status)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _create(self, request: OutboundRequest) -> SendReceipt:
+        kwargs: dict[str, str] = {"from_": request.from_address, "to": request.to_address}
+        if request.content_sid:
+            kwargs["content_sid"] = request.content_sid
+            if request.content_variables:
+                kwargs["content_variables"] = request.content_variables
+        else:
+            kwargs["body"] = request.body or ""
+        if request.status_callback:
+            kwargs["status_callback"] = request.status_callback
+        try:
+            message = self._client.messages.create(**kwargs)
+        except TwilioRestException as error:
+            raise SendError(
+                f"twilio refused the message ({error.status}, code {error.code})",
+                status=error.status, code=error.code, retryable=_is_retryable(error.status),
+            ) from error
+        except requests.ConnectionError as error:
+            # Raised before the request reached Twilio: nothing was created.
+            raise SendError("twilio unreachable", status=None, code=None, retryable=True) from error
+        return SendReceipt(provider_sid=str(message.sid), status=str(message.status or "queued"))
+
+
+@dataclass
+class ConsoleTransport:
+    """Keeps what would have been sent, for the embedded default and the simulator."""
+
+    name: str = "console"
+    # Bounded: the dev server runs for days; the database keeps the full history.
+    sent: deque[OutboundRequest] = field(default_factory=lambda: deque(maxlen=1000))
+
+    def send(self, request: OutboundRequest) -> SendReceipt:
+        self.sent.append(request)
+        sid = "CM" + uuid.uuid4().hex
+        log.info("console transport: message %s recorded, not sent", sid)
+        return SendReceipt(provider_sid=sid, status="sent")

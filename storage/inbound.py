@@ -1,0 +1,120 @@
+"""The durable half of the inbound path: one short transaction per webhook delivery,
+and the leases that let exactly one worker process a stored message at a time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from storage.models import Message, utcnow
+
+_messages = Message.__table__
+
+
+def _insert_for(engine: Engine) -> Any:
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        return sqlite.insert(_messages)
+    if dialect == "postgresql":
+        return postgresql.insert(_messages)
+    raise NotImplementedError(f"unsupported database: {dialect}")
+
+
+def store_inbound(engine: Engine, tenant_id: int, provider_sid: str, payload: bytes) -> int | None:
+    """Insert the delivery; ``None`` when this ``MessageSid`` was already stored.
+
+    The unique constraint on (tenant, provider SID) is the real deduplication: two
+    concurrent deliveries of the same message cannot both insert.
+    """
+    statement = (
+        _insert_for(engine)
+        .values(
+            tenant_id=tenant_id, direction="in", provider_sid=provider_sid, payload=payload,
+            status="received", status_rank=0, sensitive_kinds=[], redacted=False,
+            attempts=0, sweeps=0, created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["tenant_id", "provider_sid"])
+        .returning(_messages.c.id)
+    )
+    with engine.begin() as connection:
+        return connection.execute(statement).scalar()
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    id: int
+    tenant_id: int
+    payload: bytes | None
+    attempts: int
+
+
+def claim_for_processing(
+    engine: Engine, message_id: int, lease_seconds: int, max_attempts: int
+) -> ClaimedMessage | None:
+    """Take the processing lease on an unprocessed inbound message.
+
+    ``None`` if it is already processed, or another worker holds a live lease.
+    A lease that expired (its worker died) can be taken again: that is how a
+    killed job is retried.
+    """
+    now = utcnow()
+    statement = (
+        update(_messages)
+        .where(
+            _messages.c.id == message_id,
+            _messages.c.direction == "in",
+            _messages.c.processed_at.is_(None),
+            _messages.c.attempts < max_attempts,
+            or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < now),
+        )
+        .values(lease_until=now + timedelta(seconds=lease_seconds), attempts=_messages.c.attempts + 1)
+        .returning(_messages.c.id, _messages.c.tenant_id, _messages.c.payload, _messages.c.attempts)
+    )
+    with engine.begin() as connection:
+        row = connection.execute(statement).first()
+    return ClaimedMessage(*row) if row else None
+
+
+def release_lease(engine: Engine, message_id: int) -> None:
+    """Give the lease back after a failed attempt so a retry need not wait for expiry."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(_messages).where(_messages.c.id == message_id, _messages.c.processed_at.is_(None))
+            .values(lease_until=None)
+        )
+
+
+def unprocessed_for_sweep(
+    engine: Engine, older_than: datetime, max_attempts: int, limit: int = 500
+) -> list[tuple[int, int]]:
+    """Stored inbound messages that no live worker holds: ``(id, sweeps)`` pairs."""
+    now = utcnow()
+    statement = (
+        select(_messages.c.id, _messages.c.sweeps)
+        .where(
+            _messages.c.direction == "in",
+            _messages.c.processed_at.is_(None),
+            _messages.c.created_at < older_than,
+            _messages.c.attempts < max_attempts,
+            or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < now),
+        )
+        .order_by(_messages.c.id)
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [(row.id, row.sweeps) for row in connection.execute(statement)]
+
+
+def note_swept(engine: Engine, message_id: int, sweeps: int) -> bool:
+    """Count a sweep; ``False`` if another sweeper counted it first."""
+    with engine.begin() as connection:
+        result = connection.execute(
+            update(_messages)
+            .where(and_(_messages.c.id == message_id, _messages.c.sweeps == sweeps))
+            .values(sweeps=sweeps + 1)
+        )
+    return result.rowcount == 1

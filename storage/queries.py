@@ -1,0 +1,105 @@
+"""Tenant-scoped reads and writes.
+
+Every function that touches an office's data takes the tenant first and filters on
+it, so a caller cannot read across tenants by forgetting a ``where``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Contact, Conversation, MediaItem, Message, Tenant, utcnow
+
+
+def tenant_by_slug(session: Session, slug: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.slug == slug))
+
+
+def tenant_id_by_number(session: Session, whatsapp_number: str) -> int | None:
+    return session.scalar(
+        select(Tenant.id).where(Tenant.whatsapp_number == whatsapp_number,
+                                Tenant.terminated_at.is_(None))
+    )
+
+
+def get_message(session: Session, tenant: Tenant | int, message_id: int) -> Message | None:
+    return session.scalar(
+        select(Message).where(Message.tenant_id == _tid(tenant), Message.id == message_id)
+    )
+
+
+def message_by_idempotency_key(session: Session, tenant: Tenant | int, key: str) -> Message | None:
+    return session.scalar(
+        select(Message).where(Message.tenant_id == _tid(tenant), Message.idempotency_key == key)
+    )
+
+
+def contact_by_wa_id(session: Session, tenant: Tenant | int, wa_id: str) -> Contact | None:
+    return session.scalar(
+        select(Contact).where(Contact.tenant_id == _tid(tenant), Contact.wa_id == wa_id)
+    )
+
+
+def get_contact(session: Session, tenant: Tenant | int, contact_id: int) -> Contact | None:
+    return session.scalar(
+        select(Contact).where(Contact.tenant_id == _tid(tenant), Contact.id == contact_id)
+    )
+
+
+def get_conversation(session: Session, tenant: Tenant | int, conversation_id: int) -> Conversation | None:
+    return session.scalar(
+        select(Conversation).where(Conversation.tenant_id == _tid(tenant),
+                                   Conversation.id == conversation_id)
+    )
+
+
+def open_conversation_for(session: Session, tenant: Tenant | int, contact: Contact) -> Conversation | None:
+    return session.scalar(
+        select(Conversation)
+        .where(Conversation.tenant_id == _tid(tenant), Conversation.contact_id == contact.id,
+               Conversation.status == "open")
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    )
+
+
+def conversation_messages(
+    session: Session, tenant: Tenant | int, conversation_id: int, limit: int = 500
+) -> Sequence[Message]:
+    return session.scalars(
+        select(Message)
+        .where(Message.tenant_id == _tid(tenant), Message.conversation_id == conversation_id)
+        .order_by(Message.id)
+        .limit(limit)
+    ).all()
+
+
+def media_for_message(session: Session, tenant: Tenant | int, message_id: int) -> Sequence[MediaItem]:
+    return session.scalars(
+        select(MediaItem)
+        .where(MediaItem.tenant_id == _tid(tenant), MediaItem.message_id == message_id)
+        .order_by(MediaItem.position)
+    ).all()
+
+
+def messages_since(session: Session, tenant: Tenant | int, since: datetime) -> Sequence[Message]:
+    return session.scalars(
+        select(Message).where(Message.tenant_id == _tid(tenant), Message.created_at >= since)
+        .order_by(Message.id)
+    ).all()
+
+
+def touch(entity: Contact | Conversation, at: datetime | None = None) -> None:
+    moment = at or utcnow()
+    if isinstance(entity, Contact):
+        entity.last_contact_at = moment
+    else:
+        entity.last_message_at = moment
+
+
+def _tid(tenant: Tenant | int) -> int:
+    return tenant if isinstance(tenant, int) else tenant.id

@@ -1,0 +1,136 @@
+"""Fixtures for real servers: Redis, PostgreSQL (where it starts), a fake Twilio
+REST API and a fake Pusher, all on 127.0.0.1; and the app built on them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from fake_pusher import FakePusher
+from fake_twilio import FakeTwilio
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from helpers import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL, make_tenant
+from servers import PostgresServer, RedisServer
+
+from bot import create_app
+from bot.services import Services, services
+from storage.migrate import upgrade
+from storage.models import Tenant
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if not redis_server.running:
+        redis_server.start()
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer | None]:
+    if not PostgresServer.available():
+        yield None
+        return
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """SQLite by default; parametrize indirectly with "postgresql" to run on both."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'portineria.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    if server is None:
+        pytest.skip("no PostgreSQL server can be started here")
+    name = "t_" + uuid.uuid4().hex[:12]
+    yield server.create_database(name)
+    server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def fake_twilio_server() -> Iterator[FakeTwilio]:
+    with FakeTwilio(ACCOUNT_SID, AUTH_TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def twilio(fake_twilio_server: FakeTwilio) -> FakeTwilio:
+    fake_twilio_server.reset()
+    return fake_twilio_server
+
+
+@pytest.fixture(scope="session")
+def fake_pusher_server() -> Iterator[FakePusher]:
+    with FakePusher("4242", "test-key", "test-secret") as fake:
+        yield fake
+
+
+@pytest.fixture
+def pusher_fake(fake_pusher_server: FakePusher) -> FakePusher:
+    fake_pusher_server.reset()
+    return fake_pusher_server
+
+
+@pytest.fixture
+def app_config(database_url: str, redis_url: str, twilio: FakeTwilio, tmp_path: Path) -> dict[str, Any]:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "test-secret-key",
+        "ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_API_BASE_URL": twilio.base_url,
+        "WHATSAPP_TRANSPORT": "twilio",
+        "SEND_RETRY_DELAYS": "0.05,0.1,0.2",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+        "QUEUE_NAME": "test",
+        "PUSHER_APP_ID": None,
+    }
+
+
+@pytest.fixture
+def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+    application = create_app(app_config)
+    with application.app_context():
+        upgrade(services().db.engine)
+    yield application
+    svc: Services = application.extensions["portineria"]
+    svc.db.dispose()
+    svc.redis.close()
+
+
+@pytest.fixture
+def svc(app: Flask) -> Iterator[Services]:
+    with app.app_context():
+        yield services()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def tenant(svc: Services) -> Tenant:
+    return make_tenant(svc)
