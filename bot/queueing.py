@@ -44,6 +44,7 @@ class InboundQueue:
 
     def enqueue(self, message_id: int, sweeps: int = 0) -> None:
         """One pipelined round trip to Redis; raises RedisError if it is unreachable."""
+        pipeline = self.redis.pipeline()
         self.queue.enqueue_call(
             PROCESS_INBOUND,
             args=(message_id,),
@@ -53,7 +54,9 @@ class InboundQueue:
             failure_ttl=7 * 24 * 3600,
             # Retries are for failures the job raises; a killed worker is the sweeper's.
             retry=Retry(max=3, interval=[5, 30, 120]),
+            pipeline=pipeline,
         )
+        pipeline.execute()
 
     def is_pending(self, message_id: int, sweeps: int, lease_seconds: int) -> bool:
         """Whether the latest job for this message can still run by itself."""

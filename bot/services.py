@@ -15,6 +15,7 @@ from bot.tenants import TenantDirectory
 from notify import ConsoleTransport, TwilioTransport, WhatsAppTransport
 from notify.operators import OperatorNotifier, PusherNotifier, RedisStreamNotifier
 from storage import BodyCipher, Database
+from storage.inbound import InboundWriter
 
 EXTENSION = "portineria"
 
@@ -30,6 +31,7 @@ class Services:
     tenants: TenantDirectory
     request_validator: RequestValidator | None
     notifier: OperatorNotifier
+    inbound_writer: InboundWriter
 
     @property
     def twilio_auth(self) -> tuple[str, str] | None:
@@ -78,6 +80,7 @@ def init_app(app: Flask) -> Services:
         # No token, no valid signature: webhooks answer 403 rather than fail open.
         request_validator=RequestValidator(token) if token else None,
         notifier=build_notifier(config, redis),  # type: ignore[arg-type]
+        inbound_writer=InboundWriter(db.engine),
     )
     app.extensions[EXTENSION] = svc
     return svc

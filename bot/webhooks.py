@@ -12,7 +12,6 @@ from bot.consent import record_delivery_error
 from bot.inbound import InboundMessage, MalformedWebhook, encode_payload, parse_form, strip_channel
 from bot.services import services
 from storage.delivery import apply_status
-from storage.inbound import store_inbound
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
@@ -53,9 +52,9 @@ def inbound_message() -> Response:
     tenant_id = _tenant_for(message.to_address)
     svc = services()
     payload = svc.cipher.encrypt(encode_payload(params))
-    message_id = store_inbound(svc.db.engine, tenant_id, message.message_sid, payload)
+    message_id = svc.inbound_writer.store(tenant_id, message.message_sid, payload)
     if message_id is None:
-        log.info("duplicate delivery of an already stored message ignored")
+        log.debug("duplicate delivery of an already stored message ignored")
     else:
         try:
             svc.inbound_queue.enqueue(message_id)

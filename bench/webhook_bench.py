@@ -1,0 +1,222 @@
+"""Webhook throughput and latency against a bare signature-checking endpoint.
+
+Both run under gunicorn (2 sync workers) on 127.0.0.1 and are loaded by wrk with the
+same concurrency, in the same run, alternating, so the machine's noise hits both.
+Every request is a distinct, correctly signed Twilio delivery (a unique MessageSid),
+so the real webhook stores and enqueues each one.
+
+    python bench/webhook_bench.py [--connections 32] [--duration 10] [--rounds 2]
+
+Needs `wrk` and `redis-server` (Debian packages) on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlencode
+
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-auth-token-0123456789abcdef"
+PUBLIC = "https://portineria.example.it"
+PATH = "/webhooks/twilio/messages"
+OFFICE = "+390212345678"
+
+LUA = r"""
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("offset", threads)
+end
+local requests = {}
+local counter = 0
+init = function(args)
+  for line in io.lines(args[1]) do
+    local sig, body = line:match("^([^\t]+)\t(.*)$")
+    requests[#requests + 1] = wrk.format("POST", "PATH", {
+      ["Content-Type"] = "application/x-www-form-urlencoded",
+      ["X-Twilio-Signature"] = sig,
+    }, body)
+  end
+  -- Each wrk thread walks its own half of the file: no MessageSid is sent twice.
+  counter = math.floor((offset - 1) * #requests / 2)
+end
+request = function()
+  counter = counter % #requests + 1
+  return requests[counter]
+end
+response = function(status, headers, body)
+  if status ~= 200 then bad = (bad or 0) + 1 end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("NON200 %d\n", summary.errors.status))
+end
+""".replace("PATH", PATH)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def make_requests(path: Path, count: int) -> None:
+    validator = RequestValidator(TOKEN)
+    with path.open("w") as handle:
+        for i in range(count):
+            params = {
+                "MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": "AC" + "1" * 32,
+                "From": f"whatsapp:+39333{i % 10_000_000:07d}", "To": f"whatsapp:{OFFICE}",
+                "Body": "Buongiorno, nel condominio di via Roma 12 la luce delle scale non va",
+                "NumMedia": "0", "WaId": f"39333{i % 10_000_000:07d}", "ApiVersion": "2010-04-01",
+            }
+            handle.write(validator.compute_signature(PUBLIC + PATH, params) + "\t" + urlencode(params) + "\n")
+
+
+def gunicorn(app: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "sync", "-b", f"127.0.0.1:{port}",
+               "--backlog", "2048", "--log-level", "warning", app]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def parse_latency(text: str, label: str) -> float:
+    match = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    if not match:
+        raise RuntimeError(f"no {label} latency in wrk output:\n{text}")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(port: int, script: Path, data: Path, connections: int, duration: int) -> dict[str, float]:
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency",
+               "-s", str(script), f"http://127.0.0.1:{port}{PATH}", "--", str(data)]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60,
+                            check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    non200 = int(re.search(r"NON200 (\d+)", output).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50_ms": parse_latency(output, "50%"),
+            "p99_ms": parse_latency(output, "99%"), "non_200": non200}
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    code = (
+        "from bot import create_app\n"
+        "from bot.services import services\n"
+        "from bot.tenant_admin import create_tenant\n"
+        "from storage.migrate import upgrade\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    upgrade(services().db.engine)\n"
+        f"    create_tenant(services(), name='Bench', whatsapp_number='{OFFICE}', slug='bench')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    # Gunicorn's own advice for sync workers is 2 x cores + 1: while one worker waits on
+    # SQLite or Redis another uses the CPU. Both endpoints get the same count.
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    args = parser.parse_args()
+    for tool in ("wrk", "redis-server"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is required (apt-get install wrk redis-server)")
+
+    work = Path(tempfile.mkdtemp(prefix="portineria-bench-"))
+    redis_port = free_port()
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no", "--dir", str(work)],
+                             stdout=subprocess.DEVNULL)
+    wait_port(redis_port)
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
+           "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "TWILIO_AUTH_TOKEN": TOKEN,
+           "WHATSAPP_TRANSPORT": "console", "PUBLIC_BASE_URL": PUBLIC,
+           "SECRET_KEY": "bench", "ENCRYPTION_KEYS": "",
+           "PYTHONPATH": str(ROOT)}
+    from cryptography.fernet import Fernet
+
+    env["ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
+    results: dict[str, list[dict[str, float]]] = {"bare": [], "webhook": []}
+    try:
+        prepare_database(env)
+        script = work / "requests.lua"
+        script.write_text(LUA)
+        data = work / "requests.tsv"
+        make_requests(data, 60_000 * args.rounds)
+        apps = {"bare": "bench.bare_app:create_bare_app()", "webhook": "wsgi:app"}
+        for _ in range(args.rounds):
+            for name, target in apps.items():
+                port = free_port()
+                server = gunicorn(target, port, env, args.workers)
+                try:
+                    run_wrk(port, script, data, args.connections, 2)  # warm-up
+                    results[name].append(run_wrk(port, script, data, args.connections, args.duration))
+                finally:
+                    stop(server)
+    finally:
+        redis.send_signal(signal.SIGTERM)
+        redis.wait(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+
+    summary = {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+               for name, runs in results.items()}
+    summary["ratio"] = {
+        "throughput": summary["webhook"]["rps"] / summary["bare"]["rps"],
+        "p99": summary["webhook"]["p99_ms"] / summary["bare"]["p99_ms"],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"gunicorn {args.workers} sync workers, {args.connections} connections, "
+              f"{args.duration}s x {args.rounds} rounds, medians")
+        print(f"{'endpoint':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-200':>10}")
+        for name in ("bare", "webhook"):
+            row = summary[name]
+            print(f"{name:<10}{row['rps']:>10.0f}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
+                  f"{row['non_200']:>10.0f}")
+        print(f"webhook/bare throughput {summary['ratio']['throughput']:.2f} (target >= 0.50), "
+              f"p99 {summary['ratio']['p99']:.2f}x (target <= 2.00)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
