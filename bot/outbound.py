@@ -1,8 +1,9 @@
-"""The single way out: every outbound WhatsApp message passes :func:`send_message`.
+"""The single way out: every outbound WhatsApp message passes :func:`queue_message`.
 
-It asks the outbound gate first, records the message under an idempotency key
-before it touches the network, and claims the row before sending, so a retried job
-finds the row it already wrote and never sends the same message twice.
+It asks the outbound gate first and records the message under an idempotency key
+before anything touches the network. :func:`deliver` then claims the recorded row
+and hands it to the transport; a retried job finds the row it already wrote and
+never sends the same message twice.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bot.services import Services
 from notify import OutboundRequest, SendError
 from storage.delivery import STATUS_RANK
 from storage.models import Contact, Conversation, Message, Tenant, utcnow
-from storage.queries import message_by_idempotency_key
+from storage.queries import get_contact, message_by_idempotency_key
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,8 @@ class Outgoing:
 
     text: str | None = None
     template: Template | None = None
-    # Why it is sent: reply, welcome, withdrawal_confirmation, operator, api.
+    # Why it is sent (the gate reads it): reply, welcome, notice, safety, rights,
+    # consent_confirmation, withdrawal_confirmation, operator, api.
     purpose: str = "reply"
 
 
@@ -58,32 +60,32 @@ class SendDeferred(Exception):
 
 
 def send_message(
-    svc: Services,
-    tenant: Tenant,
-    contact: Contact,
-    conversation: Conversation | None,
-    outgoing: Outgoing,
-    idempotency_key: str,
-    sender_user_id: int | None = None,
+    svc: Services, tenant: Tenant, contact: Contact, conversation: Conversation | None,
+    outgoing: Outgoing, idempotency_key: str, sender_user_id: int | None = None,
 ) -> SendOutcome:
-    message = _recorded(svc, tenant, idempotency_key)
-    if message is None:
-        decision = check_outbound(svc, tenant, contact, outgoing)
-        if not decision.allowed:
-            log.info("outbound refused by the gate: %s", decision.reason)
-            return SendOutcome(message_id=None, status="refused", refusal=decision)
-        message = _record(svc, tenant, contact, conversation, outgoing, idempotency_key,
-                          sender_user_id)
-    if message.status != "pending" or not _claim(svc, message.id):
-        # Already sent, failed, or claimed by an attempt that may have reached the
-        # provider: sending again could duplicate it, so we do not.
-        return SendOutcome(message_id=message.id, status=message.status)
-    return _deliver(svc, tenant, contact, outgoing, message.id)
+    """Gate, record and deliver now (the worker's way)."""
+    outcome = queue_message(svc, tenant, contact, conversation, outgoing, idempotency_key,
+                            sender_user_id)
+    if outcome.refused or outcome.message_id is None or outcome.status != "pending":
+        return outcome
+    return deliver(svc, outcome.message_id)
 
 
-def _recorded(svc: Services, tenant: Tenant, key: str) -> Message | None:
+def queue_message(
+    svc: Services, tenant: Tenant, contact: Contact, conversation: Conversation | None,
+    outgoing: Outgoing, idempotency_key: str, sender_user_id: int | None = None,
+) -> SendOutcome:
+    """Gate and record; delivery is :func:`deliver`'s (now, or from a job)."""
     with svc.db.session() as session:
-        return message_by_idempotency_key(session, tenant, key)
+        existing = message_by_idempotency_key(session, tenant, idempotency_key)
+    if existing is not None:
+        return SendOutcome(message_id=existing.id, status=existing.status)
+    decision = check_outbound(svc, tenant, contact, outgoing)
+    if not decision.allowed:
+        log.info("outbound refused by the gate: %s", decision.reason)
+        return SendOutcome(message_id=None, status="refused", refusal=decision)
+    message = _record(svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id)
+    return SendOutcome(message_id=message.id, status=message.status)
 
 
 def _record(
@@ -103,32 +105,38 @@ def _record(
             session.add(message)
     except IntegrityError:
         # A concurrent attempt recorded it first; use theirs.
-        existing = _recorded(svc, tenant, key)
+        with svc.db.session() as session:
+            existing = message_by_idempotency_key(session, tenant, key)
         assert existing is not None
         return existing
     return message
 
 
-def _claim(svc: Services, message_id: int) -> bool:
-    with svc.db.engine.begin() as connection:
-        result = connection.execute(
-            update(_messages).where(_messages.c.id == message_id, _messages.c.status == "pending")
-            .values(status="sending", status_rank=STATUS_RANK["sending"], status_at=utcnow())
-        )
-    return result.rowcount == 1
-
-
-def _deliver(
-    svc: Services, tenant: Tenant, contact: Contact, outgoing: Outgoing, message_id: int
-) -> SendOutcome:
+def deliver(svc: Services, message_id: int) -> SendOutcome:
+    """Send a recorded message once: only the attempt that claims it may send."""
+    if not _claim(svc, message_id):
+        with svc.db.session() as session:
+            message = session.get(Message, message_id)
+            status = message.status if message else "missing"
+        # Already sent, failed, or claimed by an attempt that may have reached the
+        # provider: sending again could duplicate it, so we do not.
+        return SendOutcome(message_id=message_id, status=status)
+    with svc.db.session() as session:
+        message = session.get(Message, message_id)
+        assert message is not None and message.contact_id is not None
+        tenant = session.get(Tenant, message.tenant_id)
+        contact = get_contact(session, message.tenant_id, message.contact_id)
+        assert tenant is not None and contact is not None
+        body = svc.cipher.decrypt(message.body) if message.body else ""
+        template_sid = message.template_sid
     request = OutboundRequest(
         from_address=f"whatsapp:{tenant.whatsapp_number}",
         to_address=f"whatsapp:{contact.phone or contact.wa_id}",
-        body=outgoing.text if outgoing.template is None else None,
-        content_sid=outgoing.template.content_sid if outgoing.template else None,
-        content_variables=json.dumps(outgoing.template.variables) if outgoing.template else None,
-        status_callback=svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
-        if svc.transport.name == "twilio" else None,
+        body=None if template_sid else body,
+        content_sid=template_sid,
+        content_variables=body if template_sid else None,
+        status_callback=(svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
+                         if svc.transport.name == "twilio" else None),
     )
     try:
         receipt = svc.transport.send(request)
@@ -145,6 +153,15 @@ def _deliver(
     status = receipt.status if receipt.status in STATUS_RANK else "queued"
     _set(svc, message_id, status=status, rank=STATUS_RANK[status], sid=receipt.provider_sid)
     return SendOutcome(message_id=message_id, status=status)
+
+
+def _claim(svc: Services, message_id: int) -> bool:
+    with svc.db.engine.begin() as connection:
+        result = connection.execute(
+            update(_messages).where(_messages.c.id == message_id, _messages.c.status == "pending")
+            .values(status="sending", status_rank=STATUS_RANK["sending"], status_at=utcnow())
+        )
+    return result.rowcount == 1
 
 
 def _set(

@@ -1,0 +1,268 @@
+"""From stored message to reply: the worker job, media, retries, the sweeper, statuses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fake_twilio import FakeTwilio
+from helpers import (
+    AUTH_TOKEN,
+    OFFICE_NUMBER,
+    RESIDENT,
+    count_messages,
+    drain,
+    inbound_params,
+    post_signed,
+    send_inbound,
+)
+from servers import wait_until
+from sqlalchemy import select
+
+from bot.queueing import sweep_once
+from bot.services import Services
+from storage.models import Contact, MediaItem, Message
+
+pytestmark = pytest.mark.usefixtures("tenant")
+STATUS = "/webhooks/twilio/status"
+
+
+def outbound(svc: Services) -> list[Message]:
+    with svc.db.session() as session:
+        return list(session.scalars(select(Message).where(Message.direction == "out")
+                                    .order_by(Message.id)))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_first_message_is_processed_and_answered_once_through_twilio(client, svc, twilio):
+    send_inbound(client, "Buongiorno")
+
+    drain(svc)
+
+    assert len(twilio.messages) == 1
+    sent = twilio.messages[0]
+    assert sent["To"] == f"whatsapp:{RESIDENT}"
+    assert sent["From"] == f"whatsapp:{OFFICE_NUMBER}"
+    assert sent["StatusCallback"].endswith("/webhooks/twilio/status")
+    with svc.db.session() as session:
+        inbound = session.scalar(select(Message).where(Message.direction == "in"))
+        assert inbound.processed_at is not None
+        assert inbound.payload is None  # the raw webhook is dropped once processed
+        assert svc.cipher.decrypt(inbound.body) == "Buongiorno"
+    assert [m.provider_sid for m in outbound(svc)] == [sent["sid"]]
+
+
+def test_duplicate_delivery_gets_one_reply(client, svc, twilio):
+    params = inbound_params("Buongiorno", sid="SM" + "c" * 32)
+    post_signed(client, "/webhooks/twilio/messages", params)
+    post_signed(client, "/webhooks/twilio/messages", params)
+
+    drain(svc)
+    post_signed(client, "/webhooks/twilio/messages", params)
+    drain(svc)
+
+    assert count_messages(svc, direction="in") == 1
+    assert len(twilio.messages) == 1
+
+
+def test_contact_is_keyed_on_wa_id_when_from_is_a_username(client, svc, twilio):
+    send_inbound(client, "Buongiorno", From="whatsapp:IT.1234567890abcdef", WaId="IT.1234567890abcdef")
+
+    drain(svc)
+
+    with svc.db.session() as session:
+        contact = session.scalar(select(Contact))
+        assert contact.wa_id == "IT.1234567890abcdef"
+        assert contact.phone is None
+    assert twilio.messages[0]["To"] == "whatsapp:IT.1234567890abcdef"
+
+
+def test_profile_name_is_not_stored_by_default(client, svc):
+    send_inbound(client, "Buongiorno", ProfileName="Maria Rossi")
+    drain(svc)
+
+    with svc.db.session() as session:
+        assert session.scalar(select(Contact.profile_name)) is None
+
+
+def test_twilio_429_then_success_sends_exactly_one_message(client, svc, twilio):
+    twilio.fail_next(429)
+    send_inbound(client, "Buongiorno")
+
+    drain(svc)
+
+    assert twilio.create_attempts == 2
+    assert len(twilio.messages) == 1
+    assert outbound(svc)[0].status == "queued"
+
+
+def test_twilio_persistent_500_defers_and_the_retry_sends_once(client, svc, twilio):
+    twilio.fail_next(500, count=4)  # outlasts the in-process retries of one attempt
+    send_inbound(client, "Buongiorno")
+
+    drain(svc)  # first attempt fails; RQ schedules a retry
+    assert len(twilio.messages) == 0
+    assert outbound(svc)[0].status == "pending"
+
+    from bot.engine import process_inbound
+
+    with svc.db.session() as session:
+        message_id = session.scalar(select(Message.id).where(Message.direction == "in"))
+    process_inbound(svc, message_id)  # what the scheduled retry runs
+
+    assert len(twilio.messages) == 1
+    assert count_messages(svc, direction="out") == 1
+
+
+def test_message_with_three_media_keeps_all_of_them_encrypted(client, svc, twilio):
+    contents = [(b"\x89PNG first", "image/png"), (b"%PDF-1.4 second", "application/pdf"),
+                (b"\xff\xd8\xff third", "image/jpeg")]
+    urls = [twilio.add_media(data, kind) for data, kind in contents]
+    extra = {"NumMedia": "3"}
+    for i, (url, (_, kind)) in enumerate(zip(urls, contents, strict=True)):
+        extra[f"MediaUrl{i}"] = url
+        extra[f"MediaContentType{i}"] = kind
+    send_inbound(client, "", **extra)
+
+    drain(svc)
+
+    with svc.db.session() as session:
+        items = session.scalars(select(MediaItem).order_by(MediaItem.position)).all()
+    assert [i.content_type for i in items] == [kind for _, kind in contents]
+    for item, (data, _) in zip(items, contents, strict=True):
+        stored = Path(item.path).read_bytes()
+        assert data not in stored
+        assert svc.cipher.decrypt_bytes(stored) == data
+        assert item.size == len(data)
+    assert twilio.media_requests == 3
+
+
+def test_media_of_a_refused_type_is_recorded_not_kept(client, svc, twilio):
+    url = twilio.add_media(b"MZ\x90\x00", "application/x-msdownload")
+    send_inbound(client, "", NumMedia="1", MediaUrl0=url, MediaContentType0="application/x-msdownload")
+
+    drain(svc)
+
+    with svc.db.session() as session:
+        item = session.scalar(select(MediaItem))
+    assert item.refused == "type_not_allowed"
+    assert item.path is None
+
+
+def test_redis_down_at_webhook_time_is_processed_by_the_sweeper(client, svc, twilio, redis_server):
+    redis_server.stop()
+    try:
+        send_inbound(client, "Buongiorno")
+    finally:
+        redis_server.start()
+    assert svc.inbound_queue.queue.count == 0
+
+    swept = sweep_once(svc.db.engine, svc.inbound_queue, grace_seconds=0, lease_seconds=60,
+                       max_attempts=5)
+    drain(svc)
+
+    assert swept == 1
+    assert len(twilio.messages) == 1
+    assert sweep_once(svc.db.engine, svc.inbound_queue, grace_seconds=0, lease_seconds=60,
+                      max_attempts=5) == 0
+
+
+def test_sweeper_leaves_a_message_whose_job_is_still_queued(client, svc):
+    send_inbound(client, "Buongiorno")
+
+    swept = sweep_once(svc.db.engine, svc.inbound_queue, grace_seconds=0, lease_seconds=60,
+                       max_attempts=5)
+
+    assert swept == 0
+    assert svc.inbound_queue.queue.count == 1
+
+
+def test_status_callbacks_out_of_order_never_go_backwards(client, svc, twilio):
+    send_inbound(client, "Buongiorno")
+    drain(svc)
+    sid = twilio.messages[0]["sid"]
+
+    def status(value: str) -> int:
+        params = {"MessageSid": sid, "MessageStatus": value, "AccountSid": "AC",
+                  "From": f"whatsapp:{OFFICE_NUMBER}", "To": f"whatsapp:{RESIDENT}"}
+        return post_signed(client, STATUS, params).status_code
+
+    assert status("delivered") == 204
+    assert status("sent") == 204
+    assert outbound(svc)[0].status == "delivered"
+    assert status("read") == 204
+    assert status("delivered") == 204
+    assert outbound(svc)[0].status == "read"
+
+
+def test_status_callback_needs_a_valid_signature(client, svc, twilio):
+    send_inbound(client, "Buongiorno")
+    drain(svc)
+    params = {"MessageSid": twilio.messages[0]["sid"], "MessageStatus": "failed",
+              "From": f"whatsapp:{OFFICE_NUMBER}"}
+
+    response = client.post(STATUS, data=params, headers={"X-Twilio-Signature": "forged"})
+
+    assert response.status_code == 403
+    assert outbound(svc)[0].status == "queued"
+
+
+def test_status_callback_for_an_unknown_sid_is_accepted_and_ignored(client):
+    params = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered",
+              "From": f"whatsapp:{OFFICE_NUMBER}"}
+
+    assert post_signed(client, STATUS, params).status_code == 204
+
+
+def _worker_env(app_config: dict[str, str], twilio: FakeTwilio) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "TWILIO_"))}
+    for key in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ENCRYPTION_KEYS", "PUBLIC_BASE_URL",
+                "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "WHATSAPP_TRANSPORT", "MEDIA_ROOT",
+                "QUEUE_NAME"):
+        env[key] = str(app_config[key])
+    env["TWILIO_API_BASE_URL"] = twilio.base_url
+    env["PROCESSING_LEASE_SECONDS"] = "4"
+    env["SWEEP_INTERVAL_SECONDS"] = "0.5"
+    env["SWEEP_GRACE_SECONDS"] = "0"
+    return env
+
+
+def test_worker_killed_mid_job_does_not_send_the_reply_twice(client, svc, twilio, app_config):
+    assert AUTH_TOKEN == app_config["TWILIO_AUTH_TOKEN"]
+    env = _worker_env(app_config, twilio)
+    twilio.delay_next(3.0)  # the reply is in flight when the worker dies
+    send_inbound(client, "Buongiorno")
+    command = [sys.executable, "-m", "bot", "worker"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: twilio.create_attempts >= 1, timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    twilio.wait_for_messages(1, timeout=10)  # Twilio accepted it after all
+
+    second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def processed() -> bool:
+            with svc.db.session() as session:
+                return session.scalar(select(Message.processed_at)
+                                      .where(Message.direction == "in")) is not None
+        wait_until(processed, timeout=60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            second.kill()
+
+    time.sleep(0.5)
+    assert len(twilio.messages) == 1
+    assert twilio.create_attempts == 1
+    assert count_messages(svc, direction="out") == 1
