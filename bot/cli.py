@@ -22,7 +22,9 @@ def main() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (db_group, tenant_group, worker_command, intents_group, dev_command):
+    for command in (db_group, tenant_group, user_group, token_group, contacts_group,
+                    worker_command, intents_group, audit_group, export_command, erase_command,
+                    dev_command):
         app.cli.add_command(command)
 
 
@@ -81,6 +83,144 @@ def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | 
         raise click.ClickException(str(error)) from error
     click.echo(f"created office {tenant.name!r} for {tenant.whatsapp_number}")
     click.echo(tenant.slug)
+
+
+def _tenant(slug: str):  # type: ignore[no-untyped-def]
+    from storage.queries import tenant_by_slug
+
+    with services().db.session() as session:
+        tenant = tenant_by_slug(session, slug)
+    if tenant is None:
+        raise click.ClickException(f"no office with slug {slug!r}")
+    return tenant
+
+
+# -- users and tokens -----------------------------------------------------------------
+
+@click.group("user", help="Console accounts.")
+def user_group() -> None:
+    pass
+
+
+@user_group.command("create", help="Create an operator or admin of an office.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["operator", "admin"]), required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@with_appcontext
+def user_create(slug: str, email: str, role: str, password: str) -> None:
+    from bot.accounts import create_user
+
+    tenant = _tenant(slug)
+    try:
+        with services().db.session() as session:
+            user = create_user(session, tenant, email, role, password)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"created {role} {user.email} (id {user.id})")
+
+
+@click.group("token", help="API tokens.")
+def token_group() -> None:
+    pass
+
+
+@token_group.command("create", help="Create an API token; prints it on the last line, once.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--name", required=True)
+@with_appcontext
+def token_create(slug: str, name: str) -> None:
+    from bot.api import create_token
+
+    tenant = _tenant(slug)
+    with services().db.session() as session:
+        token = create_token(session, tenant, name)
+    click.echo(f"token {name!r} for {tenant.slug}: store it now, it is not shown again")
+    click.echo(token)
+
+
+# -- contacts and rights --------------------------------------------------------------
+
+@click.group("contacts", help="The office's contacts.")
+def contacts_group() -> None:
+    pass
+
+
+@contacts_group.command("import", help="Import phone,kind,legal_basis,consent_at,consent_method.")
+@click.option("--tenant", "slug", required=True)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def contacts_import(slug: str, path: Path) -> None:
+    from bot.contacts_import import import_contacts, read_csv
+
+    tenant = _tenant(slug)
+    try:
+        rows = read_csv(path.read_text(encoding="utf-8-sig"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise click.ClickException(f"cannot read {path}: {error}") from error
+    results = import_contacts(services(), tenant, rows)
+    for result in results:
+        line = f"riga {result.line}: {result.phone or '-'} {result.outcome}"
+        click.echo(line + (f" ({result.reason})" if result.reason else ""))
+    refused = sum(r.outcome == "refused" for r in results)
+    click.echo(f"{len(results) - refused} imported or updated, {refused} refused")
+
+
+@click.command("export", help="Export an office's data, or one contact's (access, portability).")
+@click.option("--tenant", "slug", required=True)
+@click.option("--contact", "phone", default=None, help="The contact's phone number.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@with_appcontext
+def export_command(slug: str, phone: str | None, out: Path) -> None:
+    from bot.rights import export_data
+
+    tenant = _tenant(slug)
+    try:
+        data = export_data(services(), tenant, e164(phone) if phone else None, actor="cli")
+    except LookupError as error:
+        raise click.ClickException(str(error)) from error
+    out.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    out.chmod(0o600)
+    click.echo(f"exported {len(data['contacts'])} contact(s) to {out}")
+
+
+@click.command("erase", help="Carry out an erasure request for one contact.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--contact", "phone", required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def erase_command(slug: str, phone: str, yes: bool) -> None:
+    from bot.rights import erase_contact
+
+    tenant = _tenant(slug)
+    if not yes:
+        click.confirm(f"Erase every message and record of {phone}?", abort=True)
+    try:
+        removed = erase_contact(services(), tenant, e164(phone), actor="cli")
+    except LookupError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo("erased: " + ", ".join(f"{k} {v}" for k, v in removed.items()))
+
+
+@click.group("audit", help="The audit trail.")
+def audit_group() -> None:
+    pass
+
+
+@audit_group.command("verify", help="Check an office's audit hash chain.")
+@click.option("--tenant", "slug", required=True)
+@with_appcontext
+def audit_verify(slug: str) -> None:
+    from bot.audit import verify_chain
+
+    tenant = _tenant(slug)
+    with services().db.session() as session:
+        problems = verify_chain(session, tenant.id)
+    if problems:
+        for problem in problems:
+            click.echo(f"audit event {problem.event_id}: {problem.reason}", err=True)
+        raise click.ClickException(f"audit chain of {slug} is broken ({len(problems)} problem(s))")
+    click.echo(f"audit chain of {slug} is intact")
 
 
 # -- worker ---------------------------------------------------------------------------

@@ -12,3 +12,9 @@ def process_inbound(message_id: int) -> None:
     from bot.engine import process_inbound as run
 
     run(services(), message_id)
+
+
+def deliver_message(message_id: int) -> None:
+    from bot.outbound import deliver
+
+    deliver(services(), message_id)

@@ -17,12 +17,13 @@ from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from storage.inbound import note_swept, unprocessed_for_sweep
+from storage.inbound import note_swept, pending_outbound, unprocessed_for_sweep
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
 PROCESS_INBOUND = "bot.jobs.process_inbound"
+DELIVER_MESSAGE = "bot.jobs.deliver_message"
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -36,7 +37,9 @@ def connect_redis(url: str) -> Redis:
                           health_check_interval=30)
 
 
-class InboundQueue:
+class JobQueue:
+    """The app's RQ queue: inbound processing and outbound delivery jobs."""
+
     def __init__(self, redis: Redis, name: str, job_timeout: int) -> None:
         self.redis = redis
         self.queue = Queue(name, connection=redis)
@@ -58,6 +61,26 @@ class InboundQueue:
         )
         pipeline.execute()
 
+    def enqueue_delivery(self, message_id: int) -> None:
+        """Send a recorded outbound message from the worker (API and console sends)."""
+        try:
+            self.queue.enqueue_call(
+                DELIVER_MESSAGE, args=(message_id,), job_id=f"deliver-{message_id}",
+                timeout=60, result_ttl=300, failure_ttl=7 * 24 * 3600,
+                retry=Retry(max=5, interval=[5, 15, 60, 300, 900]),
+            )
+        except RedisError:
+            # The row is recorded as pending; the sweeper enqueues it when Redis is back.
+            log.warning("outbound message %s recorded but not enqueued: redis unavailable",
+                        message_id)
+
+    def delivery_is_queued(self, message_id: int) -> bool:
+        try:
+            job = Job.fetch(f"deliver-{message_id}", connection=self.redis)
+        except NoSuchJobError:
+            return False
+        return job.get_status(refresh=False) in _WAITING | {JobStatus.STARTED}
+
     def is_pending(self, message_id: int, sweeps: int, lease_seconds: int) -> bool:
         """Whether the latest job for this message can still run by itself."""
         try:
@@ -73,7 +96,7 @@ class InboundQueue:
         return False
 
 
-def sweep_once(db_engine, queue: InboundQueue, *, grace_seconds: float,  # type: ignore[no-untyped-def]
+def sweep_once(db_engine, queue: JobQueue, *, grace_seconds: float,  # type: ignore[no-untyped-def]
                lease_seconds: int, max_attempts: int) -> int:
     """Enqueue every stored inbound message that nothing will process otherwise."""
     older_than = utcnow() - timedelta(seconds=grace_seconds)
@@ -85,6 +108,10 @@ def sweep_once(db_engine, queue: InboundQueue, *, grace_seconds: float,  # type:
             continue
         queue.enqueue(message_id, sweeps + 1)
         enqueued += 1
+    for message_id in pending_outbound(db_engine, older_than):
+        if not queue.delivery_is_queued(message_id):
+            queue.enqueue_delivery(message_id)
+            enqueued += 1
     if enqueued:
         log.info("sweeper enqueued %d stored message(s)", enqueued)
     return enqueued

@@ -10,7 +10,7 @@ from redis import Redis
 from twilio.request_validator import RequestValidator
 
 from bot.config import encryption_keys, float_list
-from bot.queueing import InboundQueue, connect_redis
+from bot.queueing import JobQueue, connect_redis
 from bot.tenants import TenantDirectory
 from notify import ConsoleTransport, TwilioTransport, WhatsAppTransport
 from notify.operators import OperatorNotifier, PusherNotifier, RedisStreamNotifier
@@ -26,7 +26,7 @@ class Services:
     db: Database
     cipher: BodyCipher
     redis: Redis
-    inbound_queue: InboundQueue
+    jobs: JobQueue
     transport: WhatsAppTransport
     tenants: TenantDirectory
     request_validator: RequestValidator | None
@@ -73,7 +73,7 @@ def init_app(app: Flask) -> Services:
         db=db,
         cipher=BodyCipher(encryption_keys(config)),
         redis=redis,
-        inbound_queue=InboundQueue(redis, config["QUEUE_NAME"],
+        jobs=JobQueue(redis, config["QUEUE_NAME"],
                                    job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2),
         transport=build_transport(config),  # type: ignore[arg-type]
         tenants=TenantDirectory(db),

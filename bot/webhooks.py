@@ -57,7 +57,7 @@ def inbound_message() -> Response:
         log.debug("duplicate delivery of an already stored message ignored")
     else:
         try:
-            svc.inbound_queue.enqueue(message_id)
+            svc.jobs.enqueue(message_id)
         except RedisError:
             # Stored is safe: the sweeper enqueues it once Redis is back.
             log.warning("message %s stored but not enqueued: redis unavailable", message_id)

@@ -31,7 +31,7 @@ def preload_language() -> None:
 def make_sweeper(app: Flask) -> Sweeper:
     svc = services()
     config = app.config
-    sweep = partial(sweep_once, svc.db.engine, svc.inbound_queue,
+    sweep = partial(sweep_once, svc.db.engine, svc.jobs,
                     grace_seconds=float(config["SWEEP_GRACE_SECONDS"]),
                     lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
                     max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]))
@@ -44,7 +44,7 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
     sweeper = make_sweeper(app)
     sweeper.start()
     try:
-        worker = SimpleWorker([svc.inbound_queue.queue], connection=svc.redis)
+        worker = SimpleWorker([svc.jobs.queue], connection=svc.redis)
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
     finally:
         sweeper.stop()

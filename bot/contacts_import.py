@@ -1,0 +1,119 @@
+"""Importing contacts from the office's CSV: ``phone,kind,legal_basis,consent_at,consent_method``.
+
+Every row is checked first and reported; valid rows go in one transaction, so a
+failure part-way leaves nothing half-imported. A row whose legal basis is consent
+must say when and how consent was obtained, or it could not be proved later.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import phonenumbers
+from sqlalchemy import select
+
+from bot.consent import Evidence, record_event
+from bot.services import Services
+from storage.models import Contact, Tenant
+
+LEGAL_BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
+KINDS = ("condomino", "fornitore", "unknown")
+COLUMNS = ("phone", "kind", "legal_basis", "consent_at", "consent_method")
+
+
+@dataclass(frozen=True)
+class RowResult:
+    line: int
+    phone: str | None
+    outcome: str   # imported, updated, refused
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Valid:
+    line: int
+    phone: str
+    kind: str
+    legal_basis: str
+    consent_at: datetime | None
+    consent_method: str
+
+
+def _check(line: int, row: dict[str, str]) -> _Valid | RowResult:
+    raw_phone = (row.get("phone") or "").strip()
+    try:
+        number = phonenumbers.parse(raw_phone, "IT")
+        valid = phonenumbers.is_valid_number(number)
+    except phonenumbers.NumberParseException:
+        valid = False
+    if not valid:
+        return RowResult(line, raw_phone or None, "refused", "numero di telefono non valido")
+    phone = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    kind = (row.get("kind") or "unknown").strip().lower() or "unknown"
+    if kind not in KINDS:
+        return RowResult(line, phone, "refused", f"tipo sconosciuto: {kind}")
+    basis = (row.get("legal_basis") or "").strip().lower()
+    if basis not in LEGAL_BASES:
+        return RowResult(line, phone, "refused", "base giuridica mancante o non valida")
+    consent_at, method = None, (row.get("consent_method") or "").strip()
+    if basis == "consent":
+        try:
+            consent_at = datetime.fromisoformat((row.get("consent_at") or "").strip())
+        except ValueError:
+            return RowResult(line, phone, "refused", "consenso senza data e ora ISO 8601")
+        if consent_at.tzinfo is None:
+            return RowResult(line, phone, "refused", "data del consenso senza fuso orario")
+        if not method:
+            return RowResult(line, phone, "refused", "consenso senza modalità di raccolta")
+        consent_at = consent_at.astimezone(UTC)
+    return _Valid(line, phone, kind, basis, consent_at, method)
+
+
+def import_contacts(svc: Services, tenant: Tenant, rows: Iterable[dict[str, str]]) -> list[RowResult]:
+    results: list[RowResult] = []
+    valid: list[_Valid] = []
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        checked = _check(line, row)
+        if isinstance(checked, RowResult):
+            results.append(checked)
+        elif checked.phone in seen:
+            results.append(RowResult(line, checked.phone, "refused", "numero ripetuto nel file"))
+        else:
+            seen.add(checked.phone)
+            valid.append(checked)
+    with svc.db.session() as session:
+        for row in valid:
+            results.append(_upsert(svc, session, tenant, row))
+    return sorted(results, key=lambda r: r.line)
+
+
+def _upsert(svc: Services, session, tenant: Tenant, row: _Valid) -> RowResult:  # type: ignore[no-untyped-def]
+    contact = session.scalar(select(Contact).where(Contact.tenant_id == tenant.id,
+                                                   Contact.phone == row.phone))
+    outcome = "updated"
+    if contact is None:
+        contact = Contact(tenant_id=tenant.id, wa_id=row.phone.lstrip("+"), phone=row.phone,
+                          source="import", consent="none")
+        session.add(contact)
+        outcome = "imported"
+    if contact.consent == "withdrawn" and row.legal_basis == "consent":
+        # A list cannot override an opt-out the person gave us directly.
+        return RowResult(row.line, row.phone, "refused", "il contatto ha revocato il consenso")
+    contact.kind, contact.legal_basis = row.kind, row.legal_basis
+    session.flush()
+    if row.legal_basis == "consent":
+        record_event(svc, session, tenant, contact, "imported", channel="import", actor="import",
+                     evidence=Evidence(text=row.consent_method), at=row.consent_at)
+    return RowResult(row.line, row.phone, outcome)
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in ("phone", "legal_basis") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"missing column(s): {', '.join(missing)}")
+    return list(reader)
