@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import click
+from werkzeug.serving import run_simple
 
 DEMO_SLUG = "demo"
 DEMO_NUMBER = "+390212345678"
@@ -108,4 +109,5 @@ def run_dev(port: int) -> None:
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())  # noqa: S603
     atexit.register(_stop, worker)
     click.echo(f"Portineria is running: {base}/dev/simulator (demo office {DEMO_NUMBER})")
-    app.run(host="127.0.0.1", port=port, threaded=True, use_reloader=False)
+    # werkzeug directly: Flask's app.run() refuses to start inside the flask CLI.
+    run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)

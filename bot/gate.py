@@ -38,8 +38,12 @@ EXPLANATIONS = {
     "rate_limited": "Limite di invio dello studio raggiunto: riprova tra qualche secondo.",
 }
 
-# Messages that may reach a contact who has not (or no longer) accepted the channel.
-PRE_CONSENT_PURPOSES = frozenset({"welcome", "notice"})
+# Messages that may answer a contact who has not accepted the channel (yet): the
+# notice itself, safety advice in an emergency (vital interests, art. 6(1)(d) GDPR)
+# and the answer to a data-subject request (a legal obligation).
+PRE_CONSENT_PURPOSES = frozenset({"welcome", "notice", "safety", "rights"})
+# After a withdrawal: the one confirmation, and answers to their own rights requests.
+WITHDRAWN_PURPOSES = frozenset({"withdrawal_confirmation", "rights"})
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,18 @@ def evaluate(
     now: datetime,
 ) -> GateDecision:
     if consent == "withdrawn":
-        if purpose == "withdrawal_confirmation":
-            return ALLOW
+        if purpose in WITHDRAWN_PURPOSES and not is_template:
+            return _within_window(last_inbound_at, now)
         return GateDecision(False, "opted_out")
     if consent != "granted" and legal_basis in (None, "consent") and purpose not in PRE_CONSENT_PURPOSES:
         return GateDecision(False, "no_consent")
-    if not is_template and (last_inbound_at is None or now - last_inbound_at > SERVICE_WINDOW):
+    if is_template:
+        return ALLOW
+    return _within_window(last_inbound_at, now)
+
+
+def _within_window(last_inbound_at: datetime | None, now: datetime) -> GateDecision:
+    if last_inbound_at is None or now - last_inbound_at > SERVICE_WINDOW:
         return GateDecision(False, "outside_window")
     return ALLOW
 

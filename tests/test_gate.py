@@ -67,3 +67,12 @@ def test_contact_who_never_wrote_has_no_window():
 def test_the_window_edge_is_24_hours():
     assert decide(last=NOW - timedelta(hours=23, minutes=59)).allowed
     assert not decide(last=NOW - timedelta(hours=24, seconds=1)).allowed
+
+
+@pytest.mark.parametrize("purpose", ["safety", "rights"])
+def test_safety_advice_and_rights_answers_reach_a_contact_without_consent(purpose):
+    assert decide(consent="pending", basis=None, purpose=purpose).allowed
+
+
+def test_withdrawn_contact_gets_the_answer_to_their_own_rights_request():
+    assert decide(consent="withdrawn", purpose="rights").allowed
