@@ -23,12 +23,13 @@ TICKET_KIND = {
     "assemblea": "assemblea",
 }
 
+# Safety rules of intents.safety -> the advice that fits them.
 EMERGENCY_REPLY = {
-    "gas": "emergency_gas",
+    "gas_smell": "emergency_gas",
     "fire": "emergency_fire",
     "smoke": "emergency_fire",
-    "flood": "emergency_flood",
-    "trapped": "emergency_trapped",
+    "flooding": "emergency_flood",
+    "person_trapped": "emergency_trapped",
 }
 
 

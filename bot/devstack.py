@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -81,6 +82,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
+def _watch_worker(worker: subprocess.Popen[bytes]) -> None:
+    # Without its worker the stack stores messages but never answers: say so and stop.
+    code = worker.wait()
+    click.echo(f"the worker stopped (exit code {code}); stopping portineria dev", err=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_dev(port: int) -> None:
     from bot import create_app
     from bot.services import services
@@ -108,6 +116,7 @@ def run_dev(port: int) -> None:
 
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())  # noqa: S603
     atexit.register(_stop, worker)
+    threading.Thread(target=_watch_worker, args=(worker,), daemon=True).start()
     click.echo(f"Portineria is running: {base}/dev/simulator (demo office {DEMO_NUMBER})")
     # werkzeug directly: Flask's app.run() refuses to start inside the flask CLI.
     run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)

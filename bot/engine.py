@@ -15,6 +15,7 @@ A retry after stage 3 reads the plan back from the bot log instead of deciding a
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, replace
@@ -75,6 +76,7 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
     if inbound is not None and not handled:
         _handle(svc, claimed, inbound, started)
+        _prepare_access_export(svc, claimed)
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     _send_planned_replies(svc, claimed)
@@ -101,17 +103,21 @@ def _understand(svc: Services, tenant: Tenant, text: str) -> tuple[rules.Underst
 
 def _handle(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float) -> None:
     now = utcnow()
+    # Understanding is CPU work: done before the write transaction, not inside it.
+    with svc.db.session() as session:
+        tenant = session.get(Tenant, claimed.tenant_id)
+        assert tenant is not None
+        known = contact_by_wa_id(session, tenant, inbound.wa_id)
+        awaiting = known is not None and known.consent == "pending"
+    book = KeywordBook(tenant.settings.get("keywords"))
+    keyword = None if inbound.opt_out_type else book.match(inbound.body, awaiting_acceptance=awaiting)
+    text = keyword.rest if keyword and keyword.rest else ("" if keyword else inbound.body)
+    understanding, prediction, all_findings = _understand(svc, tenant, text)
     with svc.db.session() as session:
         tenant = session.get(Tenant, claimed.tenant_id)
         assert tenant is not None
         contact = _contact_for(session, tenant, inbound, now)
         thread = _conversation_for(session, tenant, contact, now)
-        book = KeywordBook(tenant.settings.get("keywords"))
-        keyword = None if inbound.opt_out_type else book.match(
-            inbound.body, awaiting_acceptance=contact.consent == "pending")
-        text = keyword.rest if keyword and keyword.rest else ("" if keyword else inbound.body)
-        understanding, prediction, findings = _understand(svc, tenant, text)
-        all_findings = findings if not keyword or keyword.rest else ()
         turn = rules.Turn(
             consent=contact.consent, legal_basis=contact.legal_basis, mode=thread.mode,
             clarifications=thread.clarifications, keyword=keyword,
@@ -228,6 +234,14 @@ def _apply_plan(
         thread.clarifications = 0
     if plan.handoff:
         events.extend(handoff_to_operator(tenant, thread, plan.handoff, urgent=plan.urgent, now=now))
+    for request in ("access_requested", "erasure_requested"):
+        if request in plan.ledger:
+            # The admin carries rights requests out; the inbox shows who is waiting.
+            thread.needs_attention = True
+            events.append(OperatorEvent((tenant_channel(tenant.slug),),
+                                        "conversation.needs_attention",
+                                        {"conversation_id": thread.id, "reason": request,
+                                         "priority": thread.priority}))
     if plan.ticket:
         ticket = Ticket(tenant_id=tenant.id, conversation_id=thread.id, source_message_id=message.id,
                         kind=plan.ticket, intent=message.intent, status="open", entities=entities)
@@ -296,6 +310,25 @@ def _publish(svc: Services, events: list[OperatorEvent]) -> None:
             # The database already says the conversation needs attention; the
             # inbox shows it on the next load even if this push is lost.
             log.exception("operator notification %s failed", event.name)
+
+
+def _prepare_access_export(svc: Services, claimed: ClaimedMessage) -> None:
+    """An access request by chat: the contact's data, exported for the admin to deliver."""
+    with svc.db.session() as session:
+        entry = session.scalar(select(BotLogEntry).where(BotLogEntry.message_id == claimed.id))
+        message = session.get(Message, claimed.id)
+        if entry is None or entry.action != "access_requested" or message is None:
+            return
+        tenant = session.get(Tenant, claimed.tenant_id)
+        contact = session.get(Contact, message.contact_id)
+    assert tenant is not None and contact is not None
+    from bot.rights import export_data
+
+    data = export_data(svc, tenant, contact.phone, actor="contact") if contact.phone else {}
+    folder = Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"contact-{contact.id}-message-{claimed.id}.json.enc"
+    target.write_bytes(svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
 
 
 def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> None:

@@ -31,6 +31,16 @@ def parse_form(raw: bytes) -> dict[str, str]:
     return dict(pairs)
 
 
+def check_required(params: dict[str, str]) -> None:
+    """What the webhook itself needs; the worker parses the rest (:class:`InboundMessage`)."""
+    missing = [name for name in REQUIRED_FIELDS if not params.get(name)]
+    if missing:
+        raise MalformedWebhook(f"missing field(s): {', '.join(missing)}")
+    count = params.get("NumMedia") or "0"
+    if not count.isdigit():
+        raise MalformedWebhook("NumMedia is not a number")
+
+
 def strip_channel(address: str) -> str:
     return address[len(WHATSAPP_PREFIX):] if address.startswith(WHATSAPP_PREFIX) else address
 
@@ -73,14 +83,9 @@ class InboundMessage:
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> InboundMessage:
-        missing = [name for name in REQUIRED_FIELDS if not params.get(name)]
-        if missing:
-            raise MalformedWebhook(f"missing field(s): {', '.join(missing)}")
+        check_required(params)
         from_address = params["From"]
-        try:
-            count = max(0, min(int(params.get("NumMedia") or 0), 20))
-        except ValueError as error:
-            raise MalformedWebhook("NumMedia is not a number") from error
+        count = min(int(params.get("NumMedia") or 0), 20)
         media = tuple(
             Media(url=params[f"MediaUrl{i}"], content_type=params.get(f"MediaContentType{i}", ""))
             for i in range(count)

@@ -80,7 +80,7 @@ def init_app(app: Flask) -> Services:
         # No token, no valid signature: webhooks answer 403 rather than fail open.
         request_validator=RequestValidator(token) if token else None,
         notifier=build_notifier(config, redis),  # type: ignore[arg-type]
-        inbound_writer=InboundWriter(db.engine),
+        inbound_writer=InboundWriter(db),
     )
     app.extensions[EXTENSION] = svc
     return svc

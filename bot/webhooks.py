@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 
 from bot.consent import record_delivery_error
-from bot.inbound import InboundMessage, MalformedWebhook, encode_payload, parse_form, strip_channel
+from bot.inbound import MalformedWebhook, check_required, encode_payload, parse_form, strip_channel
 from bot.services import services
 from storage.delivery import apply_status
 
@@ -46,13 +46,13 @@ def _tenant_for(number: str) -> int:
 def inbound_message() -> Response:
     params = _signed_params()
     try:
-        message = InboundMessage.from_params(params)
+        check_required(params)
     except MalformedWebhook as error:
         abort(400, str(error))
-    tenant_id = _tenant_for(message.to_address)
+    tenant_id = _tenant_for(params["To"])
     svc = services()
     payload = svc.cipher.encrypt(encode_payload(params))
-    message_id = svc.inbound_writer.store(tenant_id, message.message_sid, payload)
+    message_id = svc.inbound_writer.store(tenant_id, params["MessageSid"], payload)
     if message_id is None:
         log.debug("duplicate delivery of an already stored message ignored")
     else:

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, or_, select, update
 
+from storage.db import Database
 from storage.models import Message, utcnow
 
 _messages = Message.__table__
@@ -27,8 +28,9 @@ class InboundWriter:
     _COLUMNS = ("tenant_id", "direction", "provider_sid", "payload", "status", "status_rank",
                 "sensitive_kinds", "redacted", "attempts", "sweeps", "created_at")
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._engine = engine = db.engine
         dialect = engine.dialect
         if dialect.name not in ("sqlite", "postgresql"):
             raise NotImplementedError(f"unsupported database: {dialect.name}")
@@ -52,6 +54,10 @@ class InboundWriter:
         """
         values = (tenant_id, "in", provider_sid, payload, "received", 0, [], False, 0, 0, utcnow())
         params = tuple(p(v) if p else v for p, v in zip(self._process, values, strict=True))
+        with self._db.write_lock():
+            return self._insert(params)
+
+    def _insert(self, params: tuple[object, ...]) -> int | None:
         connection = self._engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -143,3 +149,15 @@ def note_swept(engine: Engine, message_id: int, sweeps: int) -> bool:
             .values(sweeps=sweeps + 1)
         )
     return result.rowcount == 1
+
+
+def pending_outbound(engine: Engine, older_than: datetime, limit: int = 500) -> list[int]:
+    """Recorded outbound messages that were never handed to a delivery job."""
+    statement = (
+        select(_messages.c.id)
+        .where(_messages.c.direction == "out", _messages.c.status == "pending",
+               _messages.c.created_at < older_than)
+        .order_by(_messages.c.id).limit(limit)
+    )
+    with engine.connect() as connection:
+        return list(connection.scalars(statement))

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -130,11 +131,23 @@ class Message(Base):
     """
 
     __tablename__ = "messages"
+    # Partial indexes: the webhook's insert (no conversation, no idempotency key yet)
+    # touches only the SID constraint and the small index of unprocessed messages,
+    # which the sweeper scans and which shrinks as messages are processed.
     __table_args__ = (
         UniqueConstraint("tenant_id", "provider_sid"),
-        UniqueConstraint("tenant_id", "idempotency_key"),
-        Index(None, "conversation_id", "id"),
-        Index(None, "processed_at", "direction"),
+        Index("uq_messages_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True,
+              sqlite_where=text("idempotency_key IS NOT NULL"),
+              postgresql_where=text("idempotency_key IS NOT NULL")),
+        Index("ix_messages_conversation_id_id", "conversation_id", "id",
+              sqlite_where=text("conversation_id IS NOT NULL"),
+              postgresql_where=text("conversation_id IS NOT NULL")),
+        Index("ix_messages_unprocessed", "created_at",
+              sqlite_where=text("processed_at IS NULL AND direction = 'in'"),
+              postgresql_where=text("processed_at IS NULL AND direction = 'in'")),
+        Index("ix_messages_pending_out", "created_at",
+              sqlite_where=text("status = 'pending' AND direction = 'out'"),
+              postgresql_where=text("status = 'pending' AND direction = 'out'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

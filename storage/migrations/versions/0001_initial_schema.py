@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 13:13:20.801768
+Create Date: 2026-11-23 13:41:29.162323
 """
 
 from __future__ import annotations
@@ -180,12 +180,13 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['sender_user_id'], ['users.id'], name=op.f('fk_messages_sender_user_id_users'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_messages_tenant_id_tenants'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_messages')),
-    sa.UniqueConstraint('tenant_id', 'idempotency_key', name=op.f('uq_messages_tenant_id_idempotency_key')),
     sa.UniqueConstraint('tenant_id', 'provider_sid', name=op.f('uq_messages_tenant_id_provider_sid'))
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_messages_conversation_id'), ['conversation_id', 'id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_messages_processed_at'), ['processed_at', 'direction'], unique=False)
+        batch_op.create_index('ix_messages_conversation_id_id', ['conversation_id', 'id'], unique=False, sqlite_where=sa.text('conversation_id IS NOT NULL'), postgresql_where=sa.text('conversation_id IS NOT NULL'))
+        batch_op.create_index('ix_messages_pending_out', ['created_at'], unique=False, sqlite_where=sa.text("status = 'pending' AND direction = 'out'"), postgresql_where=sa.text("status = 'pending' AND direction = 'out'"))
+        batch_op.create_index('ix_messages_unprocessed', ['created_at'], unique=False, sqlite_where=sa.text("processed_at IS NULL AND direction = 'in'"), postgresql_where=sa.text("processed_at IS NULL AND direction = 'in'"))
+        batch_op.create_index('uq_messages_tenant_id_idempotency_key', ['tenant_id', 'idempotency_key'], unique=True, sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
 
     op.create_table('bot_log',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -270,8 +271,10 @@ def downgrade() -> None:
 
     op.drop_table('bot_log')
     with op.batch_alter_table('messages', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_messages_processed_at'))
-        batch_op.drop_index(batch_op.f('ix_messages_conversation_id'))
+        batch_op.drop_index('uq_messages_tenant_id_idempotency_key', sqlite_where=sa.text('idempotency_key IS NOT NULL'), postgresql_where=sa.text('idempotency_key IS NOT NULL'))
+        batch_op.drop_index('ix_messages_unprocessed', sqlite_where=sa.text("processed_at IS NULL AND direction = 'in'"), postgresql_where=sa.text("processed_at IS NULL AND direction = 'in'"))
+        batch_op.drop_index('ix_messages_pending_out', sqlite_where=sa.text("status = 'pending' AND direction = 'out'"), postgresql_where=sa.text("status = 'pending' AND direction = 'out'"))
+        batch_op.drop_index('ix_messages_conversation_id_id', sqlite_where=sa.text('conversation_id IS NOT NULL'), postgresql_where=sa.text('conversation_id IS NOT NULL'))
 
     op.drop_table('messages')
     with op.batch_alter_table('conversations', schema=None) as batch_op:

@@ -1,0 +1,243 @@
+"""What the operator reads: the inbox and one conversation, as plain read models.
+
+Everything is scoped by the operator's tenant. Bodies are decrypted here, for the
+screen only; templates escape them (Jinja autoescape), never mark them safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.orm import Session
+
+from storage.crypto import BodyCipher
+from storage.models import (
+    ConsentEvent,
+    Contact,
+    Conversation,
+    Event,
+    MediaItem,
+    Message,
+    Ticket,
+    User,
+)
+from storage.queries import conversation_messages, get_contact, get_conversation
+
+FILTERS: dict[str, str] = {
+    "open": "Aperte",
+    "mine": "Mie",
+    "unassigned": "Da prendere in carico",
+    "bot": "Gestite dal bot",
+    "human": "Gestite da operatore",
+    "closed": "Chiuse",
+}
+DEFAULT_FILTER = "open"
+PREVIEW_CHARS = 90
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    id: int
+    contact: str
+    contact_kind: str
+    mode: str
+    priority: str
+    needs_attention: bool
+    status: str
+    holder: str | None
+    waiting_since: datetime | None
+    last_message_at: datetime | None
+    preview: str
+
+
+@dataclass(frozen=True)
+class MessageView:
+    id: int
+    direction: str
+    body: str
+    status: str
+    error_code: int | None
+    intent: str | None
+    confidence: float | None
+    sensitive_kinds: list[str]
+    redacted: bool
+    purpose: str | None
+    sender: str | None
+    at: datetime
+    media: int
+    entities: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ContactView:
+    id: int
+    label: str
+    phone: str | None
+    kind: str
+    legal_basis: str | None
+    consent: str
+    source: str
+    last_consent_event: str | None
+    last_consent_at: datetime | None
+
+
+@dataclass
+class ConversationDetail:
+    conversation: Conversation
+    contact: ContactView
+    holder: str | None
+    messages: list[MessageView]
+    tickets: Sequence[Ticket]
+    events: Sequence[Event]
+    colleagues: list[tuple[int, str]] = field(default_factory=list)
+
+
+def contact_label(contact: Contact) -> str:
+    """The phone when we have it; a WhatsApp username-only contact shows its id."""
+    name = f" ({contact.profile_name})" if contact.profile_name else ""
+    return (contact.phone or f"WhatsApp {contact.wa_id}") + name
+
+
+def _filtered(query: Select[Any], name: str, user_id: int) -> Select[Any]:
+    if name == "closed":
+        return query.where(Conversation.status == "closed")
+    query = query.where(Conversation.status == "open")
+    if name == "mine":
+        return query.where(Conversation.assigned_user_id == user_id)
+    if name == "unassigned":
+        return query.where(Conversation.mode == "human", Conversation.assigned_user_id.is_(None))
+    if name in ("bot", "human"):
+        return query.where(Conversation.mode == name)
+    return query
+
+
+def _inbox_order() -> tuple[Any, ...]:
+    """Needing attention first, emergencies on top, then the longest wait first."""
+    waiting_since = func.coalesce(Conversation.human_since, Conversation.last_message_at,
+                                  Conversation.created_at)
+    return (
+        Conversation.needs_attention.desc(),
+        case((Conversation.priority == "urgent", 0), else_=1),
+        # Only conversations that wait for someone are ordered by their wait.
+        case((Conversation.needs_attention.is_(True), waiting_since), else_=None).asc(),
+        Conversation.last_message_at.desc(),
+        Conversation.id.desc(),
+    )
+
+
+def inbox(session: Session, cipher: BodyCipher, tenant_id: int, user_id: int,
+          filter_name: str = DEFAULT_FILTER, limit: int = 100) -> list[InboxRow]:
+    query = (select(Conversation, Contact, User.email)
+             .join(Contact, Contact.id == Conversation.contact_id)
+             .outerjoin(User, User.id == Conversation.assigned_user_id)
+             .where(Conversation.tenant_id == tenant_id))
+    rows = session.execute(_filtered(query, filter_name, user_id)
+                           .order_by(*_inbox_order()).limit(limit)).all()
+    previews = _previews(session, cipher, tenant_id, [c.id for c, _, _ in rows])
+    return [
+        InboxRow(
+            id=c.id, contact=contact_label(contact), contact_kind=contact.kind, mode=c.mode,
+            priority=c.priority, needs_attention=c.needs_attention, status=c.status,
+            holder=email, waiting_since=c.human_since or c.last_message_at or c.created_at,
+            last_message_at=c.last_message_at, preview=previews.get(c.id, ""),
+        )
+        for c, contact, email in rows
+    ]
+
+
+def inbox_counts(session: Session, tenant_id: int, user_id: int) -> dict[str, int]:
+    counts = {}
+    for name in FILTERS:
+        query = select(func.count(Conversation.id)).where(Conversation.tenant_id == tenant_id)
+        counts[name] = int(session.scalar(_filtered(query, name, user_id)) or 0)
+    counts["attention"] = int(session.scalar(
+        select(func.count(Conversation.id)).where(
+            Conversation.tenant_id == tenant_id, Conversation.status == "open",
+            Conversation.needs_attention.is_(True))) or 0)
+    return counts
+
+
+def _previews(session: Session, cipher: BodyCipher, tenant_id: int,
+              conversation_ids: list[int]) -> dict[int, str]:
+    if not conversation_ids:
+        return {}
+    latest = (select(func.max(Message.id))
+              .where(Message.tenant_id == tenant_id,
+                     Message.conversation_id.in_(conversation_ids))
+              .group_by(Message.conversation_id))
+    messages = session.scalars(select(Message).where(Message.id.in_(latest))).all()
+    return {m.conversation_id: _shorten(cipher.decrypt(m.body) if m.body else "")
+            for m in messages if m.conversation_id is not None}
+
+
+def _shorten(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+def conversation_detail(session: Session, cipher: BodyCipher, tenant_id: int,
+                        conversation_id: int) -> ConversationDetail | None:
+    conversation = get_conversation(session, tenant_id, conversation_id)
+    if conversation is None:
+        return None
+    contact = get_contact(session, tenant_id, conversation.contact_id)
+    assert contact is not None
+    users = dict(session.execute(select(User.id, User.email).where(
+        User.tenant_id == tenant_id)).all())
+    tickets = session.scalars(select(Ticket).where(
+        Ticket.tenant_id == tenant_id, Ticket.conversation_id == conversation.id)
+        .order_by(Ticket.id)).all()
+    events = session.scalars(select(Event).where(
+        Event.tenant_id == tenant_id, Event.conversation_id == conversation.id)
+        .order_by(Event.id)).all()
+    colleagues = session.execute(select(User.id, User.email).where(
+        User.tenant_id == tenant_id, User.active).order_by(User.email)).all()
+    return ConversationDetail(
+        conversation=conversation,
+        contact=_contact_view(session, tenant_id, contact),
+        holder=users.get(conversation.assigned_user_id) if conversation.assigned_user_id else None,
+        messages=_message_views(session, cipher, tenant_id, conversation.id, users,
+                                [*tickets, *events]),
+        tickets=tickets, events=events, colleagues=list(colleagues),
+    )
+
+
+def _contact_view(session: Session, tenant_id: int, contact: Contact) -> ContactView:
+    last = session.scalar(select(ConsentEvent).where(
+        ConsentEvent.tenant_id == tenant_id, ConsentEvent.contact_id == contact.id)
+        .order_by(ConsentEvent.id.desc()).limit(1))
+    return ContactView(
+        id=contact.id, label=contact_label(contact), phone=contact.phone, kind=contact.kind,
+        legal_basis=contact.legal_basis, consent=contact.consent, source=contact.source,
+        last_consent_event=last.event if last else None,
+        last_consent_at=last.at if last else None,
+    )
+
+
+def _message_views(session: Session, cipher: BodyCipher, tenant_id: int, conversation_id: int,
+                   users: dict[int, str], linked: list[Ticket | Event]) -> list[MessageView]:
+    messages = conversation_messages(session, tenant_id, conversation_id)
+    media = dict(session.execute(
+        select(MediaItem.message_id, func.count(MediaItem.id))
+        .where(MediaItem.tenant_id == tenant_id,
+               MediaItem.message_id.in_([m.id for m in messages]))
+        .group_by(MediaItem.message_id)).all())
+    entities: dict[int, list[dict[str, Any]]] = {}
+    for item in linked:
+        if item.source_message_id is not None:
+            entities.setdefault(item.source_message_id, []).extend(item.entities or [])
+    return [
+        MessageView(
+            id=m.id, direction=m.direction, body=cipher.decrypt(m.body) if m.body else "",
+            status=m.status, error_code=m.error_code, intent=m.intent, confidence=m.confidence,
+            sensitive_kinds=list(m.sensitive_kinds or []), redacted=m.redacted,
+            purpose=m.purpose,
+            sender=users.get(m.sender_user_id) if m.sender_user_id else None,
+            at=m.created_at, media=int(media.get(m.id, 0)), entities=entities.get(m.id, []),
+        )
+        for m in messages
+    ]

@@ -1,0 +1,81 @@
+"""An operator's reply: through the outbound gate, like every message that leaves.
+
+The form carries a one-time key so that a double click or a resubmitted form sends
+one message, not two (the gate records messages under their idempotency key).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from bot.console.actor import Actor
+from bot.console.errors import Refused
+from bot.console.handoff import CLOSED, load_conversation
+from bot.console.trail import audit
+from bot.outbound import Outgoing, queue_message
+from bot.services import Services
+from storage.models import Contact, Conversation, Tenant
+from storage.queries import get_contact
+
+MAX_REPLY_CHARS = 4096
+_FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    sent: bool
+    message: str
+    message_id: int | None = None
+    refusal_reason: str | None = None
+
+
+def new_form_key() -> str:
+    return uuid.uuid4().hex
+
+
+def send_operator_reply(
+    svc: Services, actor: Actor, conversation_id: int, text: str, form_key: str
+) -> ReplyResult:
+    """Queue the reply for delivery, or say in Italian why the gate refused it."""
+    text = text.strip()
+    if not text:
+        raise Refused("Scrivi un messaggio prima di inviare.")
+    if len(text) > MAX_REPLY_CHARS:
+        raise Refused(f"Il messaggio è troppo lungo (al massimo {MAX_REPLY_CHARS} caratteri).")
+    tenant, contact, conversation = _held_conversation(svc, actor, conversation_id)
+    key = form_key if _FORM_KEY.match(form_key or "") else new_form_key()
+    outcome = queue_message(svc, tenant, contact, conversation,
+                            Outgoing(text=text, purpose="operator"),
+                            idempotency_key=f"operator:{conversation.id}:{key}",
+                            sender_user_id=actor.user_id)
+    refusal = outcome.refusal
+    with svc.db.session() as session:
+        audit(session, actor, "conversation.reply_refused" if refusal else "conversation.reply",
+              "conversation", conversation.id,
+              {"message_id": outcome.message_id, "reason": refusal.reason if refusal else None})
+    if refusal is not None:
+        explanation = refusal.explanation or "Il messaggio non può essere inviato."
+        return ReplyResult(False, f"Messaggio non inviato. {explanation}",
+                           refusal_reason=refusal.reason)
+    assert outcome.message_id is not None
+    if outcome.status == "pending":
+        svc.jobs.enqueue_delivery(outcome.message_id)
+    return ReplyResult(True, "Messaggio in invio.", message_id=outcome.message_id)
+
+
+def _held_conversation(
+    svc: Services, actor: Actor, conversation_id: int
+) -> tuple[Tenant, Contact, Conversation]:
+    with svc.db.session() as session:
+        conversation = load_conversation(session, actor, conversation_id)
+        if conversation.status != "open":
+            raise Refused(CLOSED)
+        # Only the holder writes: otherwise the bot or a colleague may talk over them.
+        if conversation.mode != "human" or conversation.assigned_user_id != actor.user_id:
+            raise Refused("Prendi in carico la conversazione prima di rispondere.")
+        tenant = session.get(Tenant, actor.tenant_id)
+        contact = get_contact(session, actor.tenant_id, conversation.contact_id)
+        assert tenant is not None and contact is not None
+    return tenant, contact, conversation

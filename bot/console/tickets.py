@@ -1,0 +1,45 @@
+"""Tickets as the office works them: list, detail, status changes (audited)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bot.console.actor import Actor
+from bot.console.errors import NotFound, Refused
+from bot.console.trail import audit
+from storage.models import Ticket
+
+TICKET_STATUSES = ("open", "in_progress", "done")
+
+
+def list_tickets(session: Session, tenant_id: int, status: str | None = None,
+                 limit: int = 200) -> Sequence[Ticket]:
+    query = select(Ticket).where(Ticket.tenant_id == tenant_id)
+    if status in TICKET_STATUSES:
+        query = query.where(Ticket.status == status)
+    return session.scalars(query.order_by(Ticket.id.desc()).limit(limit)).all()
+
+
+def load_ticket(session: Session, tenant_id: int, ticket_id: int) -> Ticket:
+    ticket = session.scalar(select(Ticket).where(Ticket.tenant_id == tenant_id,
+                                                 Ticket.id == ticket_id))
+    if ticket is None:
+        raise NotFound(ticket_id)
+    return ticket
+
+
+def change_ticket_status(
+    session: Session, actor: Actor, ticket_id: int, status: str, now: datetime
+) -> Ticket:
+    if status not in TICKET_STATUSES:
+        raise Refused("Stato del ticket non valido.")
+    ticket = load_ticket(session, actor.tenant_id, ticket_id)
+    if ticket.status == status:
+        return ticket
+    previous, ticket.status, ticket.updated_at = ticket.status, status, now
+    audit(session, actor, "ticket.status", "ticket", ticket.id, {"from": previous, "to": status})
+    return ticket

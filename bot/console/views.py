@@ -1,0 +1,192 @@
+"""Console pages: sign-in, inbox, conversation and the moves on it.
+
+Views are thin: parse the form, call one rule of :mod:`bot.console.handoff` (or
+:mod:`bot.console.reply`), publish its events after the commit, flash the rule's
+Italian message and redirect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import (
+    Response,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy.orm import Session
+
+from bot.console import handoff
+from bot.console.actor import Actor
+from bot.console.auth import (
+    LOGIN_FAILED,
+    actor,
+    attempt_login,
+    audit_logout,
+    operator,
+    safe_next,
+)
+from bot.console.blueprint import bp
+from bot.console.errors import NotFound, Refused
+from bot.console.inbox import (
+    DEFAULT_FILTER,
+    FILTERS,
+    conversation_detail,
+    inbox_counts,
+)
+from bot.console.inbox import inbox as inbox_rows
+from bot.console.reply import new_form_key, send_operator_reply
+from bot.console.trail import audit
+from bot.services import services
+from storage.models import utcnow
+
+OPEN_ENDPOINTS = frozenset({"console.login"})
+MAX_EMAIL = 254
+MAX_PASSWORD = 1024
+
+
+@bp.before_request
+def require_login() -> Response | None:
+    """Every console page needs a signed-in operator; only the login page does not."""
+    if request.endpoint in OPEN_ENDPOINTS or current_user.is_authenticated:
+        return None
+    return current_app.login_manager.unauthorized()  # type: ignore[attr-defined, no-any-return]
+
+
+# -- sign-in ----------------------------------------------------------------------------
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str | tuple[str, int]:
+    if current_user.is_authenticated:
+        return redirect(url_for("console.inbox"))
+    if request.method == "GET":
+        return render_template("console/login.html", studio=request.args.get("studio", ""))
+    email = request.form.get("email", "").strip()[:MAX_EMAIL]
+    password = request.form.get("password", "")[:MAX_PASSWORD]
+    studio = request.form.get("studio", "").strip()[:64] or None
+    who = None
+    if email and password:
+        with services().db.session() as db:
+            who = attempt_login(db, studio, email, password, request.remote_addr)
+    if who is None:
+        flash(LOGIN_FAILED, "error")
+        return render_template("console/login.html", studio=studio or "", email=email), 401
+    # A fresh session on sign-in: nothing from before it (CSRF token included) survives.
+    session.clear()
+    g.pop("csrf_token", None)
+    login_user(who)
+    session.permanent = True
+    return redirect(safe_next(request.args.get("next")))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    with services().db.session() as db:
+        audit_logout(db, operator(), request.remote_addr)
+    logout_user()
+    session.clear()
+    g.pop("csrf_token", None)
+    flash("Sei uscito dalla console.", "ok")
+    return redirect(url_for("console.login"))
+
+
+# -- inbox ------------------------------------------------------------------------------
+
+def _filter_name() -> str:
+    name = request.args.get("filtro", DEFAULT_FILTER)
+    return name if name in FILTERS else DEFAULT_FILTER
+
+
+def _inbox_context() -> dict[str, object]:
+    svc, who, name = services(), operator(), _filter_name()
+    with svc.db.session() as db:
+        rows = inbox_rows(db, svc.cipher, who.tenant_id, who.id, name)
+        counts = inbox_counts(db, who.tenant_id, who.id)
+    return {"rows": rows, "counts": counts, "filter_name": name, "filters": FILTERS}
+
+
+@bp.get("/")
+def inbox() -> str:
+    return render_template("console/inbox.html", **_inbox_context())
+
+
+@bp.get("/inbox/list")
+def inbox_list() -> str:
+    """The inbox list alone, for the page to refresh itself when an event arrives."""
+    return render_template("console/_inbox_list.html", **_inbox_context())
+
+
+# -- one conversation -------------------------------------------------------------------
+
+@bp.get("/conversations/<int:conversation_id>")
+def conversation(conversation_id: int) -> str:
+    svc, who = services(), actor()
+    with svc.db.session() as db:
+        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id)
+        if detail is None:
+            raise NotFound(conversation_id)
+        audit(db, who, "conversation.view", "conversation", conversation_id)
+    thread = detail.conversation
+    return render_template(
+        "console/conversation.html", detail=detail, form_key=new_form_key(),
+        holds_it=thread.mode == "human" and thread.assigned_user_id == who.user_id,
+        may_act=thread.status == "open" and handoff.may_act(thread, who),
+    )
+
+
+def _move(conversation_id: int, run: Callable[[Session, Actor], handoff.Move]) -> Response:
+    svc = services()
+    try:
+        with svc.db.session() as db:
+            move = run(db, actor())
+    except Refused as refusal:
+        flash(refusal.message, "error")
+    else:
+        handoff.publish(svc, move.events)
+        lost = isinstance(move, handoff.Takeover) and not move.won
+        flash(move.message, "error" if lost else "ok")
+    return redirect(url_for("console.conversation", conversation_id=conversation_id))
+
+
+@bp.post("/conversations/<int:conversation_id>/takeover")
+def takeover(conversation_id: int) -> Response:
+    return _move(conversation_id,
+                 lambda db, who: handoff.takeover(db, who, conversation_id, utcnow()))
+
+
+@bp.post("/conversations/<int:conversation_id>/release")
+def release(conversation_id: int) -> Response:
+    return _move(conversation_id, lambda db, who: handoff.release(db, who, conversation_id))
+
+
+@bp.post("/conversations/<int:conversation_id>/close")
+def close(conversation_id: int) -> Response:
+    return _move(conversation_id, lambda db, who: handoff.close(db, who, conversation_id))
+
+
+@bp.post("/conversations/<int:conversation_id>/assign")
+def assign(conversation_id: int) -> Response:
+    raw = request.form.get("user_id", "")
+    colleague = int(raw) if raw.isdigit() and len(raw) < 12 else 0
+    return _move(conversation_id,
+                 lambda db, who: handoff.assign(db, who, conversation_id, colleague, utcnow()))
+
+
+@bp.post("/conversations/<int:conversation_id>/reply")
+def reply(conversation_id: int) -> Response:
+    try:
+        result = send_operator_reply(services(), actor(), conversation_id,
+                                     request.form.get("body", ""),
+                                     request.form.get("form_key", ""))
+    except Refused as refusal:
+        flash(refusal.message, "error")
+    else:
+        flash(result.message, "ok" if result.sent else "error")
+    return redirect(url_for("console.conversation", conversation_id=conversation_id))
