@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from flask import Blueprint, Response, abort, current_app, jsonify, request
 from flask_login import current_user
-from redis import Redis
+from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from bot.errors import error_response
@@ -72,7 +72,7 @@ def events() -> Response:
     if isinstance(svc.notifier, PusherNotifier):
         abort(404, "events come through Pusher")
     config = svc.config
-    stream = relay(svc.redis, own_channels(),
+    stream = relay(_stream_client(svc.redis), own_channels(),
                    heartbeat=float(config.get("SSE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)),
                    max_seconds=float(config.get("SSE_MAX_SECONDS", STREAM_MAX_SECONDS)))
     response = Response(stream, mimetype="text/event-stream")
@@ -80,6 +80,14 @@ def events() -> Response:
     # Proxies such as nginx would otherwise hold events back in their buffer.
     response.headers["X-Accel-Buffering"] = "no"
     return response
+
+
+def _stream_client(shared: Redis) -> Redis:
+    """A client of its own for one stream: it outlives this request's context, and
+    closing the app's shared pool must not pull the socket from under a stream."""
+    pool = shared.connection_pool
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class,
+                                                **pool.connection_kwargs))
 
 
 def relay(redis: Redis, channels: tuple[str, ...], *, heartbeat: float = HEARTBEAT_SECONDS,
@@ -108,6 +116,7 @@ def relay(redis: Redis, channels: tuple[str, ...], *, heartbeat: float = HEARTBE
         log.warning("event stream ended: redis unavailable")
     finally:
         pubsub.close()
+        redis.close()
 
 
 def _event(raw: bytes | str) -> str:
