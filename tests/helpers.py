@@ -69,7 +69,7 @@ def send_inbound(client: FlaskClient, body: str = "Buongiorno", **kwargs: Any) -
 
 def drain(svc: Services) -> None:
     """Run every queued job in this process, as ``portineria worker --burst`` would."""
-    SimpleWorker([svc.inbound_queue.queue], connection=svc.redis).work(
+    SimpleWorker([svc.jobs.queue], connection=svc.redis).work(
         burst=True, logging_level="WARNING")
 
 

@@ -38,7 +38,7 @@ def test_work_done_closes_the_ticket():
 
 
 def test_emergency_hands_off_urgently_with_the_safety_reply():
-    plan = plan_turn(understood("emergenza", rule="gas"))
+    plan = plan_turn(understood("emergenza", rule="gas_smell"))
     assert (plan.handoff, plan.urgent) == ("emergency", True)
     assert [r.key for r in plan.replies] == ["emergency_gas"]
     assert plan.replies[0].purpose == "safety"
@@ -93,7 +93,7 @@ def test_first_message_gets_the_welcome_and_a_notice_event():
 
 def test_emergency_before_consent_still_gets_safety_and_a_human():
     plan = plan_turn(replace(SERVED, consent="none", legal_basis=None,
-                             understanding=Understanding("emergenza", 0.95, "gas")))
+                             understanding=Understanding("emergenza", 0.95, "gas_smell")))
     assert [r.key for r in plan.replies] == ["welcome", "emergency_gas"]
     assert plan.urgent and plan.handoff == "emergency"
 

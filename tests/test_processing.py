@@ -160,26 +160,26 @@ def test_redis_down_at_webhook_time_is_processed_by_the_sweeper(client, svc, twi
         send_inbound(client, "Buongiorno")
     finally:
         redis_server.start()
-    assert svc.inbound_queue.queue.count == 0
+    assert svc.jobs.queue.count == 0
 
-    swept = sweep_once(svc.db.engine, svc.inbound_queue, grace_seconds=0, lease_seconds=60,
+    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60,
                        max_attempts=5)
     drain(svc)
 
     assert swept == 1
     assert len(twilio.messages) == 1
-    assert sweep_once(svc.db.engine, svc.inbound_queue, grace_seconds=0, lease_seconds=60,
+    assert sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60,
                       max_attempts=5) == 0
 
 
 def test_sweeper_leaves_a_message_whose_job_is_still_queued(client, svc):
     send_inbound(client, "Buongiorno")
 
-    swept = sweep_once(svc.db.engine, svc.inbound_queue, grace_seconds=0, lease_seconds=60,
+    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60,
                        max_attempts=5)
 
     assert swept == 0
-    assert svc.inbound_queue.queue.count == 1
+    assert svc.jobs.queue.count == 1
 
 
 def test_status_callbacks_out_of_order_never_go_backwards(client, svc, twilio):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("tenant")
 
 
 def queued_jobs(svc: Services) -> int:
-    return Queue(svc.inbound_queue.queue.name, connection=svc.redis).count
+    return Queue(svc.jobs.queue.name, connection=svc.redis).count
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
