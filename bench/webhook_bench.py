@@ -98,8 +98,9 @@ def make_requests(path: Path, count: int) -> None:
             handle.write(validator.compute_signature(PUBLIC + PATH, params) + "\t" + urlencode(params) + "\n")
 
 
-def gunicorn(app: str, port: int, env: dict[str, str], workers: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-k", "sync", "-b", f"127.0.0.1:{port}",
+def gunicorn(app: str, port: int, env: dict[str, str], workers: int, threads: int) -> subprocess.Popen[bytes]:
+    worker_class = ["-k", "sync"] if threads <= 1 else ["-k", "gthread", "--threads", str(threads)]
+    command = [sys.executable, "-m", "gunicorn", "-w", str(workers), *worker_class, "-b", f"127.0.0.1:{port}",
                "--backlog", "2048", "--log-level", "warning", app]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     wait_port(port)
@@ -156,6 +157,7 @@ def main() -> int:
     # Gunicorn's own advice for sync workers is 2 x cores + 1: while one worker waits on
     # SQLite or Redis another uses the CPU. Both endpoints get the same count.
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
+    parser.add_argument("--threads", type=int, default=1, help="> 1 uses gunicorn's gthread workers")
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -186,7 +188,7 @@ def main() -> int:
         for _ in range(args.rounds):
             for name, target in apps.items():
                 port = free_port()
-                server = gunicorn(target, port, env, args.workers)
+                server = gunicorn(target, port, env, args.workers, args.threads)
                 try:
                     run_wrk(port, script, data, args.connections, 2)  # warm-up
                     results[name].append(run_wrk(port, script, data, args.connections, args.duration))

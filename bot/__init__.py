@@ -14,7 +14,7 @@ __all__ = ["create_app"]
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then the environment, then ``config`` (tests pass theirs)."""
-    from bot import api, cli, errors, health, public, services, webhooks
+    from bot import api, cli, console, errors, health, public, services, webhooks
     from bot.config import load_config
 
     app = Flask(__name__, instance_relative_config=True)
@@ -29,6 +29,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
     cli.init_app(app)
+    console.init_app(app)
     if app.config["DEV_MODE"]:
         from bot import simulator
 

@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     ),
     "SEND_RETRY_DELAYS": "0.5,1,2",
     "DEV_MODE": False,
+    # A conversation held by an operator goes back to the bot after this long idle.
+    "HUMAN_MODE_TIMEOUT_MINUTES": 30,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
 }
@@ -54,7 +56,8 @@ DEFAULTS: dict[str, Any] = {
 _ENV_KEYS = [k for k in DEFAULTS if k not in {"MAX_CONTENT_LENGTH", "SESSION_COOKIE_HTTPONLY",
                                                "SESSION_COOKIE_SAMESITE"}] + ["SECRET_KEY"]
 _BOOLS = {"PUSHER_SSL", "DEV_MODE"}
-_INTS = {"PROCESSING_LEASE_SECONDS", "MAX_PROCESSING_ATTEMPTS", "MEDIA_MAX_BYTES", "PUSHER_PORT"}
+_INTS = {"PROCESSING_LEASE_SECONDS", "MAX_PROCESSING_ATTEMPTS", "MEDIA_MAX_BYTES", "PUSHER_PORT",
+         "HUMAN_MODE_TIMEOUT_MINUTES"}
 _FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
 
 

@@ -91,8 +91,10 @@ def _watch_worker(worker: subprocess.Popen[bytes]) -> None:
 
 def run_dev(port: int) -> None:
     from bot import create_app
+    from bot.console import seed_demo_operator
     from bot.services import services
     from bot.tenant_admin import TenantExists, create_tenant
+    from storage.queries import tenant_by_slug
     from storage.migrate import upgrade
 
     if not os.environ.get("REDIS_URL"):
@@ -108,15 +110,22 @@ def run_dev(port: int) -> None:
     os.environ.setdefault("TWILIO_AUTH_TOKEN", _dev_token(Path(probe.instance_path)))
     app = create_app()
     with app.app_context():
-        upgrade(services().db.engine)
+        svc = services()
+        upgrade(svc.db.engine)
         try:
-            create_tenant(services(), name="Studio Demo", whatsapp_number=DEMO_NUMBER, slug=DEMO_SLUG)
+            create_tenant(svc, name="Studio Demo", whatsapp_number=DEMO_NUMBER, slug=DEMO_SLUG)
         except TenantExists:
             pass
+        with svc.db.session() as session:
+            tenant = tenant_by_slug(session, DEMO_SLUG)
+        assert tenant is not None
+        email, password = seed_demo_operator(svc, tenant, role="admin")
 
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())  # noqa: S603
     atexit.register(_stop, worker)
     threading.Thread(target=_watch_worker, args=(worker,), daemon=True).start()
-    click.echo(f"Portineria is running: {base}/dev/simulator (demo office {DEMO_NUMBER})")
+    click.echo(f"Portineria is running on {base}")
+    click.echo(f"  simulator: {base}/dev/simulator (demo office {DEMO_NUMBER})")
+    click.echo(f"  console:   {base}/console/  login {email} / {password}")
     # werkzeug directly: Flask's app.run() refuses to start inside the flask CLI.
     run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)

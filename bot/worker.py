@@ -13,8 +13,10 @@ from functools import partial
 from flask import Flask
 from rq import SimpleWorker
 
+from bot.console import release_idle_conversations
 from bot.queueing import Sweeper, sweep_once
 from bot.services import services
+from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +30,28 @@ def preload_language() -> None:
              time.perf_counter() - started)
 
 
+RELEASE_CHECK_SECONDS = 60.0
+
+
 def make_sweeper(app: Flask) -> Sweeper:
+    """Every few seconds: enqueue lost messages; every minute: release idle handoffs."""
     svc = services()
     config = app.config
     sweep = partial(sweep_once, svc.db.engine, svc.jobs,
                     grace_seconds=float(config["SWEEP_GRACE_SECONDS"]),
                     lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
                     max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]))
-    return Sweeper(sweep, float(config["SWEEP_INTERVAL_SECONDS"]))
+    last_release = [0.0]
+
+    def housekeeping() -> None:
+        sweep()
+        if time.monotonic() - last_release[0] >= RELEASE_CHECK_SECONDS:
+            last_release[0] = time.monotonic()
+            released = release_idle_conversations(svc, utcnow())
+            if released:
+                log.info("released %d idle conversation(s) to the bot", released)
+
+    return Sweeper(housekeeping, float(config["SWEEP_INTERVAL_SECONDS"]))
 
 
 def run_worker(app: Flask, *, burst: bool = False) -> None:
