@@ -47,18 +47,23 @@ class JobQueue:
 
     def enqueue(self, message_id: int, sweeps: int = 0) -> None:
         """One pipelined round trip to Redis; raises RedisError if it is unreachable."""
+        self.enqueue_many([(message_id, sweeps)])
+
+    def enqueue_many(self, messages: list[tuple[int, int]]) -> None:
+        """Processing jobs for ``(message id, sweeps)`` pairs, in one round trip."""
         pipeline = self.redis.pipeline()
-        self.queue.enqueue_call(
-            PROCESS_INBOUND,
-            args=(message_id,),
-            job_id=inbound_job_id(message_id, sweeps),
-            timeout=self._job_timeout,
-            result_ttl=300,
-            failure_ttl=7 * 24 * 3600,
-            # Retries are for failures the job raises; a killed worker is the sweeper's.
-            retry=Retry(max=3, interval=[5, 30, 120]),
-            pipeline=pipeline,
-        )
+        for message_id, sweeps in messages:
+            self.queue.enqueue_call(
+                PROCESS_INBOUND,
+                args=(message_id,),
+                job_id=inbound_job_id(message_id, sweeps),
+                timeout=self._job_timeout,
+                result_ttl=300,
+                failure_ttl=7 * 24 * 3600,
+                # Retries are for failures the job raises; a killed worker is the sweeper's.
+                retry=Retry(max=3, interval=[5, 30, 120]),
+                pipeline=pipeline,
+            )
         pipeline.execute()
 
     def enqueue_delivery(self, message_id: int) -> None:

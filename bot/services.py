@@ -68,13 +68,14 @@ def init_app(app: Flask) -> Services:
     db = Database(config["DATABASE_URL"])
     redis = connect_redis(config["REDIS_URL"] or "redis://127.0.0.1:6379/0")
     token = config.get("TWILIO_AUTH_TOKEN")
+    jobs = JobQueue(redis, config["QUEUE_NAME"],
+                    job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2)
     svc = Services(
         config=config,  # type: ignore[arg-type]
         db=db,
         cipher=BodyCipher(encryption_keys(config)),
         redis=redis,
-        jobs=JobQueue(redis, config["QUEUE_NAME"],
-                                   job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2),
+        jobs=jobs,
         transport=build_transport(config),  # type: ignore[arg-type]
         tenants=TenantDirectory(db),
         # No token, no valid signature: webhooks answer 403 rather than fail open.

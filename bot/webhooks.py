@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from flask import Blueprint, Response, abort, current_app, request
 from redis.exceptions import RedisError
@@ -11,7 +10,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.consent import record_delivery_error
 from bot.inbound import MalformedWebhook, check_required, encode_payload, parse_form, strip_channel
-from bot.services import Services, services
+from bot.services import services
 from storage.delivery import apply_status
 
 log = logging.getLogger(__name__)
@@ -54,22 +53,15 @@ def inbound_message() -> Response:
     svc = services()
     payload = svc.cipher.encrypt(encode_payload(params))
     message_id = svc.inbound_writer.store(tenant_id, params["MessageSid"], payload)
-    response = Response(EMPTY_TWIML, status=200, mimetype="text/xml")
     if message_id is None:
         log.debug("duplicate delivery of an already stored message ignored")
     else:
-        # The message is durable now: Twilio gets its answer first, the job is
-        # enqueued as the response closes (the sweeper covers a crash in between).
-        response.call_on_close(partial(_enqueue, svc, message_id))
-    return response
-
-
-def _enqueue(svc: Services, message_id: int) -> None:
-    try:
-        svc.jobs.enqueue(message_id)
-    except RedisError:
-        # Stored is safe: the sweeper enqueues it once Redis is back.
-        log.warning("message %s stored but not enqueued: redis unavailable", message_id)
+        try:
+            svc.jobs.enqueue(message_id)
+        except RedisError:
+            # Stored is safe: the sweeper enqueues it once Redis is back.
+            log.warning("message %s stored but not enqueued: redis unavailable", message_id)
+    return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
 
 
 @bp.post("/status")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,10 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+
+BACKSTOP_CHECKPOINT_PAGES = 50_000
+CHECKPOINT_INTERVAL_SECONDS = 0.5
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -20,9 +25,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
-    # Checkpoint the WAL every ~16 MB instead of every ~4 MB: the commit that
-    # crosses the mark pays for the checkpoint, so rarer means a shorter tail.
-    cursor.execute("PRAGMA wal_autocheckpoint=20000")
+    # Checkpoints are the background checkpointer's job (see WalCheckpointer):
+    # an automatic one would run inside a writer's commit, while it holds the
+    # write lock. The large mark is only a backstop should that thread be stuck.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
     cursor.close()
     dbapi_connection.isolation_level = None
 
@@ -70,6 +76,35 @@ class SqliteWriteLock:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class WalCheckpointer(threading.Thread):
+    """Copies the WAL back into the database file every half second, off the hot path.
+
+    A PASSIVE checkpoint never blocks writers, so webhooks keep committing while it
+    runs; one such thread runs in each process that writes.
+    """
+
+    def __init__(self, database_path: str) -> None:
+        super().__init__(name="portineria-wal-checkpoint", daemon=True)
+        self._path = database_path
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        import sqlite3
+
+        connection = sqlite3.connect(self._path, timeout=10, isolation_level=None)
+        try:
+            while not self._stopped.wait(CHECKPOINT_INTERVAL_SECONDS):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    continue  # busy with another checkpointer: next round
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
 class Database:
     """One engine and its session factory, owned by the app (``app.extensions``)."""
 
@@ -78,17 +113,29 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         database = self.engine.url.database
-        self._write_lock = (SqliteWriteLock(database) if self.is_sqlite and database
-                            and database != ":memory:" else None)
+        file_backed = self.is_sqlite and bool(database) and database != ":memory:"
+        self._write_lock = SqliteWriteLock(database) if file_backed else None
+        self._database_path = database if file_backed else None
+        self._checkpointer: WalCheckpointer | None = None
+        self._checkpointer_pid = 0
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
         """Serialise SQLite writers efficiently; nothing to do on PostgreSQL."""
         if self._write_lock is None:
             yield
-        else:
-            with self._write_lock.held():
-                yield
+            return
+        if self._checkpointer_pid != os.getpid():
+            self._start_checkpointer()
+        with self._write_lock.held():
+            yield
+
+    def _start_checkpointer(self) -> None:
+        # Per process and started on first write: a forked worker needs its own.
+        assert self._database_path is not None
+        self._checkpointer = WalCheckpointer(self._database_path)
+        self._checkpointer.start()
+        self._checkpointer_pid = os.getpid()
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,4 +148,6 @@ class Database:
             yield session
 
     def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Request, Response, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 csrf = CSRFProtect()
@@ -44,7 +45,25 @@ def content_security_policy(config: dict[str, Any]) -> str:
     ])
 
 
+# Paths whose callers authenticate by signature or token, never by cookie.
+SESSIONLESS_PREFIXES = ("/webhooks/", "/api/", "/healthz", "/readyz")
+
+
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """Cookie sessions for people; none for Twilio's webhooks and the API.
+
+    Those callers never send a session cookie, and opening one (building the
+    signing serializer) would be pure cost on the webhook's hot path.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(SESSIONLESS_PREFIXES):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
 def configure_cookies(app: Flask) -> None:
+    app.session_interface = ConsoleSessionInterface()
     config = app.config
     # Secure cookies whenever the public address is HTTPS (production); the embedded
     # default on http://127.0.0.1 would otherwise lose its session.
@@ -70,15 +89,20 @@ def init_security(app: Flask, exempt: list[Any]) -> None:
         csrf.exempt(blueprint)
     policy = content_security_policy(app.config)
 
+    every_response = {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        # Same-origin keeps the full referrer that CSRF's HTTPS check needs.
+        "Referrer-Policy": "same-origin",
+        "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
+    }
+
     @app.after_request
     def security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", policy)
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        # Same-origin keeps the full referrer that CSRF's HTTPS check needs.
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        for name, value in every_response.items():
+            headers.setdefault(name, value)
         if request.path.startswith(("/console", "/pusher")):
             # Conversations are personal data: no copies in shared or browser caches.
             headers["Cache-Control"] = "no-store"
