@@ -19,7 +19,9 @@ def create_bare_app() -> Flask:
     @app.post("/webhooks/twilio/messages")
     def bare() -> Response:
         url = public + request.path
-        if not validator.validate(url, request.form.to_dict(), request.headers.get("X-Twilio-Signature", "")):
+        if not validator.validate(
+            url, request.form.to_dict(), request.headers.get("X-Twilio-Signature", "")
+        ):
             abort(403)
         return Response(EMPTY_TWIML, mimetype="text/xml")
 

@@ -90,18 +90,39 @@ def make_requests(path: Path, count: int) -> None:
     with path.open("w") as handle:
         for i in range(count):
             params = {
-                "MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": "AC" + "1" * 32,
-                "From": f"whatsapp:+39333{i % 10_000_000:07d}", "To": f"whatsapp:{OFFICE}",
+                "MessageSid": "SM" + uuid.uuid4().hex,
+                "AccountSid": "AC" + "1" * 32,
+                "From": f"whatsapp:+39333{i % 10_000_000:07d}",
+                "To": f"whatsapp:{OFFICE}",
                 "Body": "Buongiorno, nel condominio di via Roma 12 la luce delle scale non va",
-                "NumMedia": "0", "WaId": f"39333{i % 10_000_000:07d}", "ApiVersion": "2010-04-01",
+                "NumMedia": "0",
+                "WaId": f"39333{i % 10_000_000:07d}",
+                "ApiVersion": "2010-04-01",
             }
-            handle.write(validator.compute_signature(PUBLIC + PATH, params) + "\t" + urlencode(params) + "\n")
+            handle.write(
+                validator.compute_signature(PUBLIC + PATH, params) + "\t" + urlencode(params) + "\n"
+            )
 
 
-def gunicorn(app: str, port: int, env: dict[str, str], workers: int, threads: int) -> subprocess.Popen[bytes]:
+def gunicorn(
+    app: str, port: int, env: dict[str, str], workers: int, threads: int
+) -> subprocess.Popen[bytes]:
     worker_class = ["-k", "sync"] if threads <= 1 else ["-k", "gthread", "--threads", str(threads)]
-    command = [sys.executable, "-m", "gunicorn", "-w", str(workers), *worker_class, "-b", f"127.0.0.1:{port}",
-               "--backlog", "2048", "--log-level", "warning", app]
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        str(workers),
+        *worker_class,
+        "-b",
+        f"127.0.0.1:{port}",
+        "--backlog",
+        "2048",
+        "--log-level",
+        "warning",
+        app,
+    ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     wait_port(port)
     return process
@@ -123,15 +144,35 @@ def parse_latency(text: str, label: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def run_wrk(port: int, script: Path, data: Path, connections: int, duration: int) -> dict[str, float]:
-    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency",
-               "-s", str(script), f"http://127.0.0.1:{port}{PATH}", "--", str(data)]
-    output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60,
-                            check=True).stdout
+def run_wrk(
+    port: int, script: Path, data: Path, connections: int, duration: int
+) -> dict[str, float]:
+    command = [
+        "wrk",
+        "-t",
+        "2",
+        "-c",
+        str(connections),
+        "-d",
+        f"{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}{PATH}",
+        "--",
+        str(data),
+    ]
+    output = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration + 60, check=True
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     non200 = int(re.search(r"NON200 (\d+)", output).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50_ms": parse_latency(output, "50%"),
-            "p99_ms": parse_latency(output, "99%"), "non_200": non200}
+    return {
+        "rps": rps,
+        "p50_ms": parse_latency(output, "50%"),
+        "p99_ms": parse_latency(output, "99%"),
+        "non_200": non200,
+    }
 
 
 def prepare_database(env: dict[str, str]) -> None:
@@ -149,7 +190,9 @@ def prepare_database(env: dict[str, str]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
@@ -157,7 +200,9 @@ def main() -> int:
     # Gunicorn's own advice for sync workers is 2 x cores + 1: while one worker waits on
     # SQLite or Redis another uses the CPU. Both endpoints get the same count.
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
-    parser.add_argument("--threads", type=int, default=1, help="> 1 uses gunicorn's gthread workers")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="> 1 uses gunicorn's gthread workers"
+    )
     args = parser.parse_args()
     for tool in ("wrk", "redis-server"):
         if shutil.which(tool) is None:
@@ -165,15 +210,34 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="portineria-bench-"))
     redis_port = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                              "--save", "", "--appendonly", "no", "--dir", str(work)],
-                             stdout=subprocess.DEVNULL)
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     wait_port(redis_port)
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
-           "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "TWILIO_AUTH_TOKEN": TOKEN,
-           "WHATSAPP_TRANSPORT": "console", "PUBLIC_BASE_URL": PUBLIC,
-           "SECRET_KEY": "bench", "ENCRYPTION_KEYS": "",
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "TWILIO_AUTH_TOKEN": TOKEN,
+        "WHATSAPP_TRANSPORT": "console",
+        "PUBLIC_BASE_URL": PUBLIC,
+        "SECRET_KEY": "bench",
+        "ENCRYPTION_KEYS": "",
+        "PYTHONPATH": str(ROOT),
+    }
     from cryptography.fernet import Fernet
 
     env["ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
@@ -191,7 +255,9 @@ def main() -> int:
                 server = gunicorn(target, port, env, args.workers, args.threads)
                 try:
                     run_wrk(port, script, data, args.connections, 2)  # warm-up
-                    results[name].append(run_wrk(port, script, data, args.connections, args.duration))
+                    results[name].append(
+                        run_wrk(port, script, data, args.connections, args.duration)
+                    )
                 finally:
                     stop(server)
     finally:
@@ -199,8 +265,10 @@ def main() -> int:
         redis.wait(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
-    summary = {name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
-               for name, runs in results.items()}
+    summary = {
+        name: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        for name, runs in results.items()
+    }
     summary["ratio"] = {
         "throughput": summary["webhook"]["rps"] / summary["bare"]["rps"],
         "p99": summary["webhook"]["p99_ms"] / summary["bare"]["p99_ms"],
@@ -208,15 +276,21 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"gunicorn {args.workers} sync workers, {args.connections} connections, "
-              f"{args.duration}s x {args.rounds} rounds, medians")
+        print(
+            f"gunicorn {args.workers} sync workers, {args.connections} connections, "
+            f"{args.duration}s x {args.rounds} rounds, medians"
+        )
         print(f"{'endpoint':<10}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-200':>10}")
         for name in ("bare", "webhook"):
             row = summary[name]
-            print(f"{name:<10}{row['rps']:>10.0f}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
-                  f"{row['non_200']:>10.0f}")
-        print(f"webhook/bare throughput {summary['ratio']['throughput']:.2f} (target >= 0.50), "
-              f"p99 {summary['ratio']['p99']:.2f}x (target <= 2.00)")
+            print(
+                f"{name:<10}{row['rps']:>10.0f}{row['p50_ms']:>10.2f}{row['p99_ms']:>10.2f}"
+                f"{row['non_200']:>10.0f}"
+            )
+        print(
+            f"webhook/bare throughput {summary['ratio']['throughput']:.2f} (target >= 0.50), "
+            f"p99 {summary['ratio']['p99']:.2f}x (target <= 2.00)"
+        )
     return 0
 
 

@@ -26,14 +26,20 @@ def create_user(session: Session, tenant: Tenant, email: str, role: str, passwor
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if len(password) < 10:
         raise ValueError("the password must be at least 10 characters long")
-    user = User(tenant_id=tenant.id, email=email.strip().lower(), role=role,
-                password_hash=hash_password(password))
+    user = User(
+        tenant_id=tenant.id,
+        email=email.strip().lower(),
+        role=role,
+        password_hash=hash_password(password),
+    )
     session.add(user)
     session.flush()
     return user
 
 
-def check_login(session: Session, tenant_slug: str | None, email: str, password: str) -> User | None:
+def check_login(
+    session: Session, tenant_slug: str | None, email: str, password: str
+) -> User | None:
     """The user if the password is right and the account is not locked; counts failures."""
     query = select(User).where(User.email == email.strip().lower(), User.active)
     if tenant_slug:

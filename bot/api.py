@@ -32,7 +32,7 @@ from storage.models import (
 from storage.queries import get_contact, get_conversation, open_conversation_for
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-TOKEN_PREFIX = "ptk_"
+TOKEN_PREFIX = "ptk_"  # noqa: S105 - a prefix, not a secret
 REFUSAL_STATUS = {"opted_out": 409, "no_consent": 409, "outside_window": 422, "rate_limited": 429}
 
 
@@ -55,9 +55,13 @@ def authenticate() -> Response | None:
         return _unauthorized()
     with services().db.session() as session:
         tenant = session.scalar(
-            select(Tenant).join(ApiToken, ApiToken.tenant_id == Tenant.id)
-            .where(ApiToken.token_hash == hash_token(token.strip()), ApiToken.revoked_at.is_(None),
-                   Tenant.terminated_at.is_(None))
+            select(Tenant)
+            .join(ApiToken, ApiToken.tenant_id == Tenant.id)
+            .where(
+                ApiToken.token_hash == hash_token(token.strip()),
+                ApiToken.revoked_at.is_(None),
+                Tenant.terminated_at.is_(None),
+            )
         )
     if tenant is None:
         return _unauthorized()
@@ -99,9 +103,15 @@ def _e164(value: str) -> str:
 
 
 def contact_json(contact: Contact) -> dict[str, Any]:
-    return {"id": contact.id, "phone": contact.phone, "kind": contact.kind,
-            "legal_basis": contact.legal_basis, "consent": contact.consent,
-            "source": contact.source, "last_contact_at": _iso(contact.last_contact_at)}
+    return {
+        "id": contact.id,
+        "phone": contact.phone,
+        "kind": contact.kind,
+        "legal_basis": contact.legal_basis,
+        "consent": contact.consent,
+        "source": contact.source,
+        "last_contact_at": _iso(contact.last_contact_at),
+    }
 
 
 @bp.get("/contacts")
@@ -123,15 +133,25 @@ def consent_events(contact_id: int) -> Response:
         if get_contact(session, tenant, contact_id) is None:
             abort(404, "no such contact")
         rows = session.scalars(
-            select(ConsentEvent).where(ConsentEvent.tenant_id == tenant.id,
-                                       ConsentEvent.contact_id == contact_id)
-            .order_by(ConsentEvent.id)).all()
-        events = [{
-            "event": e.event, "at": _iso(e.at), "channel": e.channel, "actor": e.actor,
-            "evidence": {"text": svc.cipher.decrypt(e.evidence_text) if e.evidence_text else None,
-                         "message_sid": e.evidence_message_sid},
-            "notice_version": e.notice_version, "notice_sha256": e.notice_sha256,
-        } for e in rows]
+            select(ConsentEvent)
+            .where(ConsentEvent.tenant_id == tenant.id, ConsentEvent.contact_id == contact_id)
+            .order_by(ConsentEvent.id)
+        ).all()
+        events = [
+            {
+                "event": e.event,
+                "at": _iso(e.at),
+                "channel": e.channel,
+                "actor": e.actor,
+                "evidence": {
+                    "text": svc.cipher.decrypt(e.evidence_text) if e.evidence_text else None,
+                    "message_sid": e.evidence_message_sid,
+                },
+                "notice_version": e.notice_version,
+                "notice_sha256": e.notice_sha256,
+            }
+            for e in rows
+        ]
     return jsonify(events=events)
 
 
@@ -148,10 +168,20 @@ def conversations() -> Response:
         query = query.where(Conversation.contact_id == int(request.args["contact_id"]))
     with services().db.session() as session:
         rows = session.scalars(query.order_by(Conversation.id.desc()).limit(500)).all()
-        return jsonify(conversations=[{
-            "id": c.id, "contact_id": c.contact_id, "mode": c.mode, "priority": c.priority,
-            "needs_attention": c.needs_attention, "status": c.status,
-            "last_message_at": _iso(c.last_message_at)} for c in rows])
+        return jsonify(
+            conversations=[
+                {
+                    "id": c.id,
+                    "contact_id": c.contact_id,
+                    "mode": c.mode,
+                    "priority": c.priority,
+                    "needs_attention": c.needs_attention,
+                    "status": c.status,
+                    "last_message_at": _iso(c.last_message_at),
+                }
+                for c in rows
+            ]
+        )
 
 
 @bp.get("/conversations/<int:conversation_id>/messages")
@@ -161,47 +191,90 @@ def conversation_messages(conversation_id: int) -> Response:
     with svc.db.session() as session:
         if get_conversation(session, tenant, conversation_id) is None:
             abort(404, "no such conversation")
-        rows = session.scalars(select(Message).where(
-            Message.tenant_id == tenant.id, Message.conversation_id == conversation_id)
-            .order_by(Message.id)).all()
-        return jsonify(messages=[{
-            "id": m.id, "provider_sid": m.provider_sid, "direction": m.direction,
-            "body": svc.cipher.decrypt(m.body) if m.body else None, "status": m.status,
-            "intent": m.intent, "sensitive": m.sensitive_kinds, "at": _iso(m.created_at)}
-            for m in rows])
+        rows = session.scalars(
+            select(Message)
+            .where(Message.tenant_id == tenant.id, Message.conversation_id == conversation_id)
+            .order_by(Message.id)
+        ).all()
+        return jsonify(
+            messages=[
+                {
+                    "id": m.id,
+                    "provider_sid": m.provider_sid,
+                    "direction": m.direction,
+                    "body": svc.cipher.decrypt(m.body) if m.body else None,
+                    "status": m.status,
+                    "intent": m.intent,
+                    "sensitive": m.sensitive_kinds,
+                    "at": _iso(m.created_at),
+                }
+                for m in rows
+            ]
+        )
 
 
 @bp.get("/tickets")
 def tickets() -> Response:
     tenant: Tenant = g.tenant
     with services().db.session() as session:
-        rows = session.scalars(select(Ticket).where(
-            Ticket.tenant_id == tenant.id, Ticket.created_at >= _since())
-            .order_by(Ticket.id).limit(1000)).all()
-        return jsonify(tickets=[{
-            "id": t.id, "kind": t.kind, "intent": t.intent, "status": t.status,
-            "conversation_id": t.conversation_id, "entities": t.entities,
-            "created_at": _iso(t.created_at), "updated_at": _iso(t.updated_at)} for t in rows])
+        rows = session.scalars(
+            select(Ticket)
+            .where(Ticket.tenant_id == tenant.id, Ticket.created_at >= _since())
+            .order_by(Ticket.id)
+            .limit(1000)
+        ).all()
+        return jsonify(
+            tickets=[
+                {
+                    "id": t.id,
+                    "kind": t.kind,
+                    "intent": t.intent,
+                    "status": t.status,
+                    "conversation_id": t.conversation_id,
+                    "entities": t.entities,
+                    "created_at": _iso(t.created_at),
+                    "updated_at": _iso(t.updated_at),
+                }
+                for t in rows
+            ]
+        )
 
 
 @bp.get("/bot-logs")
 def bot_logs() -> Response:
     tenant: Tenant = g.tenant
     with services().db.session() as session:
-        rows = session.scalars(select(BotLogEntry).where(
-            BotLogEntry.tenant_id == tenant.id, BotLogEntry.at >= _since())
-            .order_by(BotLogEntry.id).limit(1000)).all()
-        return jsonify(entries=[{
-            "at": _iso(e.at), "message_id": e.message_id, "intent": e.intent,
-            "confidence": e.confidence, "action": e.action, "model_version": e.model_version,
-            "safety_rule": e.safety_rule, "duration_ms": e.duration_ms} for e in rows])
+        rows = session.scalars(
+            select(BotLogEntry)
+            .where(BotLogEntry.tenant_id == tenant.id, BotLogEntry.at >= _since())
+            .order_by(BotLogEntry.id)
+            .limit(1000)
+        ).all()
+        return jsonify(
+            entries=[
+                {
+                    "at": _iso(e.at),
+                    "message_id": e.message_id,
+                    "intent": e.intent,
+                    "confidence": e.confidence,
+                    "action": e.action,
+                    "model_version": e.model_version,
+                    "safety_rule": e.safety_rule,
+                    "duration_ms": e.duration_ms,
+                }
+                for e in rows
+            ]
+        )
 
 
 def _outgoing(data: dict[str, Any]) -> Outgoing:
     body, template = data.get("body"), data.get("template")
     if template is not None:
-        if (not isinstance(template, dict) or not isinstance(template.get("content_sid"), str)
-                or not isinstance(template.get("variables", {}), dict)):
+        if (
+            not isinstance(template, dict)
+            or not isinstance(template.get("content_sid"), str)
+            or not isinstance(template.get("variables", {}), dict)
+        ):
             abort(400, "template needs content_sid and an object of variables")
         variables = {str(k): str(v) for k, v in template.get("variables", {}).items()}
         return Outgoing(template=Template(template["content_sid"], variables), purpose="api")
@@ -221,16 +294,18 @@ def send() -> tuple[Response, int] | Response:
     phone = _e164(data["to"])
     key = "api:" + (request.headers.get("Idempotency-Key") or uuid.uuid4().hex)[:100]
     with svc.db.session() as session:
-        contact = session.scalar(select(Contact).where(Contact.tenant_id == tenant.id,
-                                                       Contact.phone == phone))
+        contact = session.scalar(
+            select(Contact).where(Contact.tenant_id == tenant.id, Contact.phone == phone)
+        )
         if contact is None:
             return error_response(404, "unknown_contact", "no contact with this number")
         thread = open_conversation_for(session, tenant, contact)
     outcome = queue_message(svc, tenant, contact, thread, outgoing, key)
     if outcome.refusal is not None:
         reason = outcome.refusal.reason or "refused"
-        return error_response(REFUSAL_STATUS.get(reason, 409), reason,
-                              outcome.refusal.explanation or "")
+        return error_response(
+            REFUSAL_STATUS.get(reason, 409), reason, outcome.refusal.explanation or ""
+        )
     assert outcome.message_id is not None
     if outcome.status == "pending":
         svc.jobs.enqueue_delivery(outcome.message_id)

@@ -22,9 +22,19 @@ def main() -> None:
 
 
 def init_app(app: Flask) -> None:
-    for command in (db_group, tenant_group, user_group, token_group, contacts_group,
-                    worker_command, intents_group, audit_group, export_command, erase_command,
-                    dev_command):
+    for command in (
+        db_group,
+        tenant_group,
+        user_group,
+        token_group,
+        contacts_group,
+        worker_command,
+        intents_group,
+        audit_group,
+        export_command,
+        erase_command,
+        dev_command,
+    ):
         app.cli.add_command(command)
 
 
@@ -46,6 +56,7 @@ def slugify(name: str) -> str:
 
 # -- db -------------------------------------------------------------------------------
 
+
 @click.group("db", help="Database schema.")
 def db_group() -> None:
     pass
@@ -62,6 +73,7 @@ def db_upgrade() -> None:
 
 # -- tenants --------------------------------------------------------------------------
 
+
 @click.group("tenant", help="Offices (tenants).")
 def tenant_group() -> None:
     pass
@@ -77,8 +89,13 @@ def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | 
     from bot.tenant_admin import TenantExists, create_tenant
 
     try:
-        tenant = create_tenant(services(), name=name, whatsapp_number=e164(whatsapp),
-                               slug=slugify(slug or name), notice_url=notice_url)
+        tenant = create_tenant(
+            services(),
+            name=name,
+            whatsapp_number=e164(whatsapp),
+            slug=slugify(slug or name),
+            notice_url=notice_url,
+        )
     except TenantExists as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"created office {tenant.name!r} for {tenant.whatsapp_number}")
@@ -96,6 +113,7 @@ def _tenant(slug: str):  # type: ignore[no-untyped-def]
 
 
 # -- users and tokens -----------------------------------------------------------------
+
 
 @click.group("user", help="Console accounts.")
 def user_group() -> None:
@@ -140,6 +158,7 @@ def token_create(slug: str, name: str) -> None:
 
 
 # -- contacts and rights --------------------------------------------------------------
+
 
 @click.group("contacts", help="The office's contacts.")
 def contacts_group() -> None:
@@ -225,6 +244,7 @@ def audit_verify(slug: str) -> None:
 
 # -- worker ---------------------------------------------------------------------------
 
+
 @click.command("worker", help="Run the RQ worker (and the sweeper) with the app's configuration.")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @with_appcontext
@@ -235,6 +255,7 @@ def worker_command(burst: bool) -> None:
 
 
 # -- intents --------------------------------------------------------------------------
+
 
 @click.group("intents", help="The Italian language pipeline.")
 def intents_group() -> None:
@@ -258,10 +279,13 @@ def intents_evaluate(path: Path, as_json: bool) -> None:
     from intents.evaluation import evaluate_file, render_report
 
     report = evaluate_file(path)
-    click.echo(json.dumps(report, indent=2, ensure_ascii=False) if as_json else render_report(report))
+    click.echo(
+        json.dumps(report, indent=2, ensure_ascii=False) if as_json else render_report(report)
+    )
 
 
 # -- dev ------------------------------------------------------------------------------
+
 
 @click.command("dev", help="The whole embedded stack: Redis, worker, web app, demo office.")
 @click.option("--port", default=5000, show_default=True)

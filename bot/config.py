@@ -53,11 +53,19 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_COOKIE_SAMESITE": "Lax",
 }
 
-_ENV_KEYS = [k for k in DEFAULTS if k not in {"MAX_CONTENT_LENGTH", "SESSION_COOKIE_HTTPONLY",
-                                               "SESSION_COOKIE_SAMESITE"}] + ["SECRET_KEY"]
+_ENV_KEYS = [
+    k
+    for k in DEFAULTS
+    if k not in {"MAX_CONTENT_LENGTH", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE"}
+] + ["SECRET_KEY"]
 _BOOLS = {"PUSHER_SSL", "DEV_MODE"}
-_INTS = {"PROCESSING_LEASE_SECONDS", "MAX_PROCESSING_ATTEMPTS", "MEDIA_MAX_BYTES", "PUSHER_PORT",
-         "HUMAN_MODE_TIMEOUT_MINUTES"}
+_INTS = {
+    "PROCESSING_LEASE_SECONDS",
+    "MAX_PROCESSING_ATTEMPTS",
+    "MEDIA_MAX_BYTES",
+    "PUSHER_PORT",
+    "HUMAN_MODE_TIMEOUT_MINUTES",
+}
 _FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
 
 
@@ -87,7 +95,8 @@ def _instance_secret(instance: Path, name: str, make: Any) -> str:
 
 
 def load_config(
-    instance_path: str, overrides: Mapping[str, Any] | None = None,
+    instance_path: str,
+    overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     env = os.environ if environ is None else environ
@@ -100,7 +109,9 @@ def load_config(
 
     instance = Path(instance_path)
     if not config.get("SECRET_KEY"):
-        config["SECRET_KEY"] = _instance_secret(instance, "secret_key", lambda: secrets.token_hex(32))
+        config["SECRET_KEY"] = _instance_secret(
+            instance, "secret_key", lambda: secrets.token_hex(32)
+        )
     if not config.get("ENCRYPTION_KEYS"):
         config["ENCRYPTION_KEYS"] = _instance_secret(instance, "encryption_keys", generate_key)
     if not config.get("DATABASE_URL"):

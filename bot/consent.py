@@ -20,8 +20,14 @@ from storage.queries import get_contact
 
 log = logging.getLogger(__name__)
 
-LEDGER_EVENTS = ("notice_sent", "granted", "withdrawn", "access_requested",
-                 "erasure_requested", "imported")
+LEDGER_EVENTS = (
+    "notice_sent",
+    "granted",
+    "withdrawn",
+    "access_requested",
+    "erasure_requested",
+    "imported",
+)
 # Twilio error codes meaning the person opted out or blocked the business.
 OPT_OUT_ERROR_CODES = frozenset({21610, 63014})
 
@@ -37,12 +43,22 @@ def notice_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def publish_notice(session: Session, tenant: Tenant, version: str, text: str, full_url: str) -> PrivacyNotice:
+def publish_notice(
+    session: Session, tenant: Tenant, version: str, text: str, full_url: str
+) -> PrivacyNotice:
     """Add an immutable notice version and make it the active one."""
-    for notice in session.scalars(select(PrivacyNotice).where(PrivacyNotice.tenant_id == tenant.id)):
+    for notice in session.scalars(
+        select(PrivacyNotice).where(PrivacyNotice.tenant_id == tenant.id)
+    ):
         notice.active = False
-    notice = PrivacyNotice(tenant_id=tenant.id, version=version, text=text,
-                           full_notice_url=full_url, sha256=notice_sha256(text), active=True)
+    notice = PrivacyNotice(
+        tenant_id=tenant.id,
+        version=version,
+        text=text,
+        full_notice_url=full_url,
+        sha256=notice_sha256(text),
+        active=True,
+    )
     session.add(notice)
     session.flush()
     return notice
@@ -61,17 +77,30 @@ class Evidence:
 
 
 def record_event(
-    svc: Services, session: Session, tenant: Tenant, contact: Contact, event: str, *,
-    channel: str, actor: str, evidence: Evidence | None = None,
-    notice: PrivacyNotice | None = None, at: datetime | None = None,
+    svc: Services,
+    session: Session,
+    tenant: Tenant,
+    contact: Contact,
+    event: str,
+    *,
+    channel: str,
+    actor: str,
+    evidence: Evidence | None = None,
+    notice: PrivacyNotice | None = None,
+    at: datetime | None = None,
 ) -> ConsentEvent:
     if event not in LEDGER_EVENTS:
         raise ValueError(f"unknown consent event {event!r}")
     notice = notice or active_notice(session, tenant)
     evidence = evidence or Evidence()
     row = ConsentEvent(
-        tenant_id=tenant.id, contact_id=contact.id, subject_ref=svc.cipher.pseudonym(contact.wa_id),
-        event=event, at=at or utcnow(), channel=channel, actor=actor,
+        tenant_id=tenant.id,
+        contact_id=contact.id,
+        subject_ref=svc.cipher.pseudonym(contact.wa_id),
+        event=event,
+        at=at or utcnow(),
+        channel=channel,
+        actor=actor,
         evidence_text=svc.cipher.encrypt(evidence.text) if evidence.text is not None else None,
         evidence_message_sid=evidence.message_sid,
         notice_version=notice.version if notice else None,
@@ -105,7 +134,14 @@ def record_delivery_error(svc: Services, tenant_id: int, message_id: int, error_
         contact = get_contact(session, tenant, message.contact_id)
         if contact is None or contact.consent == "withdrawn":
             return
-        record_event(svc, session, tenant, contact, "withdrawn", channel="twilio_error",
-                     actor="provider", evidence=Evidence(text=f"error {error_code}",
-                                                         message_sid=message.provider_sid))
+        record_event(
+            svc,
+            session,
+            tenant,
+            contact,
+            "withdrawn",
+            channel="twilio_error",
+            actor="provider",
+            evidence=Evidence(text=f"error {error_code}", message_sid=message.provider_sid),
+        )
         log.info("contact %s marked withdrawn after provider error %s", contact.id, error_code)

@@ -28,7 +28,7 @@ COLUMNS = ("phone", "kind", "legal_basis", "consent_at", "consent_method")
 class RowResult:
     line: int
     phone: str | None
-    outcome: str   # imported, updated, refused
+    outcome: str  # imported, updated, refused
     reason: str = ""
 
 
@@ -72,7 +72,9 @@ def _check(line: int, row: dict[str, str]) -> _Valid | RowResult:
     return _Valid(line, phone, kind, basis, consent_at, method)
 
 
-def import_contacts(svc: Services, tenant: Tenant, rows: Iterable[dict[str, str]]) -> list[RowResult]:
+def import_contacts(
+    svc: Services, tenant: Tenant, rows: Iterable[dict[str, str]]
+) -> list[RowResult]:
     results: list[RowResult] = []
     valid: list[_Valid] = []
     seen: set[str] = set()
@@ -92,12 +94,18 @@ def import_contacts(svc: Services, tenant: Tenant, rows: Iterable[dict[str, str]
 
 
 def _upsert(svc: Services, session, tenant: Tenant, row: _Valid) -> RowResult:  # type: ignore[no-untyped-def]
-    contact = session.scalar(select(Contact).where(Contact.tenant_id == tenant.id,
-                                                   Contact.phone == row.phone))
+    contact = session.scalar(
+        select(Contact).where(Contact.tenant_id == tenant.id, Contact.phone == row.phone)
+    )
     outcome = "updated"
     if contact is None:
-        contact = Contact(tenant_id=tenant.id, wa_id=row.phone.lstrip("+"), phone=row.phone,
-                          source="import", consent="none")
+        contact = Contact(
+            tenant_id=tenant.id,
+            wa_id=row.phone.lstrip("+"),
+            phone=row.phone,
+            source="import",
+            consent="none",
+        )
         session.add(contact)
         outcome = "imported"
     if contact.consent == "withdrawn" and row.legal_basis == "consent":
@@ -106,8 +114,17 @@ def _upsert(svc: Services, session, tenant: Tenant, row: _Valid) -> RowResult:  
     contact.kind, contact.legal_basis = row.kind, row.legal_basis
     session.flush()
     if row.legal_basis == "consent":
-        record_event(svc, session, tenant, contact, "imported", channel="import", actor="import",
-                     evidence=Evidence(text=row.consent_method), at=row.consent_at)
+        record_event(
+            svc,
+            session,
+            tenant,
+            contact,
+            "imported",
+            channel="import",
+            actor="import",
+            evidence=Evidence(text=row.consent_method),
+            at=row.consent_at,
+        )
     return RowResult(row.line, row.phone, outcome)
 
 

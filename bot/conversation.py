@@ -44,12 +44,12 @@ class Understanding:
 class Turn:
     """One inbound message, reduced to what the rules need."""
 
-    consent: str                    # none, pending, granted, withdrawn
+    consent: str  # none, pending, granted, withdrawn
     legal_basis: str | None
-    mode: str                       # bot or human
+    mode: str  # bot or human
     clarifications: int
     keyword: KeywordMatch | None
-    opt_out_type: str | None        # Twilio Advanced Opt-Out: STOP, START, HELP
+    opt_out_type: str | None  # Twilio Advanced Opt-Out: STOP, START, HELP
     sensitive_kinds: tuple[str, ...] = ()
     understanding: Understanding | None = None
     has_text: bool = True
@@ -57,8 +57,8 @@ class Turn:
 
 @dataclass(frozen=True)
 class Reply:
-    key: str          # a text in bot.replies
-    purpose: str      # what the outbound gate is told
+    key: str  # a text in bot.replies
+    purpose: str  # what the outbound gate is told
 
 
 @dataclass
@@ -67,13 +67,13 @@ class Plan:
     replies: list[Reply] = field(default_factory=list)
     ledger: list[str] = field(default_factory=list)
     ledger_channel: str = "whatsapp"
-    handoff: str | None = None       # why a human is needed
+    handoff: str | None = None  # why a human is needed
     urgent: bool = False
-    ticket: str | None = None        # ticket kind to open
+    ticket: str | None = None  # ticket kind to open
     appointment: bool = False
     work_done: bool = False
     clarification: bool = False
-    understand_rest: bool = False    # an acceptance carried a message: handle it too
+    understand_rest: bool = False  # an acceptance carried a message: handle it too
 
     def say(self, key: str, purpose: str = "reply") -> None:
         self.replies.append(Reply(key, purpose))
@@ -121,11 +121,15 @@ def _provider_opt_out(turn: Turn) -> Plan:
     # Twilio has already answered the keyword itself: record, never answer twice.
     kind = turn.opt_out_type
     if kind == "STOP":
-        return Plan(action="consent_withdrawn", ledger=["withdrawn"],
-                    ledger_channel="twilio_advanced_opt_out")
+        return Plan(
+            action="consent_withdrawn",
+            ledger=["withdrawn"],
+            ledger_channel="twilio_advanced_opt_out",
+        )
     if kind == "START":
-        return Plan(action="consent_granted", ledger=["granted"],
-                    ledger_channel="twilio_advanced_opt_out")
+        return Plan(
+            action="consent_granted", ledger=["granted"], ledger_channel="twilio_advanced_opt_out"
+        )
     return Plan(action="provider_keyword")
 
 

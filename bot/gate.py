@@ -72,7 +72,11 @@ def evaluate(
         if purpose in WITHDRAWN_PURPOSES and not is_template:
             return _within_window(last_inbound_at, now)
         return GateDecision(False, "opted_out")
-    if consent != "granted" and legal_basis in (None, "consent") and purpose not in PRE_CONSENT_PURPOSES:
+    if (
+        consent != "granted"
+        and legal_basis in (None, "consent")
+        and purpose not in PRE_CONSENT_PURPOSES
+    ):
         return GateDecision(False, "no_consent")
     if is_template:
         return ALLOW
@@ -86,13 +90,19 @@ def _within_window(last_inbound_at: datetime | None, now: datetime) -> GateDecis
 
 
 def check_outbound(
-    svc: Services, tenant: Tenant, contact: Contact, outgoing: Outgoing,
+    svc: Services,
+    tenant: Tenant,
+    contact: Contact,
+    outgoing: Outgoing,
     now: datetime | None = None,
 ) -> GateDecision:
     decision = evaluate(
-        consent=contact.consent, legal_basis=contact.legal_basis,
-        last_inbound_at=contact.last_inbound_at, purpose=outgoing.purpose,
-        is_template=outgoing.template is not None, now=now or utcnow(),
+        consent=contact.consent,
+        legal_basis=contact.legal_basis,
+        last_inbound_at=contact.last_inbound_at,
+        purpose=outgoing.purpose,
+        is_template=outgoing.template is not None,
+        now=now or utcnow(),
     )
     if decision.allowed and not within_send_rate(svc, tenant):
         return GateDecision(False, "rate_limited")

@@ -24,8 +24,9 @@ def parse_form(raw: bytes) -> dict[str, str]:
     """
     try:
         text = raw.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
-                          max_num_fields=500)
+        pairs = parse_qsl(
+            text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=500
+        )
     except (UnicodeDecodeError, ValueError) as error:
         raise MalformedWebhook("body is not valid UTF-8 form data") from error
     return dict(pairs)
@@ -42,7 +43,7 @@ def check_required(params: dict[str, str]) -> None:
 
 
 def strip_channel(address: str) -> str:
-    return address[len(WHATSAPP_PREFIX):] if address.startswith(WHATSAPP_PREFIX) else address
+    return address[len(WHATSAPP_PREFIX) :] if address.startswith(WHATSAPP_PREFIX) else address
 
 
 def phone_from_address(address: str) -> str | None:

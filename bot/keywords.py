@@ -23,34 +23,92 @@ KINDS = ("accept", "withdraw", "privacy", "help", "operator", "access", "erasure
 
 DEFAULT_PHRASES: dict[str, tuple[str, ...]] = {
     "accept": (
-        "accetto", "si", "si accetto", "accetto l informativa", "accetto informativa",
-        "accetto la privacy", "ok accetto", "va bene accetto", "acconsento", "do il consenso",
-        "start", "yes", "accept", "i accept", "agree", "i agree",
+        "accetto",
+        "si",
+        "si accetto",
+        "accetto l informativa",
+        "accetto informativa",
+        "accetto la privacy",
+        "ok accetto",
+        "va bene accetto",
+        "acconsento",
+        "do il consenso",
+        "start",
+        "yes",
+        "accept",
+        "i accept",
+        "agree",
+        "i agree",
     ),
     "withdraw": (
-        "stop", "basta", "revoca", "revoco", "revoco il consenso", "revoca consenso",
-        "cancellami", "disiscrivimi", "non scrivetemi piu", "annulla iscrizione",
-        "unsubscribe", "stopall", "opt out", "optout", "cancel", "end", "quit",
+        "stop",
+        "basta",
+        "revoca",
+        "revoco",
+        "revoco il consenso",
+        "revoca consenso",
+        "cancellami",
+        "disiscrivimi",
+        "non scrivetemi piu",
+        "annulla iscrizione",
+        "unsubscribe",
+        "stopall",
+        "opt out",
+        "optout",
+        "cancel",
+        "end",
+        "quit",
     ),
     "privacy": ("privacy", "informativa", "informativa privacy", "privacy policy"),
     "help": ("aiuto", "help", "info", "istruzioni"),
     "operator": (
-        "operatore", "un operatore", "voglio un operatore", "parlare con un operatore",
-        "parla con un operatore", "operator", "human", "agent",
+        "operatore",
+        "un operatore",
+        "voglio un operatore",
+        "parlare con un operatore",
+        "parla con un operatore",
+        "operator",
+        "human",
+        "agent",
     ),
     "access": (
-        "i miei dati", "accesso ai miei dati", "voglio i miei dati", "copia dei miei dati",
-        "my data", "access my data",
+        "i miei dati",
+        "accesso ai miei dati",
+        "voglio i miei dati",
+        "copia dei miei dati",
+        "my data",
+        "access my data",
     ),
     "erasure": (
-        "cancella i miei dati", "cancellate i miei dati", "elimina i miei dati",
-        "eliminate i miei dati", "delete my data", "erase my data",
+        "cancella i miei dati",
+        "cancellate i miei dati",
+        "elimina i miei dati",
+        "eliminate i miei dati",
+        "delete my data",
+        "erase my data",
     ),
 }
 
 # Courtesy words that may surround a keyword without making it a sentence.
-_FILLER = frozenset({"grazie", "per", "favore", "pf", "pls", "please", "ok", "prego", "ciao",
-                     "salve", "buongiorno", "buonasera", "thanks", "thank", "you"})
+_FILLER = frozenset(
+    {
+        "grazie",
+        "per",
+        "favore",
+        "pf",
+        "pls",
+        "please",
+        "ok",
+        "prego",
+        "ciao",
+        "salve",
+        "buongiorno",
+        "buonasera",
+        "thanks",
+        "thank",
+        "you",
+    }
+)
 # Single words long enough to forgive one typo (insert, delete, substitute, swap).
 _TYPO_MIN_LENGTH = 6
 _LEADING_ACCEPT = ("si", "accetto", "ok accetto", "si accetto")
@@ -80,10 +138,14 @@ def _within_one_edit(a: str, b: str) -> bool:
         diffs = [i for i in range(len(a)) if a[i] != b[i]]
         if len(diffs) == 1:
             return True
-        return (len(diffs) == 2 and diffs[1] == diffs[0] + 1
-                and a[diffs[0]] == b[diffs[1]] and a[diffs[1]] == b[diffs[0]])
+        return (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and a[diffs[0]] == b[diffs[1]]
+            and a[diffs[1]] == b[diffs[0]]
+        )
     shorter, longer = (a, b) if len(a) < len(b) else (b, a)
-    return any(longer[:i] + longer[i + 1:] == shorter for i in range(len(longer)))
+    return any(longer[:i] + longer[i + 1 :] == shorter for i in range(len(longer)))
 
 
 def _squeeze_repeats(word: str) -> str:
@@ -95,14 +157,17 @@ class KeywordBook:
     """The phrases of one tenant: the defaults plus its own additions."""
 
     def __init__(self, extra: Mapping[str, Iterable[str]] | None = None) -> None:
-        phrases: dict[str, set[str]] = {k: {normalise(p) for p in v} for k, v in DEFAULT_PHRASES.items()}
+        phrases: dict[str, set[str]] = {
+            k: {normalise(p) for p in v} for k, v in DEFAULT_PHRASES.items()
+        }
         for kind, values in (extra or {}).items():
             if kind not in phrases:
                 raise ValueError(f"unknown keyword kind {kind!r}")
             phrases[kind].update(normalise(v) for v in values)
         self._by_phrase = {phrase: kind for kind, values in phrases.items() for phrase in values}
-        self._single_words = {p: k for p, k in self._by_phrase.items()
-                              if " " not in p and len(p) >= _TYPO_MIN_LENGTH}
+        self._single_words = {
+            p: k for p, k in self._by_phrase.items() if " " not in p and len(p) >= _TYPO_MIN_LENGTH
+        }
 
     def match(self, text: str, *, awaiting_acceptance: bool = False) -> KeywordMatch | None:
         words = [_squeeze_repeats(w) for w in normalise(text).split()]

@@ -60,20 +60,31 @@ class SendDeferred(Exception):
 
 
 def send_message(
-    svc: Services, tenant: Tenant, contact: Contact, conversation: Conversation | None,
-    outgoing: Outgoing, idempotency_key: str, sender_user_id: int | None = None,
+    svc: Services,
+    tenant: Tenant,
+    contact: Contact,
+    conversation: Conversation | None,
+    outgoing: Outgoing,
+    idempotency_key: str,
+    sender_user_id: int | None = None,
 ) -> SendOutcome:
     """Gate, record and deliver now (the worker's way)."""
-    outcome = queue_message(svc, tenant, contact, conversation, outgoing, idempotency_key,
-                            sender_user_id)
+    outcome = queue_message(
+        svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id
+    )
     if outcome.refused or outcome.message_id is None or outcome.status != "pending":
         return outcome
     return deliver(svc, outcome.message_id)
 
 
 def queue_message(
-    svc: Services, tenant: Tenant, contact: Contact, conversation: Conversation | None,
-    outgoing: Outgoing, idempotency_key: str, sender_user_id: int | None = None,
+    svc: Services,
+    tenant: Tenant,
+    contact: Contact,
+    conversation: Conversation | None,
+    outgoing: Outgoing,
+    idempotency_key: str,
+    sender_user_id: int | None = None,
 ) -> SendOutcome:
     """Gate and record; delivery is :func:`deliver`'s (now, or from a job)."""
     with svc.db.session() as session:
@@ -89,16 +100,27 @@ def queue_message(
 
 
 def _record(
-    svc: Services, tenant: Tenant, contact: Contact, conversation: Conversation | None,
-    outgoing: Outgoing, key: str, sender_user_id: int | None,
+    svc: Services,
+    tenant: Tenant,
+    contact: Contact,
+    conversation: Conversation | None,
+    outgoing: Outgoing,
+    key: str,
+    sender_user_id: int | None,
 ) -> Message:
     text = outgoing.text if outgoing.template is None else json.dumps(outgoing.template.variables)
     message = Message(
-        tenant_id=tenant.id, conversation_id=conversation.id if conversation else None,
-        contact_id=contact.id, direction="out", idempotency_key=key,
+        tenant_id=tenant.id,
+        conversation_id=conversation.id if conversation else None,
+        contact_id=contact.id,
+        direction="out",
+        idempotency_key=key,
         body=svc.cipher.encrypt(text or ""),
         template_sid=outgoing.template.content_sid if outgoing.template else None,
-        status="pending", status_rank=0, purpose=outgoing.purpose, sender_user_id=sender_user_id,
+        status="pending",
+        status_rank=0,
+        purpose=outgoing.purpose,
+        sender_user_id=sender_user_id,
     )
     try:
         with svc.db.session() as session:
@@ -135,8 +157,11 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
         body=None if template_sid else body,
         content_sid=template_sid,
         content_variables=body if template_sid else None,
-        status_callback=(svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
-                         if svc.transport.name == "twilio" else None),
+        status_callback=(
+            svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
+            if svc.transport.name == "twilio"
+            else None
+        ),
     )
     try:
         receipt = svc.transport.send(request)
@@ -158,15 +183,21 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
 def _claim(svc: Services, message_id: int) -> bool:
     with svc.db.engine.begin() as connection:
         result = connection.execute(
-            update(_messages).where(_messages.c.id == message_id, _messages.c.status == "pending")
+            update(_messages)
+            .where(_messages.c.id == message_id, _messages.c.status == "pending")
             .values(status="sending", status_rank=STATUS_RANK["sending"], status_at=utcnow())
         )
     return result.rowcount == 1
 
 
 def _set(
-    svc: Services, message_id: int, *, status: str, rank: int,
-    sid: str | None = None, error_code: int | None = None,
+    svc: Services,
+    message_id: int,
+    *,
+    status: str,
+    rank: int,
+    sid: str | None = None,
+    error_code: int | None = None,
 ) -> None:
     values: dict[str, object] = {"status": status, "status_rank": rank, "status_at": utcnow()}
     if sid is not None:

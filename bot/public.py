@@ -19,5 +19,10 @@ def privacy_notice(slug: str) -> str:
         if tenant is None or notice is None:
             abort(404)
         text = notice.text.format(office=tenant.name)
-        return render_template("privacy.html", office=tenant.name, text=text,
-                               version=notice.version, sha256=notice.sha256)
+        return render_template(
+            "privacy.html",
+            office=tenant.name,
+            text=text,
+            version=notice.version,
+            sha256=notice.sha256,
+        )

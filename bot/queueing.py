@@ -33,8 +33,9 @@ def inbound_job_id(message_id: int, sweeps: int = 0) -> str:
 
 def connect_redis(url: str) -> Redis:
     # Short timeouts: a Redis outage must cost the webhook milliseconds, not seconds.
-    return Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=2.0,
-                          health_check_interval=30)
+    return Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=2.0, health_check_interval=30
+    )
 
 
 class JobQueue:
@@ -70,14 +71,19 @@ class JobQueue:
         """Send a recorded outbound message from the worker (API and console sends)."""
         try:
             self.queue.enqueue_call(
-                DELIVER_MESSAGE, args=(message_id,), job_id=f"deliver-{message_id}",
-                timeout=60, result_ttl=300, failure_ttl=7 * 24 * 3600,
+                DELIVER_MESSAGE,
+                args=(message_id,),
+                job_id=f"deliver-{message_id}",
+                timeout=60,
+                result_ttl=300,
+                failure_ttl=7 * 24 * 3600,
                 retry=Retry(max=5, interval=[5, 15, 60, 300, 900]),
             )
         except RedisError:
             # The row is recorded as pending; the sweeper enqueues it when Redis is back.
-            log.warning("outbound message %s recorded but not enqueued: redis unavailable",
-                        message_id)
+            log.warning(
+                "outbound message %s recorded but not enqueued: redis unavailable", message_id
+            )
 
     def delivery_is_queued(self, message_id: int) -> bool:
         try:
@@ -101,8 +107,14 @@ class JobQueue:
         return False
 
 
-def sweep_once(db_engine, queue: JobQueue, *, grace_seconds: float,  # type: ignore[no-untyped-def]
-               lease_seconds: int, max_attempts: int) -> int:
+def sweep_once(
+    db_engine,
+    queue: JobQueue,
+    *,
+    grace_seconds: float,  # type: ignore[no-untyped-def]
+    lease_seconds: int,
+    max_attempts: int,
+) -> int:
     """Enqueue every stored inbound message that nothing will process otherwise."""
     older_than = utcnow() - timedelta(seconds=grace_seconds)
     enqueued = 0

@@ -51,8 +51,9 @@ def own_channels() -> tuple[str, str]:
 def pusher_auth() -> Response:
     notifier = services().notifier
     if not isinstance(notifier, PusherNotifier):
-        return error_response(404, "pusher_not_configured",
-                              "Le notifiche Pusher non sono configurate.")
+        return error_response(
+            404, "pusher_not_configured", "Le notifiche Pusher non sono configurate."
+        )
     socket_id = request.form.get("socket_id", "")
     channel = request.form.get("channel_name", "")
     if not _SOCKET_ID.match(socket_id) or not channel or len(channel) > 164:
@@ -72,9 +73,12 @@ def events() -> Response:
     if isinstance(svc.notifier, PusherNotifier):
         abort(404, "events come through Pusher")
     config = svc.config
-    stream = relay(_stream_client(svc.redis), own_channels(),
-                   heartbeat=float(config.get("SSE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)),
-                   max_seconds=float(config.get("SSE_MAX_SECONDS", STREAM_MAX_SECONDS)))
+    stream = relay(
+        _stream_client(svc.redis),
+        own_channels(),
+        heartbeat=float(config.get("SSE_HEARTBEAT_SECONDS", HEARTBEAT_SECONDS)),
+        max_seconds=float(config.get("SSE_MAX_SECONDS", STREAM_MAX_SECONDS)),
+    )
     response = Response(stream, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     # Proxies such as nginx would otherwise hold events back in their buffer.
@@ -86,12 +90,20 @@ def _stream_client(shared: Redis) -> Redis:
     """A client of its own for one stream: it outlives this request's context, and
     closing the app's shared pool must not pull the socket from under a stream."""
     pool = shared.connection_pool
-    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class,
-                                                **pool.connection_kwargs))
+    return Redis(
+        connection_pool=ConnectionPool(
+            connection_class=pool.connection_class, **pool.connection_kwargs
+        )
+    )
 
 
-def relay(redis: Redis, channels: tuple[str, ...], *, heartbeat: float = HEARTBEAT_SECONDS,
-          max_seconds: float = STREAM_MAX_SECONDS) -> Iterator[str]:
+def relay(
+    redis: Redis,
+    channels: tuple[str, ...],
+    *,
+    heartbeat: float = HEARTBEAT_SECONDS,
+    max_seconds: float = STREAM_MAX_SECONDS,
+) -> Iterator[str]:
     """Server-sent events from Redis pub/sub, with heartbeats, for a bounded time.
 
     A heartbeat is a write, and a write to a closed connection makes the server close

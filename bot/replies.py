@@ -16,49 +16,50 @@ TEXTS: dict[str, str] = {
         "Per continuare risponda ACCETTO. Per non ricevere messaggi risponda STOP."
     ),
     "notice": "{notice}\nInformativa completa: {notice_url}\n"
-              "Risponda ACCETTO per accettare o STOP per non ricevere messaggi.",
+    "Risponda ACCETTO per accettare o STOP per non ricevere messaggi.",
     "reminder": "Prima di procedere abbiamo bisogno del suo consenso: risponda ACCETTO "
-                "(oppure PRIVACY per rileggere l'informativa, STOP per non ricevere messaggi).",
+    "(oppure PRIVACY per rileggere l'informativa, STOP per non ricevere messaggi).",
     "granted": "Grazie, il suo consenso è registrato. Come possiamo aiutarla?",
     "already_granted": "Il suo consenso è già registrato. Come possiamo aiutarla?",
     "withdrawn": "Va bene: non riceverà più messaggi da {office} su WhatsApp. "
-                 "Se cambia idea scriva ACCETTO.",
+    "Se cambia idea scriva ACCETTO.",
     "help": "Può scriverci per guasti, emergenze, pagamenti, assemblee e appuntamenti. "
-            "Parole utili: OPERATORE (parlare con una persona), PRIVACY (informativa), "
-            "I MIEI DATI (copia dei dati), CANCELLA I MIEI DATI, STOP (non ricevere messaggi).",
+    "Parole utili: OPERATORE (parlare con una persona), PRIVACY (informativa), "
+    "I MIEI DATI (copia dei dati), CANCELLA I MIEI DATI, STOP (non ricevere messaggi).",
     "access_requested": "Abbiamo registrato la sua richiesta di accesso ai dati: "
-                        "l'amministratore gliela farà avere entro 30 giorni.",
+    "l'amministratore gliela farà avere entro 30 giorni.",
     "erasure_requested": "Abbiamo registrato la sua richiesta di cancellazione dei dati: "
-                         "l'amministratore la eseguirà e gliene darà conferma.",
+    "l'amministratore la eseguirà e gliene darà conferma.",
     "sensitive": "Per la sua tutela non invii su WhatsApp documenti d'identità, codici fiscali, "
-                 "IBAN o dati sulla salute: usi {proper_channel}. Il messaggio è stato "
-                 "{redaction}.",
-    "handoff": "La metto in contatto con un operatore dell'ufficio, le risponderà appena possibile.",
+    "IBAN o dati sulla salute: usi {proper_channel}. Il messaggio è stato "
+    "{redaction}.",
+    "handoff": "La metto in contatto con un operatore dell'ufficio, "
+    "le risponderà appena possibile.",
     "ack_guasto": "Grazie, abbiamo registrato la segnalazione e la passiamo al tecnico. "
-                  "Le faremo sapere.",
+    "Le faremo sapere.",
     "ack_preventivo": "Grazie, abbiamo registrato la richiesta relativa al preventivo.",
     "ack_fattura_pagamento": "Grazie, l'amministrazione verificherà. Attenzione: le variazioni "
-                             "di IBAN vengono sempre confermate per telefono dall'ufficio.",
+    "di IBAN vengono sempre confermate per telefono dall'ufficio.",
     "ack_appuntamento": "Grazie, abbiamo preso nota dell'appuntamento: l'ufficio lo confermerà.",
     "ack_documenti": "I documenti vanno richiesti e inviati tramite {proper_channel}. "
-                     "Abbiamo comunque registrato la sua richiesta.",
+    "Abbiamo comunque registrato la sua richiesta.",
     "ack_assemblea": "Abbiamo registrato la sua domanda sull'assemblea: le risponderà l'ufficio.",
     "ack_intervento_completato": "Grazie, abbiamo registrato l'esito dell'intervento.",
     "ack_saluto_ringraziamento": "Grazie a lei! Siamo a disposizione.",
     "clarify": "Non sono sicuro di aver capito: può dirci in poche parole se si tratta di un "
-               "guasto, un pagamento, un appuntamento, un documento o altro?",
+    "guasto, un pagamento, un appuntamento, un documento o altro?",
     "emergency": "Se c'è pericolo per le persone chiami subito il 112. "
-                 "Abbiamo avvisato l'ufficio con priorità urgente.",
+    "Abbiamo avvisato l'ufficio con priorità urgente.",
     "emergency_gas": "Odore di gas: non accenda luci né interruttori, non usi fiamme, apra le "
-                     "finestre, chiuda il contatore se può ed esca. Chiami il 112 o i Vigili del "
-                     "Fuoco al 115. Abbiamo avvisato l'ufficio con priorità urgente.",
+    "finestre, chiuda il contatore se può ed esca. Chiami il 112 o i Vigili del "
+    "Fuoco al 115. Abbiamo avvisato l'ufficio con priorità urgente.",
     "emergency_fire": "Incendio o fumo: esca subito senza usare l'ascensore e chiami i Vigili "
-                      "del Fuoco al 115 o il 112. Abbiamo avvisato l'ufficio con priorità urgente.",
+    "del Fuoco al 115 o il 112. Abbiamo avvisato l'ufficio con priorità urgente.",
     "emergency_flood": "Allagamento: se può chiuda la valvola generale dell'acqua e stacchi la "
-                       "corrente solo se è asciutto e sicuro. Abbiamo avvisato l'ufficio con "
-                       "priorità urgente; se c'è pericolo chiami il 115.",
+    "corrente solo se è asciutto e sicuro. Abbiamo avvisato l'ufficio con "
+    "priorità urgente; se c'è pericolo chiami il 115.",
     "emergency_trapped": "Se una persona è bloccata chiami subito il 112 e il numero di "
-                         "emergenza in cabina. Abbiamo avvisato l'ufficio con priorità urgente.",
+    "emergenza in cabina. Abbiamo avvisato l'ufficio con priorità urgente.",
     "ack_generic": "Grazie, abbiamo ricevuto il suo messaggio.",
 }
 

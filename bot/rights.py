@@ -37,39 +37,90 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment else None
 
 
-def _contact_data(svc: Services, session: Session, tenant: Tenant, contact: Contact) -> dict[str, Any]:
-    threads = session.scalars(select(Conversation).where(
-        Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id)).all()
+def _contact_data(
+    svc: Services, session: Session, tenant: Tenant, contact: Contact
+) -> dict[str, Any]:
+    threads = session.scalars(
+        select(Conversation).where(
+            Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id
+        )
+    ).all()
     thread_ids = [t.id for t in threads]
-    messages = session.scalars(select(Message).where(
-        Message.tenant_id == tenant.id, Message.contact_id == contact.id).order_by(Message.id)).all()
-    tickets = session.scalars(select(Ticket).where(
-        Ticket.tenant_id == tenant.id, Ticket.conversation_id.in_(thread_ids))).all() if thread_ids else []
-    ledger = session.scalars(select(ConsentEvent).where(
-        ConsentEvent.tenant_id == tenant.id, ConsentEvent.contact_id == contact.id)
-        .order_by(ConsentEvent.id)).all()
+    messages = session.scalars(
+        select(Message)
+        .where(Message.tenant_id == tenant.id, Message.contact_id == contact.id)
+        .order_by(Message.id)
+    ).all()
+    tickets = (
+        session.scalars(
+            select(Ticket).where(
+                Ticket.tenant_id == tenant.id, Ticket.conversation_id.in_(thread_ids)
+            )
+        ).all()
+        if thread_ids
+        else []
+    )
+    ledger = session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.tenant_id == tenant.id, ConsentEvent.contact_id == contact.id)
+        .order_by(ConsentEvent.id)
+    ).all()
     return {
-        "contact": {"id": contact.id, "whatsapp_id": contact.wa_id, "phone": contact.phone,
-                    "kind": contact.kind, "legal_basis": contact.legal_basis,
-                    "consent": contact.consent, "source": contact.source,
-                    "profile_name": contact.profile_name, "created_at": _iso(contact.created_at),
-                    "last_contact_at": _iso(contact.last_contact_at)},
-        "consent_events": [{"event": e.event, "at": _iso(e.at), "channel": e.channel,
-                            "evidence_text": svc.cipher.decrypt(e.evidence_text)
-                            if e.evidence_text else None,
-                            "notice_version": e.notice_version, "notice_sha256": e.notice_sha256}
-                           for e in ledger],
-        "messages": [{"id": m.id, "direction": m.direction, "at": _iso(m.created_at),
-                      "body": svc.cipher.decrypt(m.body) if m.body else None, "status": m.status,
-                      "intent": m.intent} for m in messages],
-        "tickets": [{"id": t.id, "kind": t.kind, "status": t.status, "entities": t.entities,
-                     "created_at": _iso(t.created_at)} for t in tickets],
+        "contact": {
+            "id": contact.id,
+            "whatsapp_id": contact.wa_id,
+            "phone": contact.phone,
+            "kind": contact.kind,
+            "legal_basis": contact.legal_basis,
+            "consent": contact.consent,
+            "source": contact.source,
+            "profile_name": contact.profile_name,
+            "created_at": _iso(contact.created_at),
+            "last_contact_at": _iso(contact.last_contact_at),
+        },
+        "consent_events": [
+            {
+                "event": e.event,
+                "at": _iso(e.at),
+                "channel": e.channel,
+                "evidence_text": svc.cipher.decrypt(e.evidence_text) if e.evidence_text else None,
+                "notice_version": e.notice_version,
+                "notice_sha256": e.notice_sha256,
+            }
+            for e in ledger
+        ],
+        "messages": [
+            {
+                "id": m.id,
+                "direction": m.direction,
+                "at": _iso(m.created_at),
+                "body": svc.cipher.decrypt(m.body) if m.body else None,
+                "status": m.status,
+                "intent": m.intent,
+            }
+            for m in messages
+        ],
+        "tickets": [
+            {
+                "id": t.id,
+                "kind": t.kind,
+                "status": t.status,
+                "entities": t.entities,
+                "created_at": _iso(t.created_at),
+            }
+            for t in tickets
+        ],
     }
 
 
 def export_data(
-    svc: Services, tenant: Tenant, contact_phone: str | None, *, actor: str,
-    user_id: int | None = None, ip: str | None = None,
+    svc: Services,
+    tenant: Tenant,
+    contact_phone: str | None,
+    *,
+    actor: str,
+    user_id: int | None = None,
+    ip: str | None = None,
 ) -> dict[str, Any]:
     """One contact's data (access, portability), or the whole office's."""
     with svc.db.session() as session:
@@ -79,44 +130,88 @@ def export_data(
         contacts = session.scalars(query).all()
         if contact_phone is not None and not contacts:
             raise LookupError("no contact with this number")
-        data = {"office": {"name": tenant.name, "slug": tenant.slug},
-                "exported_at": _iso(datetime.now(UTC)),
-                "contacts": [_contact_data(svc, session, tenant, c) for c in contacts]}
-        record_audit(session, tenant.id, "export", actor=actor, user_id=user_id, ip=ip,
-                     target_type="contact" if contact_phone else "tenant",
-                     target_id=contacts[0].id if contact_phone else tenant.id,
-                     detail={"contacts": len(contacts)})
+        data = {
+            "office": {"name": tenant.name, "slug": tenant.slug},
+            "exported_at": _iso(datetime.now(UTC)),
+            "contacts": [_contact_data(svc, session, tenant, c) for c in contacts],
+        }
+        record_audit(
+            session,
+            tenant.id,
+            "export",
+            actor=actor,
+            user_id=user_id,
+            ip=ip,
+            target_type="contact" if contact_phone else "tenant",
+            target_id=contacts[0].id if contact_phone else tenant.id,
+            detail={"contacts": len(contacts)},
+        )
     return data
 
 
 def erase_contact(
-    svc: Services, tenant: Tenant, contact_phone: str, *, actor: str, user_id: int | None = None,
+    svc: Services,
+    tenant: Tenant,
+    contact_phone: str,
+    *,
+    actor: str,
+    user_id: int | None = None,
 ) -> dict[str, int]:
     """Carry out an erasure request; returns what was removed, by kind."""
     with svc.db.session() as session:
-        contact = session.scalar(select(Contact).where(Contact.tenant_id == tenant.id,
-                                                       Contact.phone == contact_phone))
+        contact = session.scalar(
+            select(Contact).where(Contact.tenant_id == tenant.id, Contact.phone == contact_phone)
+        )
         if contact is None:
             raise LookupError("no contact with this number")
-        thread_ids = list(session.scalars(select(Conversation.id).where(
-            Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id)))
-        message_ids = list(session.scalars(select(Message.id).where(
-            Message.tenant_id == tenant.id, Message.contact_id == contact.id)))
-        files = [p for p in session.scalars(select(MediaItem.path).where(
-            MediaItem.tenant_id == tenant.id, MediaItem.message_id.in_(message_ids))) if p]
+        thread_ids = list(
+            session.scalars(
+                select(Conversation.id).where(
+                    Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id
+                )
+            )
+        )
+        message_ids = list(
+            session.scalars(
+                select(Message.id).where(
+                    Message.tenant_id == tenant.id, Message.contact_id == contact.id
+                )
+            )
+        )
+        files = [
+            p
+            for p in session.scalars(
+                select(MediaItem.path).where(
+                    MediaItem.tenant_id == tenant.id, MediaItem.message_id.in_(message_ids)
+                )
+            )
+            if p
+        ]
         removed = {
             "media": len(files),
             "tickets": _delete(session, Ticket, tenant, Ticket.conversation_id.in_(thread_ids)),
             "events": _delete(session, Event, tenant, Event.conversation_id.in_(thread_ids)),
-            "bot_log": _delete(session, BotLogEntry, tenant, BotLogEntry.message_id.in_(message_ids)),
+            "bot_log": _delete(
+                session, BotLogEntry, tenant, BotLogEntry.message_id.in_(message_ids)
+            ),
         }
         _delete(session, MediaItem, tenant, MediaItem.message_id.in_(message_ids))
         removed["messages"] = _delete(session, Message, tenant, Message.id.in_(message_ids))
-        removed["conversations"] = _delete(session, Conversation, tenant, Conversation.id.in_(thread_ids))
+        removed["conversations"] = _delete(
+            session, Conversation, tenant, Conversation.id.in_(thread_ids)
+        )
         contact_id = contact.id
         session.delete(contact)
-        record_audit(session, tenant.id, "erasure", actor=actor, user_id=user_id,
-                     target_type="contact", target_id=contact_id, detail=removed)
+        record_audit(
+            session,
+            tenant.id,
+            "erasure",
+            actor=actor,
+            user_id=user_id,
+            target_type="contact",
+            target_id=contact_id,
+            detail=removed,
+        )
     # Files go once the rows are gone for good: a failed transaction keeps both.
     for path in files:
         Path(path).unlink(missing_ok=True)

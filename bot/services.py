@@ -42,9 +42,12 @@ class Services:
 def build_transport(config: dict[str, Any]) -> WhatsAppTransport:
     if config["WHATSAPP_TRANSPORT"] == "twilio":
         if not (config["TWILIO_ACCOUNT_SID"] and config["TWILIO_AUTH_TOKEN"]):
-            raise RuntimeError("WHATSAPP_TRANSPORT=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+            raise RuntimeError(
+                "WHATSAPP_TRANSPORT=twilio needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+            )
         return TwilioTransport(
-            config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
+            config["TWILIO_ACCOUNT_SID"],
+            config["TWILIO_AUTH_TOKEN"],
             api_base_url=config["TWILIO_API_BASE_URL"],
             retry_delays=float_list(config["SEND_RETRY_DELAYS"]),
         )
@@ -56,9 +59,13 @@ def build_transport(config: dict[str, Any]) -> WhatsAppTransport:
 def build_notifier(config: dict[str, Any], redis: Redis) -> OperatorNotifier:
     if config.get("PUSHER_APP_ID") and config.get("PUSHER_KEY") and config.get("PUSHER_SECRET"):
         return PusherNotifier.from_settings(
-            str(config["PUSHER_APP_ID"]), config["PUSHER_KEY"], config["PUSHER_SECRET"],
-            cluster=config.get("PUSHER_CLUSTER"), host=config.get("PUSHER_HOST"),
-            port=config.get("PUSHER_PORT"), ssl=bool(config.get("PUSHER_SSL", True)),
+            str(config["PUSHER_APP_ID"]),
+            config["PUSHER_KEY"],
+            config["PUSHER_SECRET"],
+            cluster=config.get("PUSHER_CLUSTER"),
+            host=config.get("PUSHER_HOST"),
+            port=config.get("PUSHER_PORT"),
+            ssl=bool(config.get("PUSHER_SSL", True)),
         )
     return RedisStreamNotifier(redis)
 
@@ -68,8 +75,9 @@ def init_app(app: Flask) -> Services:
     db = Database(config["DATABASE_URL"])
     redis = connect_redis(config["REDIS_URL"] or "redis://127.0.0.1:6379/0")
     token = config.get("TWILIO_AUTH_TOKEN")
-    jobs = JobQueue(redis, config["QUEUE_NAME"],
-                    job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2)
+    jobs = JobQueue(
+        redis, config["QUEUE_NAME"], job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2
+    )
     svc = Services(
         config=config,  # type: ignore[arg-type]
         db=db,

@@ -42,9 +42,14 @@ def send() -> Response:
         abort(400, "phone (E.164) and body are required")
     tenant = _demo_tenant()
     params = {
-        "MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": "AC" + "0" * 32,
-        "From": f"whatsapp:{phone}", "To": f"whatsapp:{tenant.whatsapp_number}",
-        "Body": body, "NumMedia": "0", "WaId": phone.lstrip("+"), "ApiVersion": "2010-04-01",
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": "AC" + "0" * 32,
+        "From": f"whatsapp:{phone}",
+        "To": f"whatsapp:{tenant.whatsapp_number}",
+        "Body": body,
+        "NumMedia": "0",
+        "WaId": phone.lstrip("+"),
+        "ApiVersion": "2010-04-01",
     }
     url = svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/messages"
     assert svc.request_validator is not None
@@ -62,8 +67,18 @@ def messages() -> Response:
         contact = contact_by_wa_id(session, tenant, phone.lstrip("+"))
         thread = open_conversation_for(session, tenant, contact) if contact else None
         rows = conversation_messages(session, tenant, thread.id) if thread else []
-        items = [{"id": m.id, "direction": m.direction, "status": m.status, "intent": m.intent,
-                  "body": svc.cipher.decrypt(m.body) if m.body else ""} for m in rows]
-        state = {"consent": contact.consent if contact else "none",
-                 "mode": thread.mode if thread else None}
+        items = [
+            {
+                "id": m.id,
+                "direction": m.direction,
+                "status": m.status,
+                "intent": m.intent,
+                "body": svc.cipher.decrypt(m.body) if m.body else "",
+            }
+            for m in rows
+        ]
+        state = {
+            "consent": contact.consent if contact else "none",
+            "mode": thread.mode if thread else None,
+        }
     return jsonify(messages=items, **state)

@@ -14,16 +14,31 @@ class TenantExists(Exception):
 
 
 def create_tenant(
-    svc: Services, *, name: str, whatsapp_number: str, slug: str, notice_url: str | None = None,
+    svc: Services,
+    *,
+    name: str,
+    whatsapp_number: str,
+    slug: str,
+    notice_url: str | None = None,
 ) -> Tenant:
     with svc.db.session() as session:
-        clash = session.scalar(select(Tenant).where(
-            (Tenant.slug == slug) | (Tenant.whatsapp_number == whatsapp_number)))
+        clash = session.scalar(
+            select(Tenant).where(
+                (Tenant.slug == slug) | (Tenant.whatsapp_number == whatsapp_number)
+            )
+        )
         if clash is not None:
             raise TenantExists(f"an office with slug {slug!r} or number {whatsapp_number} exists")
-        tenant = Tenant(name=name, slug=slug, whatsapp_number=whatsapp_number,
-                        settings={"send_rate_per_second": 20, "redact_sensitive": True,
-                                  "store_profile_name": False})
+        tenant = Tenant(
+            name=name,
+            slug=slug,
+            whatsapp_number=whatsapp_number,
+            settings={
+                "send_rate_per_second": 20,
+                "redact_sensitive": True,
+                "store_profile_name": False,
+            },
+        )
         session.add(tenant)
         session.flush()
         url = notice_url or f"{svc.config['PUBLIC_BASE_URL']}/privacy/{slug}"

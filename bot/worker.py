@@ -26,8 +26,11 @@ def preload_language() -> None:
 
     started = time.perf_counter()
     intents.classify("buongiorno")
-    log.info("language pipeline %s loaded in %.2fs", intents.model_version(),
-             time.perf_counter() - started)
+    log.info(
+        "language pipeline %s loaded in %.2fs",
+        intents.model_version(),
+        time.perf_counter() - started,
+    )
 
 
 RELEASE_CHECK_SECONDS = 60.0
@@ -37,10 +40,14 @@ def make_sweeper(app: Flask) -> Sweeper:
     """Every few seconds: enqueue lost messages; every minute: release idle handoffs."""
     svc = services()
     config = app.config
-    sweep = partial(sweep_once, svc.db.engine, svc.jobs,
-                    grace_seconds=float(config["SWEEP_GRACE_SECONDS"]),
-                    lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
-                    max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]))
+    sweep = partial(
+        sweep_once,
+        svc.db.engine,
+        svc.jobs,
+        grace_seconds=float(config["SWEEP_GRACE_SECONDS"]),
+        lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
+        max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]),
+    )
     last_release = [0.0]
 
     def housekeeping() -> None:

@@ -17,8 +17,12 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("conversation.needs_attention", "conversation.emergency", "message.created",
-          "ticket.created")
+EVENTS = (
+    "conversation.needs_attention",
+    "conversation.emergency",
+    "message.created",
+    "ticket.created",
+)
 # Pusher refuses payloads over 10 KB; ours carry ids and a short summary only.
 MAX_PAYLOAD_BYTES = 9_000
 STREAM_PREFIX = "portineria:events:"
@@ -59,11 +63,23 @@ class PusherNotifier:
 
     @classmethod
     def from_settings(
-        cls, app_id: str, key: str, secret: str, *, cluster: str | None = None,
-        host: str | None = None, port: int | None = None, ssl: bool = True,
+        cls,
+        app_id: str,
+        key: str,
+        secret: str,
+        *,
+        cluster: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        ssl: bool = True,
     ) -> PusherNotifier:
-        options: dict[str, Any] = {"app_id": app_id, "key": key, "secret": secret, "ssl": ssl,
-                                   "timeout": 5}
+        options: dict[str, Any] = {
+            "app_id": app_id,
+            "key": key,
+            "secret": secret,
+            "ssl": ssl,
+            "timeout": 5,
+        }
         if host:
             options["host"] = host
             if port:

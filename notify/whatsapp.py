@@ -79,7 +79,9 @@ class TwilioTransport:
         timeout: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        self._client = Client(
+            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout)
+        )
         self._client.api.base_url = api_base_url.rstrip("/")
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
@@ -113,7 +115,9 @@ class TwilioTransport:
         except TwilioRestException as error:
             raise SendError(
                 f"twilio refused the message ({error.status}, code {error.code})",
-                status=error.status, code=error.code, retryable=_is_retryable(error.status),
+                status=error.status,
+                code=error.code,
+                retryable=_is_retryable(error.status),
             ) from error
         except requests.ConnectionError as error:
             # Raised before the request reached Twilio: nothing was created.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need and run them: the project (with its test extras) in
 # .venv, and the Debian packages the tests start for real (redis-server; chromium
-# for the console's browser tests). Extra arguments go to pytest.
+# for the console's browser tests); lint; then pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,4 +22,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/ruff check bot intents storage notify tests bench wsgi.py
 exec .venv/bin/python -m pytest "$@"

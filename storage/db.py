@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-
 BACKSTOP_CHECKPOINT_PAGES = 50_000
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 

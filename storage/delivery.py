@@ -10,10 +10,14 @@ from storage.models import Message, utcnow
 # "delivered" or "read". Failure outranks progress short of delivery.
 STATUS_RANK: dict[str, int] = {
     "pending": 0,
-    "accepted": 1, "scheduled": 1, "queued": 1,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
     "sending": 2,
     "sent": 3,
-    "failed": 4, "undelivered": 4, "canceled": 4,
+    "failed": 4,
+    "undelivered": 4,
+    "canceled": 4,
     "delivered": 5,
     "read": 6,
 }
@@ -30,8 +34,12 @@ def apply_status(
         return None
     statement = (
         update(_messages)
-        .where(_messages.c.tenant_id == tenant_id, _messages.c.provider_sid == provider_sid,
-               _messages.c.direction == "out", _messages.c.status_rank < rank)
+        .where(
+            _messages.c.tenant_id == tenant_id,
+            _messages.c.provider_sid == provider_sid,
+            _messages.c.direction == "out",
+            _messages.c.status_rank < rank,
+        )
         .values(status=status, status_rank=rank, error_code=error_code, status_at=utcnow())
         .returning(_messages.c.id)
     )

@@ -28,8 +28,19 @@ class InboundWriter:
     are stored exactly as the ORM would store them.
     """
 
-    _COLUMNS = ("tenant_id", "direction", "provider_sid", "payload", "status", "status_rank",
-                "sensitive_kinds", "redacted", "attempts", "sweeps", "created_at")
+    _COLUMNS = (
+        "tenant_id",
+        "direction",
+        "provider_sid",
+        "payload",
+        "status",
+        "status_rank",
+        "sensitive_kinds",
+        "redacted",
+        "attempts",
+        "sweeps",
+        "created_at",
+    )
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -40,8 +51,9 @@ class InboundWriter:
             raise NotImplementedError(f"unsupported database: {dialect.name}")
         self._begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else None
         marker = "?" if dialect.paramstyle == "qmark" else "%s"
+        # Built from our own column names and placeholders only; values are bound.
         self._sql = (
-            f"INSERT INTO messages ({', '.join(self._COLUMNS)}) "
+            f"INSERT INTO messages ({', '.join(self._COLUMNS)}) "  # noqa: S608
             f"VALUES ({', '.join([marker] * len(self._COLUMNS))}) "
             "ON CONFLICT (tenant_id, provider_sid) DO NOTHING RETURNING id"
         )
@@ -122,7 +134,9 @@ def claim_for_processing(
             _messages.c.attempts < max_attempts,
             or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < now),
         )
-        .values(lease_until=now + timedelta(seconds=lease_seconds), attempts=_messages.c.attempts + 1)
+        .values(
+            lease_until=now + timedelta(seconds=lease_seconds), attempts=_messages.c.attempts + 1
+        )
         .returning(_messages.c.id, _messages.c.tenant_id, _messages.c.payload, _messages.c.attempts)
     )
     with engine.begin() as connection:
@@ -134,7 +148,8 @@ def release_lease(engine: Engine, message_id: int) -> None:
     """Give the lease back after a failed attempt so a retry need not wait for expiry."""
     with engine.begin() as connection:
         connection.execute(
-            update(_messages).where(_messages.c.id == message_id, _messages.c.processed_at.is_(None))
+            update(_messages)
+            .where(_messages.c.id == message_id, _messages.c.processed_at.is_(None))
             .values(lease_until=None)
         )
 
@@ -175,9 +190,13 @@ def pending_outbound(engine: Engine, older_than: datetime, limit: int = 500) -> 
     """Recorded outbound messages that were never handed to a delivery job."""
     statement = (
         select(_messages.c.id)
-        .where(_messages.c.direction == "out", _messages.c.status == "pending",
-               _messages.c.created_at < older_than)
-        .order_by(_messages.c.id).limit(limit)
+        .where(
+            _messages.c.direction == "out",
+            _messages.c.status == "pending",
+            _messages.c.created_at < older_than,
+        )
+        .order_by(_messages.c.id)
+        .limit(limit)
     )
     with engine.connect() as connection:
         return list(connection.scalars(statement))

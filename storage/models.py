@@ -136,18 +136,33 @@ class Message(Base):
     # which the sweeper scans and which shrinks as messages are processed.
     __table_args__ = (
         UniqueConstraint("tenant_id", "provider_sid"),
-        Index("uq_messages_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True,
-              sqlite_where=text("idempotency_key IS NOT NULL"),
-              postgresql_where=text("idempotency_key IS NOT NULL")),
-        Index("ix_messages_conversation_id_id", "conversation_id", "id",
-              sqlite_where=text("conversation_id IS NOT NULL"),
-              postgresql_where=text("conversation_id IS NOT NULL")),
-        Index("ix_messages_unprocessed", "created_at",
-              sqlite_where=text("processed_at IS NULL AND direction = 'in'"),
-              postgresql_where=text("processed_at IS NULL AND direction = 'in'")),
-        Index("ix_messages_pending_out", "created_at",
-              sqlite_where=text("status = 'pending' AND direction = 'out'"),
-              postgresql_where=text("status = 'pending' AND direction = 'out'")),
+        Index(
+            "uq_messages_tenant_id_idempotency_key",
+            "tenant_id",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_messages_conversation_id_id",
+            "conversation_id",
+            "id",
+            sqlite_where=text("conversation_id IS NOT NULL"),
+            postgresql_where=text("conversation_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_messages_unprocessed",
+            "created_at",
+            sqlite_where=text("processed_at IS NULL AND direction = 'in'"),
+            postgresql_where=text("processed_at IS NULL AND direction = 'in'"),
+        ),
+        Index(
+            "ix_messages_pending_out",
+            "created_at",
+            sqlite_where=text("status = 'pending' AND direction = 'out'"),
+            postgresql_where=text("status = 'pending' AND direction = 'out'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -300,7 +315,10 @@ class AuditEvent(Base):
 
 class Ticket(Base):
     __tablename__ = "tickets"
-    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"), Index(None, "tenant_id", "created_at"))
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "source_message_id"),
+        Index(None, "tenant_id", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

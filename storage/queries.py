@@ -21,8 +21,9 @@ def tenant_by_slug(session: Session, slug: str) -> Tenant | None:
 
 def tenant_id_by_number(session: Session, whatsapp_number: str) -> int | None:
     return session.scalar(
-        select(Tenant.id).where(Tenant.whatsapp_number == whatsapp_number,
-                                Tenant.terminated_at.is_(None))
+        select(Tenant.id).where(
+            Tenant.whatsapp_number == whatsapp_number, Tenant.terminated_at.is_(None)
+        )
     )
 
 
@@ -50,18 +51,26 @@ def get_contact(session: Session, tenant: Tenant | int, contact_id: int) -> Cont
     )
 
 
-def get_conversation(session: Session, tenant: Tenant | int, conversation_id: int) -> Conversation | None:
+def get_conversation(
+    session: Session, tenant: Tenant | int, conversation_id: int
+) -> Conversation | None:
     return session.scalar(
-        select(Conversation).where(Conversation.tenant_id == _tid(tenant),
-                                   Conversation.id == conversation_id)
+        select(Conversation).where(
+            Conversation.tenant_id == _tid(tenant), Conversation.id == conversation_id
+        )
     )
 
 
-def open_conversation_for(session: Session, tenant: Tenant | int, contact: Contact) -> Conversation | None:
+def open_conversation_for(
+    session: Session, tenant: Tenant | int, contact: Contact
+) -> Conversation | None:
     return session.scalar(
         select(Conversation)
-        .where(Conversation.tenant_id == _tid(tenant), Conversation.contact_id == contact.id,
-               Conversation.status == "open")
+        .where(
+            Conversation.tenant_id == _tid(tenant),
+            Conversation.contact_id == contact.id,
+            Conversation.status == "open",
+        )
         .order_by(Conversation.id.desc())
         .limit(1)
     )
@@ -78,7 +87,9 @@ def conversation_messages(
     ).all()
 
 
-def media_for_message(session: Session, tenant: Tenant | int, message_id: int) -> Sequence[MediaItem]:
+def media_for_message(
+    session: Session, tenant: Tenant | int, message_id: int
+) -> Sequence[MediaItem]:
     return session.scalars(
         select(MediaItem)
         .where(MediaItem.tenant_id == _tid(tenant), MediaItem.message_id == message_id)
@@ -88,7 +99,8 @@ def media_for_message(session: Session, tenant: Tenant | int, message_id: int) -
 
 def messages_since(session: Session, tenant: Tenant | int, since: datetime) -> Sequence[Message]:
     return session.scalars(
-        select(Message).where(Message.tenant_id == _tid(tenant), Message.created_at >= since)
+        select(Message)
+        .where(Message.tenant_id == _tid(tenant), Message.created_at >= since)
         .order_by(Message.id)
     ).all()
 

@@ -85,7 +85,9 @@ def pusher_fake(fake_pusher_server: FakePusher) -> FakePusher:
 
 
 @pytest.fixture
-def app_config(database_url: str, redis_url: str, twilio: FakeTwilio, tmp_path: Path) -> dict[str, Any]:
+def app_config(
+    database_url: str, redis_url: str, twilio: FakeTwilio, tmp_path: Path
+) -> dict[str, Any]:
     return {
         "TESTING": True,
         "DATABASE_URL": database_url,

@@ -82,8 +82,10 @@ def _event_record(channels: list[str], entry: dict[str, Any]) -> dict[str, Any]:
         raise PusherRejection(400, "Event 'name' and string 'data' are required")
     if len(raw.encode()) > MAX_DATA_BYTES:
         raise PusherRejection(413, "Event data exceeds 10KB")
-    if not channels or len(channels) > MAX_CHANNELS or not all(
-        isinstance(c, str) and c for c in channels
+    if (
+        not channels
+        or len(channels) > MAX_CHANNELS
+        or not all(isinstance(c, str) and c for c in channels)
     ):
         raise PusherRejection(400, "Between 1 and 100 channels are required")
     return {

@@ -242,9 +242,7 @@ class FakeTwilio:
         with self._cond:
             self._state.delays.extend([seconds] * count)
 
-    def add_media(
-        self, content: bytes, content_type: str, message_sid: str | None = None
-    ) -> str:
+    def add_media(self, content: bytes, content_type: str, message_sid: str | None = None) -> str:
         """Serve ``content`` at a new authenticated media URL and return it."""
         media = _Media(content, content_type, message_sid or _new_sid("MM"), _new_sid("ME"))
         with self._cond:
@@ -309,13 +307,18 @@ class FakeTwilio:
 
     def _build_url_map(self) -> Map:
         base = f"/{API_VERSION}/Accounts/<account_sid>"
-        return Map([
-            Rule(f"{base}/Messages.json", methods=["POST"], endpoint="create"),
-            Rule(f"{base}/Messages.json", methods=["GET"], endpoint="list"),
-            Rule(f"{base}/Messages/<sid>.json", methods=["GET"], endpoint="fetch"),
-            Rule(f"{base}/Messages/<message_sid>/Media/<media_sid>", methods=["GET"],
-                 endpoint="media"),
-        ])
+        return Map(
+            [
+                Rule(f"{base}/Messages.json", methods=["POST"], endpoint="create"),
+                Rule(f"{base}/Messages.json", methods=["GET"], endpoint="list"),
+                Rule(f"{base}/Messages/<sid>.json", methods=["GET"], endpoint="fetch"),
+                Rule(
+                    f"{base}/Messages/<message_sid>/Media/<media_sid>",
+                    methods=["GET"],
+                    endpoint="media",
+                ),
+            ]
+        )
 
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         request = Request(environ)
@@ -409,22 +412,25 @@ class FakeTwilio:
         to, from_ = request.args.get("To"), request.args.get("From")
         with self._cond:
             found = [
-                dict(resource) for resource in reversed(self._state.resources.values())
+                dict(resource)
+                for resource in reversed(self._state.resources.values())
                 if (to is None or resource["to"] == to)
                 and (from_ is None or resource["from"] == from_)
             ]
         uri = f"{self._account_path()}/Messages.json"
-        return _json({
-            "messages": found,
-            "end": max(len(found) - 1, 0),
-            "first_page_uri": f"{uri}?PageSize=50&Page=0",
-            "next_page_uri": None,
-            "page": 0,
-            "page_size": max(len(found), 50),
-            "previous_page_uri": None,
-            "start": 0,
-            "uri": uri,
-        })
+        return _json(
+            {
+                "messages": found,
+                "end": max(len(found) - 1, 0),
+                "first_page_uri": f"{uri}?PageSize=50&Page=0",
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": max(len(found), 50),
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": uri,
+            }
+        )
 
     def _handle_fetch(self, request: Request, account_sid: str, sid: str) -> Response:
         with self._cond:

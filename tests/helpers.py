@@ -22,8 +22,9 @@ OFFICE_NUMBER = "+390212345678"
 RESIDENT = "+393331234567"
 
 
-def make_tenant(svc: Services, *, slug: str = "studio-rossi", number: str = OFFICE_NUMBER,
-                **settings: Any) -> Tenant:
+def make_tenant(
+    svc: Services, *, slug: str = "studio-rossi", number: str = OFFICE_NUMBER, **settings: Any
+) -> Tenant:
     tenant = create_tenant(svc, name="Studio Rossi", whatsapp_number=number, slug=slug)
     if settings:
         with svc.db.session() as session:
@@ -34,8 +35,14 @@ def make_tenant(svc: Services, *, slug: str = "studio-rossi", number: str = OFFI
     return tenant
 
 
-def inbound_params(body: str = "Buongiorno", *, sender: str = RESIDENT, to: str = OFFICE_NUMBER,
-                   sid: str | None = None, **extra: str) -> dict[str, str]:
+def inbound_params(
+    body: str = "Buongiorno",
+    *,
+    sender: str = RESIDENT,
+    to: str = OFFICE_NUMBER,
+    sid: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
     params = {
         "MessageSid": sid or "SM" + uuid.uuid4().hex,
         "AccountSid": ACCOUNT_SID,
@@ -55,7 +62,9 @@ def sign(url: str, params: dict[str, str], token: str = AUTH_TOKEN) -> str:
     return str(RequestValidator(token).compute_signature(url, params))
 
 
-def post_signed(client: FlaskClient, path: str, params: dict[str, str], **kwargs: Any) -> TestResponse:
+def post_signed(
+    client: FlaskClient, path: str, params: dict[str, str], **kwargs: Any
+) -> TestResponse:
     signature = sign(PUBLIC_BASE_URL + path, params)
     return client.post(path, data=params, headers={"X-Twilio-Signature": signature}, **kwargs)
 
@@ -69,8 +78,7 @@ def send_inbound(client: FlaskClient, body: str = "Buongiorno", **kwargs: Any) -
 
 def drain(svc: Services) -> None:
     """Run every queued job in this process, as ``portineria worker --burst`` would."""
-    SimpleWorker([svc.jobs.queue], connection=svc.redis).work(
-        burst=True, logging_level="WARNING")
+    SimpleWorker([svc.jobs.queue], connection=svc.redis).work(burst=True, logging_level="WARNING")
 
 
 def count_messages(svc: Services, **filters: Any) -> int:
@@ -83,5 +91,7 @@ def count_messages(svc: Services, **filters: Any) -> int:
 
 def outbound_bodies(svc: Services) -> list[str]:
     with svc.db.session() as session:
-        rows = session.scalars(select(Message).where(Message.direction == "out").order_by(Message.id))
+        rows = session.scalars(
+            select(Message).where(Message.direction == "out").order_by(Message.id)
+        )
         return [svc.cipher.decrypt(m.body) for m in rows if m.body]

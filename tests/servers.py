@@ -61,9 +61,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(
-    predicate: Callable[[], bool], timeout: float, interval: float = 0.02
-) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
     while True:
@@ -208,8 +206,11 @@ class RedisServer(_Managed):
         self._close_log()
         self._log_handle = open(log_path, "ab")  # noqa: SIM115 - kept until stop()
         self._process = subprocess.Popen(
-            self._command(), stdout=self._log_handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self._dir,
+            self._command(),
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self._dir,
         )
         try:
             if not wait_until(self._ready, self.startup_timeout, interval=0.01):
@@ -223,14 +224,22 @@ class RedisServer(_Managed):
         assert self._executable is not None and self._dir is not None
         return [
             self._executable,
-            "--port", str(self.port),
-            "--bind", LOOPBACK,
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self._dir,
-            "--daemonize", "no",
-            "--logfile", "",
-            "--loglevel", "warning",
+            "--port",
+            str(self.port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+            "--loglevel",
+            "warning",
         ]
 
     def _ready(self) -> bool:
@@ -387,12 +396,24 @@ class PostgresServer(_Managed):
         initdb = find_pg_binary("initdb")
         assert initdb is not None
         command = [
-            initdb, "-D", self._data_dir, "-U", self.user, "--auth=trust",
-            "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions",
+            initdb,
+            "-D",
+            self._data_dir,
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
         ]
         result = subprocess.run(
-            command, capture_output=True, timeout=self.startup_timeout,
-            check=False, **self._run_as(),
+            command,
+            capture_output=True,
+            timeout=self.startup_timeout,
+            check=False,
+            **self._run_as(),
         )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")[-2000:]
@@ -436,8 +457,12 @@ class PostgresServer(_Managed):
         import psycopg
 
         return psycopg.connect(
-            host=self.host, port=self.port, user=self.user, dbname=database,
-            connect_timeout=timeout, autocommit=True,
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=database,
+            connect_timeout=timeout,
+            autocommit=True,
         )
 
     def _ready(self) -> bool:
@@ -565,15 +590,20 @@ class WsgiServer(_Managed):
         if self._server is not None:
             return self
         server = make_server(
-            self.host, self._requested_port, self.app, threaded=True,
+            self.host,
+            self._requested_port,
+            self.app,
+            threaded=True,
             request_handler=_QuietHandler,
         )
         server.open_connections = self._connections  # type: ignore[attr-defined]
         self._server = server
         self._requested_port = self.port  # a restart comes back on the same port
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"wsgi-{self.port}", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"wsgi-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self

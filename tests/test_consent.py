@@ -71,8 +71,11 @@ def test_scripted_conversation_from_welcome_to_opt_out(client, svc, twilio, tena
     assert "non riceverà più messaggi" in twilio.messages[3]["Body"]
     assert the_contact(svc).consent == "withdrawn"
 
-    refused = client.post("/api/v1/messages", headers=bearer(token),
-                          json={"to": RESIDENT, "body": "Promemoria assemblea"})
+    refused = client.post(
+        "/api/v1/messages",
+        headers=bearer(token),
+        json={"to": RESIDENT, "body": "Promemoria assemblea"},
+    )
     assert refused.status_code == 409
     assert refused.get_json()["error"] == "opted_out"
     send_inbound(client, "ci siete?")
@@ -137,7 +140,9 @@ def test_advanced_opt_out_is_recorded_and_not_answered_twice(client, svc, twilio
 
 
 @pytest.mark.parametrize("code", [21610, 63014])
-def test_send_failing_with_opt_out_code_marks_the_contact_withdrawn(client, svc, twilio, tenant, code):
+def test_send_failing_with_opt_out_code_marks_the_contact_withdrawn(
+    client, svc, twilio, tenant, code
+):
     send_inbound(client, "buongiorno")
     drain(svc)
     send_inbound(client, "accetto")
@@ -154,8 +159,12 @@ def test_status_callback_with_opt_out_error_marks_the_contact_withdrawn(client, 
 
     send_inbound(client, "buongiorno")
     drain(svc)
-    params = {"MessageSid": twilio.messages[0]["sid"], "MessageStatus": "undelivered",
-              "ErrorCode": "63014", "From": f"whatsapp:{OFFICE_NUMBER}"}
+    params = {
+        "MessageSid": twilio.messages[0]["sid"],
+        "MessageStatus": "undelivered",
+        "ErrorCode": "63014",
+        "From": f"whatsapp:{OFFICE_NUMBER}",
+    }
 
     assert post_signed(client, "/webhooks/twilio/status", params).status_code == 204
     assert the_contact(svc).consent == "withdrawn"
@@ -179,8 +188,11 @@ def test_free_text_25_hours_after_the_last_message_is_refused_422(client, svc, t
     _age_last_inbound(svc, 25)
     token = token_for(svc, tenant)
 
-    answer = client.post("/api/v1/messages", headers=bearer(token),
-                         json={"to": RESIDENT, "body": "La riunione è spostata"})
+    answer = client.post(
+        "/api/v1/messages",
+        headers=bearer(token),
+        json={"to": RESIDENT, "body": "La riunione è spostata"},
+    )
 
     assert answer.status_code == 422
     assert answer.get_json()["error"] == "outside_window"
@@ -193,8 +205,14 @@ def test_template_25_hours_after_the_last_message_is_accepted(client, svc, tenan
     token = token_for(svc, tenant)
     before = len(twilio.messages)
 
-    answer = client.post("/api/v1/messages", headers=bearer(token), json={
-        "to": RESIDENT, "template": {"content_sid": "HX" + "a" * 32, "variables": {"1": "12/12"}}})
+    answer = client.post(
+        "/api/v1/messages",
+        headers=bearer(token),
+        json={
+            "to": RESIDENT,
+            "template": {"content_sid": "HX" + "a" * 32, "variables": {"1": "12/12"}},
+        },
+    )
     drain(svc)
 
     assert answer.status_code == 202
@@ -208,8 +226,11 @@ def test_api_send_within_the_window_is_accepted_and_delivered(client, svc, tenan
     _granted_contact(client, svc)
     token = token_for(svc, tenant)
 
-    answer = client.post("/api/v1/messages", headers=bearer(token),
-                         json={"to": "333 123 4567", "body": "Il tecnico passa domani alle 10"})
+    answer = client.post(
+        "/api/v1/messages",
+        headers=bearer(token),
+        json={"to": "333 123 4567", "body": "Il tecnico passa domani alle 10"},
+    )
     drain(svc)
 
     assert answer.status_code == 202
@@ -221,16 +242,20 @@ def test_api_send_to_a_contact_who_never_accepted_is_refused_409(client, svc, te
     drain(svc)
     token = token_for(svc, tenant)
 
-    answer = client.post("/api/v1/messages", headers=bearer(token),
-                         json={"to": RESIDENT, "body": "Offerta"})
+    answer = client.post(
+        "/api/v1/messages", headers=bearer(token), json={"to": RESIDENT, "body": "Offerta"}
+    )
 
     assert answer.status_code == 409
     assert answer.get_json()["error"] == "no_consent"
 
 
 def test_api_send_to_an_unknown_number_is_404(client, svc, tenant):
-    answer = client.post("/api/v1/messages", headers=bearer(token_for(svc, tenant)),
-                         json={"to": "+393479999999", "body": "ciao"})
+    answer = client.post(
+        "/api/v1/messages",
+        headers=bearer(token_for(svc, tenant)),
+        json={"to": "+393479999999", "body": "ciao"},
+    )
 
     assert answer.status_code == 404
     assert answer.get_json()["error"] == "unknown_contact"
@@ -243,16 +268,29 @@ def test_api_send_over_the_tenant_rate_is_429(client, svc, tenant):
         stored.settings = {**stored.settings, "send_rate_per_second": 1}
     token = token_for(svc, tenant)
 
-    answers = [client.post("/api/v1/messages", headers=bearer(token),
-                           json={"to": RESIDENT, "body": f"messaggio {i}"}).status_code
-               for i in range(5)]
+    answers = [
+        client.post(
+            "/api/v1/messages",
+            headers=bearer(token),
+            json={"to": RESIDENT, "body": f"messaggio {i}"},
+        ).status_code
+        for i in range(5)
+    ]
 
     assert 429 in answers
 
 
-@pytest.mark.parametrize("payload", [None, {}, {"to": RESIDENT}, {"to": RESIDENT, "body": ""},
-                                     {"to": "non un numero", "body": "x"},
-                                     {"to": RESIDENT, "template": "HX1"}])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        {},
+        {"to": RESIDENT},
+        {"to": RESIDENT, "body": ""},
+        {"to": "non un numero", "body": "x"},
+        {"to": RESIDENT, "template": "HX1"},
+    ],
+)
 def test_api_malformed_send_is_400_json(client, svc, tenant, payload):
     answer = client.post("/api/v1/messages", headers=bearer(token_for(svc, tenant)), json=payload)
 
@@ -273,8 +311,12 @@ def test_tenant_a_token_cannot_read_tenant_b_contact(client, svc, tenant):
     other = make_tenant(svc, slug="studio-bianchi", number="+390612345678")
     other_token = token_for(svc, other)
 
-    assert client.get(f"/api/v1/contacts/{contact.id}/consent-events",
-                      headers=bearer(other_token)).status_code == 404
+    assert (
+        client.get(
+            f"/api/v1/contacts/{contact.id}/consent-events", headers=bearer(other_token)
+        ).status_code
+        == 404
+    )
     listed = client.get(f"/api/v1/contacts?phone={RESIDENT}", headers=bearer(other_token))
     assert listed.get_json()["contacts"] == []
     mine = client.get(f"/api/v1/contacts?phone={RESIDENT}", headers=bearer(token_for(svc, tenant)))

@@ -44,14 +44,20 @@ OTHER_NUMBER = "+390698765432"
 
 # -- fixtures and factories -------------------------------------------------------------
 
+
 @pytest.fixture
 def app_config(app_config: dict[str, Any], request: pytest.FixtureRequest) -> dict[str, Any]:
     """Tests that use ``pusher_fake`` run with Pusher pointed at it; the others without."""
     if "pusher_fake" in request.fixturenames:
         fake: FakePusher = request.getfixturevalue("pusher_fake")
-        app_config.update(PUSHER_APP_ID=fake.app_id, PUSHER_KEY=fake.key,
-                          PUSHER_SECRET=fake.secret, PUSHER_HOST=fake.host,
-                          PUSHER_PORT=fake.port, PUSHER_SSL="false")
+        app_config.update(
+            PUSHER_APP_ID=fake.app_id,
+            PUSHER_KEY=fake.key,
+            PUSHER_SECRET=fake.secret,
+            PUSHER_HOST=fake.host,
+            PUSHER_PORT=fake.port,
+            PUSHER_SSL="false",
+        )
     app_config.update(SSE_HEARTBEAT_SECONDS=0.2, SSE_MAX_SECONDS=5)
     return app_config
 
@@ -86,23 +92,44 @@ def make_user(svc: Services, tenant: Tenant, email: str, role: str = "operator")
         return create_user(session, tenant, email, role, PASSWORD)
 
 
-def make_contact(svc: Services, tenant: Tenant, phone: str = RESIDENT, *,
-                 consent: str = "granted", legal_basis: str | None = "consent") -> Contact:
+def make_contact(
+    svc: Services,
+    tenant: Tenant,
+    phone: str = RESIDENT,
+    *,
+    consent: str = "granted",
+    legal_basis: str | None = "consent",
+) -> Contact:
     now = utcnow()
     with svc.db.session() as session:
-        contact = Contact(tenant_id=tenant.id, wa_id=phone.lstrip("+"), phone=phone,
-                          kind="condomino", legal_basis=legal_basis, consent=consent,
-                          source="whatsapp_inbound", last_contact_at=now, last_inbound_at=now)
+        contact = Contact(
+            tenant_id=tenant.id,
+            wa_id=phone.lstrip("+"),
+            phone=phone,
+            kind="condomino",
+            legal_basis=legal_basis,
+            consent=consent,
+            source="whatsapp_inbound",
+            last_contact_at=now,
+            last_inbound_at=now,
+        )
         session.add(contact)
     return contact
 
 
-def make_conversation(svc: Services, tenant: Tenant, contact: Contact | None = None,
-                      **fields: Any) -> Conversation:
+def make_conversation(
+    svc: Services, tenant: Tenant, contact: Contact | None = None, **fields: Any
+) -> Conversation:
     contact = contact or make_contact(svc, tenant)
-    values: dict[str, Any] = {"mode": "human", "priority": "normal", "needs_attention": True,
-                              "status": "open", "clarifications": 0,
-                              "last_message_at": utcnow(), "human_since": utcnow()}
+    values: dict[str, Any] = {
+        "mode": "human",
+        "priority": "normal",
+        "needs_attention": True,
+        "status": "open",
+        "clarifications": 0,
+        "last_message_at": utcnow(),
+        "human_since": utcnow(),
+    }
     values.update(fields)
     with svc.db.session() as session:
         conversation = Conversation(tenant_id=tenant.id, contact_id=contact.id, **values)
@@ -110,13 +137,19 @@ def make_conversation(svc: Services, tenant: Tenant, contact: Contact | None = N
     return conversation
 
 
-def add_message(svc: Services, conversation: Conversation, body: str, *, direction: str = "in",
-                **fields: Any) -> Message:
+def add_message(
+    svc: Services, conversation: Conversation, body: str, *, direction: str = "in", **fields: Any
+) -> Message:
     fields.setdefault("status", "processed" if direction == "in" else "delivered")
     with svc.db.session() as session:
-        message = Message(tenant_id=conversation.tenant_id, conversation_id=conversation.id,
-                          contact_id=conversation.contact_id, direction=direction,
-                          body=svc.cipher.encrypt(body), **fields)
+        message = Message(
+            tenant_id=conversation.tenant_id,
+            conversation_id=conversation.id,
+            contact_id=conversation.contact_id,
+            direction=direction,
+            body=svc.cipher.encrypt(body),
+            **fields,
+        )
         session.add(message)
     return message
 
@@ -130,8 +163,13 @@ def reload(svc: Services, conversation: Conversation) -> Conversation:
 
 def audit_actions(svc: Services, tenant: Tenant) -> list[str]:
     with svc.db.session() as session:
-        return list(session.scalars(select(AuditEvent.action).where(
-            AuditEvent.tenant_id == tenant.id).order_by(AuditEvent.id)))
+        return list(
+            session.scalars(
+                select(AuditEvent.action)
+                .where(AuditEvent.tenant_id == tenant.id)
+                .order_by(AuditEvent.id)
+            )
+        )
 
 
 def actor_for(user: User, ip: str = "127.0.0.1") -> Actor:
@@ -147,14 +185,18 @@ def csrf_token(client: FlaskClient, path: str = "/console/login") -> str:
 
 def login(client: FlaskClient, email: str, password: str = PASSWORD, studio: str = "") -> Any:
     token = csrf_token(client)
-    return client.post("/console/login", data={"csrf_token": token, "email": email,
-                                               "password": password, "studio": studio})
+    return client.post(
+        "/console/login",
+        data={"csrf_token": token, "email": email, "password": password, "studio": studio},
+    )
 
 
-def post_form(client: FlaskClient, path: str, data: dict[str, str] | None = None,
-              page: str = "/console/") -> Any:
-    return client.post(path, data={"csrf_token": csrf_token(client, page), **(data or {})},
-                       follow_redirects=True)
+def post_form(
+    client: FlaskClient, path: str, data: dict[str, str] | None = None, page: str = "/console/"
+) -> Any:
+    return client.post(
+        path, data={"csrf_token": csrf_token(client, page), **(data or {})}, follow_redirects=True
+    )
 
 
 @pytest.fixture
@@ -174,6 +216,7 @@ def other_tenant(svc: Services) -> Tenant:
 
 
 # -- sign-in, lockout, CSRF, roles ------------------------------------------------------
+
 
 def test_every_console_page_needs_login(client: FlaskClient):
     response = client.get("/console/")
@@ -213,22 +256,28 @@ def test_unknown_email_of_a_known_office_is_audited_there(client, svc, tenant):
     assert audit_actions(svc, tenant) == ["login.failed"]
 
 
-def test_lockout_after_repeated_failures_even_with_the_right_password(client, svc, tenant,
-                                                                       operator):
+def test_lockout_after_repeated_failures_even_with_the_right_password(
+    client, svc, tenant, operator
+):
     for _ in range(MAX_FAILED_LOGINS):
         assert login(client, operator.email, "sbagliata-sbagliata").status_code == 401
 
     assert login(client, operator.email).status_code == 401
     with svc.db.session() as session:
-        reasons = [e.detail["reason"] for e in session.scalars(
-            select(AuditEvent).where(AuditEvent.action == "login.failed").order_by(AuditEvent.id))]
+        reasons = [
+            e.detail["reason"]
+            for e in session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action == "login.failed")
+                .order_by(AuditEvent.id)
+            )
+        ]
     assert reasons[-1] == "locked"
     assert client.get("/console/").status_code == 302
 
 
 def test_forms_without_csrf_token_are_refused(client, svc, tenant, operator):
-    response = client.post("/console/login", data={"email": operator.email,
-                                                   "password": PASSWORD})
+    response = client.post("/console/login", data={"email": operator.email, "password": PASSWORD})
     assert response.status_code == 302  # back to the login form, with the reason
     assert audit_actions(svc, tenant) == []
 
@@ -249,9 +298,10 @@ def test_webhooks_and_api_need_no_csrf_token(client, tenant):
 
 def test_login_never_redirects_off_site(client, operator):
     token = csrf_token(client)
-    response = client.post("/console/login?next=https://evil.example/console",
-                           data={"csrf_token": token, "email": operator.email,
-                                 "password": PASSWORD})
+    response = client.post(
+        "/console/login?next=https://evil.example/console",
+        data={"csrf_token": token, "email": operator.email, "password": PASSWORD},
+    )
     assert response.headers["Location"] == "/console/"
 
 
@@ -287,11 +337,14 @@ def test_admin_sees_the_bot_log_filtered_by_intent_and_confidence(client, svc, t
 
     admin = make_user(svc, tenant, "capo@studio-rossi.it", role="admin")
     with svc.db.session() as session:
-        session.add_all([
-            BotLogEntry(tenant_id=tenant.id, intent="guasto", confidence=0.91, action="ticket"),
-            BotLogEntry(tenant_id=tenant.id, intent="altro", confidence=0.31,
-                        action="clarification"),
-        ])
+        session.add_all(
+            [
+                BotLogEntry(tenant_id=tenant.id, intent="guasto", confidence=0.91, action="ticket"),
+                BotLogEntry(
+                    tenant_id=tenant.id, intent="altro", confidence=0.31, action="clarification"
+                ),
+            ]
+        )
     login(client, admin.email)
 
     low = client.get("/console/admin/bot-log?confidenza_max=0,5").get_data(as_text=True)
@@ -302,18 +355,21 @@ def test_admin_sees_the_bot_log_filtered_by_intent_and_confidence(client, svc, t
 
 # -- tenant isolation -------------------------------------------------------------------
 
+
 def test_another_offices_ids_answer_404(signed_in, svc, other_tenant):
     foreign = make_conversation(svc, other_tenant, make_contact(svc, other_tenant))
     with svc.db.session() as session:
-        ticket = Ticket(tenant_id=other_tenant.id, conversation_id=foreign.id, kind="guasto",
-                        status="open")
+        ticket = Ticket(
+            tenant_id=other_tenant.id, conversation_id=foreign.id, kind="guasto", status="open"
+        )
         session.add(ticket)
 
     assert signed_in.get(f"/console/conversations/{foreign.id}").status_code == 404
     for move in ("takeover", "release", "close", "reply", "assign"):
-        response = signed_in.post(f"/console/conversations/{foreign.id}/{move}",
-                                  data={"csrf_token": csrf_token(signed_in, "/console/"),
-                                        "body": "x", "user_id": "1"})
+        response = signed_in.post(
+            f"/console/conversations/{foreign.id}/{move}",
+            data={"csrf_token": csrf_token(signed_in, "/console/"), "body": "x", "user_id": "1"},
+        )
         assert response.status_code == 404, move
     assert signed_in.get(f"/console/tickets/{ticket.id}").status_code == 404
     assert reload(svc, foreign).assigned_user_id is None
@@ -330,15 +386,24 @@ def test_a_colleague_of_another_office_cannot_be_assigned(svc, tenant, operator,
 
 # -- inbox ------------------------------------------------------------------------------
 
+
 def test_inbox_puts_attention_first_urgent_on_top_then_the_longest_wait(svc, tenant, operator):
     now = utcnow()
     contacts = [make_contact(svc, tenant, f"+39333000000{i}") for i in range(4)]
-    quiet = make_conversation(svc, tenant, contacts[0], mode="bot", needs_attention=False,
-                              human_since=None, last_message_at=now)
+    quiet = make_conversation(
+        svc,
+        tenant,
+        contacts[0],
+        mode="bot",
+        needs_attention=False,
+        human_since=None,
+        last_message_at=now,
+    )
     recent = make_conversation(svc, tenant, contacts[1], human_since=now - timedelta(minutes=2))
     old = make_conversation(svc, tenant, contacts[2], human_since=now - timedelta(minutes=20))
-    urgent = make_conversation(svc, tenant, contacts[3], priority="urgent",
-                               human_since=now - timedelta(minutes=1))
+    urgent = make_conversation(
+        svc, tenant, contacts[3], priority="urgent", human_since=now - timedelta(minutes=1)
+    )
 
     with svc.db.session() as session:
         rows = inbox(session, svc.cipher, tenant.id, operator.id)
@@ -348,17 +413,21 @@ def test_inbox_puts_attention_first_urgent_on_top_then_the_longest_wait(svc, ten
 
 def test_inbox_filters_and_counts(signed_in, svc, tenant, operator):
     contacts = [make_contact(svc, tenant, f"+39333000001{i}") for i in range(4)]
-    make_conversation(svc, tenant, contacts[0], assigned_user_id=operator.id,
-                      needs_attention=False)
+    make_conversation(svc, tenant, contacts[0], assigned_user_id=operator.id, needs_attention=False)
     make_conversation(svc, tenant, contacts[1])
     make_conversation(svc, tenant, contacts[2], mode="bot", needs_attention=False)
-    make_conversation(svc, tenant, contacts[3], status="closed", mode="bot",
-                      needs_attention=False)
+    make_conversation(svc, tenant, contacts[3], status="closed", mode="bot", needs_attention=False)
 
     page = signed_in.get("/console/").get_data(as_text=True)
     counts = dict(re.findall(r'data-filter="(\w+)">[^<]*<span class="count">(\d+)', page))
-    assert counts == {"open": "3", "mine": "1", "unassigned": "1", "bot": "1", "human": "2",
-                      "closed": "1"}
+    assert counts == {
+        "open": "3",
+        "mine": "1",
+        "unassigned": "1",
+        "bot": "1",
+        "human": "2",
+        "closed": "1",
+    }
     mine = signed_in.get("/console/inbox/list?filtro=mine").get_data(as_text=True)
     assert mine.count("data-conversation-id") == 1
     assert signed_in.get("/console/?filtro=<script>").status_code == 200
@@ -378,29 +447,62 @@ def test_inbox_and_conversation_render_bodies_as_text(signed_in, svc, tenant):
 def test_conversation_view_shows_the_history_and_is_audited(signed_in, svc, tenant, operator):
     contact = make_contact(svc, tenant, legal_basis="contract", consent="withdrawn")
     conversation = make_conversation(svc, tenant, contact)
-    inbound = add_message(svc, conversation, "Perdita in cantina, via Roma 3", intent="guasto",
-                          confidence=0.87, sensitive_kinds=["health"], redacted=True)
-    add_message(svc, conversation, "Grazie, apriamo una segnalazione.", direction="out",
-                purpose="reply", status="failed", error_code=63016)
+    inbound = add_message(
+        svc,
+        conversation,
+        "Perdita in cantina, via Roma 3",
+        intent="guasto",
+        confidence=0.87,
+        sensitive_kinds=["health"],
+        redacted=True,
+    )
+    add_message(
+        svc,
+        conversation,
+        "Grazie, apriamo una segnalazione.",
+        direction="out",
+        purpose="reply",
+        status="failed",
+        error_code=63016,
+    )
     with svc.db.session() as session:
-        session.add(Ticket(tenant_id=tenant.id, conversation_id=conversation.id,
-                           source_message_id=inbound.id, kind="guasto", intent="guasto",
-                           status="open", entities=[{"label": "ADDRESS", "text": "via Roma 3",
-                                                     "start": 19, "end": 29}]))
+        session.add(
+            Ticket(
+                tenant_id=tenant.id,
+                conversation_id=conversation.id,
+                source_message_id=inbound.id,
+                kind="guasto",
+                intent="guasto",
+                status="open",
+                entities=[{"label": "ADDRESS", "text": "via Roma 3", "start": 19, "end": 29}],
+            )
+        )
 
     page = signed_in.get(f"/console/conversations/{conversation.id}").get_data(as_text=True)
 
-    for expected in ("Perdita in cantina", "ricevuto", "inviato", "guasto", "87%",
-                     "dati sanitari", "testo oscurato", "non consegnato", "errore 63016",
-                     "ADDRESS: via Roma 3", "consenso revocato", "contratto", "#1 guasto"):
+    for expected in (
+        "Perdita in cantina",
+        "ricevuto",
+        "inviato",
+        "guasto",
+        "87%",
+        "dati sanitari",
+        "testo oscurato",
+        "non consegnato",
+        "errore 63016",
+        "ADDRESS: via Roma 3",
+        "consenso revocato",
+        "contratto",
+        "#1 guasto",
+    ):
         assert expected in page, expected
     with svc.db.session() as session:
-        viewed = session.scalar(select(AuditEvent).where(
-            AuditEvent.action == "conversation.view"))
+        viewed = session.scalar(select(AuditEvent).where(AuditEvent.action == "conversation.view"))
         assert (viewed.user_id, viewed.target_id) == (operator.id, str(conversation.id))
 
 
 # -- handoff rules (no HTTP) ------------------------------------------------------------
+
 
 def test_two_simultaneous_takeovers_exactly_one_wins(svc, tenant, operator):
     colleague = make_user(svc, tenant, "bruno@studio-rossi.it")
@@ -411,8 +513,7 @@ def test_two_simultaneous_takeovers_exactly_one_wins(svc, tenant, operator):
     def take(user: User) -> None:
         start.wait()
         with svc.db.session() as session:
-            results[user.id] = handoff.takeover(session, actor_for(user), conversation.id,
-                                                utcnow())
+            results[user.id] = handoff.takeover(session, actor_for(user), conversation.id, utcnow())
 
     threads = [threading.Thread(target=take, args=(u,)) for u in (operator, colleague)]
     for thread in threads:
@@ -431,8 +532,9 @@ def test_two_simultaneous_takeovers_exactly_one_wins(svc, tenant, operator):
 
 
 def test_takeover_of_a_bot_conversation_silences_the_bot(svc, tenant, operator):
-    conversation = make_conversation(svc, tenant, mode="bot", needs_attention=False,
-                                     human_since=None)
+    conversation = make_conversation(
+        svc, tenant, mode="bot", needs_attention=False, human_since=None
+    )
     with svc.db.session() as session:
         result = handoff.takeover(session, actor_for(operator), conversation.id, utcnow())
     assert result.won
@@ -440,8 +542,9 @@ def test_takeover_of_a_bot_conversation_silences_the_bot(svc, tenant, operator):
 
 
 def test_release_gives_the_conversation_back_to_the_bot(svc, tenant, operator):
-    conversation = make_conversation(svc, tenant, priority="urgent", needs_attention=False,
-                                     assigned_user_id=operator.id)
+    conversation = make_conversation(
+        svc, tenant, priority="urgent", needs_attention=False, assigned_user_id=operator.id
+    )
     with svc.db.session() as session:
         move = handoff.release(session, actor_for(operator), conversation.id)
 
@@ -454,8 +557,9 @@ def test_release_gives_the_conversation_back_to_the_bot(svc, tenant, operator):
 def test_only_the_holder_or_an_admin_may_release_or_close(svc, tenant, operator):
     colleague = make_user(svc, tenant, "bruno@studio-rossi.it")
     admin = make_user(svc, tenant, "capo@studio-rossi.it", role="admin")
-    conversation = make_conversation(svc, tenant, assigned_user_id=colleague.id,
-                                     needs_attention=False)
+    conversation = make_conversation(
+        svc, tenant, assigned_user_id=colleague.id, needs_attention=False
+    )
 
     with pytest.raises(Refused, match="in carico a un collega"), svc.db.session() as session:
         handoff.release(session, actor_for(operator), conversation.id)
@@ -467,13 +571,13 @@ def test_only_the_holder_or_an_admin_may_release_or_close(svc, tenant, operator)
 
 
 def test_close_ends_the_conversation_and_keeps_who_handled_it(svc, tenant, operator):
-    conversation = make_conversation(svc, tenant, assigned_user_id=operator.id,
-                                     needs_attention=False)
+    conversation = make_conversation(
+        svc, tenant, assigned_user_id=operator.id, needs_attention=False
+    )
     with svc.db.session() as session:
         handoff.close(session, actor_for(operator), conversation.id)
     stored = reload(svc, conversation)
-    assert (stored.status, stored.mode, stored.assigned_user_id) == ("closed", "bot",
-                                                                     operator.id)
+    assert (stored.status, stored.mode, stored.assigned_user_id) == ("closed", "bot", operator.id)
     with pytest.raises(Refused, match="chiusa"), svc.db.session() as session:
         handoff.takeover(session, actor_for(operator), conversation.id, utcnow())
 
@@ -482,16 +586,16 @@ def test_assign_to_a_colleague_notifies_them(svc, tenant, operator):
     colleague = make_user(svc, tenant, "bruno@studio-rossi.it")
     conversation = make_conversation(svc, tenant)
     with svc.db.session() as session:
-        move = handoff.assign(session, actor_for(operator), conversation.id, colleague.id,
-                              utcnow())
+        move = handoff.assign(session, actor_for(operator), conversation.id, colleague.id, utcnow())
 
     stored = reload(svc, conversation)
     assert (stored.assigned_user_id, stored.mode) == (colleague.id, "human")
-    assert any(e.channels == (user_channel(colleague.id),) and e.name == "conversation.assigned"
-               for e in move.events)
+    assert any(
+        e.channels == (user_channel(colleague.id),) and e.name == "conversation.assigned"
+        for e in move.events
+    )
     with svc.db.session() as session:
-        event = session.scalar(select(AuditEvent).where(
-            AuditEvent.action == "conversation.assign"))
+        event = session.scalar(select(AuditEvent).where(AuditEvent.action == "conversation.assign"))
         assert event.detail == {"to_user_id": colleague.id}
 
 
@@ -504,18 +608,37 @@ def test_idle_conversations_go_back_to_the_bot_after_the_timeout(svc, tenant, op
     now = utcnow()
     long_ago = now - timedelta(minutes=31)
     contacts = [make_contact(svc, tenant, f"+39333000002{i}") for i in range(4)]
-    idle = make_conversation(svc, tenant, contacts[0], assigned_user_id=operator.id,
-                             needs_attention=False, human_since=long_ago,
-                             last_message_at=long_ago)
-    busy = make_conversation(svc, tenant, contacts[1], assigned_user_id=operator.id,
-                             needs_attention=False, human_since=long_ago,
-                             last_message_at=now - timedelta(minutes=5))
-    replied = make_conversation(svc, tenant, contacts[2], assigned_user_id=operator.id,
-                                needs_attention=False, human_since=long_ago,
-                                last_message_at=long_ago)
+    idle = make_conversation(
+        svc,
+        tenant,
+        contacts[0],
+        assigned_user_id=operator.id,
+        needs_attention=False,
+        human_since=long_ago,
+        last_message_at=long_ago,
+    )
+    busy = make_conversation(
+        svc,
+        tenant,
+        contacts[1],
+        assigned_user_id=operator.id,
+        needs_attention=False,
+        human_since=long_ago,
+        last_message_at=now - timedelta(minutes=5),
+    )
+    replied = make_conversation(
+        svc,
+        tenant,
+        contacts[2],
+        assigned_user_id=operator.id,
+        needs_attention=False,
+        human_since=long_ago,
+        last_message_at=long_ago,
+    )
     add_message(svc, replied, "Arriviamo subito", direction="out", purpose="operator")
-    waiting = make_conversation(svc, tenant, contacts[3], human_since=long_ago,
-                                last_message_at=long_ago)
+    waiting = make_conversation(
+        svc, tenant, contacts[3], human_since=long_ago, last_message_at=long_ago
+    )
 
     assert handoff.release_idle_conversations(svc, now) == 1
 
@@ -528,12 +651,19 @@ def test_idle_conversations_go_back_to_the_bot_after_the_timeout(svc, tenant, op
 def test_idle_timeout_is_configurable(svc, tenant, operator):
     svc.config["HUMAN_MODE_TIMEOUT_MINUTES"] = 5
     moment = utcnow() - timedelta(minutes=6)
-    make_conversation(svc, tenant, assigned_user_id=operator.id, needs_attention=False,
-                      human_since=moment, last_message_at=moment)
+    make_conversation(
+        svc,
+        tenant,
+        assigned_user_id=operator.id,
+        needs_attention=False,
+        human_since=moment,
+        last_message_at=moment,
+    )
     assert handoff.release_idle_conversations(svc, utcnow()) == 1
 
 
 # -- moves over HTTP --------------------------------------------------------------------
+
 
 def test_second_operator_is_told_the_conversation_was_taken(client, app, svc, tenant, operator):
     colleague = make_user(svc, tenant, "bruno@studio-rossi.it")
@@ -544,30 +674,33 @@ def test_second_operator_is_told_the_conversation_was_taken(client, app, svc, te
     page = f"/console/conversations/{conversation.id}"
     first_token, second_token = csrf_token(client, page), csrf_token(other, page)
 
-    first = client.post(f"{page}/takeover", data={"csrf_token": first_token},
-                        follow_redirects=True)
-    second = other.post(f"{page}/takeover", data={"csrf_token": second_token},
-                        follow_redirects=True)
+    first = client.post(f"{page}/takeover", data={"csrf_token": first_token}, follow_redirects=True)
+    second = other.post(
+        f"{page}/takeover", data={"csrf_token": second_token}, follow_redirects=True
+    )
 
     assert "Hai preso in carico" in first.get_data(as_text=True)
-    assert ("già stata presa in carico da anna@studio-rossi.it"
-            in second.get_data(as_text=True))
+    assert "già stata presa in carico da anna@studio-rossi.it" in second.get_data(as_text=True)
     assert reload(svc, conversation).assigned_user_id == operator.id
 
 
-def test_reply_goes_through_the_gate_and_the_worker_to_twilio(app, signed_in, svc, tenant,
-                                                              twilio, operator):
+def test_reply_goes_through_the_gate_and_the_worker_to_twilio(
+    app, signed_in, svc, tenant, twilio, operator
+):
     conversation = make_conversation(svc, tenant)
     page = f"/console/conversations/{conversation.id}"
     post_form(signed_in, f"{page}/takeover", page=page)
 
     token = csrf_token(signed_in, page)
-    form_key = re.search(r'name="form_key" value="([^"]+)"',
-                         signed_in.get(page).get_data(as_text=True)).group(1)
+    form_key = re.search(
+        r'name="form_key" value="([^"]+)"', signed_in.get(page).get_data(as_text=True)
+    ).group(1)
     for _ in range(2):  # a double submit sends once
-        response = signed_in.post(f"{page}/reply", data={
-            "csrf_token": token, "form_key": form_key, "body": "Arriva il tecnico alle 15."},
-            follow_redirects=True)
+        response = signed_in.post(
+            f"{page}/reply",
+            data={"csrf_token": token, "form_key": form_key, "body": "Arriva il tecnico alle 15."},
+            follow_redirects=True,
+        )
     assert "Messaggio in invio" in response.get_data(as_text=True)
     work(app, svc)
 
@@ -584,8 +717,9 @@ def test_reply_refused_by_the_gate_is_explained_in_italian(app, signed_in, svc, 
     page = f"/console/conversations/{conversation.id}"
     post_form(signed_in, f"{page}/takeover", page=page)
 
-    response = post_form(signed_in, f"{page}/reply", {"body": "Buongiorno", "form_key": "k" * 16},
-                         page=page)
+    response = post_form(
+        signed_in, f"{page}/reply", {"body": "Buongiorno", "form_key": "k" * 16}, page=page
+    )
 
     assert response.status_code == 200
     text = response.get_data(as_text=True)
@@ -595,10 +729,13 @@ def test_reply_refused_by_the_gate_is_explained_in_italian(app, signed_in, svc, 
     assert "conversation.reply_refused" in audit_actions(svc, tenant)
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ("   ", "Scrivi un messaggio"),
-    ("x" * 4097, "troppo lungo"),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("   ", "Scrivi un messaggio"),
+        ("x" * 4097, "troppo lungo"),
+    ],
+)
 def test_reply_input_problems_are_explained(signed_in, svc, tenant, body, expected):
     conversation = make_conversation(svc, tenant)
     page = f"/console/conversations/{conversation.id}"
@@ -634,26 +771,37 @@ def test_release_assign_and_close_over_http(app, signed_in, svc, tenant, operato
     closed = post_form(holder, f"{page}/close", page=page)
     assert "Conversazione chiusa" in closed.get_data(as_text=True)
     assert reload(svc, conversation).status == "closed"
-    assert [a for a in audit_actions(svc, tenant) if a.startswith("conversation.")
-            and a != "conversation.view"] == [
-        "conversation.takeover", "conversation.release", "conversation.assign",
-        "conversation.close"]
+    assert [
+        a
+        for a in audit_actions(svc, tenant)
+        if a.startswith("conversation.") and a != "conversation.view"
+    ] == [
+        "conversation.takeover",
+        "conversation.release",
+        "conversation.assign",
+        "conversation.close",
+    ]
 
 
 # -- tickets ----------------------------------------------------------------------------
 
+
 def test_ticket_status_changes_are_audited(signed_in, svc, tenant):
     conversation = make_conversation(svc, tenant)
     with svc.db.session() as session:
-        ticket = Ticket(tenant_id=tenant.id, conversation_id=conversation.id, kind="guasto",
-                        intent="guasto", status="open")
+        ticket = Ticket(
+            tenant_id=tenant.id,
+            conversation_id=conversation.id,
+            kind="guasto",
+            intent="guasto",
+            status="open",
+        )
         session.add(ticket)
 
     listing = signed_in.get("/console/tickets?stato=open").get_data(as_text=True)
     assert f"#{ticket.id}" in listing
     page = f"/console/tickets/{ticket.id}"
-    assert f"/console/conversations/{conversation.id}" in signed_in.get(page).get_data(
-        as_text=True)
+    assert f"/console/conversations/{conversation.id}" in signed_in.get(page).get_data(as_text=True)
     changed = post_form(signed_in, f"{page}/status", {"status": "in_progress"}, page=page)
     assert "in lavorazione" in changed.get_data(as_text=True)
     invalid = post_form(signed_in, f"{page}/status", {"status": "boh"}, page=page)
@@ -661,15 +809,21 @@ def test_ticket_status_changes_are_audited(signed_in, svc, tenant):
     post_form(signed_in, f"{page}/status", {"status": "done"}, page=page)
     with svc.db.session() as session:
         assert session.get(Ticket, ticket.id).status == "done"
-        changes = [e.detail for e in session.scalars(select(AuditEvent).where(
-            AuditEvent.action == "ticket.status").order_by(AuditEvent.id))]
-    assert changes == [{"from": "open", "to": "in_progress"}, {"from": "in_progress",
-                                                               "to": "done"}]
+        changes = [
+            e.detail
+            for e in session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.action == "ticket.status")
+                .order_by(AuditEvent.id)
+            )
+        ]
+    assert changes == [{"from": "open", "to": "in_progress"}, {"from": "in_progress", "to": "done"}]
     still_open = signed_in.get("/console/tickets?stato=open").get_data(as_text=True)
     assert f"#{ticket.id}</a>" not in still_open
 
 
 # -- security headers -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/console/login", "/healthz", "/api/v1/contacts"])
 def test_security_headers_on_every_response(client, path):
@@ -688,47 +842,61 @@ def test_session_cookie_is_httponly_samesite_and_secure_on_https(client, operato
 
 # -- real time: Pusher ------------------------------------------------------------------
 
-def _pusher_auth(client: FlaskClient, channel: str, socket_id: str = "1234.5678",
-                 with_token: bool = True) -> Any:
+
+def _pusher_auth(
+    client: FlaskClient, channel: str, socket_id: str = "1234.5678", with_token: bool = True
+) -> Any:
     headers = {"X-CSRFToken": csrf_token(client, "/console/")} if with_token else {}
-    return client.post("/pusher/auth", data={"socket_id": socket_id, "channel_name": channel},
-                       headers=headers)
+    return client.post(
+        "/pusher/auth", data={"socket_id": socket_id, "channel_name": channel}, headers=headers
+    )
 
 
-def test_pusher_auth_signs_only_the_operators_own_channels(signed_in, tenant, operator,
-                                                           other_tenant, pusher_fake):
+def test_pusher_auth_signs_only_the_operators_own_channels(
+    signed_in, tenant, operator, other_tenant, pusher_fake
+):
     for channel in (tenant_channel(tenant.slug), user_channel(operator.id)):
         response = _pusher_auth(signed_in, channel)
         assert response.status_code == 200
         key, signature = response.get_json()["auth"].split(":")
-        expected = hmac.new(pusher_fake.secret.encode(), f"1234.5678:{channel}".encode(),
-                            hashlib.sha256).hexdigest()
+        expected = hmac.new(
+            pusher_fake.secret.encode(), f"1234.5678:{channel}".encode(), hashlib.sha256
+        ).hexdigest()
         assert (key, signature) == (pusher_fake.key, expected)
 
-    for channel in (tenant_channel(other_tenant.slug), user_channel(operator.id + 1),
-                    "private-tenant-studio-rossi-bis", "presence-tenant-studio-rossi"):
+    for channel in (
+        tenant_channel(other_tenant.slug),
+        user_channel(operator.id + 1),
+        "private-tenant-studio-rossi-bis",
+        "presence-tenant-studio-rossi",
+    ):
         response = _pusher_auth(signed_in, channel)
         assert response.status_code == 403, channel
         assert response.get_json()["error"] == "forbidden"
 
 
-@pytest.mark.parametrize(("socket_id", "channel"), [
-    ("abc", "private-tenant-studio-rossi"),
-    ("1.2", ""),
-    ("1.2:evil", "private-tenant-studio-rossi"),
-])
+@pytest.mark.parametrize(
+    ("socket_id", "channel"),
+    [
+        ("abc", "private-tenant-studio-rossi"),
+        ("1.2", ""),
+        ("1.2:evil", "private-tenant-studio-rossi"),
+    ],
+)
 def test_pusher_auth_rejects_malformed_input(pusher_fake, signed_in, socket_id, channel):
     response = _pusher_auth(signed_in, channel, socket_id=socket_id)
     assert response.status_code == 400 and response.is_json
 
 
 def test_pusher_auth_needs_login_and_csrf(pusher_fake, app, signed_in, tenant):
-    assert _pusher_auth(signed_in, tenant_channel(tenant.slug),
-                        with_token=False).status_code == 400
+    assert _pusher_auth(signed_in, tenant_channel(tenant.slug), with_token=False).status_code == 400
     stranger = app.test_client()
     token = csrf_token(stranger)  # a valid token, but nobody signed in
-    response = stranger.post("/pusher/auth", headers={"X-CSRFToken": token},
-                             data={"socket_id": "1.2", "channel_name": tenant_channel(tenant.slug)})
+    response = stranger.post(
+        "/pusher/auth",
+        headers={"X-CSRFToken": token},
+        data={"socket_id": "1.2", "channel_name": tenant_channel(tenant.slug)},
+    )
     assert response.status_code == 401 and response.is_json
 
 
@@ -749,37 +917,48 @@ def test_console_moves_reach_pusher_with_valid_signatures(signed_in, svc, tenant
     assert pusher_fake.rejected == 0
 
 
-def test_an_arriving_emergency_reaches_pusher_with_valid_signatures(app, client, svc, tenant,
-                                                                    pusher_fake):
+def test_an_arriving_emergency_reaches_pusher_with_valid_signatures(
+    app, client, svc, tenant, pusher_fake
+):
     make_contact(svc, tenant)
     send_inbound(client, "Aiuto! C'è puzza di gas in cantina")
     work(app, svc)
 
     names = {e["name"] for e in pusher_fake.wait_for_events(3)}
-    assert {"conversation.needs_attention", "conversation.emergency",
-            "message.created"} <= names
+    assert {"conversation.needs_attention", "conversation.emergency", "message.created"} <= names
     assert all(e["channels"][0] == tenant_channel(tenant.slug) for e in pusher_fake.events)
     assert pusher_fake.rejected == 0
 
 
 # -- real time: the app's own stream ----------------------------------------------------
 
-def test_event_stream_relays_the_operators_channels_only(signed_in, svc, tenant, operator,
-                                                         other_tenant):
+
+def test_event_stream_relays_the_operators_channels_only(
+    signed_in, svc, tenant, operator, other_tenant
+):
     response = signed_in.get("/console/events", buffered=False)
     assert response.status_code == 200
     assert response.mimetype == "text/event-stream"
     chunks = iter(response.response)
     assert next(chunks).startswith(b"retry:")  # subscribed from here on
 
-    svc.notifier.publish(OperatorEvent((tenant_channel(other_tenant.slug),), "message.created",
-                                       {"conversation_id": 1}))
-    svc.notifier.publish(OperatorEvent((tenant_channel(tenant.slug),), "conversation.emergency",
-                                       {"conversation_id": 7, "reason": "emergency"}))
-    svc.notifier.publish(OperatorEvent((user_channel(operator.id),), "conversation.assigned",
-                                       {"conversation_id": 8}))
+    svc.notifier.publish(
+        OperatorEvent(
+            (tenant_channel(other_tenant.slug),), "message.created", {"conversation_id": 1}
+        )
+    )
+    svc.notifier.publish(
+        OperatorEvent(
+            (tenant_channel(tenant.slug),),
+            "conversation.emergency",
+            {"conversation_id": 7, "reason": "emergency"},
+        )
+    )
+    svc.notifier.publish(
+        OperatorEvent((user_channel(operator.id),), "conversation.assigned", {"conversation_id": 8})
+    )
 
-    received = [json.loads(c.decode()[len("data: "):]) for c in _data_chunks(chunks, 2)]
+    received = [json.loads(c.decode()[len("data: ") :]) for c in _data_chunks(chunks, 2)]
     assert [r["event"] for r in received] == ["conversation.emergency", "conversation.assigned"]
     assert received[0]["data"]["conversation_id"] == 7
     response.close()
@@ -803,8 +982,12 @@ def test_event_stream_lets_go_of_redis_when_the_client_goes_away(svc, tenant):
     from notify.operators import STREAM_PREFIX
 
     name = STREAM_PREFIX + tenant_channel(tenant.slug)
-    stream = relay(Redis.from_url(svc.config["REDIS_URL"]), (tenant_channel(tenant.slug),),
-                   heartbeat=0.2, max_seconds=30)
+    stream = relay(
+        Redis.from_url(svc.config["REDIS_URL"]),
+        (tenant_channel(tenant.slug),),
+        heartbeat=0.2,
+        max_seconds=30,
+    )
     next(stream)
     assert svc.redis.pubsub_numsub(name)[0][1] == 1
 
@@ -825,17 +1008,16 @@ def _data_chunks(chunks: Any, count: int) -> list[bytes]:
 
 # -- audit chain ------------------------------------------------------------------------
 
+
 def test_tampering_with_an_audit_row_is_detected_and_named(signed_in, svc, tenant, runner):
     conversation = make_conversation(svc, tenant)
     signed_in.get(f"/console/conversations/{conversation.id}")
     intact = runner.invoke(args=["audit", "verify", "--tenant", tenant.slug])
     assert intact.exit_code == 0, intact.output
     with svc.db.session() as session:
-        viewed = session.scalar(select(AuditEvent).where(
-            AuditEvent.action == "conversation.view"))
+        viewed = session.scalar(select(AuditEvent).where(AuditEvent.action == "conversation.view"))
         # Someone hides where they looked from.
-        session.execute(update(AuditEvent).where(AuditEvent.id == viewed.id)
-                        .values(ip="10.9.9.9"))
+        session.execute(update(AuditEvent).where(AuditEvent.id == viewed.id).values(ip="10.9.9.9"))
 
     broken = runner.invoke(args=["audit", "verify", "--tenant", tenant.slug])
 
@@ -844,6 +1026,7 @@ def test_tampering_with_an_audit_row_is_detected_and_named(signed_in, svc, tenan
 
 
 # -- demo operator ----------------------------------------------------------------------
+
 
 def test_demo_operator_is_seeded_idempotently_and_can_sign_in(client, svc, tenant):
     first = seed_demo_operator(svc, tenant)

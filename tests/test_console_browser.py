@@ -21,19 +21,26 @@ from bot.services import Services
 from storage.models import Tenant, User
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EMERGENCY = "Aiuto! C'è puzza di gas in cantina"
-HOSTILE = "<script>window.pwned = 1; alert(1)</script><img src=x onerror=\"alert(2)\"> la caldaia"
+HOSTILE = '<script>window.pwned = 1; alert(1)</script><img src=x onerror="alert(2)"> la caldaia'
 # Long enough for the worker, the stream and the page's fetch; short enough to fail fast.
 LIVE_TIMEOUT_MS = 15_000
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="Debian's chromium is not installed at /usr/bin/chromium "
-           "(scripts/test.sh installs it: apt-get install chromium)",
+    "(scripts/test.sh installs it: apt-get install chromium)",
 )
 
 
@@ -46,8 +53,9 @@ def port() -> int:
 def app_config(app_config: dict[str, Any], port: int) -> dict[str, Any]:
     # Served over plain HTTP on loopback: the public address is the live server's, so
     # the webhook's signatures match it and the session cookie is not marked Secure.
-    app_config.update(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", SSE_HEARTBEAT_SECONDS=1,
-                      SSE_MAX_SECONDS=120)
+    app_config.update(
+        PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", SSE_HEARTBEAT_SECONDS=1, SSE_MAX_SECONDS=120
+    )
     return app_config
 
 
@@ -75,10 +83,12 @@ def page(live_server: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=live_server, locale="it-IT",
-                                      viewport={"width": 1280, "height": 860})
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        context = browser.new_context(
+            base_url=live_server, locale="it-IT", viewport={"width": 1280, "height": 860}
+        )
         context.set_default_timeout(LIVE_TIMEOUT_MS)
         try:
             yield context.new_page()
@@ -101,8 +111,9 @@ def send_whatsapp(base_url: str, body: str) -> None:
     """What Twilio does: a signed form POST to the public webhook address."""
     params = inbound_params(body)
     url = f"{base_url}/webhooks/twilio/messages"
-    response = requests.post(url, data=params, headers={"X-Twilio-Signature": sign(url, params)},
-                             timeout=10)
+    response = requests.post(
+        url, data=params, headers={"X-Twilio-Signature": sign(url, params)}, timeout=10
+    )
     assert response.status_code == 200, response.text
 
 
@@ -150,8 +161,9 @@ def test_operator_sees_an_emergency_live_takes_over_replies_and_releases(
     page.click("#send")
     expect(page.locator(".flash.ok")).to_contain_text("Messaggio in invio")
     work(app, svc)
-    assert wait_until(lambda: any("tecnico del gas" in m.get("Body", "")
-                                  for m in twilio.messages), timeout=10)
+    assert wait_until(
+        lambda: any("tecnico del gas" in m.get("Body", "") for m in twilio.messages), timeout=10
+    )
     page.reload()
     expect(page.locator(".bubble.out").last).to_contain_text("tecnico del gas")
     expect(page.locator(".bubble.out").last).to_contain_text("accodato")
@@ -191,4 +203,3 @@ def test_another_offices_conversation_is_404_in_the_browser(svc, tenant, operato
 
     assert response is not None and response.status == 404
     assert "Pagina non trovata" in page.content()
-

@@ -9,18 +9,30 @@ import pytest
 from bot.conversation import Turn, Understanding, plan_turn
 from bot.keywords import KeywordMatch
 
-SERVED = Turn(consent="granted", legal_basis="consent", mode="bot", clarifications=0,
-              keyword=None, opt_out_type=None)
+SERVED = Turn(
+    consent="granted",
+    legal_basis="consent",
+    mode="bot",
+    clarifications=0,
+    keyword=None,
+    opt_out_type=None,
+)
 
 
 def understood(intent: str, confidence: float = 0.9, rule: str | None = None) -> Turn:
     return replace(SERVED, understanding=Understanding(intent, confidence, rule))
 
 
-@pytest.mark.parametrize(("intent", "ticket"), [
-    ("guasto", "guasto"), ("preventivo", "preventivo"), ("fattura_pagamento", "amministrazione"),
-    ("documenti", "documenti"), ("assemblea", "assemblea"),
-])
+@pytest.mark.parametrize(
+    ("intent", "ticket"),
+    [
+        ("guasto", "guasto"),
+        ("preventivo", "preventivo"),
+        ("fattura_pagamento", "amministrazione"),
+        ("documenti", "documenti"),
+        ("assemblea", "assemblea"),
+    ],
+)
 def test_ticket_intents_open_a_ticket_and_acknowledge(intent, ticket):
     plan = plan_turn(understood(intent))
     assert plan.ticket == ticket
@@ -84,27 +96,40 @@ def test_sensitive_data_gets_the_proper_channel_reminder_first():
 
 
 def test_first_message_gets_the_welcome_and_a_notice_event():
-    plan = plan_turn(replace(SERVED, consent="none", legal_basis=None,
-                             understanding=Understanding("guasto", 0.9)))
+    plan = plan_turn(
+        replace(
+            SERVED, consent="none", legal_basis=None, understanding=Understanding("guasto", 0.9)
+        )
+    )
     assert [r.key for r in plan.replies] == ["welcome"]
     assert plan.ledger == ["notice_sent"]
     assert plan.ticket is None
 
 
 def test_emergency_before_consent_still_gets_safety_and_a_human():
-    plan = plan_turn(replace(SERVED, consent="none", legal_basis=None,
-                             understanding=Understanding("emergenza", 0.95, "gas_smell")))
+    plan = plan_turn(
+        replace(
+            SERVED,
+            consent="none",
+            legal_basis=None,
+            understanding=Understanding("emergenza", 0.95, "gas_smell"),
+        )
+    )
     assert [r.key for r in plan.replies] == ["welcome", "emergency_gas"]
     assert plan.urgent and plan.handoff == "emergency"
 
 
 def test_accept_before_any_notice_shows_the_notice_first():
-    plan = plan_turn(replace(SERVED, consent="none", legal_basis=None, keyword=KeywordMatch("accept")))
+    plan = plan_turn(
+        replace(SERVED, consent="none", legal_basis=None, keyword=KeywordMatch("accept"))
+    )
     assert plan.ledger == ["notice_sent"]
 
 
 def test_accept_after_the_notice_grants():
-    plan = plan_turn(replace(SERVED, consent="pending", legal_basis=None, keyword=KeywordMatch("accept")))
+    plan = plan_turn(
+        replace(SERVED, consent="pending", legal_basis=None, keyword=KeywordMatch("accept"))
+    )
     assert plan.ledger == ["granted"]
     assert plan.replies[0].purpose == "consent_confirmation"
 

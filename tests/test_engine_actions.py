@@ -60,7 +60,11 @@ def test_gas_smell_is_an_urgent_handoff_with_safety_advice(consented, svc, twili
 
 def test_work_done_closes_the_open_ticket(consented, svc):
     say(consented, svc, "Il citofono della scala A è rotto, non suona più")
-    say(consented, svc, "Intervento completato: ho sostituito la pulsantiera del citofono, ora funziona")
+    say(
+        consented,
+        svc,
+        "Intervento completato: ho sostituito la pulsantiera del citofono, ora funziona",
+    )
 
     assert [t.status for t in tickets(svc)][0] == "done"
 
@@ -95,8 +99,9 @@ def test_sensitive_data_is_redacted_and_answered_with_the_proper_channel(consent
     from storage.models import Message
 
     with svc.db.session() as session:
-        message = session.scalars(select(Message).where(Message.direction == "in")
-                                  .order_by(Message.id.desc())).first()
+        message = session.scalars(
+            select(Message).where(Message.direction == "in").order_by(Message.id.desc())
+        ).first()
         stored = svc.cipher.decrypt(message.body)
     assert "IT60" not in stored
     assert message.sensitive_kinds == ["iban"] and message.redacted
@@ -114,6 +119,7 @@ def test_tickets_and_bot_logs_api(consented, svc, tenant):
 
     assert listed["tickets"][0]["intent"] == "guasto"
     assert {"id", "kind", "intent", "status", "conversation_id", "entities", "created_at"} <= set(
-        listed["tickets"][0])
+        listed["tickets"][0]
+    )
     assert all(e["model_version"] for e in logs["entries"] if e["intent"])
     assert consented.get("/api/v1/tickets?since=ieri", headers=headers).status_code == 400

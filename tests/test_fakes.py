@@ -67,8 +67,13 @@ def fake_pusher() -> Iterator[FakePusher]:
 
 def _pusher_client(fake: FakePusher, secret: str = PUSHER_SECRET) -> pusher.Pusher:
     return pusher.Pusher(
-        app_id=fake.app_id, key=fake.key, secret=secret,
-        host=fake.host, port=fake.port, ssl=False, timeout=5,
+        app_id=fake.app_id,
+        key=fake.key,
+        secret=secret,
+        host=fake.host,
+        port=fake.port,
+        ssl=False,
+        timeout=5,
     )
 
 
@@ -83,7 +88,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 def test_twilio_sdk_create_reaches_fake(fake_twilio: FakeTwilio, twilio_client: Client) -> None:
     message = twilio_client.messages.create(
-        to=RESIDENT, from_=SENDER, body="Buongiorno",
+        to=RESIDENT,
+        from_=SENDER,
+        body="Buongiorno",
         status_callback="https://example.test/webhooks/twilio/status",
     )
 
@@ -95,8 +102,11 @@ def test_twilio_sdk_create_reaches_fake(fake_twilio: FakeTwilio, twilio_client: 
     assert message.uri == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{message.sid}.json"
     [record] = fake_twilio.wait_for_messages(1)
     assert record == {
-        "To": RESIDENT, "From": SENDER, "Body": "Buongiorno",
-        "StatusCallback": "https://example.test/webhooks/twilio/status", "sid": message.sid,
+        "To": RESIDENT,
+        "From": SENDER,
+        "Body": "Buongiorno",
+        "StatusCallback": "https://example.test/webhooks/twilio/status",
+        "sid": message.sid,
     }
 
 
@@ -105,7 +115,10 @@ def test_twilio_template_and_media_fields_are_recorded(
 ) -> None:
     variables = json.dumps({"1": "Mario", "2": "lunedì"})
     message = twilio_client.messages.create(
-        to=RESIDENT, from_=SENDER, content_sid="HX" + "a" * 32, content_variables=variables,
+        to=RESIDENT,
+        from_=SENDER,
+        content_sid="HX" + "a" * 32,
+        content_variables=variables,
         media_url=["https://example.test/a.pdf", "https://example.test/b.jpg"],
     )
 
@@ -273,13 +286,18 @@ def test_pusher_wrong_secret_is_rejected(fake_pusher: FakePusher) -> None:
 def _signed_post(fake: FakePusher, body: bytes, timestamp: int, secret: str) -> requests.Response:
     path = f"/apps/{fake.app_id}/events"
     params = {
-        "auth_key": fake.key, "auth_timestamp": str(timestamp), "auth_version": "1.0",
+        "auth_key": fake.key,
+        "auth_timestamp": str(timestamp),
+        "auth_version": "1.0",
         "body_md5": hashlib.md5(body).hexdigest(),  # noqa: S324 - Pusher's protocol
     }
     params["auth_signature"] = sign(secret, "POST", path, params)
     return requests.post(
-        fake.base_url + path, params=params, data=body,
-        headers={"Content-Type": "application/json"}, timeout=5,
+        fake.base_url + path,
+        params=params,
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=5,
     )
 
 
@@ -290,8 +308,12 @@ def test_pusher_checks_timestamp_and_body_md5(fake_pusher: FakePusher) -> None:
     assert _signed_post(fake_pusher, body, now, PUSHER_SECRET).status_code == 200
     assert _signed_post(fake_pusher, body, now - 3600, PUSHER_SECRET).status_code == 401
     path = f"/apps/{fake_pusher.app_id}/events"
-    params = {"auth_key": PUSHER_KEY, "auth_timestamp": str(now), "auth_version": "1.0",
-              "body_md5": hashlib.md5(b"other").hexdigest()}  # noqa: S324
+    params = {
+        "auth_key": PUSHER_KEY,
+        "auth_timestamp": str(now),
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(b"other").hexdigest(),
+    }  # noqa: S324
     params["auth_signature"] = sign(PUSHER_SECRET, "POST", path, params)
     tampered = requests.post(fake_pusher.base_url + path, params=params, data=body, timeout=5)
     assert tampered.status_code == 401

@@ -15,8 +15,14 @@ OLD = NOW - timedelta(hours=25)
 
 
 def decide(consent="granted", basis="consent", last=RECENT, purpose="reply", template=False):
-    return evaluate(consent=consent, legal_basis=basis, last_inbound_at=last, purpose=purpose,
-                    is_template=template, now=NOW)
+    return evaluate(
+        consent=consent,
+        legal_basis=basis,
+        last_inbound_at=last,
+        purpose=purpose,
+        is_template=template,
+        now=NOW,
+    )
 
 
 def test_granted_contact_within_the_window_may_be_answered():

@@ -11,29 +11,66 @@ from bot.keywords import DEFAULT_PHRASES, KeywordBook, normalise
 book = KeywordBook()
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("ACCETTO", "accept"), ("accetto.", "accept"), ("Accetto!!", "accept"), ("sì", "accept"),
-    ("SI", "accept"), ("Sì, accetto", "accept"), ("acceto", "accept"), ("accettoo", "accept"),
-    ("ok accetto 👍", "accept"), ("START", "accept"), ("I agree", "accept"),
-    ("STOP", "withdraw"), ("stop.", "withdraw"), ("Basta", "withdraw"), ("REVOCA", "withdraw"),
-    ("cancellami", "withdraw"), ("Disiscrivimi grazie", "withdraw"), ("unsubscribe", "withdraw"),
-    ("stoooop", "withdraw"), ("🛑 STOP 🛑", "withdraw"), ("non scrivetemi più", "withdraw"),
-    ("PRIVACY", "privacy"), ("informativa", "privacy"), ("Informatva", "privacy"),
-    ("AIUTO", "help"), ("help", "help"),
-    ("OPERATORE", "operator"), ("voglio un operatore", "operator"), ("operatore per favore", "operator"),
-    ("I MIEI DATI", "access"), ("i miei dati?", "access"),
-    ("CANCELLA I MIEI DATI", "erasure"), ("cancellate i miei dati per favore", "erasure"),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("ACCETTO", "accept"),
+        ("accetto.", "accept"),
+        ("Accetto!!", "accept"),
+        ("sì", "accept"),
+        ("SI", "accept"),
+        ("Sì, accetto", "accept"),
+        ("acceto", "accept"),
+        ("accettoo", "accept"),
+        ("ok accetto 👍", "accept"),
+        ("START", "accept"),
+        ("I agree", "accept"),
+        ("STOP", "withdraw"),
+        ("stop.", "withdraw"),
+        ("Basta", "withdraw"),
+        ("REVOCA", "withdraw"),
+        ("cancellami", "withdraw"),
+        ("Disiscrivimi grazie", "withdraw"),
+        ("unsubscribe", "withdraw"),
+        ("stoooop", "withdraw"),
+        ("🛑 STOP 🛑", "withdraw"),
+        ("non scrivetemi più", "withdraw"),
+        ("PRIVACY", "privacy"),
+        ("informativa", "privacy"),
+        ("Informatva", "privacy"),
+        ("AIUTO", "help"),
+        ("help", "help"),
+        ("OPERATORE", "operator"),
+        ("voglio un operatore", "operator"),
+        ("operatore per favore", "operator"),
+        ("I MIEI DATI", "access"),
+        ("i miei dati?", "access"),
+        ("CANCELLA I MIEI DATI", "erasure"),
+        ("cancellate i miei dati per favore", "erasure"),
+    ],
+)
 def test_keyword_is_recognised(text, kind):
     match = book.match(text)
     assert match is not None and match.kind == kind
 
 
-@pytest.mark.parametrize("text", [
-    "stop alla perdita d'acqua?", "AIUTO c'è odore di gas", "basta con questi rumori di notte",
-    "ok", "grazie", "👍", "il citofono non va", "info sulla riunione di giovedì", "pasta",
-    "revocate la delibera sul cortile", "si è rotto il cancello", "start del cantiere lunedì?",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stop alla perdita d'acqua?",
+        "AIUTO c'è odore di gas",
+        "basta con questi rumori di notte",
+        "ok",
+        "grazie",
+        "👍",
+        "il citofono non va",
+        "info sulla riunione di giovedì",
+        "pasta",
+        "revocate la delibera sul cortile",
+        "si è rotto il cancello",
+        "start del cantiere lunedì?",
+    ],
+)
 def test_keyword_does_not_fire_inside_ordinary_sentences(text):
     assert book.match(text) is None
 
@@ -65,7 +102,12 @@ ALL_PHRASES = [(p, k) for k, phrases in DEFAULT_PHRASES.items() for p in phrases
 decoration = st.text(alphabet=" .,;:!?¡¿-_*\"'()[]👍🙏😊🛑\n\t", max_size=6)
 
 
-@given(st.sampled_from(ALL_PHRASES), decoration, decoration, st.sampled_from(["lower", "upper", "title"]))
+@given(
+    st.sampled_from(ALL_PHRASES),
+    decoration,
+    decoration,
+    st.sampled_from(["lower", "upper", "title"]),
+)
 @settings(max_examples=300, deadline=None)
 def test_any_keyword_survives_case_and_surrounding_punctuation(item, before, after, case):
     phrase, kind = item
@@ -73,9 +115,27 @@ def test_any_keyword_survives_case_and_surrounding_punctuation(item, before, aft
     assert book.match(text).kind == kind
 
 
-@given(st.sampled_from(DEFAULT_PHRASES["withdraw"]),
-       st.lists(st.sampled_from(["la", "perdita", "cantina", "acqua", "scale", "luce", "vicino",
-                                 "rumore", "cortile", "garage"]), min_size=2, max_size=6))
+@given(
+    st.sampled_from(DEFAULT_PHRASES["withdraw"]),
+    st.lists(
+        st.sampled_from(
+            [
+                "la",
+                "perdita",
+                "cantina",
+                "acqua",
+                "scale",
+                "luce",
+                "vicino",
+                "rumore",
+                "cortile",
+                "garage",
+            ]
+        ),
+        min_size=2,
+        max_size=6,
+    ),
+)
 @settings(max_examples=200, deadline=None)
 def test_withdraw_words_inside_a_sentence_never_withdraw(phrase, words):
     text = " ".join([phrase, *words])

@@ -34,8 +34,9 @@ STATUS = "/webhooks/twilio/status"
 
 def outbound(svc: Services) -> list[Message]:
     with svc.db.session() as session:
-        return list(session.scalars(select(Message).where(Message.direction == "out")
-                                    .order_by(Message.id)))
+        return list(
+            session.scalars(select(Message).where(Message.direction == "out").order_by(Message.id))
+        )
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -71,7 +72,9 @@ def test_duplicate_delivery_gets_one_reply(client, svc, twilio):
 
 
 def test_contact_is_keyed_on_wa_id_when_from_is_a_username(client, svc, twilio):
-    send_inbound(client, "Buongiorno", From="whatsapp:IT.1234567890abcdef", WaId="IT.1234567890abcdef")
+    send_inbound(
+        client, "Buongiorno", From="whatsapp:IT.1234567890abcdef", WaId="IT.1234567890abcdef"
+    )
 
     drain(svc)
 
@@ -120,8 +123,11 @@ def test_twilio_persistent_500_defers_and_the_retry_sends_once(client, svc, twil
 
 
 def test_message_with_three_media_keeps_all_of_them_encrypted(client, svc, twilio):
-    contents = [(b"\x89PNG first", "image/png"), (b"%PDF-1.4 second", "application/pdf"),
-                (b"\xff\xd8\xff third", "image/jpeg")]
+    contents = [
+        (b"\x89PNG first", "image/png"),
+        (b"%PDF-1.4 second", "application/pdf"),
+        (b"\xff\xd8\xff third", "image/jpeg"),
+    ]
     urls = [twilio.add_media(data, kind) for data, kind in contents]
     extra = {"NumMedia": "3"}
     for i, (url, (_, kind)) in enumerate(zip(urls, contents, strict=True)):
@@ -144,7 +150,9 @@ def test_message_with_three_media_keeps_all_of_them_encrypted(client, svc, twili
 
 def test_media_of_a_refused_type_is_recorded_not_kept(client, svc, twilio):
     url = twilio.add_media(b"MZ\x90\x00", "application/x-msdownload")
-    send_inbound(client, "", NumMedia="1", MediaUrl0=url, MediaContentType0="application/x-msdownload")
+    send_inbound(
+        client, "", NumMedia="1", MediaUrl0=url, MediaContentType0="application/x-msdownload"
+    )
 
     drain(svc)
 
@@ -162,21 +170,20 @@ def test_redis_down_at_webhook_time_is_processed_by_the_sweeper(client, svc, twi
         redis_server.start()
     assert svc.jobs.queue.count == 0
 
-    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60,
-                       max_attempts=5)
+    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
     drain(svc)
 
     assert swept == 1
     assert len(twilio.messages) == 1
-    assert sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60,
-                      max_attempts=5) == 0
+    assert (
+        sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5) == 0
+    )
 
 
 def test_sweeper_leaves_a_message_whose_job_is_still_queued(client, svc):
     send_inbound(client, "Buongiorno")
 
-    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60,
-                       max_attempts=5)
+    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
 
     assert swept == 0
     assert svc.jobs.queue.count == 1
@@ -188,8 +195,13 @@ def test_status_callbacks_out_of_order_never_go_backwards(client, svc, twilio):
     sid = twilio.messages[0]["sid"]
 
     def status(value: str) -> int:
-        params = {"MessageSid": sid, "MessageStatus": value, "AccountSid": "AC",
-                  "From": f"whatsapp:{OFFICE_NUMBER}", "To": f"whatsapp:{RESIDENT}"}
+        params = {
+            "MessageSid": sid,
+            "MessageStatus": value,
+            "AccountSid": "AC",
+            "From": f"whatsapp:{OFFICE_NUMBER}",
+            "To": f"whatsapp:{RESIDENT}",
+        }
         return post_signed(client, STATUS, params).status_code
 
     assert status("delivered") == 204
@@ -203,8 +215,11 @@ def test_status_callbacks_out_of_order_never_go_backwards(client, svc, twilio):
 def test_status_callback_needs_a_valid_signature(client, svc, twilio):
     send_inbound(client, "Buongiorno")
     drain(svc)
-    params = {"MessageSid": twilio.messages[0]["sid"], "MessageStatus": "failed",
-              "From": f"whatsapp:{OFFICE_NUMBER}"}
+    params = {
+        "MessageSid": twilio.messages[0]["sid"],
+        "MessageStatus": "failed",
+        "From": f"whatsapp:{OFFICE_NUMBER}",
+    }
 
     response = client.post(STATUS, data=params, headers={"X-Twilio-Signature": "forged"})
 
@@ -213,17 +228,29 @@ def test_status_callback_needs_a_valid_signature(client, svc, twilio):
 
 
 def test_status_callback_for_an_unknown_sid_is_accepted_and_ignored(client):
-    params = {"MessageSid": "SM" + "0" * 32, "MessageStatus": "delivered",
-              "From": f"whatsapp:{OFFICE_NUMBER}"}
+    params = {
+        "MessageSid": "SM" + "0" * 32,
+        "MessageStatus": "delivered",
+        "From": f"whatsapp:{OFFICE_NUMBER}",
+    }
 
     assert post_signed(client, STATUS, params).status_code == 204
 
 
 def _worker_env(app_config: dict[str, str], twilio: FakeTwilio) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "TWILIO_"))}
-    for key in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ENCRYPTION_KEYS", "PUBLIC_BASE_URL",
-                "TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "WHATSAPP_TRANSPORT", "MEDIA_ROOT",
-                "QUEUE_NAME"):
+    for key in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SECRET_KEY",
+        "ENCRYPTION_KEYS",
+        "PUBLIC_BASE_URL",
+        "TWILIO_ACCOUNT_SID",
+        "TWILIO_AUTH_TOKEN",
+        "WHATSAPP_TRANSPORT",
+        "MEDIA_ROOT",
+        "QUEUE_NAME",
+    ):
         env[key] = str(app_config[key])
     env["TWILIO_API_BASE_URL"] = twilio.base_url
     env["PROCESSING_LEASE_SECONDS"] = "4"
@@ -248,12 +275,18 @@ def test_worker_killed_mid_job_does_not_send_the_reply_twice(client, svc, twilio
             first.kill()
     twilio.wait_for_messages(1, timeout=10)  # Twilio accepted it after all
 
-    second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
+
         def processed() -> bool:
             with svc.db.session() as session:
-                return session.scalar(select(Message.processed_at)
-                                      .where(Message.direction == "in")) is not None
+                return (
+                    session.scalar(select(Message.processed_at).where(Message.direction == "in"))
+                    is not None
+                )
+
         wait_until(processed, timeout=60)
     finally:
         second.send_signal(signal.SIGTERM)

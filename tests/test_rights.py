@@ -64,9 +64,13 @@ def test_import_without_required_columns_fails_clearly(runner, tenant, tmp_path)
     assert "missing column" in result.output
 
 
-def test_imported_contact_with_contract_basis_can_be_messaged_in_the_window(client, runner, svc, tenant, tmp_path):
+def test_imported_contact_with_contract_basis_can_be_messaged_in_the_window(
+    client, runner, svc, tenant, tmp_path
+):
     path = tmp_path / "c.csv"
-    path.write_text(f"phone,kind,legal_basis,consent_at,consent_method\n{RESIDENT},fornitore,contract,,\n")
+    path.write_text(
+        f"phone,kind,legal_basis,consent_at,consent_method\n{RESIDENT},fornitore,contract,,\n"
+    )
     runner.invoke(args=["contacts", "import", "--tenant", tenant.slug, str(path)])
 
     send_inbound(client, "Buongiorno, confermo il sopralluogo di domani alle 9")
@@ -101,11 +105,18 @@ def test_access_request_by_chat_is_logged_and_exported_for_the_admin(client, svc
     assert "accetto" in bodies
 
 
-def test_erasure_request_is_recorded_then_carried_out_by_the_admin(client, runner, svc, tenant, twilio):
+def test_erasure_request_is_recorded_then_carried_out_by_the_admin(
+    client, runner, svc, tenant, twilio
+):
     _consented(client, svc)
     url = twilio.add_media(b"\x89PNG foto", "image/png")
-    send_inbound(client, "ecco la foto della crepa", NumMedia="1", MediaUrl0=url,
-                 MediaContentType0="image/png")
+    send_inbound(
+        client,
+        "ecco la foto della crepa",
+        NumMedia="1",
+        MediaUrl0=url,
+        MediaContentType0="image/png",
+    )
     drain(svc)
     with svc.db.session() as session:
         media_path = Path(session.scalar(select(MediaItem.path)))
@@ -131,8 +142,9 @@ def test_export_command_writes_the_contacts_data(client, runner, svc, tenant, tm
     _consented(client, svc)
     out = tmp_path / "export.json"
 
-    result = runner.invoke(args=["export", "--tenant", tenant.slug, "--contact", RESIDENT,
-                                 "--out", str(out)])
+    result = runner.invoke(
+        args=["export", "--tenant", tenant.slug, "--contact", RESIDENT, "--out", str(out)]
+    )
 
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
@@ -144,12 +156,23 @@ def test_token_create_prints_the_token_on_the_last_line(runner, client, tenant):
     result = runner.invoke(args=["token", "create", "--tenant", tenant.slug, "--name", "crm"])
 
     token = result.output.strip().splitlines()[-1]
-    assert client.get("/api/v1/contacts", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        client.get("/api/v1/contacts", headers={"Authorization": f"Bearer {token}"}).status_code
+        == 200
+    )
 
 
 def test_tenant_create_prints_the_slug_on_the_last_line(runner):
-    result = runner.invoke(args=["tenant", "create", "--name", "Studio Verdi & Figli",
-                                 "--whatsapp", "+39 06 9876 5432"])
+    result = runner.invoke(
+        args=[
+            "tenant",
+            "create",
+            "--name",
+            "Studio Verdi & Figli",
+            "--whatsapp",
+            "+39 06 9876 5432",
+        ]
+    )
 
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == "studio-verdi-figli"

@@ -47,8 +47,13 @@ def test_stored_payload_is_encrypted_at_rest(client, svc):
 
 def test_invalid_signature_is_refused_and_nothing_stored(client, svc):
     params = inbound_params()
-    response = client.post(WEBHOOK, data=params, headers={"X-Twilio-Signature": sign(
-        PUBLIC_BASE_URL + WEBHOOK, params, token="not-the-token")})
+    response = client.post(
+        WEBHOOK,
+        data=params,
+        headers={
+            "X-Twilio-Signature": sign(PUBLIC_BASE_URL + WEBHOOK, params, token="not-the-token")
+        },
+    )
 
     assert response.status_code == 403
     assert response.get_json()["error"] == "forbidden"
@@ -76,16 +81,27 @@ def test_tampered_body_breaks_the_signature(client, svc):
 
 def test_signature_is_checked_against_public_url_behind_a_proxy(client, svc):
     params = inbound_params()
-    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "portineria.example.it",
-               "Host": "10.0.0.7:8000"}
+    proxied = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "portineria.example.it",
+        "Host": "10.0.0.7:8000",
+    }
 
     # Signed for the URL Twilio called (the public one), received on an internal host.
-    good = client.post(WEBHOOK, base_url="http://10.0.0.7:8000", data=params, headers={
-        **proxied, "X-Twilio-Signature": sign(PUBLIC_BASE_URL + WEBHOOK, params)})
+    good = client.post(
+        WEBHOOK,
+        base_url="http://10.0.0.7:8000",
+        data=params,
+        headers={**proxied, "X-Twilio-Signature": sign(PUBLIC_BASE_URL + WEBHOOK, params)},
+    )
     # Signed for the internal URL: not what Twilio signs, so it must not pass.
     internal = inbound_params()
-    bad = client.post(WEBHOOK, base_url="http://10.0.0.7:8000", data=internal, headers={
-        **proxied, "X-Twilio-Signature": sign("http://10.0.0.7:8000" + WEBHOOK, internal)})
+    bad = client.post(
+        WEBHOOK,
+        base_url="http://10.0.0.7:8000",
+        data=internal,
+        headers={**proxied, "X-Twilio-Signature": sign("http://10.0.0.7:8000" + WEBHOOK, internal)},
+    )
 
     assert good.status_code == 200
     assert bad.status_code == 403
@@ -134,9 +150,15 @@ def test_missing_required_field_answers_400(client, svc, missing):
 
 
 def test_non_utf8_body_answers_400(client, svc):
-    raw = b"MessageSid=SMx&From=whatsapp%3A%2B393331234567&To=whatsapp%3A%2B390212345678&Body=caff%E8"
-    response = client.post(WEBHOOK, data=raw, content_type="application/x-www-form-urlencoded",
-                           headers={"X-Twilio-Signature": "irrelevant"})
+    raw = (
+        b"MessageSid=SMx&From=whatsapp%3A%2B393331234567&To=whatsapp%3A%2B390212345678&Body=caff%E8"
+    )
+    response = client.post(
+        WEBHOOK,
+        data=raw,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": "irrelevant"},
+    )
 
     assert response.status_code == 400
     assert response.is_json
@@ -144,7 +166,9 @@ def test_non_utf8_body_answers_400(client, svc):
 
 
 def test_raw_non_utf8_bytes_answer_400(client, svc):
-    response = client.post(WEBHOOK, data=b"Body=\xff\xfe", content_type="application/x-www-form-urlencoded")
+    response = client.post(
+        WEBHOOK, data=b"Body=\xff\xfe", content_type="application/x-www-form-urlencoded"
+    )
 
     assert response.status_code == 400
 

@@ -60,14 +60,19 @@ def realtime_settings() -> dict[str, Any]:
     config = svc.config
     settings: dict[str, Any] = {
         "mode": "pusher" if isinstance(svc.notifier, PusherNotifier) else "stream",
-        "channels": " ".join((tenant_channel(current_user.tenant_slug),
-                              user_channel(current_user.id))),
+        "channels": " ".join(
+            (tenant_channel(current_user.tenant_slug), user_channel(current_user.id))
+        ),
     }
     if settings["mode"] == "pusher":
-        settings.update(key=config.get("PUSHER_KEY"), cluster=config.get("PUSHER_CLUSTER") or "",
-                        host=config.get("PUSHER_HOST") or "", port=config.get("PUSHER_PORT") or "",
-                        tls="true" if config.get("PUSHER_SSL", True) else "false",
-                        origins=" ".join(pusher_origins(config)))
+        settings.update(
+            key=config.get("PUSHER_KEY"),
+            cluster=config.get("PUSHER_CLUSTER") or "",
+            host=config.get("PUSHER_HOST") or "",
+            port=config.get("PUSHER_PORT") or "",
+            tls="true" if config.get("PUSHER_SSL", True) else "false",
+            origins=" ".join(pusher_origins(config)),
+        )
     return {"realtime": settings}
 
 
@@ -89,5 +94,6 @@ def csrf_failed(_error: CSRFError) -> Response | tuple[str, int]:
 @bp.errorhandler(HTTPException)
 def http_error(error: HTTPException) -> tuple[str, int]:
     code = error.code or 500
-    return render_template("console/error.html",
-                           message=ERROR_TEXT.get(code, "Si è verificato un errore.")), code
+    return render_template(
+        "console/error.html", message=ERROR_TEXT.get(code, "Si è verificato un errore.")
+    ), code

@@ -42,8 +42,14 @@ def audit_log() -> str:
         actions = audit_actions(db, who.tenant_id)
         # Reading the trail is itself an access to personal data.
         audit(db, who, "audit_log.view", detail={"filters": _filters_for_audit()})
-    return render_template("console/audit_log.html", events=events, users=users,
-                           actions=actions, wanted=wanted, args=request.args)
+    return render_template(
+        "console/audit_log.html",
+        events=events,
+        users=users,
+        actions=actions,
+        wanted=wanted,
+        args=request.args,
+    )
 
 
 @bp.get("/admin/bot-log")
@@ -53,5 +59,6 @@ def bot_log_page() -> str:
     with services().db.session() as db:
         entries = bot_log(db, who.tenant_id, wanted)
         audit(db, who, "bot_log.view", detail={"filters": _filters_for_audit()})
-    return render_template("console/bot_log.html", entries=entries, wanted=wanted,
-                           args=request.args)
+    return render_template(
+        "console/bot_log.html", entries=entries, wanted=wanted, args=request.args
+    )

@@ -24,8 +24,9 @@ from storage.models import Tenant, User, utcnow
 
 log = logging.getLogger(__name__)
 
-LOGIN_FAILED = ("Email o password non validi, oppure account temporaneamente bloccato "
-                "per troppi tentativi.")
+LOGIN_FAILED = (
+    "Email o password non validi, oppure account temporaneamente bloccato per troppi tentativi."
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,12 +56,12 @@ def operator() -> Operator:
 
 def actor() -> Actor:
     who = operator()
-    return Actor(user_id=who.id, tenant_id=who.tenant_id, role=who.role,
-                 ip=request.remote_addr)
+    return Actor(user_id=who.id, tenant_id=who.tenant_id, role=who.role, ip=request.remote_addr)
 
 
-def attempt_login(session: Session, tenant_slug: str | None, email: str, password: str,
-                  ip: str | None) -> Operator | None:
+def attempt_login(
+    session: Session, tenant_slug: str | None, email: str, password: str, ip: str | None
+) -> Operator | None:
     """Check the password (counting failures towards the lockout) and audit the attempt."""
     candidate = _account(session, tenant_slug, email)
     user = check_login(session, tenant_slug, email, password)
@@ -68,8 +69,16 @@ def attempt_login(session: Session, tenant_slug: str | None, email: str, passwor
         tenant = session.get(Tenant, user.tenant_id)
         assert tenant is not None
         if tenant.terminated_at is None:
-            record_audit(session, tenant.id, "login", actor=f"user:{user.id}", user_id=user.id,
-                         target_type="user", target_id=user.id, ip=ip)
+            record_audit(
+                session,
+                tenant.id,
+                "login",
+                actor=f"user:{user.id}",
+                user_id=user.id,
+                target_type="user",
+                target_id=user.id,
+                ip=ip,
+            )
             return Operator.of(user, tenant)
         candidate = user
     _audit_failure(session, tenant_slug, email, candidate, ip)
@@ -84,26 +93,51 @@ def _account(session: Session, tenant_slug: str | None, email: str) -> User | No
     return session.scalar(query.limit(1))
 
 
-def _audit_failure(session: Session, tenant_slug: str | None, email: str,
-                   account: User | None, ip: str | None) -> None:
+def _audit_failure(
+    session: Session, tenant_slug: str | None, email: str, account: User | None, ip: str | None
+) -> None:
     if account is not None:
         locked = account.locked_until is not None and account.locked_until > utcnow()
-        record_audit(session, account.tenant_id, "login.failed", actor=f"user:{account.id}",
-                     user_id=account.id, target_type="user", target_id=account.id, ip=ip,
-                     detail={"reason": "locked" if locked else "bad_password"})
+        record_audit(
+            session,
+            account.tenant_id,
+            "login.failed",
+            actor=f"user:{account.id}",
+            user_id=account.id,
+            target_type="user",
+            target_id=account.id,
+            ip=ip,
+            detail={"reason": "locked" if locked else "bad_password"},
+        )
         return
-    tenant_id = session.scalar(select(Tenant.id).where(Tenant.slug == tenant_slug)) \
-        if tenant_slug else None
+    tenant_id = (
+        session.scalar(select(Tenant.id).where(Tenant.slug == tenant_slug)) if tenant_slug else None
+    )
     if tenant_id is None:
         log.info("failed console login for an unknown account from %s", ip)
         return
-    record_audit(session, tenant_id, "login.failed", actor="unknown", target_type="user", ip=ip,
-                 detail={"reason": "unknown_account", "email": email.strip().lower()[:254]})
+    record_audit(
+        session,
+        tenant_id,
+        "login.failed",
+        actor="unknown",
+        target_type="user",
+        ip=ip,
+        detail={"reason": "unknown_account", "email": email.strip().lower()[:254]},
+    )
 
 
 def audit_logout(session: Session, who: Operator, ip: str | None) -> None:
-    record_audit(session, who.tenant_id, "logout", actor=f"user:{who.id}", user_id=who.id,
-                 target_type="user", target_id=who.id, ip=ip)
+    record_audit(
+        session,
+        who.tenant_id,
+        "logout",
+        actor=f"user:{who.id}",
+        user_id=who.id,
+        target_type="user",
+        target_id=who.id,
+        ip=ip,
+    )
 
 
 def load_operator(user_id: str) -> Operator | None:
@@ -111,7 +145,8 @@ def load_operator(user_id: str) -> Operator | None:
         return None
     with services().db.session() as session:
         row = session.execute(
-            select(User, Tenant).join(Tenant, Tenant.id == User.tenant_id)
+            select(User, Tenant)
+            .join(Tenant, Tenant.id == User.tenant_id)
             .where(User.id == int(user_id), User.active, Tenant.terminated_at.is_(None))
         ).first()
         return Operator.of(*row) if row else None

@@ -17,8 +17,9 @@ from storage.models import Tenant, User
 
 def demo_credentials(secret_key: str, tenant: Tenant) -> tuple[str, str]:
     """Derived from the instance's secret key: stable across restarts, unique per install."""
-    digest = hmac.new(secret_key.encode(), f"portineria-demo-operator:{tenant.slug}".encode(),
-                      hashlib.sha256).digest()
+    digest = hmac.new(
+        secret_key.encode(), f"portineria-demo-operator:{tenant.slug}".encode(), hashlib.sha256
+    ).digest()
     password = base64.b32encode(digest).decode().lower()[:16]
     return f"operatore@{tenant.slug}.example", password
 
@@ -30,8 +31,7 @@ def seed_demo_operator(svc: Services, tenant: Tenant, role: str = "operator") ->
     """
     email, password = demo_credentials(str(svc.config["SECRET_KEY"]), tenant)
     with svc.db.session() as session:
-        user = session.scalar(select(User).where(User.tenant_id == tenant.id,
-                                                 User.email == email))
+        user = session.scalar(select(User).where(User.tenant_id == tenant.id, User.email == email))
         if user is None:
             create_user(session, tenant, email, role, password)
             return email, password

@@ -66,15 +66,22 @@ def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime
     conversation = load_conversation(session, actor, conversation_id)
     if conversation.status != "open":
         raise Refused(CLOSED)
-    taken = session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.tenant_id == actor.tenant_id,
-               Conversation.status == "open",
-               or_(Conversation.assigned_user_id.is_(None), Conversation.mode == "bot"))
-        .values(mode="human", assigned_user_id=actor.user_id, needs_attention=False,
-                human_since=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount == 1
+    taken = (
+        session.execute(
+            update(Conversation)
+            .where(
+                Conversation.id == conversation.id,
+                Conversation.tenant_id == actor.tenant_id,
+                Conversation.status == "open",
+                or_(Conversation.assigned_user_id.is_(None), Conversation.mode == "bot"),
+            )
+            .values(
+                mode="human", assigned_user_id=actor.user_id, needs_attention=False, human_since=now
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
     session.refresh(conversation)
     if not taken:
         if conversation.assigned_user_id == actor.user_id and conversation.mode == "human":
@@ -82,8 +89,11 @@ def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime
         holder = _email(session, actor.tenant_id, conversation.assigned_user_id)
         return Takeover(f"La conversazione è già stata presa in carico da {holder}.")
     _audit(session, actor, "conversation.takeover", conversation.id)
-    return Takeover("Hai preso in carico la conversazione: il bot non risponderà più.",
-                    events=[_updated(session, conversation, "takeover")], won=True)
+    return Takeover(
+        "Hai preso in carico la conversazione: il bot non risponderà più.",
+        events=[_updated(session, conversation, "takeover")],
+        won=True,
+    )
 
 
 def assign(
@@ -91,17 +101,30 @@ def assign(
 ) -> Move:
     conversation = load_conversation(session, actor, conversation_id)
     _check_can_act(conversation, actor)
-    colleague = session.scalar(select(User).where(
-        User.id == colleague_id, User.tenant_id == actor.tenant_id, User.active))
+    colleague = session.scalar(
+        select(User).where(User.id == colleague_id, User.tenant_id == actor.tenant_id, User.active)
+    )
     if colleague is None:
         raise Refused("Collega non trovato.")
-    _compare_and_set(session, conversation, mode="human", assigned_user_id=colleague.id,
-                     needs_attention=False, human_since=now)
-    _audit(session, actor, "conversation.assign", conversation.id,
-           detail={"to_user_id": colleague.id})
+    _compare_and_set(
+        session,
+        conversation,
+        mode="human",
+        assigned_user_id=colleague.id,
+        needs_attention=False,
+        human_since=now,
+    )
+    _audit(
+        session, actor, "conversation.assign", conversation.id, detail={"to_user_id": colleague.id}
+    )
     events = [_updated(session, conversation, "assign")]
-    events.append(OperatorEvent((user_channel(colleague.id),), "conversation.assigned",
-                                {"conversation_id": conversation.id, "by_user_id": actor.user_id}))
+    events.append(
+        OperatorEvent(
+            (user_channel(colleague.id),),
+            "conversation.assigned",
+            {"conversation_id": conversation.id, "by_user_id": actor.user_id},
+        )
+    )
     return Move(f"Conversazione assegnata a {colleague.email}.", events)
 
 
@@ -113,10 +136,12 @@ def release(session: Session, actor: Actor, conversation_id: int) -> Move:
         raise Refused("La conversazione è già gestita dal bot.")
     holder = conversation.assigned_user_id
     _compare_and_set(session, conversation, **_BACK_TO_BOT)
-    _audit(session, actor, "conversation.release", conversation.id,
-           detail={"holder_user_id": holder})
-    return Move("Conversazione restituita al bot.",
-                [_updated(session, conversation, "release", holder)])
+    _audit(
+        session, actor, "conversation.release", conversation.id, detail={"holder_user_id": holder}
+    )
+    return Move(
+        "Conversazione restituita al bot.", [_updated(session, conversation, "release", holder)]
+    )
 
 
 def close(session: Session, actor: Actor, conversation_id: int) -> Move:
@@ -125,16 +150,21 @@ def close(session: Session, actor: Actor, conversation_id: int) -> Move:
     _check_can_act(conversation, actor)
     holder = conversation.assigned_user_id
     # The holder stays recorded: it says who handled the conversation last.
-    _compare_and_set(session, conversation, status="closed", mode="bot", needs_attention=False,
-                     human_since=None)
+    _compare_and_set(
+        session, conversation, status="closed", mode="bot", needs_attention=False, human_since=None
+    )
     _audit(session, actor, "conversation.close", conversation.id)
     return Move("Conversazione chiusa.", [_updated(session, conversation, "close", holder)])
 
 
 _BACK_TO_BOT: dict[str, Any] = {
-    "mode": "bot", "assigned_user_id": None, "needs_attention": False, "human_since": None,
+    "mode": "bot",
+    "assigned_user_id": None,
+    "needs_attention": False,
+    "human_since": None,
     # The emergency was a human's to handle; the bot starts afresh.
-    "priority": "normal", "clarifications": 0,
+    "priority": "normal",
+    "clarifications": 0,
 }
 
 
@@ -156,24 +186,43 @@ def release_idle_conversations(svc: Services, now: datetime) -> int:
     with svc.db.session() as session:
         for conversation, slug in session.execute(_idle_query(cutoff)).all():
             holder = conversation.assigned_user_id
-            released = session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation.id, Conversation.mode == "human",
-                       Conversation.status == "open", Conversation.needs_attention.is_(False),
-                       _holder_is(holder))
-                .values(**_BACK_TO_BOT).execution_options(synchronize_session=False)
-            ).rowcount == 1
+            released = (
+                session.execute(
+                    update(Conversation)
+                    .where(
+                        Conversation.id == conversation.id,
+                        Conversation.mode == "human",
+                        Conversation.status == "open",
+                        Conversation.needs_attention.is_(False),
+                        _holder_is(holder),
+                    )
+                    .values(**_BACK_TO_BOT)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                == 1
+            )
             if not released:
                 continue
-            record_audit(session, conversation.tenant_id, "conversation.auto_release",
-                         actor="system", target_type="conversation", target_id=conversation.id,
-                         detail={"holder_user_id": holder,
-                                 "idle_minutes": int(human_mode_timeout(svc.config)
-                                                     .total_seconds() // 60)})
+            record_audit(
+                session,
+                conversation.tenant_id,
+                "conversation.auto_release",
+                actor="system",
+                target_type="conversation",
+                target_id=conversation.id,
+                detail={
+                    "holder_user_id": holder,
+                    "idle_minutes": int(human_mode_timeout(svc.config).total_seconds() // 60),
+                },
+            )
             channels = [tenant_channel(slug)] + ([user_channel(holder)] if holder else [])
-            events.append(OperatorEvent(tuple(channels), "conversation.updated",
-                                        {"conversation_id": conversation.id,
-                                         "change": "auto_release"}))
+            events.append(
+                OperatorEvent(
+                    tuple(channels),
+                    "conversation.updated",
+                    {"conversation_id": conversation.id, "change": "auto_release"},
+                )
+            )
     publish(svc, events)
     return len(events)
 
@@ -182,17 +231,21 @@ def _idle_query(cutoff: datetime) -> Any:
     last_operator_reply = (
         select(Message.conversation_id, func.max(Message.created_at).label("at"))
         .where(Message.direction == "out", Message.purpose == "operator")
-        .group_by(Message.conversation_id).subquery()
+        .group_by(Message.conversation_id)
+        .subquery()
     )
     return (
         select(Conversation, Tenant.slug)
         .join(Tenant, Tenant.id == Conversation.tenant_id)
         .outerjoin(last_operator_reply, last_operator_reply.c.conversation_id == Conversation.id)
-        .where(Conversation.mode == "human", Conversation.status == "open",
-               Conversation.needs_attention.is_(False),
-               or_(Conversation.human_since.is_(None), Conversation.human_since < cutoff),
-               or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < cutoff),
-               or_(last_operator_reply.c.at.is_(None), last_operator_reply.c.at < cutoff))
+        .where(
+            Conversation.mode == "human",
+            Conversation.status == "open",
+            Conversation.needs_attention.is_(False),
+            or_(Conversation.human_since.is_(None), Conversation.human_since < cutoff),
+            or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < cutoff),
+            or_(last_operator_reply.c.at.is_(None), last_operator_reply.c.at < cutoff),
+        )
         .order_by(Conversation.id)
     )
 
@@ -221,38 +274,60 @@ def _holder_is(user_id: int | None) -> ColumnElement[bool]:
 
 def _compare_and_set(session: Session, conversation: Conversation, **values: Any) -> None:
     """Apply ``values`` only if nobody changed the holder or the status since we read them."""
-    changed = session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id, Conversation.status == conversation.status,
-               Conversation.mode == conversation.mode, _holder_is(conversation.assigned_user_id))
-        .values(**values).execution_options(synchronize_session=False)
-    ).rowcount == 1
+    changed = (
+        session.execute(
+            update(Conversation)
+            .where(
+                Conversation.id == conversation.id,
+                Conversation.status == conversation.status,
+                Conversation.mode == conversation.mode,
+                _holder_is(conversation.assigned_user_id),
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
     if not changed:
         raise Refused(CHANGED_MEANWHILE)
     session.refresh(conversation)
 
 
-def _audit(session: Session, actor: Actor, action: str, conversation_id: int,
-           detail: dict[str, Any] | None = None) -> None:
+def _audit(
+    session: Session,
+    actor: Actor,
+    action: str,
+    conversation_id: int,
+    detail: dict[str, Any] | None = None,
+) -> None:
     audit(session, actor, action, "conversation", conversation_id, detail)
 
 
-def _updated(session: Session, conversation: Conversation, change: str,
-             previous_holder: int | None = None) -> OperatorEvent:
+def _updated(
+    session: Session, conversation: Conversation, change: str, previous_holder: int | None = None
+) -> OperatorEvent:
     """Tell every console of the office that the inbox changed (and the old holder, if any)."""
     slug = session.scalar(select(Tenant.slug).where(Tenant.id == conversation.tenant_id))
     channels = [tenant_channel(str(slug))]
     if previous_holder:
         channels.append(user_channel(previous_holder))
-    return OperatorEvent(tuple(channels), "conversation.updated",
-                         {"conversation_id": conversation.id, "change": change,
-                          "mode": conversation.mode, "status": conversation.status,
-                          "assigned_user_id": conversation.assigned_user_id})
+    return OperatorEvent(
+        tuple(channels),
+        "conversation.updated",
+        {
+            "conversation_id": conversation.id,
+            "change": change,
+            "mode": conversation.mode,
+            "status": conversation.status,
+            "assigned_user_id": conversation.assigned_user_id,
+        },
+    )
 
 
 def _email(session: Session, tenant_id: int, user_id: int | None) -> str:
     if user_id is None:
         return "un collega"
-    email = session.scalar(select(User.email).where(User.id == user_id,
-                                                    User.tenant_id == tenant_id))
+    email = session.scalar(
+        select(User.email).where(User.id == user_id, User.tenant_id == tenant_id)
+    )
     return email or "un collega"

@@ -117,8 +117,9 @@ def _filtered(query: Select[Any], name: str, user_id: int) -> Select[Any]:
 
 def _inbox_order() -> tuple[Any, ...]:
     """Needing attention first, emergencies on top, then the longest wait first."""
-    waiting_since = func.coalesce(Conversation.human_since, Conversation.last_message_at,
-                                  Conversation.created_at)
+    waiting_since = func.coalesce(
+        Conversation.human_since, Conversation.last_message_at, Conversation.created_at
+    )
     return (
         Conversation.needs_attention.desc(),
         case((Conversation.priority == "urgent", 0), else_=1),
@@ -129,21 +130,37 @@ def _inbox_order() -> tuple[Any, ...]:
     )
 
 
-def inbox(session: Session, cipher: BodyCipher, tenant_id: int, user_id: int,
-          filter_name: str = DEFAULT_FILTER, limit: int = 100) -> list[InboxRow]:
-    query = (select(Conversation, Contact, User.email)
-             .join(Contact, Contact.id == Conversation.contact_id)
-             .outerjoin(User, User.id == Conversation.assigned_user_id)
-             .where(Conversation.tenant_id == tenant_id))
-    rows = session.execute(_filtered(query, filter_name, user_id)
-                           .order_by(*_inbox_order()).limit(limit)).all()
+def inbox(
+    session: Session,
+    cipher: BodyCipher,
+    tenant_id: int,
+    user_id: int,
+    filter_name: str = DEFAULT_FILTER,
+    limit: int = 100,
+) -> list[InboxRow]:
+    query = (
+        select(Conversation, Contact, User.email)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .outerjoin(User, User.id == Conversation.assigned_user_id)
+        .where(Conversation.tenant_id == tenant_id)
+    )
+    rows = session.execute(
+        _filtered(query, filter_name, user_id).order_by(*_inbox_order()).limit(limit)
+    ).all()
     previews = _previews(session, cipher, tenant_id, [c.id for c, _, _ in rows])
     return [
         InboxRow(
-            id=c.id, contact=contact_label(contact), contact_kind=contact.kind, mode=c.mode,
-            priority=c.priority, needs_attention=c.needs_attention, status=c.status,
-            holder=email, waiting_since=c.human_since or c.last_message_at or c.created_at,
-            last_message_at=c.last_message_at, preview=previews.get(c.id, ""),
+            id=c.id,
+            contact=contact_label(contact),
+            contact_kind=contact.kind,
+            mode=c.mode,
+            priority=c.priority,
+            needs_attention=c.needs_attention,
+            status=c.status,
+            holder=email,
+            waiting_since=c.human_since or c.last_message_at or c.created_at,
+            last_message_at=c.last_message_at,
+            preview=previews.get(c.id, ""),
         )
         for c, contact, email in rows
     ]
@@ -154,24 +171,35 @@ def inbox_counts(session: Session, tenant_id: int, user_id: int) -> dict[str, in
     for name in FILTERS:
         query = select(func.count(Conversation.id)).where(Conversation.tenant_id == tenant_id)
         counts[name] = int(session.scalar(_filtered(query, name, user_id)) or 0)
-    counts["attention"] = int(session.scalar(
-        select(func.count(Conversation.id)).where(
-            Conversation.tenant_id == tenant_id, Conversation.status == "open",
-            Conversation.needs_attention.is_(True))) or 0)
+    counts["attention"] = int(
+        session.scalar(
+            select(func.count(Conversation.id)).where(
+                Conversation.tenant_id == tenant_id,
+                Conversation.status == "open",
+                Conversation.needs_attention.is_(True),
+            )
+        )
+        or 0
+    )
     return counts
 
 
-def _previews(session: Session, cipher: BodyCipher, tenant_id: int,
-              conversation_ids: list[int]) -> dict[int, str]:
+def _previews(
+    session: Session, cipher: BodyCipher, tenant_id: int, conversation_ids: list[int]
+) -> dict[int, str]:
     if not conversation_ids:
         return {}
-    latest = (select(func.max(Message.id))
-              .where(Message.tenant_id == tenant_id,
-                     Message.conversation_id.in_(conversation_ids))
-              .group_by(Message.conversation_id))
+    latest = (
+        select(func.max(Message.id))
+        .where(Message.tenant_id == tenant_id, Message.conversation_id.in_(conversation_ids))
+        .group_by(Message.conversation_id)
+    )
     messages = session.scalars(select(Message).where(Message.id.in_(latest))).all()
-    return {m.conversation_id: _shorten(cipher.decrypt(m.body) if m.body else "")
-            for m in messages if m.conversation_id is not None}
+    return {
+        m.conversation_id: _shorten(cipher.decrypt(m.body) if m.body else "")
+        for m in messages
+        if m.conversation_id is not None
+    }
 
 
 def _shorten(text: str) -> str:
@@ -179,65 +207,103 @@ def _shorten(text: str) -> str:
     return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
 
 
-def conversation_detail(session: Session, cipher: BodyCipher, tenant_id: int,
-                        conversation_id: int) -> ConversationDetail | None:
+def conversation_detail(
+    session: Session, cipher: BodyCipher, tenant_id: int, conversation_id: int
+) -> ConversationDetail | None:
     conversation = get_conversation(session, tenant_id, conversation_id)
     if conversation is None:
         return None
     contact = get_contact(session, tenant_id, conversation.contact_id)
     assert contact is not None
-    users = dict(session.execute(select(User.id, User.email).where(
-        User.tenant_id == tenant_id)).all())
-    tickets = session.scalars(select(Ticket).where(
-        Ticket.tenant_id == tenant_id, Ticket.conversation_id == conversation.id)
-        .order_by(Ticket.id)).all()
-    events = session.scalars(select(Event).where(
-        Event.tenant_id == tenant_id, Event.conversation_id == conversation.id)
-        .order_by(Event.id)).all()
-    colleagues = session.execute(select(User.id, User.email).where(
-        User.tenant_id == tenant_id, User.active).order_by(User.email)).all()
+    users = dict(
+        session.execute(select(User.id, User.email).where(User.tenant_id == tenant_id)).all()
+    )
+    tickets = session.scalars(
+        select(Ticket)
+        .where(Ticket.tenant_id == tenant_id, Ticket.conversation_id == conversation.id)
+        .order_by(Ticket.id)
+    ).all()
+    events = session.scalars(
+        select(Event)
+        .where(Event.tenant_id == tenant_id, Event.conversation_id == conversation.id)
+        .order_by(Event.id)
+    ).all()
+    colleagues = session.execute(
+        select(User.id, User.email)
+        .where(User.tenant_id == tenant_id, User.active)
+        .order_by(User.email)
+    ).all()
     return ConversationDetail(
         conversation=conversation,
         contact=_contact_view(session, tenant_id, contact),
         holder=users.get(conversation.assigned_user_id) if conversation.assigned_user_id else None,
-        messages=_message_views(session, cipher, tenant_id, conversation.id, users,
-                                [*tickets, *events]),
-        tickets=tickets, events=events, colleagues=list(colleagues),
+        messages=_message_views(
+            session, cipher, tenant_id, conversation.id, users, [*tickets, *events]
+        ),
+        tickets=tickets,
+        events=events,
+        colleagues=list(colleagues),
     )
 
 
 def _contact_view(session: Session, tenant_id: int, contact: Contact) -> ContactView:
-    last = session.scalar(select(ConsentEvent).where(
-        ConsentEvent.tenant_id == tenant_id, ConsentEvent.contact_id == contact.id)
-        .order_by(ConsentEvent.id.desc()).limit(1))
+    last = session.scalar(
+        select(ConsentEvent)
+        .where(ConsentEvent.tenant_id == tenant_id, ConsentEvent.contact_id == contact.id)
+        .order_by(ConsentEvent.id.desc())
+        .limit(1)
+    )
     return ContactView(
-        id=contact.id, label=contact_label(contact), phone=contact.phone, kind=contact.kind,
-        legal_basis=contact.legal_basis, consent=contact.consent, source=contact.source,
+        id=contact.id,
+        label=contact_label(contact),
+        phone=contact.phone,
+        kind=contact.kind,
+        legal_basis=contact.legal_basis,
+        consent=contact.consent,
+        source=contact.source,
         last_consent_event=last.event if last else None,
         last_consent_at=last.at if last else None,
     )
 
 
-def _message_views(session: Session, cipher: BodyCipher, tenant_id: int, conversation_id: int,
-                   users: dict[int, str], linked: list[Ticket | Event]) -> list[MessageView]:
+def _message_views(
+    session: Session,
+    cipher: BodyCipher,
+    tenant_id: int,
+    conversation_id: int,
+    users: dict[int, str],
+    linked: list[Ticket | Event],
+) -> list[MessageView]:
     messages = conversation_messages(session, tenant_id, conversation_id)
-    media = dict(session.execute(
-        select(MediaItem.message_id, func.count(MediaItem.id))
-        .where(MediaItem.tenant_id == tenant_id,
-               MediaItem.message_id.in_([m.id for m in messages]))
-        .group_by(MediaItem.message_id)).all())
+    media = dict(
+        session.execute(
+            select(MediaItem.message_id, func.count(MediaItem.id))
+            .where(
+                MediaItem.tenant_id == tenant_id, MediaItem.message_id.in_([m.id for m in messages])
+            )
+            .group_by(MediaItem.message_id)
+        ).all()
+    )
     entities: dict[int, list[dict[str, Any]]] = {}
     for item in linked:
         if item.source_message_id is not None:
             entities.setdefault(item.source_message_id, []).extend(item.entities or [])
     return [
         MessageView(
-            id=m.id, direction=m.direction, body=cipher.decrypt(m.body) if m.body else "",
-            status=m.status, error_code=m.error_code, intent=m.intent, confidence=m.confidence,
-            sensitive_kinds=list(m.sensitive_kinds or []), redacted=m.redacted,
+            id=m.id,
+            direction=m.direction,
+            body=cipher.decrypt(m.body) if m.body else "",
+            status=m.status,
+            error_code=m.error_code,
+            intent=m.intent,
+            confidence=m.confidence,
+            sensitive_kinds=list(m.sensitive_kinds or []),
+            redacted=m.redacted,
             purpose=m.purpose,
             sender=users.get(m.sender_user_id) if m.sender_user_id else None,
-            at=m.created_at, media=int(media.get(m.id, 0)), entities=entities.get(m.id, []),
+            at=m.created_at,
+            media=int(media.get(m.id, 0)),
+            entities=entities.get(m.id, []),
         )
         for m in messages
     ]

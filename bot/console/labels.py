@@ -25,30 +25,51 @@ PRIORITY = {"normal": "normale", "urgent": "urgente"}
 CONVERSATION_STATUS = {"open": "aperta", "closed": "chiusa"}
 DIRECTION = {"in": "ricevuto", "out": "inviato"}
 MESSAGE_STATUS = {
-    "received": "ricevuto", "handled": "elaborato", "processed": "elaborato",
-    "pending": "in coda", "sending": "in invio", "accepted": "accettato",
-    "scheduled": "programmato", "queued": "accodato", "sent": "inviato",
-    "delivered": "consegnato", "read": "letto", "failed": "non consegnato",
-    "undelivered": "non consegnato", "canceled": "annullato",
+    "received": "ricevuto",
+    "handled": "elaborato",
+    "processed": "elaborato",
+    "pending": "in coda",
+    "sending": "in invio",
+    "accepted": "accettato",
+    "scheduled": "programmato",
+    "queued": "accodato",
+    "sent": "inviato",
+    "delivered": "consegnato",
+    "read": "letto",
+    "failed": "non consegnato",
+    "undelivered": "non consegnato",
+    "canceled": "annullato",
 }
 TICKET_STATUS = {"open": "aperto", "in_progress": "in lavorazione", "done": "completato"}
 SENSITIVE = {
-    "codice_fiscale": "codice fiscale", "partita_iva": "partita IVA", "iban": "IBAN",
-    "health": "dati sanitari", "identity_document": "documento d'identità",
-    "email": "email", "phone": "telefono",
+    "codice_fiscale": "codice fiscale",
+    "partita_iva": "partita IVA",
+    "iban": "IBAN",
+    "health": "dati sanitari",
+    "identity_document": "documento d'identità",
+    "email": "email",
+    "phone": "telefono",
 }
 PURPOSE = {
-    "reply": "risposta del bot", "welcome": "benvenuto", "notice": "informativa",
-    "safety": "indicazioni di sicurezza", "rights": "diritti privacy",
-    "consent_confirmation": "conferma consenso", "withdrawal_confirmation": "conferma revoca",
-    "operator": "operatore", "api": "gestionale (API)",
+    "reply": "risposta del bot",
+    "welcome": "benvenuto",
+    "notice": "informativa",
+    "safety": "indicazioni di sicurezza",
+    "rights": "diritti privacy",
+    "consent_confirmation": "conferma consenso",
+    "withdrawal_confirmation": "conferma revoca",
+    "operator": "operatore",
+    "api": "gestionale (API)",
 }
 OFFICE_ZONE = ZoneInfo("Europe/Rome")
 ROLE = {"operator": "operatore", "admin": "amministratore"}
 CONSENT_EVENT = {
-    "notice_sent": "informativa inviata", "granted": "consenso dato",
-    "withdrawn": "consenso revocato", "access_requested": "richiesta di accesso",
-    "erasure_requested": "richiesta di cancellazione", "imported": "importato",
+    "notice_sent": "informativa inviata",
+    "granted": "consenso dato",
+    "withdrawn": "consenso revocato",
+    "access_requested": "richiesta di accesso",
+    "erasure_requested": "richiesta di cancellazione",
+    "imported": "importato",
 }
 
 
@@ -91,8 +112,17 @@ JINJA_FILTERS = {
     "confidence": confidence,
 }
 JINJA_TABLES = {
-    "CONSENT": CONSENT, "LEGAL_BASIS": LEGAL_BASIS, "CONTACT_KIND": CONTACT_KIND, "MODE": MODE,
-    "PRIORITY": PRIORITY, "CONVERSATION_STATUS": CONVERSATION_STATUS, "DIRECTION": DIRECTION,
-    "MESSAGE_STATUS": MESSAGE_STATUS, "TICKET_STATUS": TICKET_STATUS, "SENSITIVE": SENSITIVE,
-    "PURPOSE": PURPOSE, "ROLE": ROLE, "CONSENT_EVENT": CONSENT_EVENT,
+    "CONSENT": CONSENT,
+    "LEGAL_BASIS": LEGAL_BASIS,
+    "CONTACT_KIND": CONTACT_KIND,
+    "MODE": MODE,
+    "PRIORITY": PRIORITY,
+    "CONVERSATION_STATUS": CONVERSATION_STATUS,
+    "DIRECTION": DIRECTION,
+    "MESSAGE_STATUS": MESSAGE_STATUS,
+    "TICKET_STATUS": TICKET_STATUS,
+    "SENSITIVE": SENSITIVE,
+    "PURPOSE": PURPOSE,
+    "ROLE": ROLE,
+    "CONSENT_EVENT": CONSENT_EVENT,
 }

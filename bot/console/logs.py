@@ -99,12 +99,15 @@ def audit_events(session: Session, tenant_id: int, wanted: LogFilter) -> Sequenc
     return session.scalars(query.order_by(AuditEvent.id.desc()).limit(PAGE_SIZE)).all()
 
 
-def bot_log(session: Session, tenant_id: int,
-            wanted: LogFilter) -> Sequence[tuple[BotLogEntry, int | None]]:
+def bot_log(
+    session: Session, tenant_id: int, wanted: LogFilter
+) -> Sequence[tuple[BotLogEntry, int | None]]:
     """Entries, newest first, each with its message's conversation (for a link)."""
-    query = (select(BotLogEntry, Message.conversation_id)
-             .outerjoin(Message, Message.id == BotLogEntry.message_id)
-             .where(BotLogEntry.tenant_id == tenant_id))
+    query = (
+        select(BotLogEntry, Message.conversation_id)
+        .outerjoin(Message, Message.id == BotLogEntry.message_id)
+        .where(BotLogEntry.tenant_id == tenant_id)
+    )
     if wanted.since:
         query = query.where(BotLogEntry.at >= wanted.since)
     if wanted.until:
@@ -121,10 +124,19 @@ def bot_log(session: Session, tenant_id: int,
 
 
 def tenant_users(session: Session, tenant_id: int) -> dict[int, str]:
-    return dict(session.execute(select(User.id, User.email).where(User.tenant_id == tenant_id)
-                                .order_by(User.email)).all())
+    return dict(
+        session.execute(
+            select(User.id, User.email).where(User.tenant_id == tenant_id).order_by(User.email)
+        ).all()
+    )
 
 
 def audit_actions(session: Session, tenant_id: int) -> list[str]:
-    return list(session.scalars(select(AuditEvent.action).where(AuditEvent.tenant_id == tenant_id)
-                                .distinct().order_by(AuditEvent.action)))
+    return list(
+        session.scalars(
+            select(AuditEvent.action)
+            .where(AuditEvent.tenant_id == tenant_id)
+            .distinct()
+            .order_by(AuditEvent.action)
+        )
+    )

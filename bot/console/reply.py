@@ -46,19 +46,30 @@ def send_operator_reply(
         raise Refused(f"Il messaggio è troppo lungo (al massimo {MAX_REPLY_CHARS} caratteri).")
     tenant, contact, conversation = _held_conversation(svc, actor, conversation_id)
     key = form_key if _FORM_KEY.match(form_key or "") else new_form_key()
-    outcome = queue_message(svc, tenant, contact, conversation,
-                            Outgoing(text=text, purpose="operator"),
-                            idempotency_key=f"operator:{conversation.id}:{key}",
-                            sender_user_id=actor.user_id)
+    outcome = queue_message(
+        svc,
+        tenant,
+        contact,
+        conversation,
+        Outgoing(text=text, purpose="operator"),
+        idempotency_key=f"operator:{conversation.id}:{key}",
+        sender_user_id=actor.user_id,
+    )
     refusal = outcome.refusal
     with svc.db.session() as session:
-        audit(session, actor, "conversation.reply_refused" if refusal else "conversation.reply",
-              "conversation", conversation.id,
-              {"message_id": outcome.message_id, "reason": refusal.reason if refusal else None})
+        audit(
+            session,
+            actor,
+            "conversation.reply_refused" if refusal else "conversation.reply",
+            "conversation",
+            conversation.id,
+            {"message_id": outcome.message_id, "reason": refusal.reason if refusal else None},
+        )
     if refusal is not None:
         explanation = refusal.explanation or "Il messaggio non può essere inviato."
-        return ReplyResult(False, f"Messaggio non inviato. {explanation}",
-                           refusal_reason=refusal.reason)
+        return ReplyResult(
+            False, f"Messaggio non inviato. {explanation}", refusal_reason=refusal.reason
+        )
     assert outcome.message_id is not None
     if outcome.status == "pending":
         svc.jobs.enqueue_delivery(outcome.message_id)

@@ -25,24 +25,29 @@ def pusher_origins(config: dict[str, Any]) -> list[str]:
         host, port = config["PUSHER_HOST"], config.get("PUSHER_PORT")
         address = f"{host}:{port}" if port else host
         secure = config.get("PUSHER_SSL", True)
-        return [f"{'wss' if secure else 'ws'}://{address}", f"{'https' if secure else 'http'}://{address}"]
+        return [
+            f"{'wss' if secure else 'ws'}://{address}",
+            f"{'https' if secure else 'http'}://{address}",
+        ]
     cluster = config.get("PUSHER_CLUSTER") or "mt1"
     return [f"wss://ws-{cluster}.pusher.com", f"https://sockjs-{cluster}.pusher.com"]
 
 
 def content_security_policy(config: dict[str, Any]) -> str:
     connect = " ".join(["'self'", *pusher_origins(config)])
-    return "; ".join([
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        f"connect-src {connect}",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ])
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            f"connect-src {connect}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 # Paths whose callers authenticate by signature or token, never by cookie.

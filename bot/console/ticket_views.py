@@ -20,8 +20,9 @@ def tickets() -> str:
     status = status if status in TICKET_STATUSES else None
     with services().db.session() as db:
         rows = list_tickets(db, who.tenant_id, status)
-    return render_template("console/tickets.html", tickets=rows, status=status,
-                           statuses=TICKET_STATUSES)
+    return render_template(
+        "console/tickets.html", tickets=rows, status=status, statuses=TICKET_STATUSES
+    )
 
 
 @bp.get("/tickets/<int:ticket_id>")

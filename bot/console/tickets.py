@@ -16,8 +16,9 @@ from storage.models import Ticket
 TICKET_STATUSES = ("open", "in_progress", "done")
 
 
-def list_tickets(session: Session, tenant_id: int, status: str | None = None,
-                 limit: int = 200) -> Sequence[Ticket]:
+def list_tickets(
+    session: Session, tenant_id: int, status: str | None = None, limit: int = 200
+) -> Sequence[Ticket]:
     query = select(Ticket).where(Ticket.tenant_id == tenant_id)
     if status in TICKET_STATUSES:
         query = query.where(Ticket.status == status)
@@ -25,8 +26,9 @@ def list_tickets(session: Session, tenant_id: int, status: str | None = None,
 
 
 def load_ticket(session: Session, tenant_id: int, ticket_id: int) -> Ticket:
-    ticket = session.scalar(select(Ticket).where(Ticket.tenant_id == tenant_id,
-                                                 Ticket.id == ticket_id))
+    ticket = session.scalar(
+        select(Ticket).where(Ticket.tenant_id == tenant_id, Ticket.id == ticket_id)
+    )
     if ticket is None:
         raise NotFound(ticket_id)
     return ticket

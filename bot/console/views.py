@@ -62,6 +62,7 @@ def require_login() -> Response | None:
 
 # -- sign-in ----------------------------------------------------------------------------
 
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | str | tuple[str, int]:
     if current_user.is_authenticated:
@@ -99,6 +100,7 @@ def logout() -> Response:
 
 # -- inbox ------------------------------------------------------------------------------
 
+
 def _filter_name() -> str:
     name = request.args.get("filtro", DEFAULT_FILTER)
     return name if name in FILTERS else DEFAULT_FILTER
@@ -125,6 +127,7 @@ def inbox_list() -> str:
 
 # -- one conversation -------------------------------------------------------------------
 
+
 @bp.get("/conversations/<int:conversation_id>")
 def conversation(conversation_id: int) -> str:
     svc, who = services(), actor()
@@ -135,7 +138,9 @@ def conversation(conversation_id: int) -> str:
         audit(db, who, "conversation.view", "conversation", conversation_id)
     thread = detail.conversation
     return render_template(
-        "console/conversation.html", detail=detail, form_key=new_form_key(),
+        "console/conversation.html",
+        detail=detail,
+        form_key=new_form_key(),
         holds_it=thread.mode == "human" and thread.assigned_user_id == who.user_id,
         may_act=thread.status == "open" and handoff.may_act(thread, who),
     )
@@ -157,8 +162,9 @@ def _move(conversation_id: int, run: Callable[[Session, Actor], handoff.Move]) -
 
 @bp.post("/conversations/<int:conversation_id>/takeover")
 def takeover(conversation_id: int) -> Response:
-    return _move(conversation_id,
-                 lambda db, who: handoff.takeover(db, who, conversation_id, utcnow()))
+    return _move(
+        conversation_id, lambda db, who: handoff.takeover(db, who, conversation_id, utcnow())
+    )
 
 
 @bp.post("/conversations/<int:conversation_id>/release")
@@ -175,16 +181,22 @@ def close(conversation_id: int) -> Response:
 def assign(conversation_id: int) -> Response:
     raw = request.form.get("user_id", "")
     colleague = int(raw) if raw.isdigit() and len(raw) < 12 else 0
-    return _move(conversation_id,
-                 lambda db, who: handoff.assign(db, who, conversation_id, colleague, utcnow()))
+    return _move(
+        conversation_id,
+        lambda db, who: handoff.assign(db, who, conversation_id, colleague, utcnow()),
+    )
 
 
 @bp.post("/conversations/<int:conversation_id>/reply")
 def reply(conversation_id: int) -> Response:
     try:
-        result = send_operator_reply(services(), actor(), conversation_id,
-                                     request.form.get("body", ""),
-                                     request.form.get("form_key", ""))
+        result = send_operator_reply(
+            services(),
+            actor(),
+            conversation_id,
+            request.form.get("body", ""),
+            request.form.get("form_key", ""),
+        )
     except Refused as refusal:
         flash(refusal.message, "error")
     else:
