@@ -92,9 +92,7 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
         )
 
 
-def _understand(
-    svc: Services, tenant: Tenant, text: str
-) -> tuple[rules.Understanding | None, Any, tuple[Any, ...]]:
+def _understand(text: str) -> tuple[rules.Understanding | None, Any, tuple[Any, ...]]:
     """Intent and sensitive findings; the spaCy pipeline is loaded once per worker."""
     import intents
 
@@ -123,7 +121,7 @@ def _handle(
         None if inbound.opt_out_type else book.match(inbound.body, awaiting_acceptance=awaiting)
     )
     text = keyword.rest if keyword and keyword.rest else ("" if keyword else inbound.body)
-    understanding, prediction, all_findings = _understand(svc, tenant, text)
+    understanding, prediction, all_findings = _understand(text)
     with svc.db.session() as session:
         tenant = session.get(Tenant, claimed.tenant_id)
         assert tenant is not None

@@ -17,8 +17,9 @@ def generate_key() -> str:
 class BodyCipher:
     """MultiFernet over the configured keys: the first encrypts, all decrypt.
 
-    Rotation: put a new key first, run :meth:`rotate` over stored tokens, then drop
-    the old key.
+    Rotation: put a new key first; new data is encrypted with it while everything
+    stored earlier keeps decrypting with the older keys, which stay in the list
+    (the consent ledger is append-only, so its evidence is never re-encrypted).
     """
 
     def __init__(self, keys: list[str]) -> None:
@@ -38,9 +39,6 @@ class BodyCipher:
 
     def decrypt_bytes(self, token: bytes) -> bytes:
         return self._fernet.decrypt(token)
-
-    def rotate(self, token: bytes) -> bytes:
-        return self._fernet.rotate(token)
 
     def pseudonym(self, value: str) -> str:
         """A stable keyed hash, so records can name a person without holding the id.

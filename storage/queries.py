@@ -7,12 +7,11 @@ it, so a caller cannot read across tenants by forgetting a ``where``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import Contact, Conversation, MediaItem, Message, Tenant, utcnow
+from storage.models import Contact, Conversation, Message, Tenant
 
 
 def tenant_by_slug(session: Session, slug: str) -> Tenant | None:
@@ -24,12 +23,6 @@ def tenant_id_by_number(session: Session, whatsapp_number: str) -> int | None:
         select(Tenant.id).where(
             Tenant.whatsapp_number == whatsapp_number, Tenant.terminated_at.is_(None)
         )
-    )
-
-
-def get_message(session: Session, tenant: Tenant | int, message_id: int) -> Message | None:
-    return session.scalar(
-        select(Message).where(Message.tenant_id == _tid(tenant), Message.id == message_id)
     )
 
 
@@ -85,32 +78,6 @@ def conversation_messages(
         .order_by(Message.id)
         .limit(limit)
     ).all()
-
-
-def media_for_message(
-    session: Session, tenant: Tenant | int, message_id: int
-) -> Sequence[MediaItem]:
-    return session.scalars(
-        select(MediaItem)
-        .where(MediaItem.tenant_id == _tid(tenant), MediaItem.message_id == message_id)
-        .order_by(MediaItem.position)
-    ).all()
-
-
-def messages_since(session: Session, tenant: Tenant | int, since: datetime) -> Sequence[Message]:
-    return session.scalars(
-        select(Message)
-        .where(Message.tenant_id == _tid(tenant), Message.created_at >= since)
-        .order_by(Message.id)
-    ).all()
-
-
-def touch(entity: Contact | Conversation, at: datetime | None = None) -> None:
-    moment = at or utcnow()
-    if isinstance(entity, Contact):
-        entity.last_contact_at = moment
-    else:
-        entity.last_message_at = moment
 
 
 def _tid(tenant: Tenant | int) -> int:

@@ -87,11 +87,3 @@ def count_messages(svc: Services, **filters: Any) -> int:
         for name, value in filters.items():
             query = query.where(getattr(Message, name) == value)
         return int(session.scalar(query) or 0)
-
-
-def outbound_bodies(svc: Services) -> list[str]:
-    with svc.db.session() as session:
-        rows = session.scalars(
-            select(Message).where(Message.direction == "out").order_by(Message.id)
-        )
-        return [svc.cipher.decrypt(m.body) for m in rows if m.body]
