@@ -16,8 +16,9 @@ from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from sqlalchemy import Engine
 
-from storage.inbound import note_swept, pending_outbound, unprocessed_for_sweep
+from storage.inbound import give_up_exhausted, note_swept, pending_outbound, unprocessed_for_sweep
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -108,10 +109,10 @@ class JobQueue:
 
 
 def sweep_once(
-    db_engine,
+    db_engine: Engine,
     queue: JobQueue,
     *,
-    grace_seconds: float,  # type: ignore[no-untyped-def]
+    grace_seconds: float,
     lease_seconds: int,
     max_attempts: int,
 ) -> int:
@@ -129,6 +130,12 @@ def sweep_once(
         if not queue.delivery_is_queued(message_id):
             queue.enqueue_delivery(message_id)
             enqueued += 1
+    for message_id in give_up_exhausted(db_engine, max_attempts):
+        log.error(
+            "inbound message %s failed %d processing attempts; stored, not retried",
+            message_id,
+            max_attempts,
+        )
     if enqueued:
         log.info("sweeper enqueued %d stored message(s)", enqueued)
     return enqueued

@@ -175,6 +175,28 @@ def unprocessed_for_sweep(
         return [(row.id, row.sweeps) for row in connection.execute(statement)]
 
 
+def give_up_exhausted(engine: Engine, max_attempts: int) -> list[int]:
+    """Mark failed the inbound messages every attempt failed on; returns their ids.
+
+    They stay stored (nothing is lost) but are no longer retried: a message that
+    crashes the job every time would otherwise hold a worker forever.
+    """
+    statement = (
+        update(_messages)
+        .where(
+            _messages.c.direction == "in",
+            _messages.c.processed_at.is_(None),
+            _messages.c.attempts >= max_attempts,
+            _messages.c.status != "failed",
+            or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < utcnow()),
+        )
+        .values(status="failed", lease_until=None)
+        .returning(_messages.c.id)
+    )
+    with engine.begin() as connection:
+        return list(connection.scalars(statement))
+
+
 def note_swept(engine: Engine, message_id: int, sweeps: int) -> bool:
     """Count a sweep; ``False`` if another sweeper counted it first."""
     with engine.begin() as connection:

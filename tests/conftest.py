@@ -85,8 +85,18 @@ def pusher_fake(fake_pusher_server: FakePusher) -> FakePusher:
 
 
 @pytest.fixture
+def app_config_extra(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Per-test settings: parametrize indirectly with a dict of overrides."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
 def app_config(
-    database_url: str, redis_url: str, twilio: FakeTwilio, tmp_path: Path
+    database_url: str,
+    redis_url: str,
+    twilio: FakeTwilio,
+    tmp_path: Path,
+    app_config_extra: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "TESTING": True,
@@ -103,6 +113,7 @@ def app_config(
         "MEDIA_ROOT": str(tmp_path / "media"),
         "QUEUE_NAME": "test",
         "PUSHER_APP_ID": None,
+        **app_config_extra,
     }
 
 

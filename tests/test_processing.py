@@ -299,3 +299,32 @@ def test_worker_killed_mid_job_does_not_send_the_reply_twice(client, svc, twilio
     assert len(twilio.messages) == 1
     assert twilio.create_attempts == 1
     assert count_messages(svc, direction="out") == 1
+
+
+def test_a_message_that_fails_every_attempt_is_marked_failed_not_retried(client, svc):
+    send_inbound(client, "Buongiorno")
+    with svc.db.session() as session:
+        message = session.scalar(select(Message).where(Message.direction == "in"))
+        message.attempts = 5
+    svc.jobs.queue.empty()
+
+    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
+
+    assert swept == 0
+    with svc.db.session() as session:
+        message = session.scalar(select(Message).where(Message.direction == "in"))
+    assert message.status == "failed"
+    assert message.payload is not None  # still stored: nothing is lost
+
+
+@pytest.mark.parametrize("app_config_extra", [{"MEDIA_MAX_BYTES": 1024}], indirect=True)
+def test_media_over_the_size_limit_is_recorded_not_kept(client, svc, twilio):
+    url = twilio.add_media(b"\xff\xd8\xff" + b"0" * 4096, "image/jpeg")
+    send_inbound(client, "", NumMedia="1", MediaUrl0=url, MediaContentType0="image/jpeg")
+
+    drain(svc)
+
+    with svc.db.session() as session:
+        item = session.scalar(select(MediaItem))
+    assert item.refused == "too_large"
+    assert item.path is None
