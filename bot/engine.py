@@ -28,7 +28,7 @@ from bot import conversation as rules
 from bot.consent import Evidence, active_notice, record_event
 from bot.inbound import InboundMessage, decode_payload
 from bot.keywords import KeywordBook
-from bot.outbound import Outgoing, send_message
+from bot.outbound import Outgoing, SendDeferred, send_message
 from bot.replies import render
 from bot.services import Services
 from notify import MediaRefused, download_media
@@ -516,5 +516,9 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
             Outgoing(text=text, purpose=purpose),
             idempotency_key=f"reply:{claimed.id}:{index}",
         )
+        if outcome.refusal is not None and outcome.refusal.reason == "rate_limited":
+            # Over the office's send rate: try again shortly, not never. Replies
+            # already sent keep their idempotency keys and are not sent again.
+            raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
         if outcome.refused:
             log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)

@@ -328,3 +328,23 @@ def test_media_over_the_size_limit_is_recorded_not_kept(client, svc, twilio):
         item = session.scalar(select(MediaItem))
     assert item.refused == "too_large"
     assert item.path is None
+
+
+def test_a_reply_over_the_send_rate_is_deferred_not_dropped(client, svc, twilio, tenant):
+    from bot.engine import process_inbound
+    from storage.models import Tenant
+
+    with svc.db.session() as session:
+        stored = session.get(Tenant, tenant.id)
+        stored.settings = {**stored.settings, "send_rate_per_second": 0}
+    send_inbound(client, "Buongiorno")
+    drain(svc)  # the welcome is over the rate: the job fails and is retried later
+    assert twilio.messages == []
+
+    with svc.db.session() as session:
+        stored = session.get(Tenant, tenant.id)
+        stored.settings = {**stored.settings, "send_rate_per_second": 20}
+        message_id = session.scalar(select(Message.id).where(Message.direction == "in"))
+    process_inbound(svc, message_id)  # what RQ's retry runs
+
+    assert len(twilio.messages) == 1
