@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
         audit_group,
         export_command,
         erase_command,
+        purge_command,
         dev_command,
     ):
         app.cli.add_command(command)
@@ -219,6 +220,18 @@ def erase_command(slug: str, phone: str, yes: bool) -> None:
     except LookupError as error:
         raise click.ClickException(str(error)) from error
     click.echo("erased: " + ", ".join(f"{k} {v}" for k, v in removed.items()))
+
+
+@click.command("purge", help="Apply every office's retention terms now.")
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@with_appcontext
+def purge_command(dry_run: bool) -> None:
+    from bot.retention import purge, report_lines
+    from storage.models import utcnow
+
+    reports = purge(services(), utcnow(), dry_run=dry_run)
+    for line in report_lines(reports):
+        click.echo(("would remove: " if dry_run else "removed: ") + line)
 
 
 @click.group("audit", help="The audit trail.")

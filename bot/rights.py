@@ -164,44 +164,8 @@ def erase_contact(
         )
         if contact is None:
             raise LookupError("no contact with this number")
-        thread_ids = list(
-            session.scalars(
-                select(Conversation.id).where(
-                    Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id
-                )
-            )
-        )
-        message_ids = list(
-            session.scalars(
-                select(Message.id).where(
-                    Message.tenant_id == tenant.id, Message.contact_id == contact.id
-                )
-            )
-        )
-        files = [
-            p
-            for p in session.scalars(
-                select(MediaItem.path).where(
-                    MediaItem.tenant_id == tenant.id, MediaItem.message_id.in_(message_ids)
-                )
-            )
-            if p
-        ]
-        removed = {
-            "media": len(files),
-            "tickets": _delete(session, Ticket, tenant, Ticket.conversation_id.in_(thread_ids)),
-            "events": _delete(session, Event, tenant, Event.conversation_id.in_(thread_ids)),
-            "bot_log": _delete(
-                session, BotLogEntry, tenant, BotLogEntry.message_id.in_(message_ids)
-            ),
-        }
-        _delete(session, MediaItem, tenant, MediaItem.message_id.in_(message_ids))
-        removed["messages"] = _delete(session, Message, tenant, Message.id.in_(message_ids))
-        removed["conversations"] = _delete(
-            session, Conversation, tenant, Conversation.id.in_(thread_ids)
-        )
         contact_id = contact.id
-        session.delete(contact)
+        removed, files = erase_in_session(session, tenant, contact)
         record_audit(
             session,
             tenant.id,
@@ -212,13 +176,66 @@ def erase_contact(
             target_id=contact_id,
             detail=removed,
         )
-    # Files go once the rows are gone for good: a failed transaction keeps both.
-    for path in files:
-        Path(path).unlink(missing_ok=True)
+    delete_files(files)
     log.info("contact %s erased: %s", contact_id, removed)
     return removed
 
 
-def _delete(session: Session, model: Any, tenant: Tenant, condition: Any) -> int:
+def erase_in_session(
+    session: Session, tenant: Tenant, contact: Contact
+) -> tuple[dict[str, int], list[str]]:
+    """Delete a contact and everything of theirs; returns counts and the media files.
+
+    The caller deletes the files after its transaction commits (:func:`delete_files`),
+    so a rolled-back erasure keeps rows and files together.
+    """
+    thread_ids = list(
+        session.scalars(
+            select(Conversation.id).where(
+                Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id
+            )
+        )
+    )
+    message_ids = list(
+        session.scalars(
+            select(Message.id).where(
+                Message.tenant_id == tenant.id, Message.contact_id == contact.id
+            )
+        )
+    )
+    files = media_files(session, tenant, MediaItem.message_id.in_(message_ids))
+    removed = {
+        "media": len(files),
+        "tickets": delete_rows(session, Ticket, tenant, Ticket.conversation_id.in_(thread_ids)),
+        "events": delete_rows(session, Event, tenant, Event.conversation_id.in_(thread_ids)),
+        "bot_log": delete_rows(
+            session, BotLogEntry, tenant, BotLogEntry.message_id.in_(message_ids)
+        ),
+    }
+    delete_rows(session, MediaItem, tenant, MediaItem.message_id.in_(message_ids))
+    removed["messages"] = delete_rows(session, Message, tenant, Message.id.in_(message_ids))
+    removed["conversations"] = delete_rows(
+        session, Conversation, tenant, Conversation.id.in_(thread_ids)
+    )
+    session.delete(contact)
+    return removed, files
+
+
+def media_files(session: Session, tenant: Tenant, condition: Any) -> list[str]:
+    return [
+        path
+        for path in session.scalars(
+            select(MediaItem.path).where(MediaItem.tenant_id == tenant.id, condition)
+        )
+        if path
+    ]
+
+
+def delete_files(paths: list[str]) -> None:
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
+
+
+def delete_rows(session: Session, model: Any, tenant: Tenant, condition: Any) -> int:
     result = session.execute(delete(model).where(model.tenant_id == tenant.id, condition))
     return int(result.rowcount or 0)

@@ -15,6 +15,7 @@ from rq import SimpleWorker
 
 from bot.console import release_idle_conversations
 from bot.queueing import Sweeper, sweep_once
+from bot.retention import purge_if_due
 from bot.services import services
 from storage.models import utcnow
 
@@ -37,7 +38,8 @@ RELEASE_CHECK_SECONDS = 60.0
 
 
 def make_sweeper(app: Flask) -> Sweeper:
-    """Every few seconds: enqueue lost messages; every minute: release idle handoffs."""
+    """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
+    once a day (across all workers): the retention purge."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -52,6 +54,7 @@ def make_sweeper(app: Flask) -> Sweeper:
 
     def housekeeping() -> None:
         sweep()
+        purge_if_due(svc, utcnow())
         if time.monotonic() - last_release[0] >= RELEASE_CHECK_SECONDS:
             last_release[0] = time.monotonic()
             released = release_idle_conversations(svc, utcnow())
