@@ -33,6 +33,10 @@ class Services:
     notifier: OperatorNotifier
     inbound_writer: InboundWriter
 
+    # The app's context factory: a job needs the app's context to run
+    # (``bot.jobs`` reads ``services()``), and code holding only the parts can open it.
+    app_context: Any = None
+
     @property
     def twilio_auth(self) -> tuple[str, str] | None:
         sid, token = self.config.get("TWILIO_ACCOUNT_SID"), self.config.get("TWILIO_AUTH_TOKEN")
@@ -91,6 +95,7 @@ def init_app(app: Flask) -> Services:
         notifier=build_notifier(config, redis),  # type: ignore[arg-type]
         inbound_writer=InboundWriter(db),
     )
+    svc.app_context = app.app_context
     app.extensions[EXTENSION] = svc
     return svc
 

@@ -129,9 +129,11 @@ def app(app_config: dict[str, Any]) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def svc(app: Flask) -> Iterator[Services]:
-    with app.app_context():
-        yield services()
+def svc(app: Flask) -> Services:
+    """The app's parts. No app context is held for the test: each request the test
+    makes gets its own, as in production (a held one would share ``g``, and with it
+    the logged-in user and the CSRF token, across requests)."""
+    return app.extensions["portineria"]  # type: ignore[no-any-return]
 
 
 @pytest.fixture

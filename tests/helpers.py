@@ -78,7 +78,10 @@ def send_inbound(client: FlaskClient, body: str = "Buongiorno", **kwargs: Any) -
 
 def drain(svc: Services) -> None:
     """Run every queued job in this process, as ``portineria worker --burst`` would."""
-    SimpleWorker([svc.jobs.queue], connection=svc.redis).work(burst=True, logging_level="WARNING")
+    with svc.app_context():
+        SimpleWorker([svc.jobs.queue], connection=svc.redis).work(
+            burst=True, logging_level="WARNING"
+        )
 
 
 def count_messages(svc: Services, **filters: Any) -> int:

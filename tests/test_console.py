@@ -70,23 +70,6 @@ def app(app: Flask) -> Flask:
     return app
 
 
-@pytest.fixture
-def svc(app: Flask) -> Services:
-    """The app's parts, without holding an app context open for the whole test.
-
-    A held context makes every request of the test share one ``g``, so Flask-Login's
-    cached user and the CSRF token would leak between requests and between clients;
-    in production each request has its own.
-    """
-    return app.extensions["portineria"]  # type: ignore[no-any-return]
-
-
-def work(app: Flask, svc: Services) -> None:
-    """Run the queued jobs (deliveries, inbound processing) as the worker would."""
-    with app.app_context():
-        drain(svc)
-
-
 def make_user(svc: Services, tenant: Tenant, email: str, role: str = "operator") -> User:
     with svc.db.session() as session:
         return create_user(session, tenant, email, role, PASSWORD)
@@ -702,7 +685,7 @@ def test_reply_goes_through_the_gate_and_the_worker_to_twilio(
             follow_redirects=True,
         )
     assert "Messaggio in invio" in response.get_data(as_text=True)
-    work(app, svc)
+    drain(svc)
 
     assert [m["Body"] for m in twilio.messages] == ["Arriva il tecnico alle 15."]
     with svc.db.session() as session:
@@ -724,7 +707,7 @@ def test_reply_refused_by_the_gate_is_explained_in_italian(app, signed_in, svc, 
     assert response.status_code == 200
     text = response.get_data(as_text=True)
     assert "Messaggio non inviato" in text and "ha revocato il consenso" in text
-    work(app, svc)
+    drain(svc)
     assert twilio.messages == []
     assert "conversation.reply_refused" in audit_actions(svc, tenant)
 
@@ -922,7 +905,7 @@ def test_an_arriving_emergency_reaches_pusher_with_valid_signatures(
 ):
     make_contact(svc, tenant)
     send_inbound(client, "Aiuto! C'è puzza di gas in cantina")
-    work(app, svc)
+    drain(svc)
 
     names = {e["name"] for e in pusher_fake.wait_for_events(3)}
     assert {"conversation.needs_attention", "conversation.emergency", "message.created"} <= names

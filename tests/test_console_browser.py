@@ -106,11 +106,6 @@ def operator(svc: Services, tenant: Tenant) -> User:
     return make_user(svc, tenant, "anna@studio-rossi.it")
 
 
-def work(app: Flask, svc: Services) -> None:
-    with app.app_context():
-        drain(svc)
-
-
 def send_whatsapp(base_url: str, body: str) -> None:
     """What Twilio does: a signed form POST to the public webhook address."""
     params = inbound_params(body)
@@ -146,7 +141,7 @@ def test_operator_sees_an_emergency_live_takes_over_replies_and_releases(
     page.evaluate("window.sameDocument = true")
 
     send_whatsapp(live_server, EMERGENCY)
-    work(app, svc)
+    drain(svc)
 
     urgent = page.locator("#inbox tr.urgent")
     expect(urgent).to_contain_text(RESIDENT)
@@ -165,7 +160,7 @@ def test_operator_sees_an_emergency_live_takes_over_replies_and_releases(
     page.fill("#reply-body", "Buongiorno, il tecnico del gas arriva entro 30 minuti.")
     page.click("#send")
     expect(page.locator(".flash.ok")).to_contain_text("Messaggio in invio")
-    work(app, svc)
+    drain(svc)
     assert wait_until(
         lambda: any("tecnico del gas" in m.get("Body", "") for m in twilio.messages), timeout=10
     )
@@ -186,7 +181,7 @@ def test_hostile_message_body_renders_as_text(app, svc, tenant, operator, page, 
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     make_contact(svc, tenant)
     send_whatsapp(live_server, HOSTILE)
-    work(app, svc)
+    drain(svc)
 
     sign_in(page, operator.email)
     page.locator("#inbox tbody tr").first.get_by_role("link").click()
