@@ -7,7 +7,7 @@ so the real webhook stores and enqueues each one.
 
     python bench/webhook_bench.py [--connections 32] [--duration 10] [--rounds 2]
 
-Needs `wrk` and `redis-server` (Debian packages) on PATH.
+Needs `wrk` (Debian package) on PATH; Redis is started as `portineria dev` starts it.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
+
+from bot.devstack import free_port, start_embedded_redis, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-auth-token-0123456789abcdef"
@@ -68,21 +68,9 @@ end
 """.replace("PATH", PATH)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
+def wait_port(port: int) -> None:
+    if not wait_for_port(port, timeout=20.0):
+        raise RuntimeError(f"nothing listening on {port}")
 
 
 def make_requests(path: Path, count: int) -> None:
@@ -204,33 +192,15 @@ def main() -> int:
         "--threads", type=int, default=1, help="> 1 uses gunicorn's gthread workers"
     )
     args = parser.parse_args()
-    for tool in ("wrk", "redis-server"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is required (apt-get install wrk redis-server)")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is required (apt-get install wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="portineria-bench-"))
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    wait_port(redis_port)
+    redis_url, redis = start_embedded_redis()  # the same Redis `portineria dev` runs
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{work / 'bench.db'}",
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "REDIS_URL": redis_url,
         "TWILIO_AUTH_TOKEN": TOKEN,
         "WHATSAPP_TRANSPORT": "console",
         "PUBLIC_BASE_URL": PUBLIC,

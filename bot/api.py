@@ -28,8 +28,14 @@ from storage.models import (
     Message,
     Tenant,
     Ticket,
+    iso_utc,
 )
-from storage.queries import get_contact, get_conversation, open_conversation_for
+from storage.queries import (
+    contact_by_phone,
+    get_contact,
+    get_conversation,
+    open_conversation_for,
+)
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 TOKEN_PREFIX = "ptk_"  # noqa: S105 - a prefix, not a secret
@@ -75,10 +81,6 @@ def _unauthorized() -> Response:
     return response
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
-
-
 def _since() -> datetime:
     raw = request.args.get("since")
     if not raw:
@@ -110,7 +112,7 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "legal_basis": contact.legal_basis,
         "consent": contact.consent,
         "source": contact.source,
-        "last_contact_at": _iso(contact.last_contact_at),
+        "last_contact_at": iso_utc(contact.last_contact_at),
     }
 
 
@@ -140,7 +142,7 @@ def consent_events(contact_id: int) -> Response:
         events = [
             {
                 "event": e.event,
-                "at": _iso(e.at),
+                "at": iso_utc(e.at),
                 "channel": e.channel,
                 "actor": e.actor,
                 "evidence": {
@@ -177,7 +179,7 @@ def conversations() -> Response:
                     "priority": c.priority,
                     "needs_attention": c.needs_attention,
                     "status": c.status,
-                    "last_message_at": _iso(c.last_message_at),
+                    "last_message_at": iso_utc(c.last_message_at),
                 }
                 for c in rows
             ]
@@ -206,7 +208,7 @@ def conversation_messages(conversation_id: int) -> Response:
                     "status": m.status,
                     "intent": m.intent,
                     "sensitive": m.sensitive_kinds,
-                    "at": _iso(m.created_at),
+                    "at": iso_utc(m.created_at),
                 }
                 for m in rows
             ]
@@ -232,8 +234,8 @@ def tickets() -> Response:
                     "status": t.status,
                     "conversation_id": t.conversation_id,
                     "entities": t.entities,
-                    "created_at": _iso(t.created_at),
-                    "updated_at": _iso(t.updated_at),
+                    "created_at": iso_utc(t.created_at),
+                    "updated_at": iso_utc(t.updated_at),
                 }
                 for t in rows
             ]
@@ -253,7 +255,7 @@ def bot_logs() -> Response:
         return jsonify(
             entries=[
                 {
-                    "at": _iso(e.at),
+                    "at": iso_utc(e.at),
                     "message_id": e.message_id,
                     "intent": e.intent,
                     "confidence": e.confidence,
@@ -294,9 +296,7 @@ def send() -> tuple[Response, int] | Response:
     phone = _e164(data["to"])
     key = "api:" + (request.headers.get("Idempotency-Key") or uuid.uuid4().hex)[:100]
     with svc.db.session() as session:
-        contact = session.scalar(
-            select(Contact).where(Contact.tenant_id == tenant.id, Contact.phone == phone)
-        )
+        contact = contact_by_phone(session, tenant, phone)
         if contact is None:
             return error_response(404, "unknown_contact", "no contact with this number")
         thread = open_conversation_for(session, tenant, contact)

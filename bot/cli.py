@@ -196,12 +196,24 @@ def export_command(slug: str, phone: str | None, out: Path) -> None:
 
     tenant = _tenant(slug)
     try:
-        data = export_data(services(), tenant, e164(phone) if phone else None, actor="cli")
+        data = export_data(services(), tenant, _contact_id(tenant, phone), actor="cli")
     except LookupError as error:
         raise click.ClickException(str(error)) from error
     out.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     out.chmod(0o600)
     click.echo(f"exported {len(data['contacts'])} contact(s) to {out}")
+
+
+def _contact_id(tenant, phone: str | None) -> int | None:  # type: ignore[no-untyped-def]
+    from storage.queries import contact_by_phone
+
+    if phone is None:
+        return None
+    with services().db.session() as session:
+        contact = contact_by_phone(session, tenant, e164(phone))
+    if contact is None:
+        raise click.ClickException(f"no contact with the number {phone}")
+    return contact.id
 
 
 @click.command("erase", help="Carry out an erasure request for one contact.")

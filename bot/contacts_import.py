@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import phonenumbers
-from sqlalchemy import select
 
 from bot.consent import Evidence, record_event
 from bot.services import Services
 from storage.models import Contact, Tenant
+from storage.queries import contact_by_phone
 
 LEGAL_BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
 KINDS = ("condomino", "fornitore", "unknown")
@@ -94,9 +94,7 @@ def import_contacts(
 
 
 def _upsert(svc: Services, session, tenant: Tenant, row: _Valid) -> RowResult:  # type: ignore[no-untyped-def]
-    contact = session.scalar(
-        select(Contact).where(Contact.tenant_id == tenant.id, Contact.phone == row.phone)
-    )
+    contact = contact_by_phone(session, tenant, row.phone)
     outcome = "updated"
     if contact is None:
         contact = Contact(

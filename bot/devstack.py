@@ -28,10 +28,22 @@ DEMO_SLUG = "demo"
 DEMO_NUMBER = "+390212345678"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> bool:
+    """Whether something listens on 127.0.0.1:port within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
 
 
 def _redis_binary() -> str:
@@ -48,7 +60,7 @@ def _redis_binary() -> str:
 
 
 def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
-    port = _free_port()
+    port = free_port()
     workdir = tempfile.mkdtemp(prefix="portineria-redis-")
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
         [
@@ -67,13 +79,8 @@ def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return f"redis://127.0.0.1:{port}/0", process
-        except OSError:
-            time.sleep(0.05)
+    if wait_for_port(port):
+        return f"redis://127.0.0.1:{port}/0", process
     process.kill()
     raise click.ClickException("the embedded redis did not start")
 

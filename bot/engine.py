@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +71,13 @@ def process_inbound(svc: Services, message_id: int) -> None:
 
 def _process(svc: Services, claimed: ClaimedMessage) -> None:
     started = time.perf_counter()
-    with svc.db.session() as session:
-        message = session.get(Message, claimed.id)
-        assert message is not None
-        handled = message.status == "handled"
     inbound = None
     if claimed.payload is not None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
-    if inbound is not None and not handled:
-        _handle(svc, claimed, inbound, started)
-        _prepare_access_export(svc, claimed)
+    if inbound is not None and claimed.status != "handled":
+        handled = _handle(svc, claimed, inbound, started)
+        if handled.action == "access_requested":
+            _prepare_access_export(svc, handled)
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     _send_planned_replies(svc, claimed)
@@ -106,9 +103,19 @@ def _understand(text: str) -> tuple[rules.Understanding | None, Any, tuple[Any, 
     return understanding, prediction, findings
 
 
+@dataclass(frozen=True)
+class Handled:
+    """What deciding a message produced, for the stages after the transaction."""
+
+    tenant: Tenant
+    contact: Contact
+    message_id: int
+    action: str
+
+
 def _handle(
     svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float
-) -> None:
+) -> Handled:
     now = utcnow()
     # Understanding is CPU work: done before the write transaction, not inside it.
     with svc.db.session() as session:
@@ -167,6 +174,7 @@ def _handle(
         session.flush()
         events.append(_message_event(tenant, thread, message))
     _publish(svc, events)
+    return Handled(tenant=tenant, contact=contact, message_id=claimed.id, action=plan.action)
 
 
 def _plan(turn: rules.Turn) -> rules.Plan:
@@ -422,22 +430,15 @@ def _publish(svc: Services, events: list[OperatorEvent]) -> None:
             log.exception("operator notification %s failed", event.name)
 
 
-def _prepare_access_export(svc: Services, claimed: ClaimedMessage) -> None:
+def _prepare_access_export(svc: Services, handled: Handled) -> None:
     """An access request by chat: the contact's data, exported for the admin to deliver."""
-    with svc.db.session() as session:
-        entry = session.scalar(select(BotLogEntry).where(BotLogEntry.message_id == claimed.id))
-        message = session.get(Message, claimed.id)
-        if entry is None or entry.action != "access_requested" or message is None:
-            return
-        tenant = session.get(Tenant, claimed.tenant_id)
-        contact = session.get(Contact, message.contact_id)
-    assert tenant is not None and contact is not None
     from bot.rights import export_data
 
-    data = export_data(svc, tenant, contact.phone, actor="contact") if contact.phone else {}
+    tenant, contact = handled.tenant, handled.contact
+    data = export_data(svc, tenant, contact.id, actor="contact")
     folder = Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"contact-{contact.id}-message-{claimed.id}.json.enc"
+    target = folder / f"contact-{contact.id}-message-{handled.message_id}.json.enc"
     target.write_bytes(svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
 
 

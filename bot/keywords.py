@@ -186,9 +186,8 @@ class KeywordBook:
             start += 1
         while end > start and words[end - 1] in _FILLER:
             end -= 1
-        core = words[start:end]
-        # "ok" alone is an acknowledgement, not an acceptance; keep it as it was.
-        return core if core else []
+        # Filler alone ("ok", "grazie") leaves nothing: an acknowledgement, not a keyword.
+        return words[start:end]
 
     def _lookup(self, phrase: str) -> str | None:
         kind = self._by_phrase.get(phrase)

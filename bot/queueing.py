@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -49,23 +49,18 @@ class JobQueue:
 
     def enqueue(self, message_id: int, sweeps: int = 0) -> None:
         """One pipelined round trip to Redis; raises RedisError if it is unreachable."""
-        self.enqueue_many([(message_id, sweeps)])
-
-    def enqueue_many(self, messages: list[tuple[int, int]]) -> None:
-        """Processing jobs for ``(message id, sweeps)`` pairs, in one round trip."""
         pipeline = self.redis.pipeline()
-        for message_id, sweeps in messages:
-            self.queue.enqueue_call(
-                PROCESS_INBOUND,
-                args=(message_id,),
-                job_id=inbound_job_id(message_id, sweeps),
-                timeout=self._job_timeout,
-                result_ttl=300,
-                failure_ttl=7 * 24 * 3600,
-                # Retries are for failures the job raises; a killed worker is the sweeper's.
-                retry=Retry(max=3, interval=[5, 30, 120]),
-                pipeline=pipeline,
-            )
+        self.queue.enqueue_call(
+            PROCESS_INBOUND,
+            args=(message_id,),
+            job_id=inbound_job_id(message_id, sweeps),
+            timeout=self._job_timeout,
+            result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+            # Retries are for failures the job raises; a killed worker is the sweeper's.
+            retry=Retry(max=3, interval=[5, 30, 120]),
+            pipeline=pipeline,
+        )
         pipeline.execute()
 
     def enqueue_delivery(self, message_id: int) -> None:
@@ -103,7 +98,8 @@ class JobQueue:
         if status in _WAITING:
             return True
         if status == JobStatus.STARTED and job.started_at is not None:
-            started = job.started_at.replace(tzinfo=utcnow().tzinfo)
+            # RQ stores naive UTC times.
+            started = job.started_at.replace(tzinfo=UTC)
             return utcnow() - started < timedelta(seconds=lease_seconds)
         return False
 

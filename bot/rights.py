@@ -9,7 +9,6 @@ holds the keyword they sent, not their messages.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,12 @@ from storage.models import (
     Message,
     Tenant,
     Ticket,
+    iso_utc,
+    utcnow,
 )
+from storage.queries import contact_by_phone
 
 log = logging.getLogger(__name__)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat() if moment else None
 
 
 def _contact_data(
@@ -75,13 +73,13 @@ def _contact_data(
             "consent": contact.consent,
             "source": contact.source,
             "profile_name": contact.profile_name,
-            "created_at": _iso(contact.created_at),
-            "last_contact_at": _iso(contact.last_contact_at),
+            "created_at": iso_utc(contact.created_at),
+            "last_contact_at": iso_utc(contact.last_contact_at),
         },
         "consent_events": [
             {
                 "event": e.event,
-                "at": _iso(e.at),
+                "at": iso_utc(e.at),
                 "channel": e.channel,
                 "evidence_text": svc.cipher.decrypt(e.evidence_text) if e.evidence_text else None,
                 "notice_version": e.notice_version,
@@ -93,7 +91,7 @@ def _contact_data(
             {
                 "id": m.id,
                 "direction": m.direction,
-                "at": _iso(m.created_at),
+                "at": iso_utc(m.created_at),
                 "body": svc.cipher.decrypt(m.body) if m.body else None,
                 "status": m.status,
                 "intent": m.intent,
@@ -106,7 +104,7 @@ def _contact_data(
                 "kind": t.kind,
                 "status": t.status,
                 "entities": t.entities,
-                "created_at": _iso(t.created_at),
+                "created_at": iso_utc(t.created_at),
             }
             for t in tickets
         ],
@@ -116,7 +114,7 @@ def _contact_data(
 def export_data(
     svc: Services,
     tenant: Tenant,
-    contact_phone: str | None,
+    contact_id: int | None,
     *,
     actor: str,
     user_id: int | None = None,
@@ -125,14 +123,14 @@ def export_data(
     """One contact's data (access, portability), or the whole office's."""
     with svc.db.session() as session:
         query = select(Contact).where(Contact.tenant_id == tenant.id).order_by(Contact.id)
-        if contact_phone is not None:
-            query = query.where(Contact.phone == contact_phone)
+        if contact_id is not None:
+            query = query.where(Contact.id == contact_id)
         contacts = session.scalars(query).all()
-        if contact_phone is not None and not contacts:
-            raise LookupError("no contact with this number")
+        if contact_id is not None and not contacts:
+            raise LookupError("no such contact")
         data = {
             "office": {"name": tenant.name, "slug": tenant.slug},
-            "exported_at": _iso(datetime.now(UTC)),
+            "exported_at": iso_utc(utcnow()),
             "contacts": [_contact_data(svc, session, tenant, c) for c in contacts],
         }
         record_audit(
@@ -142,8 +140,8 @@ def export_data(
             actor=actor,
             user_id=user_id,
             ip=ip,
-            target_type="contact" if contact_phone else "tenant",
-            target_id=contacts[0].id if contact_phone else tenant.id,
+            target_type="contact" if contact_id is not None else "tenant",
+            target_id=contact_id if contact_id is not None else tenant.id,
             detail={"contacts": len(contacts)},
         )
     return data
@@ -159,9 +157,7 @@ def erase_contact(
 ) -> dict[str, int]:
     """Carry out an erasure request; returns what was removed, by kind."""
     with svc.db.session() as session:
-        contact = session.scalar(
-            select(Contact).where(Contact.tenant_id == tenant.id, Contact.phone == contact_phone)
-        )
+        contact = contact_by_phone(session, tenant, contact_phone)
         if contact is None:
             raise LookupError("no contact with this number")
         contact_id = contact.id

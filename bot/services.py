@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, current_app
+from flask.ctx import AppContext
 from redis import Redis
 from twilio.request_validator import RequestValidator
 
@@ -35,7 +37,7 @@ class Services:
 
     # The app's context factory: a job needs the app's context to run
     # (``bot.jobs`` reads ``services()``), and code holding only the parts can open it.
-    app_context: Any = None
+    app_context: Callable[[], AppContext] | None = None
 
     @property
     def twilio_auth(self) -> tuple[str, str] | None:

@@ -50,13 +50,14 @@ def make_sweeper(app: Flask) -> Sweeper:
         lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
         max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]),
     )
-    last_release = [0.0]
+    last_release = 0.0
 
     def housekeeping() -> None:
+        nonlocal last_release
         sweep()
         purge_if_due(svc, utcnow())
-        if time.monotonic() - last_release[0] >= RELEASE_CHECK_SECONDS:
-            last_release[0] = time.monotonic()
+        if time.monotonic() - last_release >= RELEASE_CHECK_SECONDS:
+            last_release = time.monotonic()
             released = release_idle_conversations(svc, utcnow())
             if released:
                 log.info("released %d idle conversation(s) to the bot", released)

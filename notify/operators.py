@@ -17,12 +17,6 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
-EVENTS = (
-    "conversation.needs_attention",
-    "conversation.emergency",
-    "message.created",
-    "ticket.created",
-)
 # Pusher refuses payloads over 10 KB; ours carry ids and a short summary only.
 MAX_PAYLOAD_BYTES = 9_000
 STREAM_PREFIX = "portineria:events:"
@@ -89,7 +83,8 @@ class PusherNotifier:
         return cls(pusher.Pusher(**options))
 
     def publish(self, event: OperatorEvent) -> None:
-        self.client.trigger(list(event.channels), event.name, event.data)
+        # Sent as the JSON text already checked for size; the SDK passes text through.
+        self.client.trigger(list(event.channels), event.name, event.encoded())
 
     def authenticate(self, channel: str, socket_id: str) -> dict[str, Any]:
         return self.client.authenticate(channel=channel, socket_id=socket_id)  # type: ignore[no-any-return]
@@ -104,7 +99,7 @@ class RedisStreamNotifier:
         self.redis = redis
 
     def publish(self, event: OperatorEvent) -> None:
-        message = json.dumps({"event": event.name, "data": event.data}, default=str)
+        message = f'{{"event":{json.dumps(event.name)},"data":{event.encoded()}}}'
         try:
             pipe = self.redis.pipeline()
             for channel in event.channels:

@@ -6,7 +6,6 @@ A transport only moves a message; whether it may go is decided above (the outbou
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections import deque
@@ -85,7 +84,6 @@ class TwilioTransport:
         self._client.api.base_url = api_base_url.rstrip("/")
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
-        self._lock = threading.Lock()
 
     def send(self, request: OutboundRequest) -> SendReceipt:
         attempts = len(self._retry_delays) + 1

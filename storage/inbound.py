@@ -113,6 +113,8 @@ class ClaimedMessage:
     tenant_id: int
     payload: bytes | None
     attempts: int
+    # "handled" when an earlier attempt already decided and recorded the plan.
+    status: str
 
 
 def claim_for_processing(
@@ -137,7 +139,13 @@ def claim_for_processing(
         .values(
             lease_until=now + timedelta(seconds=lease_seconds), attempts=_messages.c.attempts + 1
         )
-        .returning(_messages.c.id, _messages.c.tenant_id, _messages.c.payload, _messages.c.attempts)
+        .returning(
+            _messages.c.id,
+            _messages.c.tenant_id,
+            _messages.c.payload,
+            _messages.c.attempts,
+            _messages.c.status,
+        )
     )
     with engine.begin() as connection:
         row = connection.execute(statement).first()

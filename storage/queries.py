@@ -38,6 +38,13 @@ def contact_by_wa_id(session: Session, tenant: Tenant | int, wa_id: str) -> Cont
     )
 
 
+def contact_by_phone(session: Session, tenant: Tenant | int, phone: str) -> Contact | None:
+    """The contact with this E.164 number (a contact known only by username has none)."""
+    return session.scalar(
+        select(Contact).where(Contact.tenant_id == _tid(tenant), Contact.phone == phone).limit(1)
+    )
+
+
 def get_contact(session: Session, tenant: Tenant | int, contact_id: int) -> Contact | None:
     return session.scalar(
         select(Contact).where(Contact.tenant_id == _tid(tenant), Contact.id == contact_id)
