@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     # How long a worker may hold an inbound message before the sweeper hands it on.
     "PROCESSING_LEASE_SECONDS": 120,
     "SWEEP_INTERVAL_SECONDS": 5.0,
-    # A stored message is swept only if this old, so the webhook's own enqueue wins.
+    # A stored message is swept only if this old, so the webhook's hand-off wins.
     "SWEEP_GRACE_SECONDS": 10.0,
     "MAX_PROCESSING_ATTEMPTS": 5,
     "MEDIA_MAX_BYTES": 16 * 1024 * 1024,

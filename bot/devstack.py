@@ -60,15 +60,22 @@ def _redis_binary() -> str:
 
 
 def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="portineria-redis-")
+    """A private Redis on a Unix socket only its owner can open.
+
+    No TCP port: on a shared machine any local user could reach an unauthenticated
+    loopback port, and the socket also skips the TCP stack on every round trip.
+    """
+    workdir = tempfile.mkdtemp(prefix="portineria-redis-")  # mode 0700
+    socket_path = os.path.join(workdir, "redis.sock")
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
         [
             _redis_binary(),
             "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
+            "0",
+            "--unixsocket",
+            socket_path,
+            "--unixsocketperm",
+            "700",
             "--save",
             "",
             "--appendonly",
@@ -78,11 +85,32 @@ def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Out of the terminal's process group: Ctrl+C must stop the worker first and
+        # Redis after it (atexit, in reverse order), not both at once.
+        start_new_session=True,
     )
-    if wait_for_port(port):
-        return f"redis://127.0.0.1:{port}/0", process
+    url = f"unix://{socket_path}?db=0"
+    if wait_for_redis(url):
+        return url, process
     process.kill()
     raise click.ClickException("the embedded redis did not start")
+
+
+def wait_for_redis(url: str, timeout: float = 10.0) -> bool:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    deadline = time.monotonic() + timeout
+    client = Redis.from_url(url, socket_connect_timeout=0.5)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                return bool(client.ping())
+            except RedisError:
+                time.sleep(0.05)
+        return False
+    finally:
+        client.close()
 
 
 def _dev_token(instance: Path) -> str:
@@ -103,6 +131,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
+def _exit_on_sigterm(_signal: int, _frame: object) -> None:
+    # A plain SIGTERM too must run the atexit handlers that stop the worker, then
+    # Redis; a second one (the worker's watcher) must not interrupt them.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(0)
+
+
 def _watch_worker(worker: subprocess.Popen[bytes]) -> None:
     # Without its worker the stack stores messages but never answers: say so and stop.
     code = worker.wait()
@@ -118,6 +153,7 @@ def run_dev(port: int) -> None:
     from storage.migrate import upgrade
     from storage.queries import tenant_by_slug
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if not os.environ.get("REDIS_URL"):
         url, redis_process = start_embedded_redis()
         atexit.register(_stop, redis_process)

@@ -1,4 +1,4 @@
-"""Twilio's webhooks: validate, store durably, enqueue, answer in milliseconds."""
+"""Twilio's webhooks: validate, store durably, hand off to the workers, answer in milliseconds."""
 
 from __future__ import annotations
 
@@ -57,10 +57,10 @@ def inbound_message() -> Response:
         log.debug("duplicate delivery of an already stored message ignored")
     else:
         try:
-            svc.jobs.enqueue(message_id)
+            svc.jobs.hand_off(message_id)
         except RedisError:
             # Stored is safe: the sweeper enqueues it once Redis is back.
-            log.warning("message %s stored but not enqueued: redis unavailable", message_id)
+            log.warning("message %s stored but not handed off: redis unavailable", message_id)
     return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
 
 

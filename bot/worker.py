@@ -1,4 +1,4 @@
-"""``portineria worker``: a non-forking RQ worker plus the sweeper, in one process.
+"""``portineria worker``: a non-forking RQ worker, the relay and the sweeper, in one process.
 
 The worker does not fork per job: forking costs more than our jobs do, and the
 spaCy pipeline stays loaded once for the life of the process.
@@ -14,7 +14,7 @@ from flask import Flask
 from rq import SimpleWorker
 
 from bot.console import release_idle_conversations
-from bot.queueing import Sweeper, sweep_once
+from bot.queueing import InboundRelay, Sweeper, sweep_once
 from bot.retention import purge_if_due
 from bot.services import services
 from storage.models import utcnow
@@ -69,9 +69,16 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
     preload_language()
     svc = services()
     sweeper = make_sweeper(app)
+    relay = InboundRelay(svc.jobs)
+    if burst:
+        while svc.jobs.relay():
+            pass
+    else:
+        relay.start()
     sweeper.start()
     try:
         worker = SimpleWorker([svc.jobs.queue], connection=svc.redis)
         worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
     finally:
+        relay.stop()
         sweeper.stop()

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 BACKSTOP_CHECKPOINT_PAGES = 50_000
 CHECKPOINT_INTERVAL_SECONDS = 0.5
+CHECKPOINT_TAKEOVER_SECONDS = 5.0
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -79,26 +80,44 @@ class WalCheckpointer(threading.Thread):
     """Copies the WAL back into the database file every half second, off the hot path.
 
     A PASSIVE checkpoint never blocks writers, so webhooks keep committing while it
-    runs; one such thread runs in each process that writes.
+    runs. Every process that writes starts one of these threads, but only the one
+    holding the checkpoint lock works: the others would repeat the same pass and take
+    CPU from the requests. The kernel releases the lock when its holder exits, and
+    the next thread to try takes over.
     """
 
     def __init__(self, database_path: str) -> None:
         super().__init__(name="portineria-wal-checkpoint", daemon=True)
         self._path = database_path
         self._stopped = threading.Event()
+        self.working = False  # holds the lock: the one checkpointer of this database
 
     def run(self) -> None:
         import sqlite3
 
-        connection = sqlite3.connect(self._path, timeout=10, isolation_level=None)
+        with open(self._path + ".checkpoint-lock", "a") as lock:
+            while not self._has_lock(lock):
+                if self._stopped.wait(CHECKPOINT_TAKEOVER_SECONDS):
+                    return
+            self.working = True
+            connection = sqlite3.connect(self._path, timeout=10, isolation_level=None)
+            try:
+                while not self._stopped.wait(CHECKPOINT_INTERVAL_SECONDS):
+                    try:
+                        connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:
+                        continue  # busy: next round
+            finally:
+                self.working = False
+                connection.close()
+
+    @staticmethod
+    def _has_lock(lock: Any) -> bool:
         try:
-            while not self._stopped.wait(CHECKPOINT_INTERVAL_SECONDS):
-                try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    continue  # busy with another checkpointer: next round
-        finally:
-            connection.close()
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
 
     def stop(self) -> None:
         self._stopped.set()

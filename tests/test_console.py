@@ -818,6 +818,13 @@ def test_security_headers_on_every_response(client, path):
     assert headers["Referrer-Policy"] == "same-origin"
 
 
+def test_twilio_webhook_answers_carry_only_the_sniffing_guard(client):
+    headers = client.post("/webhooks/twilio/messages", data={"To": "x"}).headers
+
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" not in headers
+
+
 def test_session_cookie_is_httponly_samesite_and_secure_on_https(client, operator):
     cookie = login(client, operator.email).headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Secure" in cookie

@@ -188,6 +188,45 @@ def test_sweeper_leaves_a_message_whose_job_is_still_queued(client, svc):
     assert svc.jobs.queue.count == 1
 
 
+def test_relay_turns_each_hand_off_into_one_rq_job(client, svc):
+    for text in ("Buongiorno", "Il cancello non si apre", "Grazie"):
+        send_inbound(client, text)
+    with svc.db.session() as session:
+        ids = list(session.scalars(select(Message.id).order_by(Message.id)))
+
+    relayed = svc.jobs.relay()
+
+    assert relayed == 3
+    assert svc.jobs.handed_off() == 0
+    assert svc.jobs.queue.job_ids == [f"inbound-{message_id}" for message_id in ids]
+
+
+def test_relay_drops_a_malformed_entry_and_keeps_the_rest(client, svc):
+    svc.redis.rpush(svc.jobs.handoff_key, b"not-an-id")
+    send_inbound(client, "Buongiorno")
+
+    assert svc.jobs.relay() == 1
+    assert svc.jobs.queue.count == 1
+
+
+def test_relay_waits_for_a_hand_off_and_gives_up_after_its_timeout(svc):
+    started = time.monotonic()
+
+    assert svc.jobs.relay(wait_seconds=0.2) == 0
+    assert 0.15 <= time.monotonic() - started < 5
+
+
+def test_a_hand_off_lost_by_a_dying_relay_is_answered_through_the_sweeper(client, svc, twilio):
+    send_inbound(client, "Buongiorno")
+    svc.redis.lpop(svc.jobs.handoff_key)  # popped, then the relay died before enqueuing
+
+    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
+    drain(svc)
+
+    assert swept == 1
+    assert len(twilio.messages) == 1
+
+
 def test_status_callbacks_out_of_order_never_go_backwards(client, svc, twilio):
     send_inbound(client, "Buongiorno")
     drain(svc)
@@ -304,7 +343,7 @@ def test_a_message_that_fails_every_attempt_is_marked_failed_not_retried(client,
     with svc.db.session() as session:
         message = session.scalar(select(Message).where(Message.direction == "in"))
         message.attempts = 5
-    svc.jobs.queue.empty()
+    svc.redis.delete(svc.jobs.handoff_key)
 
     swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
 

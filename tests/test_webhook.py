@@ -11,7 +11,6 @@ from helpers import (
     post_signed,
     sign,
 )
-from rq import Queue
 
 from bot.services import Services
 from storage.models import Tenant
@@ -20,19 +19,19 @@ WEBHOOK = "/webhooks/twilio/messages"
 pytestmark = pytest.mark.usefixtures("tenant")
 
 
-def queued_jobs(svc: Services) -> int:
-    return Queue(svc.jobs.queue.name, connection=svc.redis).count
+def handed_off(svc: Services) -> int:
+    return svc.jobs.handed_off()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_valid_signature_stores_enqueues_and_answers_empty_twiml(client, svc):
+def test_valid_signature_stores_hands_off_and_answers_empty_twiml(client, svc):
     response = post_signed(client, WEBHOOK, inbound_params("C'è una perdita in cantina"))
 
     assert response.status_code == 200
     assert response.mimetype == "text/xml"
     assert response.get_data(as_text=True).endswith("<Response/>")
     assert count_messages(svc, direction="in") == 1
-    assert queued_jobs(svc) == 1
+    assert handed_off(svc) == 1
 
 
 def test_stored_payload_is_encrypted_at_rest(client, svc):
@@ -58,7 +57,7 @@ def test_invalid_signature_is_refused_and_nothing_stored(client, svc):
     assert response.status_code == 403
     assert response.get_json()["error"] == "forbidden"
     assert count_messages(svc) == 0
-    assert queued_jobs(svc) == 0
+    assert handed_off(svc) == 0
 
 
 def test_missing_signature_is_refused(client, svc):
@@ -116,7 +115,7 @@ def test_unknown_to_number_answers_404(client, svc):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
-def test_same_message_sid_twice_is_stored_and_enqueued_once(client, svc):
+def test_same_message_sid_twice_is_stored_and_handed_off_once(client, svc):
     params = inbound_params("Il cancello non si apre", sid="SM" + "a" * 32)
 
     first = post_signed(client, WEBHOOK, params)
@@ -124,7 +123,7 @@ def test_same_message_sid_twice_is_stored_and_enqueued_once(client, svc):
 
     assert (first.status_code, second.status_code) == (200, 200)
     assert count_messages(svc, direction="in") == 1
-    assert queued_jobs(svc) == 1
+    assert handed_off(svc) == 1
 
 
 def test_same_sid_for_two_tenants_is_two_messages(client, svc):
@@ -205,7 +204,7 @@ def test_redis_down_still_stores_and_answers_200(client, svc, redis_server):
 
     assert response.status_code == 200
     assert count_messages(svc, direction="in") == 1
-    assert queued_jobs(svc) == 0
+    assert handed_off(svc) == 0
 
 
 def test_tenant_routing_uses_number_without_channel_prefix(svc, tenant: Tenant):

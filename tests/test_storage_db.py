@@ -1,0 +1,71 @@
+"""SQLite housekeeping: the one background checkpointer per database."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from servers import wait_until
+
+import storage.db
+from storage.db import WalCheckpointer
+
+
+@pytest.fixture
+def wal_database(tmp_path: Path) -> Path:
+    """A WAL database whose pages are still all in the WAL, not in the main file."""
+    path = tmp_path / "wal.db"
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA wal_autocheckpoint=0")
+    connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    connection.executemany(
+        "INSERT INTO notes (text) VALUES (?)", [("x" * 1000,) for _ in range(500)]
+    )
+    yield path
+    connection.close()
+
+
+def start(path: Path) -> WalCheckpointer:
+    checkpointer = WalCheckpointer(str(path))
+    checkpointer.start()
+    return checkpointer
+
+
+def stop(checkpointer: WalCheckpointer) -> None:
+    checkpointer.stop()
+    checkpointer.join(timeout=10)
+
+
+def test_the_checkpointer_copies_the_wal_into_the_database_file(wal_database):
+    before = wal_database.stat().st_size
+    checkpointer = start(wal_database)
+    try:
+        assert wait_until(lambda: wal_database.stat().st_size > before + 400_000, timeout=10)
+    finally:
+        stop(checkpointer)
+
+
+def test_only_one_checkpointer_per_database_does_the_work(wal_database):
+    first, second = start(wal_database), start(wal_database)
+    try:
+        assert wait_until(lambda: first.working or second.working, timeout=10)
+
+        assert [first.working, second.working].count(True) == 1
+    finally:
+        stop(first)
+        stop(second)
+
+
+def test_a_waiting_checkpointer_takes_over_when_the_working_one_stops(wal_database, monkeypatch):
+    monkeypatch.setattr(storage.db, "CHECKPOINT_TAKEOVER_SECONDS", 0.05)
+    working = start(wal_database)
+    assert wait_until(lambda: working.working, timeout=10)
+    waiting = start(wal_database)
+    try:
+        stop(working)
+
+        assert wait_until(lambda: waiting.working, timeout=10)
+    finally:
+        stop(waiting)
