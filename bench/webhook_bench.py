@@ -7,7 +7,7 @@ MessageSid), so the real webhook stores and hands off each one. Afterwards the r
 turns what the webhook handed off into RQ jobs, and its rate is reported too: it must
 outrun the web tier, or jobs would lag behind stored messages.
 
-    python bench/webhook_bench.py [--connections 32] [--duration 10] [--rounds 3]
+    python bench/webhook_bench.py [--connections 32] [--duration 10] [--rounds 5]
 
 Needs `wrk` (Debian package) on PATH; Redis is started as `portineria dev` starts it.
 """
@@ -204,7 +204,7 @@ def main() -> int:
     )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true")
     # Gunicorn's own advice for sync workers is 2 x cores + 1: while one worker waits on
     # SQLite or Redis another uses the CPU. Both endpoints get the same count.
@@ -262,6 +262,11 @@ def main() -> int:
         for name, runs in results.items()
     }
     summary["relay"] = {"jobs_per_s": relay_rate}
+    # Each round runs both endpoints back to back: its ratios show the spread.
+    per_round = [
+        (web["rps"] / bare["rps"], web["p99_ms"] / bare["p99_ms"])
+        for bare, web in zip(results["bare"], results["webhook"], strict=True)
+    ]
     summary["ratio"] = {
         "throughput": summary["webhook"]["rps"] / summary["bare"]["rps"],
         "p99": summary["webhook"]["p99_ms"] / summary["bare"]["p99_ms"],
@@ -283,6 +288,10 @@ def main() -> int:
         print(
             f"webhook/bare throughput {summary['ratio']['throughput']:.2f} (target >= 0.50), "
             f"p99 {summary['ratio']['p99']:.2f}x (target <= 2.00)"
+        )
+        print(
+            "per round (throughput, p99): "
+            + ", ".join(f"{rps:.2f} {p99:.2f}x" for rps, p99 in per_round)
         )
         print(f"relay: {relay_rate:.0f} RQ jobs/s from the hand-off list (one process)")
     return 0
