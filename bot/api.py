@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from bot.errors import error_response
 from bot.outbound import Outgoing, Template, queue_message
+from bot.register import export_register
 from bot.services import services
 from storage.models import (
     ApiToken,
@@ -29,6 +30,7 @@ from storage.models import (
     Tenant,
     Ticket,
     iso_utc,
+    utcnow,
 )
 from storage.queries import (
     contact_by_phone,
@@ -66,11 +68,13 @@ def authenticate() -> Response | None:
             .where(
                 ApiToken.token_hash == hash_token(token.strip()),
                 ApiToken.revoked_at.is_(None),
-                Tenant.terminated_at.is_(None),
             )
         )
     if tenant is None:
         return _unauthorized()
+    if tenant.terminated_at is not None and request.method != "GET":
+        # Until its data is deleted a terminated office may read it back, nothing more.
+        return error_response(403, "office_terminated", "this office's service has ended")
     g.tenant = tenant
     return None
 
@@ -267,6 +271,13 @@ def bot_logs() -> Response:
                 for e in rows
             ]
         )
+
+
+@bp.get("/register")
+def processing_register() -> Response:
+    """The office's art. 30 register, for the DPO's tools; the export is audited."""
+    register = export_register(services(), g.tenant, utcnow(), actor="api", ip=request.remote_addr)
+    return jsonify(register)
 
 
 def _outgoing(data: dict[str, Any]) -> Outgoing:

@@ -32,6 +32,7 @@ def init_app(app: Flask) -> None:
         intents_group,
         audit_group,
         export_command,
+        register_command,
         erase_command,
         purge_command,
         dev_command,
@@ -101,6 +102,27 @@ def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | 
         raise click.ClickException(str(error)) from error
     click.echo(f"created office {tenant.name!r} for {tenant.whatsapp_number}")
     click.echo(tenant.slug)
+
+
+@tenant_group.command(
+    "terminate", help="End an office's service; its data is deleted 60 days later."
+)
+@click.option("--tenant", "slug", required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def tenant_terminate(slug: str, yes: bool) -> None:
+    from bot.tenant_admin import terminate_tenant
+    from storage.models import utcnow
+
+    tenant = _tenant(slug)
+    if not yes:
+        click.confirm(f"End the service of {tenant.name!r} now?", abort=True)
+    delete_after = terminate_tenant(services(), tenant.id, utcnow(), actor="cli")
+    click.echo(f"office {slug!r} terminated: its number is no longer served")
+    click.echo(
+        f"its data can be exported until {delete_after:%Y-%m-%d %H:%M} UTC "
+        f"(portineria export --tenant {slug} --out FILE); the daily purge deletes it after"
+    )
 
 
 def _tenant(slug: str):  # type: ignore[no-untyped-def]
@@ -244,6 +266,25 @@ def purge_command(dry_run: bool) -> None:
     reports = purge(services(), utcnow(), dry_run=dry_run)
     for line in report_lines(reports):
         click.echo(("would remove: " if dry_run else "removed: ") + line)
+
+
+@click.command("register", help="Export an office's register of processing (art. 30 GDPR).")
+@click.option("--tenant", "slug", required=True)
+@click.option("--out", "out", default=None, type=click.Path(dir_okay=False, path_type=Path))
+@with_appcontext
+def register_command(slug: str, out: Path | None) -> None:
+    from bot.register import export_register
+    from storage.models import utcnow
+
+    tenant = _tenant(slug)
+    data = export_register(services(), tenant, utcnow(), actor="cli")
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if out is None:
+        click.echo(text)
+        return
+    out.write_text(text, encoding="utf-8")
+    out.chmod(0o600)
+    click.echo(f"register of {tenant.slug} ({len(data['activities'])} activities) written to {out}")
 
 
 @click.group("audit", help="The audit trail.")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from bot.audit import record_audit
 from bot.rights import delete_files, delete_rows, erase_in_session, media_files
 from bot.services import Services
+from bot.tenant_admin import delete_expired_tenants
 from storage.models import BotLogEntry, Contact, MediaItem, Message, Tenant
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,18 @@ def terms_for(tenant: Tenant) -> dict[str, int]:
 
 
 def purge(svc: Services, now: datetime, *, dry_run: bool = False) -> list[PurgeReport]:
-    """Apply every office's terms; with ``dry_run`` count what would go and keep it."""
+    """Apply every office's terms, and delete the offices whose export window closed;
+    with ``dry_run`` count what would go and keep it.
+
+    A terminated office's own terms no longer apply: everything is kept, unchanged,
+    for it to export until its window closes.
+    """
     with svc.db.session() as session:
         tenants = session.scalars(select(Tenant).where(Tenant.terminated_at.is_(None))).all()
-    return [_purge_tenant(svc, tenant, now, dry_run) for tenant in tenants]
+    reports = [_purge_tenant(svc, tenant, now, dry_run) for tenant in tenants]
+    deleted = delete_expired_tenants(svc, now, dry_run=dry_run)
+    reports += [PurgeReport(slug, {"office": 1, **removed}) for slug, removed in deleted.items()]
+    return reports
 
 
 def _purge_tenant(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -> PurgeReport:

@@ -12,12 +12,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from bot.audit import record_audit
 from bot.services import Services
 from storage.models import (
+    AuditEvent,
     BotLogEntry,
     ConsentEvent,
     Contact,
@@ -76,17 +77,7 @@ def _contact_data(
             "created_at": iso_utc(contact.created_at),
             "last_contact_at": iso_utc(contact.last_contact_at),
         },
-        "consent_events": [
-            {
-                "event": e.event,
-                "at": iso_utc(e.at),
-                "channel": e.channel,
-                "evidence_text": svc.cipher.decrypt(e.evidence_text) if e.evidence_text else None,
-                "notice_version": e.notice_version,
-                "notice_sha256": e.notice_sha256,
-            }
-            for e in ledger
-        ],
+        "consent_events": [_ledger_entry(svc, e) for e in ledger],
         "messages": [
             {
                 "id": m.id,
@@ -107,6 +98,57 @@ def _contact_data(
                 "created_at": iso_utc(t.created_at),
             }
             for t in tickets
+        ],
+    }
+
+
+def _ledger_entry(svc: Services, event: ConsentEvent) -> dict[str, Any]:
+    return {
+        "event": event.event,
+        "at": iso_utc(event.at),
+        "channel": event.channel,
+        "evidence_text": svc.cipher.decrypt(event.evidence_text) if event.evidence_text else None,
+        "notice_version": event.notice_version,
+        "notice_sha256": event.notice_sha256,
+    }
+
+
+def _office_records(svc: Services, session: Session, tenant: Tenant) -> dict[str, Any]:
+    """What a whole-office export adds to the contacts: the records no contact holds."""
+    erased = session.scalars(
+        select(ConsentEvent)
+        .where(
+            ConsentEvent.tenant_id == tenant.id,
+            # The ledger cannot be updated, so an erased contact's rows keep its old id.
+            or_(
+                ConsentEvent.contact_id.is_(None),
+                ConsentEvent.contact_id.not_in(
+                    select(Contact.id).where(Contact.tenant_id == tenant.id)
+                ),
+            ),
+        )
+        .order_by(ConsentEvent.id)
+    ).all()
+    audit = session.scalars(
+        select(AuditEvent).where(AuditEvent.tenant_id == tenant.id).order_by(AuditEvent.id)
+    ).all()
+    return {
+        # Kept after erasure as proof of consent, under a keyed hash instead of the number.
+        "consent_events_of_erased_contacts": [
+            {"subject_ref": e.subject_ref, **_ledger_entry(svc, e)} for e in erased
+        ],
+        "audit_log": [
+            {
+                "at": iso_utc(a.at),
+                "actor": a.actor,
+                "user_id": a.user_id,
+                "action": a.action,
+                "target_type": a.target_type,
+                "target_id": a.target_id,
+                "detail": a.detail,
+                "hash": a.hash,
+            }
+            for a in audit
         ],
     }
 
@@ -133,6 +175,8 @@ def export_data(
             "exported_at": iso_utc(utcnow()),
             "contacts": [_contact_data(svc, session, tenant, c) for c in contacts],
         }
+        if contact_id is None:
+            data.update(_office_records(svc, session, tenant))
         record_audit(
             session,
             tenant.id,

@@ -1,12 +1,29 @@
-"""Creating offices and their first privacy notice."""
+"""Offices: creating them with their first privacy notice, and ending their contract.
+
+Termination stops the service at once (the number is no longer routed, console logins
+and API writes are refused) but keeps every record for ``EXPORT_WINDOW``, during which
+the office can take its data back (``portineria export``, the API's read calls). When
+the window closes, the daily purge deletes the office and everything of it, the
+consent ledger and the audit trail included (art. 28(3)(g) GDPR).
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import logging
+from datetime import datetime, timedelta
 
+from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.audit import record_audit
 from bot.consent import DEFAULT_NOTICE_TEXT, publish_notice
+from bot.rights import delete_files, media_files
 from bot.services import Services
-from storage.models import Tenant
+from storage.models import Base, MediaItem, Tenant, iso_utc
+
+log = logging.getLogger(__name__)
+
+EXPORT_WINDOW = timedelta(days=60)
 
 
 class TenantExists(Exception):
@@ -45,3 +62,80 @@ def create_tenant(
         publish_notice(session, tenant, "1", DEFAULT_NOTICE_TEXT, url)
     svc.tenants.forget()
     return tenant
+
+
+def terminate_tenant(svc: Services, tenant_id: int, now: datetime, *, actor: str) -> datetime:
+    """End the office's service now; returns when its data will be deleted.
+
+    Terminating twice changes nothing: the first termination sets the deadline.
+    """
+    with svc.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise LookupError("no such office")
+        if tenant.terminated_at is not None:
+            return tenant.terminated_at + EXPORT_WINDOW
+        tenant.terminated_at = now
+        record_audit(
+            session,
+            tenant.id,
+            "tenant.terminated",
+            actor=actor,
+            target_type="tenant",
+            target_id=tenant.id,
+            detail={"delete_after": iso_utc(now + EXPORT_WINDOW)},
+        )
+    # This process stops routing its number now; the others within the cache's TTL.
+    svc.tenants.forget()
+    return now + EXPORT_WINDOW
+
+
+def delete_expired_tenants(
+    svc: Services, now: datetime, *, dry_run: bool = False
+) -> dict[str, dict[str, int]]:
+    """Delete every office whose export window has closed: slug -> rows removed per table.
+
+    With ``dry_run`` the counts are computed inside a transaction that is rolled back.
+    """
+    with svc.db.session() as session:
+        slugs = dict(
+            session.execute(
+                select(Tenant.id, Tenant.slug).where(
+                    Tenant.terminated_at.is_not(None), Tenant.terminated_at <= now - EXPORT_WINDOW
+                )
+            ).all()
+        )
+    deleted = {}
+    for tenant_id, slug in slugs.items():
+        try:
+            deleted[slug] = _delete_tenant(svc, tenant_id, dry_run)
+        except SQLAlchemyError:
+            # Rolled back whole; the next daily purge tries again. The others go on.
+            log.exception("deleting terminated office %d failed", tenant_id)
+    return deleted
+
+
+class _RollBack(Exception):
+    """Ends a dry run: the deletions were counted, the transaction is rolled back."""
+
+
+def _delete_tenant(svc: Services, tenant_id: int, dry_run: bool) -> dict[str, int]:
+    removed: dict[str, int] = {}
+    try:
+        with svc.db.session() as session:
+            tenant = session.get(Tenant, tenant_id)
+            assert tenant is not None
+            files = media_files(session, tenant, MediaItem.path.is_not(None))
+            # Children before parents; every table holding office data has tenant_id.
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name != Tenant.__tablename__ and "tenant_id" in table.c:
+                    result = session.execute(delete(table).where(table.c.tenant_id == tenant_id))
+                    removed[table.name] = int(result.rowcount or 0)
+            session.delete(tenant)
+            if dry_run:
+                raise _RollBack
+    except _RollBack:
+        return removed
+    delete_files(files)
+    log.info("office %d deleted at the end of its export window", tenant_id)
+    return removed
