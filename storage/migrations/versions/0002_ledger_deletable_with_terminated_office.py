@@ -18,8 +18,6 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_REFUSAL = "consent ledger is append-only"
-
 
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
@@ -29,7 +27,7 @@ def upgrade() -> None:
             "CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events "
             "WHEN NOT EXISTS (SELECT 1 FROM tenants WHERE tenants.id = OLD.tenant_id "
             "AND tenants.terminated_at IS NOT NULL) "
-            f"BEGIN SELECT RAISE(ABORT, '{_REFUSAL}'); END"
+            "BEGIN SELECT RAISE(ABORT, 'consent ledger is append-only'); END"
         )
     elif dialect == "postgresql":
         op.execute("DROP TRIGGER consent_events_append_only ON consent_events")
@@ -43,7 +41,7 @@ def upgrade() -> None:
             "LANGUAGE plpgsql AS $$ BEGIN "
             "IF EXISTS (SELECT 1 FROM tenants WHERE id = OLD.tenant_id "
             "AND terminated_at IS NOT NULL) THEN RETURN OLD; END IF; "
-            f"RAISE EXCEPTION '{_REFUSAL}'; END $$"
+            "RAISE EXCEPTION 'consent ledger is append-only'; END $$"
         )
         op.execute(
             "CREATE TRIGGER consent_events_delete_guard BEFORE DELETE ON consent_events "
@@ -57,7 +55,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER consent_events_no_delete")
         op.execute(
             "CREATE TRIGGER consent_events_no_delete BEFORE DELETE ON consent_events "
-            f"BEGIN SELECT RAISE(ABORT, '{_REFUSAL}'); END"
+            "BEGIN SELECT RAISE(ABORT, 'consent ledger is append-only'); END"
         )
     elif dialect == "postgresql":
         op.execute("DROP TRIGGER consent_events_delete_guard ON consent_events")
