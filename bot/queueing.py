@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, timedelta
+from functools import partial
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 PROCESS_INBOUND = "bot.jobs.process_inbound"
 DELIVER_MESSAGE = "bot.jobs.deliver_message"
 RELAY_BATCH = 200
-MAX_RELAY_BATCHES_PER_SWEEP = 50
+MAX_RELAY_BATCHES = 50
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
@@ -90,6 +92,16 @@ class JobQueue:
                 log.error("relay: dropped a malformed hand-off entry")
         self.enqueue_many([(message_id, 0) for message_id in ids])
         return len(ids)
+
+    def relay_waiting(self, max_batches: int = MAX_RELAY_BATCHES) -> int:
+        """Relay what waits now, without blocking; bounded, so a flood cannot hold the caller."""
+        total = 0
+        for _ in range(max_batches):
+            relayed = self.relay()
+            if not relayed:
+                break
+            total += relayed
+        return total
 
     def enqueue(self, message_id: int, sweeps: int = 0) -> None:
         """Enqueue one processing job; raises RedisError if Redis is unreachable."""
@@ -168,9 +180,7 @@ def sweep_once(
     """Enqueue every stored inbound message that nothing will process otherwise."""
     older_than = utcnow() - timedelta(seconds=grace_seconds)
     # Handed-off ids first: a message waiting for the relay is not lost.
-    for _ in range(MAX_RELAY_BATCHES_PER_SWEEP):
-        if queue.relay() < RELAY_BATCH:
-            break
+    queue.relay_waiting()
     enqueued = 0
     for message_id, sweeps in unprocessed_for_sweep(db_engine, older_than, max_attempts):
         if queue.is_pending(message_id, sweeps, lease_seconds):
@@ -194,49 +204,43 @@ def sweep_once(
     return enqueued
 
 
-class Sweeper(threading.Thread):
-    """Runs :func:`sweep_once` every few seconds until stopped."""
+class BackgroundLoop(threading.Thread):
+    """Runs one pass of a worker's background duty again and again until stopped.
 
-    def __init__(self, sweep, interval: float) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(name="portineria-sweeper", daemon=True)
-        self._sweep = sweep
-        self._interval = interval
+    ``pause`` follows every pass; after a failed pass it is at least ``error_pause``,
+    so that an outage is retried, not spun on.
+    """
+
+    def __init__(
+        self, name: str, run_pass: Callable[[], object], pause: float, error_pause: float = 1.0
+    ) -> None:
+        super().__init__(name=f"portineria-{name}", daemon=True)
+        self._run_pass = run_pass
+        self._pause = pause
+        self._error_pause = error_pause
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
+            pause = self._pause
             try:
-                self._sweep()
+                self._run_pass()
             except RedisError:
-                log.warning("sweeper: redis unavailable, will retry")
+                log.warning("%s: redis unavailable, will retry", self.name)
+                pause = max(pause, self._error_pause)
             except Exception:
-                log.exception("sweeper pass failed")
-            self._stop_event.wait(self._interval)
+                log.exception("%s pass failed", self.name)
+                pause = max(pause, self._error_pause)
+            self._stop_event.wait(pause)
 
     def stop(self) -> None:
         self._stop_event.set()
 
 
-class InboundRelay(threading.Thread):
-    """Turns the webhook's hand-offs into RQ jobs as they arrive, until stopped."""
+def inbound_relay(queue: JobQueue) -> BackgroundLoop:
+    """Turns the webhook's hand-offs into RQ jobs as they arrive.
 
-    WAIT_SECONDS = 1.0  # below the Redis client's socket timeout
-
-    def __init__(self, queue: JobQueue) -> None:
-        super().__init__(name="portineria-relay", daemon=True)
-        self._queue = queue
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            try:
-                self._queue.relay(wait_seconds=self.WAIT_SECONDS)
-            except RedisError:
-                log.warning("relay: redis unavailable, will retry")
-                self._stop_event.wait(self.WAIT_SECONDS)
-            except Exception:
-                log.exception("relay pass failed")
-                self._stop_event.wait(self.WAIT_SECONDS)
-
-    def stop(self) -> None:
-        self._stop_event.set()
+    Each pass blocks on Redis for up to a second (below the client's socket timeout),
+    so there is no pause between passes.
+    """
+    return BackgroundLoop("relay", partial(queue.relay, wait_seconds=1.0), pause=0)

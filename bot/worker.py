@@ -14,7 +14,7 @@ from flask import Flask
 from rq import SimpleWorker
 
 from bot.console import release_idle_conversations
-from bot.queueing import InboundRelay, Sweeper, sweep_once
+from bot.queueing import BackgroundLoop, inbound_relay, sweep_once
 from bot.retention import purge_if_due
 from bot.services import services
 from storage.models import utcnow
@@ -37,7 +37,7 @@ def preload_language() -> None:
 RELEASE_CHECK_SECONDS = 60.0
 
 
-def make_sweeper(app: Flask) -> Sweeper:
+def make_sweeper(app: Flask) -> BackgroundLoop:
     """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
     once a day (across all workers): the retention purge."""
     svc = services()
@@ -62,17 +62,16 @@ def make_sweeper(app: Flask) -> Sweeper:
             if released:
                 log.info("released %d idle conversation(s) to the bot", released)
 
-    return Sweeper(housekeeping, float(config["SWEEP_INTERVAL_SECONDS"]))
+    return BackgroundLoop("sweeper", housekeeping, pause=float(config["SWEEP_INTERVAL_SECONDS"]))
 
 
 def run_worker(app: Flask, *, burst: bool = False) -> None:
     preload_language()
     svc = services()
     sweeper = make_sweeper(app)
-    relay = InboundRelay(svc.jobs)
+    relay = inbound_relay(svc.jobs)
     if burst:
-        while svc.jobs.relay():
-            pass
+        svc.jobs.relay_waiting()
     else:
         relay.start()
     sweeper.start()

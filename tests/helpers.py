@@ -79,8 +79,7 @@ def send_inbound(client: FlaskClient, body: str = "Buongiorno", **kwargs: Any) -
 def drain(svc: Services) -> None:
     """Run every queued job in this process, as ``portineria worker --burst`` would."""
     assert svc.app_context is not None
-    while svc.jobs.relay():
-        pass
+    svc.jobs.relay_waiting()
     with svc.app_context():
         SimpleWorker([svc.jobs.queue], connection=svc.redis).work(
             burst=True, logging_level="WARNING"

@@ -20,10 +20,11 @@ from helpers import (
     post_signed,
     send_inbound,
 )
+from redis.exceptions import RedisError
 from servers import wait_until
 from sqlalchemy import select
 
-from bot.queueing import sweep_once
+from bot.queueing import RELAY_BATCH, BackgroundLoop, sweep_once
 from bot.services import Services
 from storage.models import Contact, MediaItem, Message
 
@@ -214,6 +215,29 @@ def test_relay_waits_for_a_hand_off_and_gives_up_after_its_timeout(svc):
 
     assert svc.jobs.relay(wait_seconds=0.2) == 0
     assert 0.15 <= time.monotonic() - started < 5
+
+
+def test_relaying_what_waits_is_bounded_so_a_flood_cannot_hold_the_sweeper(svc):
+    svc.redis.rpush(svc.jobs.handoff_key, *range(1, 2 * RELAY_BATCH + 51))
+
+    assert svc.jobs.relay_waiting(max_batches=2) == 2 * RELAY_BATCH
+    assert svc.jobs.handed_off() == 50
+
+
+def test_a_background_loop_pauses_after_a_failed_pass_instead_of_spinning():
+    passes = []
+
+    def failing_pass() -> None:
+        passes.append(time.monotonic())
+        raise RedisError("down")
+
+    loop = BackgroundLoop("test", failing_pass, pause=0, error_pause=0.2)
+    loop.start()
+    time.sleep(0.5)
+    loop.stop()
+    loop.join(timeout=5)
+
+    assert 2 <= len(passes) <= 4
 
 
 def test_a_hand_off_lost_by_a_dying_relay_is_answered_through_the_sweeper(client, svc, twilio):
