@@ -44,10 +44,10 @@ def inbound_job_id(message_id: int, sweeps: int = 0) -> str:
     return f"inbound-{message_id}" if sweeps == 0 else f"inbound-{message_id}-s{sweeps}"
 
 
-def connect_redis(url: str) -> Redis:
+def connect_redis(url: str, socket_timeout: float | None = 2.0) -> Redis:
     # Short timeouts: a Redis outage must cost the webhook milliseconds, not seconds.
     return Redis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=2.0, health_check_interval=30
+        url, socket_connect_timeout=0.5, socket_timeout=socket_timeout, health_check_interval=30
     )
 
 

@@ -28,6 +28,7 @@ class Services:
     db: Database
     cipher: BodyCipher
     redis: Redis
+    redis_url: str
     jobs: JobQueue
     transport: WhatsAppTransport
     tenants: TenantDirectory
@@ -79,7 +80,8 @@ def build_notifier(config: dict[str, Any], redis: Redis) -> OperatorNotifier:
 def init_app(app: Flask) -> Services:
     config = app.config
     db = Database(config["DATABASE_URL"])
-    redis = connect_redis(config["REDIS_URL"] or "redis://127.0.0.1:6379/0")
+    redis_url = config["REDIS_URL"] or "redis://127.0.0.1:6379/0"
+    redis = connect_redis(redis_url)
     token = config.get("TWILIO_AUTH_TOKEN")
     jobs = JobQueue(
         redis, config["QUEUE_NAME"], job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2
@@ -89,6 +91,7 @@ def init_app(app: Flask) -> Services:
         db=db,
         cipher=BodyCipher(encryption_keys(config)),
         redis=redis,
+        redis_url=redis_url,
         jobs=jobs,
         transport=build_transport(config),  # type: ignore[arg-type]
         tenants=TenantDirectory(db),

@@ -14,9 +14,9 @@ from flask import Flask
 from rq import SimpleWorker
 
 from bot.console import release_idle_conversations
-from bot.queueing import BackgroundLoop, inbound_relay, sweep_once
+from bot.queueing import BackgroundLoop, connect_redis, inbound_relay, sweep_once
 from bot.retention import purge_if_due
-from bot.services import services
+from bot.services import Services, services
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,18 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
     return BackgroundLoop("sweeper", housekeeping, pause=float(config["SWEEP_INTERVAL_SECONDS"]))
 
 
+def make_rq_worker(svc: Services) -> SimpleWorker:
+    """The RQ worker, listening on a Redis client of its own.
+
+    RQ raises the socket timeout of the client it is given above its blocking wait
+    (minutes). On the app's shared client that would let a job's Redis call hang for
+    minutes in an outage, and connections opened before the change would still time
+    out mid-wait, making the worker drop and retry its listen.
+    """
+    listener = connect_redis(svc.redis_url, socket_timeout=None)
+    return SimpleWorker([svc.jobs.queue], connection=listener)
+
+
 def run_worker(app: Flask, *, burst: bool = False) -> None:
     preload_language()
     svc = services()
@@ -76,8 +88,7 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
         relay.start()
     sweeper.start()
     try:
-        worker = SimpleWorker([svc.jobs.queue], connection=svc.redis)
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        make_rq_worker(svc).work(burst=burst, with_scheduler=True, logging_level="WARNING")
     finally:
         relay.stop()
         sweeper.stop()

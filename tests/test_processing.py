@@ -409,3 +409,14 @@ def test_a_reply_over_the_send_rate_is_deferred_not_dropped(client, svc, twilio,
     process_inbound(svc, message_id)  # what RQ's retry runs
 
     assert len(twilio.messages) == 1
+
+
+def test_the_rq_worker_listens_on_its_own_redis_client(svc):
+    from bot.worker import make_rq_worker
+
+    worker = make_rq_worker(svc)
+
+    listener_timeout = worker.connection.connection_pool.connection_kwargs["socket_timeout"]
+    assert listener_timeout > worker.dequeue_timeout  # RQ's long blocking wait fits
+    # The app's own client keeps its short timeout: a job's Redis call fails fast.
+    assert svc.redis.connection_pool.connection_kwargs["socket_timeout"] == 2.0
