@@ -104,6 +104,28 @@ def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | 
     click.echo(tenant.slug)
 
 
+@tenant_group.command("settings", help="Show an office's settings, or change them with --set.")
+@click.option("--tenant", "slug", required=True)
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="e.g. retention.messages_days=180, store_profile_name=false, dpo_contact=...",
+)
+@with_appcontext
+def tenant_settings(slug: str, assignments: tuple[str, ...]) -> None:
+    from bot.office_settings import InvalidSetting, parse_assignment, update_settings
+
+    tenant = _tenant(slug)
+    try:
+        changes = dict(parse_assignment(a) for a in assignments)
+    except InvalidSetting as error:
+        raise click.ClickException(str(error)) from error
+    effective = update_settings(services(), tenant.id, changes, actor="cli")
+    click.echo(json.dumps(effective, indent=2, ensure_ascii=False))
+
+
 @tenant_group.command(
     "terminate", help="End an office's service; its data is deleted 60 days later."
 )

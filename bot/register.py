@@ -566,7 +566,7 @@ def processing_register(svc: Services, tenant: Tenant, now: datetime) -> dict[st
             "name": tenant.name,
             "role": "Titolare del trattamento",
             "whatsapp_number": tenant.whatsapp_number,
-            "dpo": DPO_TO_COMPLETE,
+            "dpo": (tenant.settings or {}).get("dpo_contact") or DPO_TO_COMPLETE,
         },
         "processor": dict(PROCESSOR),
         "service": _service_state(tenant),

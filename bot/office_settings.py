@@ -1,0 +1,128 @@
+"""An office's own policy knobs, validated before they reach ``Tenant.settings``.
+
+Every key has a parser that refuses what the code reading it could not use, so a
+typo on the command line is an error message, not a purge run with the wrong term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bot.audit import record_audit
+from bot.gate import DEFAULT_SEND_RATE
+from bot.retention import DEFAULT_TERMS, terms_for
+from bot.services import Services
+from storage.models import Tenant
+
+# WhatsApp Business senders are capped at 80 messages/s by Twilio.
+MAX_SEND_RATE = 80
+MAX_RETENTION_DAYS = 3650
+
+
+class InvalidSetting(ValueError):
+    pass
+
+
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "yes", "on", "1"):
+        return True
+    if value in ("false", "no", "off", "0"):
+        return False
+    raise InvalidSetting("expected true or false")
+
+
+def _whole_number(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError as error:
+            raise InvalidSetting("expected a whole number") from error
+        if not low <= value <= high:
+            raise InvalidSetting(f"expected a number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip()
+        if not value or len(value) > limit:
+            raise InvalidSetting(f"expected a text of 1 to {limit} characters")
+        return value
+
+    return parse
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "send_rate_per_second": _whole_number(1, MAX_SEND_RATE),
+    "redact_sensitive": _boolean,
+    "store_profile_name": _boolean,
+    # Named in the bot's replies: where documents with legal value must go instead.
+    "proper_channel": _text(200),
+    # The office's data protection officer (or privacy contact), for its Art. 30 register.
+    "dpo_contact": _text(200),
+    **{f"retention.{term}": _whole_number(1, MAX_RETENTION_DAYS) for term in DEFAULT_TERMS},
+}
+
+
+def parse_assignment(assignment: str) -> tuple[str, Any]:
+    """``key=value`` as given on the command line, validated."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep:
+        raise InvalidSetting(f"{assignment!r}: expected KEY=VALUE")
+    parser = PARSERS.get(key)
+    if parser is None:
+        raise InvalidSetting(f"unknown setting {key!r}; known: {', '.join(sorted(PARSERS))}")
+    try:
+        return key, parser(raw)
+    except InvalidSetting as error:
+        raise InvalidSetting(f"{key}: {error}") from error
+
+
+def effective_settings(tenant: Tenant) -> dict[str, Any]:
+    """What the office's bot runs with: its own values, or the defaults."""
+    settings = tenant.settings or {}
+    return {
+        "send_rate_per_second": int(settings.get("send_rate_per_second", DEFAULT_SEND_RATE)),
+        "redact_sensitive": bool(settings.get("redact_sensitive", True)),
+        "store_profile_name": bool(settings.get("store_profile_name", False)),
+        "proper_channel": settings.get("proper_channel"),
+        "dpo_contact": settings.get("dpo_contact"),
+        "retention": terms_for(tenant),
+    }
+
+
+def update_settings(
+    svc: Services, tenant_id: int, changes: dict[str, Any], *, actor: str
+) -> dict[str, Any]:
+    """Apply validated changes (see :func:`parse_assignment`); returns the effective settings."""
+    with svc.db.session() as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise LookupError("no such office")
+        # A new dict, not an in-place edit: the JSON column only notices reassignment.
+        settings = {**(tenant.settings or {})}
+        retention = {**(settings.get("retention") or {})}
+        for key, value in changes.items():
+            if key.startswith("retention."):
+                retention[key.removeprefix("retention.")] = value
+            else:
+                settings[key] = value
+        if retention:
+            settings["retention"] = retention
+        tenant.settings = settings
+        if changes:
+            record_audit(
+                session,
+                tenant.id,
+                "tenant.settings",
+                actor=actor,
+                target_type="tenant",
+                target_id=tenant.id,
+                detail=changes,
+            )
+        return effective_settings(tenant)
