@@ -36,6 +36,7 @@ EXPLANATIONS = {
         "si può inviare solo un modello approvato."
     ),
     "rate_limited": "Limite di invio dello studio raggiunto: riprova tra qualche secondo.",
+    "office_terminated": "Il servizio WhatsApp dello studio è cessato: nessun messaggio parte.",
 }
 
 # Messages that may answer a contact who has not accepted the channel (yet): the
@@ -96,6 +97,9 @@ def check_outbound(
     outgoing: Outgoing,
     now: datetime | None = None,
 ) -> GateDecision:
+    if tenant.terminated_at is not None:
+        # Jobs already queued when the contract ended must not speak for the office.
+        return GateDecision(False, "office_terminated")
     decision = evaluate(
         consent=contact.consent,
         legal_basis=contact.legal_basis,

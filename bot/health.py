@@ -27,11 +27,14 @@ def readyz() -> tuple[Response, int]:
         checks["database"] = "ok"
     except SQLAlchemyError:
         checks["database"] = "unavailable"
+    backlog: dict[str, int] = {}
     try:
-        svc.redis.ping()
+        # A growing backlog means no worker is relaying or working: worth an alert.
+        backlog = {"handed_off": svc.jobs.handed_off(), "queued": svc.jobs.queue.count}
         checks["redis"] = "ok"
     except RedisError:
         # Not fatal for the webhook (messages are stored and swept), but worth a signal.
         checks["redis"] = "unavailable"
     ready = checks["database"] == "ok"
-    return jsonify(status="ok" if ready else "unavailable", checks=checks), 200 if ready else 503
+    body = jsonify(status="ok" if ready else "unavailable", checks=checks, backlog=backlog)
+    return body, 200 if ready else 503

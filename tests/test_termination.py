@@ -13,7 +13,7 @@ from bot.api import create_token
 from bot.retention import purge
 from bot.rights import erase_contact, export_data
 from bot.tenant_admin import EXPORT_WINDOW, terminate_tenant
-from storage.models import AuditEvent, Base, MediaItem, Tenant, utcnow
+from storage.models import AuditEvent, Base, MediaItem, Message, Tenant, utcnow
 
 OTHER_NUMBER = "+390298765432"
 
@@ -176,3 +176,17 @@ def test_cli_terminate_prints_the_export_deadline(app, svc, tenant):
     assert "exported until" in result.output
     with svc.db.session() as session:
         assert session.get(Tenant, tenant.id).terminated_at is not None
+
+
+def test_a_message_stored_before_termination_gets_no_reply_after_it(client, svc, twilio, tenant):
+    send_inbound(client, "buongiorno")
+    terminate_tenant(svc, tenant.id, utcnow(), actor="test")
+
+    drain(svc)
+
+    assert twilio.messages == []
+    with svc.db.session() as session:
+        directions = session.scalars(select(Message.direction)).all()
+        processed = session.scalar(select(Message.processed_at).where(Message.direction == "in"))
+    assert directions == ["in"]  # the gate refused every reply: none recorded, none sent
+    assert processed is not None  # handled once, not retried
