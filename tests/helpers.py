@@ -6,13 +6,13 @@ import uuid
 from typing import Any
 
 from flask.testing import FlaskClient
-from rq import SimpleWorker
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
 from bot.services import Services
 from bot.tenant_admin import create_tenant
+from bot.worker import make_rq_worker
 from storage.models import Message, Tenant
 
 ACCOUNT_SID = "AC" + "1" * 32
@@ -81,9 +81,11 @@ def drain(svc: Services) -> None:
     assert svc.app_context is not None
     svc.jobs.relay_waiting()
     with svc.app_context():
-        SimpleWorker([svc.jobs.queue], connection=svc.redis).work(
-            burst=True, logging_level="WARNING"
-        )
+        worker = make_rq_worker(svc)
+        try:
+            worker.work(burst=True, logging_level="WARNING")
+        finally:
+            worker.connection.close()
 
 
 def count_messages(svc: Services, **filters: Any) -> int:
