@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from bot.devstack import free_port, start_embedded_redis, wait_for_port
+from bot.devstack import free_port, start_embedded_redis, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-auth-token-0123456789abcdef"
@@ -117,14 +116,6 @@ def gunicorn(
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     wait_port(port)
     return process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def parse_latency(text: str, label: str) -> float:
@@ -250,11 +241,10 @@ def main() -> int:
                         run_wrk(port, script, data, args.connections, args.duration)
                     )
                 finally:
-                    stop(server)
+                    stop_process(server, timeout=10)
         relay_rate = measure_relay(redis_url)
     finally:
-        redis.send_signal(signal.SIGTERM)
-        redis.wait(timeout=10)
+        stop_process(redis, timeout=10)
         shutil.rmtree(work, ignore_errors=True)
 
     summary = {

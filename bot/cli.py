@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 import click
 import phonenumbers
@@ -147,6 +149,14 @@ def tenant_terminate(slug: str, yes: bool) -> None:
     )
 
 
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Personal data on disk: readable by its owner only, not even for a moment by all."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+    path.chmod(0o600)  # a file that already existed keeps its old mode otherwise
+
+
 def _tenant(slug: str):  # type: ignore[no-untyped-def]
     from storage.queries import tenant_by_slug
 
@@ -243,8 +253,7 @@ def export_command(slug: str, phone: str | None, out: Path) -> None:
         data = export_data(services(), tenant, _contact_id(tenant, phone), actor="cli")
     except LookupError as error:
         raise click.ClickException(str(error)) from error
-    out.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    out.chmod(0o600)
+    write_private_json(out, data)
     click.echo(f"exported {len(data['contacts'])} contact(s) to {out}")
 
 
@@ -300,12 +309,10 @@ def register_command(slug: str, out: Path | None) -> None:
 
     tenant = _tenant(slug)
     data = export_register(services(), tenant, utcnow(), actor="cli")
-    text = json.dumps(data, indent=2, ensure_ascii=False)
     if out is None:
-        click.echo(text)
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
-    out.write_text(text, encoding="utf-8")
-    out.chmod(0o600)
+    write_private_json(out, data)
     click.echo(f"register of {tenant.slug} ({len(data['activities'])} activities) written to {out}")
 
 

@@ -122,11 +122,12 @@ def _dev_token(instance: Path) -> str:
     return path.read_text().strip()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
 
@@ -156,7 +157,7 @@ def run_dev(port: int) -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if not os.environ.get("REDIS_URL"):
         url, redis_process = start_embedded_redis()
-        atexit.register(_stop, redis_process)
+        atexit.register(stop_process, redis_process)
         os.environ["REDIS_URL"] = url
     base = f"http://127.0.0.1:{port}"
     os.environ.setdefault("PUBLIC_BASE_URL", base)
@@ -179,7 +180,7 @@ def run_dev(port: int) -> None:
         email, password = seed_demo_operator(svc, tenant, role="admin")
 
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())  # noqa: S603
-    atexit.register(_stop, worker)
+    atexit.register(stop_process, worker)
     threading.Thread(target=_watch_worker, args=(worker,), daemon=True).start()
     click.echo(f"Portineria is running on {base}")
     click.echo(f"  simulator: {base}/dev/simulator (demo office {DEMO_NUMBER})")

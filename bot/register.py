@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from bot.accounts import LOCKOUT, MAX_FAILED_LOGINS
 from bot.audit import record_audit
 from bot.consent import active_notice
-from bot.retention import terms_for
+from bot.office_settings import effective_settings
 from bot.services import Services
 from bot.tenant_admin import EXPORT_WINDOW
 from storage.models import ApiToken, Tenant, iso_utc
@@ -190,8 +190,7 @@ class _Context:
         }.get(recipient, True)
 
 
-def _context(svc: Services, tenant: Tenant, api_tokens: int) -> _Context:
-    settings = tenant.settings or {}
+def _context(svc: Services, settings: dict[str, Any], api_tokens: int) -> _Context:
     return _Context(
         # The live objects, built from WHATSAPP_TRANSPORT and the Pusher settings, are
         # what actually sends: the register follows them, not the raw variables.
@@ -199,9 +198,9 @@ def _context(svc: Services, tenant: Tenant, api_tokens: int) -> _Context:
         pusher=svc.notifier.name == "pusher",
         api_tokens=api_tokens,
         https=str(svc.config.get("PUBLIC_BASE_URL", "")).startswith("https://"),
-        store_profile_name=bool(settings.get("store_profile_name")),
-        redact_sensitive=bool(settings.get("redact_sensitive", True)),
-        terms=terms_for(tenant),
+        store_profile_name=settings["store_profile_name"],
+        redact_sensitive=settings["redact_sensitive"],
+        terms=settings["retention"],
         media_max=_size(int(svc.config.get("MEDIA_MAX_BYTES") or 0)),
         human_timeout_minutes=int(svc.config.get("HUMAN_MODE_TIMEOUT_MINUTES") or 30),
     )
@@ -555,7 +554,8 @@ def _service_state(tenant: Tenant) -> dict[str, str | None]:
 def processing_register(svc: Services, tenant: Tenant, now: datetime) -> dict[str, Any]:
     """The office's art. 30(1) register, as the service is configured right now."""
     notice, api_tokens = _stored_state(svc, tenant)
-    ctx = _context(svc, tenant, api_tokens)
+    settings = effective_settings(tenant)
+    ctx = _context(svc, settings, api_tokens)
     activities = [_activity(activity, ctx) for activity in ACTIVITIES]
     measures = list(dict.fromkeys(m for a in activities for m in a["security_measures"]))
     return {
@@ -566,7 +566,7 @@ def processing_register(svc: Services, tenant: Tenant, now: datetime) -> dict[st
             "name": tenant.name,
             "role": "Titolare del trattamento",
             "whatsapp_number": tenant.whatsapp_number,
-            "dpo": (tenant.settings or {}).get("dpo_contact") or DPO_TO_COMPLETE,
+            "dpo": settings["dpo_contact"] or DPO_TO_COMPLETE,
         },
         "processor": dict(PROCESSOR),
         "service": _service_state(tenant),

@@ -39,10 +39,6 @@ PURGE_EVERY = timedelta(days=1)
 _LAST_RUN_KEY = "portineria:retention:last-run"
 
 
-class _DryRun(Exception):
-    pass
-
-
 @dataclass
 class PurgeReport:
     tenant: str
@@ -73,21 +69,19 @@ def _purge_tenant(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -
     terms = terms_for(tenant)
     report = PurgeReport(tenant.slug)
     files: list[str] = []
-    try:
-        with svc.db.session() as session:
-            files += _old_media(session, tenant, now - timedelta(days=terms["media_days"]), report)
-            files += _old_messages(
-                session, tenant, now - timedelta(days=terms["messages_days"]), report
-            )
-            report.removed["bot_log"] = delete_rows(
-                session,
-                BotLogEntry,
-                tenant,
-                BotLogEntry.at < now - timedelta(days=terms["bot_log_days"]),
-            )
-            files += _expired_contacts(session, tenant, now, terms, report)
-            if dry_run:
-                raise _DryRun  # the counts are known; roll everything back
+    with svc.db.session(dry_run=dry_run) as session:
+        files += _old_media(session, tenant, now - timedelta(days=terms["media_days"]), report)
+        files += _old_messages(
+            session, tenant, now - timedelta(days=terms["messages_days"]), report
+        )
+        report.removed["bot_log"] = delete_rows(
+            session,
+            BotLogEntry,
+            tenant,
+            BotLogEntry.at < now - timedelta(days=terms["bot_log_days"]),
+        )
+        files += _expired_contacts(session, tenant, now, terms, report)
+        if not dry_run:
             record_audit(
                 session,
                 tenant.id,
@@ -97,7 +91,7 @@ def _purge_tenant(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -
                 target_id=tenant.id,
                 detail=report.removed,
             )
-    except _DryRun:
+    if dry_run:
         return report
     delete_files(files)
     if any(report.removed.values()):

@@ -115,26 +115,20 @@ def delete_expired_tenants(
     return deleted
 
 
-class _RollBack(Exception):
-    """Ends a dry run: the deletions were counted, the transaction is rolled back."""
-
-
 def _delete_tenant(svc: Services, tenant_id: int, dry_run: bool) -> dict[str, int]:
     removed: dict[str, int] = {}
-    try:
-        with svc.db.session() as session:
-            tenant = session.get(Tenant, tenant_id)
-            assert tenant is not None
-            files = media_files(session, tenant, MediaItem.path.is_not(None))
-            # Children before parents; every table holding office data has tenant_id.
-            for table in reversed(Base.metadata.sorted_tables):
-                if table.name != Tenant.__tablename__ and "tenant_id" in table.c:
-                    result = session.execute(delete(table).where(table.c.tenant_id == tenant_id))
-                    removed[table.name] = int(result.rowcount or 0)
-            session.delete(tenant)
-            if dry_run:
-                raise _RollBack
-    except _RollBack:
+    with svc.db.session(dry_run=dry_run) as session:
+        tenant = session.get(Tenant, tenant_id)
+        assert tenant is not None
+        files = media_files(session, tenant, MediaItem.path.is_not(None))
+        # Children before parents; every table holding office data has tenant_id.
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name != Tenant.__tablename__ and "tenant_id" in table.c:
+                result = session.execute(delete(table).where(table.c.tenant_id == tenant_id))
+                removed[table.name] = int(result.rowcount or 0)
+        session.delete(tenant)
+        session.flush()
+    if dry_run:
         return removed
     delete_files(files)
     log.info("office %d deleted at the end of its export window", tenant_id)

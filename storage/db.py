@@ -160,10 +160,16 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work: committed on success, rolled back on any error."""
-        with self.write_lock(), self._sessions() as session, session.begin():
+    def session(self, *, dry_run: bool = False) -> Iterator[Session]:
+        """A unit of work: committed on success, rolled back on any error.
+
+        With ``dry_run`` it is rolled back in any case: the work can count what it
+        would change (deleted rows, say) and leave everything as it was.
+        """
+        with self.write_lock(), self._sessions() as session, session.begin() as transaction:
             yield session
+            if dry_run:
+                transaction.rollback()
 
     def dispose(self) -> None:
         if self._checkpointer is not None:

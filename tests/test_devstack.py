@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 from urllib.parse import urlparse
 
 from redis import Redis
 
-from bot.devstack import start_embedded_redis
+from bot.devstack import start_embedded_redis, stop_process
 
 
 def test_embedded_redis_listens_on_a_socket_only_its_owner_can_open():
@@ -26,8 +25,4 @@ def test_embedded_redis_listens_on_a_socket_only_its_owner_can_open():
         assert client.config_get("port") == {"port": "0"}  # no TCP listener at all
         client.close()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
