@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 
 from twilio.request_validator import RequestValidator
 
-from bot.devstack import free_port, start_embedded_redis, stop_process, wait_for_port
+from bot.runtime.devstack import free_port, start_embedded_redis, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-auth-token-0123456789abcdef"
@@ -161,7 +161,7 @@ def prepare_database(env: dict[str, str]) -> None:
     code = (
         "from bot import create_app\n"
         "from bot.services import services\n"
-        "from bot.tenant_admin import create_tenant\n"
+        "from bot.office.lifecycle import create_tenant\n"
         "from storage.migrate import upgrade\n"
         "app = create_app()\n"
         "with app.app_context():\n"
@@ -174,7 +174,7 @@ def prepare_database(env: dict[str, str]) -> None:
 def measure_relay(redis_url: str, limit: int = 20_000, budget_seconds: float = 30.0) -> float:
     """Jobs per second one relay makes of the webhook's hand-offs (bounded in count and time)."""
     from bot.config import DEFAULTS
-    from bot.queueing import RELAY_BATCH, JobQueue, connect_redis
+    from bot.runtime.queueing import RELAY_BATCH, JobQueue, connect_redis
 
     jobs = JobQueue(connect_redis(redis_url), DEFAULTS["QUEUE_NAME"], 60)
     relayed, started = 0, time.perf_counter()

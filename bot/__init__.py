@@ -14,8 +14,10 @@ __all__ = ["create_app"]
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then the environment, then ``config`` (tests pass theirs)."""
-    from bot import api, cli, console, errors, health, public, services, webhooks
+    from bot import console, services
     from bot.config import load_config
+    from bot.runtime import cli
+    from bot.web import api, errors, health, public, webhooks
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_config(app.instance_path, config))
@@ -33,7 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     cli.init_app(app)
     console.init_app(app)
     if app.config["DEV_MODE"]:
-        from bot import simulator
+        from bot.web import simulator
 
         app.register_blueprint(simulator.bp)
     return app

@@ -1,6 +1,6 @@
 """RQ job functions: module-level, ids in, the core does the work.
 
-They run inside the worker's app context (see :mod:`bot.worker`).
+They run inside the worker's app context (see :mod:`bot.runtime.worker`).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from bot.services import services
 
 
 def process_inbound(message_id: int) -> None:
-    from bot.engine import process_inbound as run
+    from bot.conversation.engine import process_inbound as run
 
     run(services(), message_id)
 
 
 def deliver_message(message_id: int) -> None:
-    from bot.outbound import deliver
+    from bot.outbound.send import deliver
 
     deliver(services(), message_id)

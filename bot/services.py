@@ -12,8 +12,8 @@ from redis import Redis
 from twilio.request_validator import RequestValidator
 
 from bot.config import encryption_keys, float_list
-from bot.queueing import JobQueue, connect_redis
-from bot.tenants import TenantDirectory
+from bot.office.directory import TenantDirectory
+from bot.runtime.queueing import JobQueue, connect_redis
 from notify import ConsoleTransport, TwilioTransport, WhatsAppTransport
 from notify.operators import OperatorNotifier, PusherNotifier, RedisStreamNotifier
 from storage import BodyCipher, Database

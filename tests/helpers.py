@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
+from bot.office.lifecycle import create_tenant
+from bot.runtime.worker import make_rq_worker
 from bot.services import Services
-from bot.tenant_admin import create_tenant
-from bot.worker import make_rq_worker
 from storage.models import Message, Tenant
 
 ACCOUNT_SID = "AC" + "1" * 32

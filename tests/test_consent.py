@@ -10,8 +10,8 @@ import sqlalchemy.exc
 from helpers import OFFICE_NUMBER, RESIDENT, drain, make_tenant, send_inbound
 from sqlalchemy import select, text, update
 
-from bot.api import create_token
 from bot.services import Services
+from bot.web.api import create_token
 from storage.models import ConsentEvent, Contact, Message, Tenant, utcnow
 
 pytestmark = pytest.mark.usefixtures("tenant")
@@ -337,7 +337,7 @@ def test_the_database_refuses_to_update_or_delete_the_ledger(client, svc):
 
 
 def test_notice_hash_is_the_sha256_of_its_text(svc, tenant):
-    from bot.consent import active_notice
+    from bot.privacy.consent import active_notice
 
     with svc.db.session() as session:
         notice = active_notice(session, session.get(Tenant, tenant.id))

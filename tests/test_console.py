@@ -19,12 +19,12 @@ from helpers import RESIDENT, drain, make_tenant, send_inbound
 from sqlalchemy import select, update
 
 from bot import console
-from bot.accounts import MAX_FAILED_LOGINS, create_user
-from bot.console import handoff
-from bot.console.actor import Actor
 from bot.console.demo import seed_demo_operator
-from bot.console.errors import NotFound, Refused
 from bot.console.inbox import inbox
+from bot.conversation import handoff
+from bot.exceptions import NotFound, Refused
+from bot.office.accounts import MAX_FAILED_LOGINS, create_user
+from bot.office.actor import Actor
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.models import (
@@ -968,7 +968,7 @@ def test_event_stream_is_404_with_pusher(pusher_fake, signed_in):
 def test_event_stream_lets_go_of_redis_when_the_client_goes_away(svc, tenant):
     from redis import Redis
 
-    from bot.realtime import relay
+    from bot.web.realtime import relay
     from notify.operators import STREAM_PREFIX
 
     name = STREAM_PREFIX + tenant_channel(tenant.slug)

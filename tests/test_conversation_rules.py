@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from bot.conversation import Turn, Understanding, plan_turn
-from bot.keywords import KeywordMatch
+from bot.conversation.keywords import KeywordMatch
+from bot.conversation.rules import Turn, Understanding, plan_turn
 
 SERVED = Turn(
     consent="granted",

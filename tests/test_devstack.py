@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 from redis import Redis
 
-from bot.devstack import start_embedded_redis, stop_process
+from bot.runtime.devstack import start_embedded_redis, stop_process
 
 
 def test_embedded_redis_listens_on_a_socket_only_its_owner_can_open():

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.gate import evaluate
+from bot.outbound.gate import evaluate
 from storage.models import utcnow
 
 NOW = utcnow()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.keywords import DEFAULT_PHRASES, KeywordBook, normalise
+from bot.conversation.keywords import DEFAULT_PHRASES, KeywordBook, normalise
 
 book = KeywordBook()
 

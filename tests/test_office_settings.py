@@ -7,9 +7,9 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bot.office_settings import InvalidSetting, parse_assignment, update_settings
-from bot.register import processing_register
-from bot.retention import terms_for
+from bot.office.settings import InvalidSetting, parse_assignment, update_settings
+from bot.privacy.register import processing_register
+from bot.privacy.retention import terms_for
 from storage.models import AuditEvent, Tenant, utcnow
 
 

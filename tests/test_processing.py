@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 from servers import wait_until
 from sqlalchemy import select
 
-from bot.queueing import RELAY_BATCH, BackgroundLoop, sweep_once
+from bot.runtime.queueing import RELAY_BATCH, BackgroundLoop, sweep_once
 from bot.services import Services
 from storage.models import Contact, MediaItem, Message
 
@@ -112,7 +112,7 @@ def test_twilio_persistent_500_defers_and_the_retry_sends_once(client, svc, twil
     assert len(twilio.messages) == 0
     assert outbound(svc)[0].status == "pending"
 
-    from bot.engine import process_inbound
+    from bot.conversation.engine import process_inbound
 
     with svc.db.session() as session:
         message_id = session.scalar(select(Message.id).where(Message.direction == "in"))
@@ -392,7 +392,7 @@ def test_media_over_the_size_limit_is_recorded_not_kept(client, svc, twilio):
 
 
 def test_a_reply_over_the_send_rate_is_deferred_not_dropped(client, svc, twilio, tenant):
-    from bot.engine import process_inbound
+    from bot.conversation.engine import process_inbound
     from storage.models import Tenant
 
     with svc.db.session() as session:
@@ -412,7 +412,7 @@ def test_a_reply_over_the_send_rate_is_deferred_not_dropped(client, svc, twilio,
 
 
 def test_the_rq_worker_listens_on_its_own_redis_client(svc):
-    from bot.worker import make_rq_worker
+    from bot.runtime.worker import make_rq_worker
 
     worker = make_rq_worker(svc)
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import drain, send_inbound
 from sqlalchemy import func, select, update
 
-from bot.retention import purge, purge_if_due
+from bot.privacy.retention import purge, purge_if_due
 from storage.models import AuditEvent, ConsentEvent, Contact, MediaItem, Message, utcnow
 
 pytestmark = pytest.mark.usefixtures("tenant")

@@ -19,14 +19,14 @@ from bot.console import admin_views, ticket_views, views  # noqa: F401  (routes)
 from bot.console.auth import init_login
 from bot.console.blueprint import bp
 from bot.console.demo import seed_demo_operator
-from bot.console.errors import NotFound
-from bot.console.handoff import DEFAULT_HUMAN_MODE_TIMEOUT_MINUTES, release_idle_conversations
 from bot.console.labels import JINJA_FILTERS, JINJA_TABLES, label
 from bot.console.security import csrf, init_security, pusher_origins
+from bot.conversation.handoff import DEFAULT_HUMAN_MODE_TIMEOUT_MINUTES
+from bot.exceptions import NotFound
 from bot.services import services
 from notify.operators import PusherNotifier, tenant_channel, user_channel
 
-__all__ = ["bp", "csrf", "init_app", "release_idle_conversations", "seed_demo_operator"]
+__all__ = ["bp", "csrf", "init_app", "seed_demo_operator"]
 
 ERROR_TEXT = {
     400: "Richiesta non valida.",
@@ -38,7 +38,7 @@ ERROR_TEXT = {
 
 
 def init_app(app: Flask) -> None:
-    from bot import api, realtime, simulator, webhooks
+    from bot.web import api, realtime, simulator, webhooks
 
     app.config.setdefault("HUMAN_MODE_TIMEOUT_MINUTES", DEFAULT_HUMAN_MODE_TIMEOUT_MINUTES)
     # The simulator's page posts JSON from our own origin in dev mode only.

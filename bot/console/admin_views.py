@@ -11,7 +11,7 @@ from flask import abort, render_template, request
 from bot.console.auth import actor, operator
 from bot.console.blueprint import bp
 from bot.console.logs import audit_actions, audit_events, bot_log, parse_filter, tenant_users
-from bot.console.trail import audit
+from bot.privacy.audit import record_actor_audit
 from bot.services import services
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -41,7 +41,7 @@ def audit_log() -> str:
         users = tenant_users(db, who.tenant_id)
         actions = audit_actions(db, who.tenant_id)
         # Reading the trail is itself an access to personal data.
-        audit(db, who, "audit_log.view", detail={"filters": _filters_for_audit()})
+        record_actor_audit(db, who, "audit_log.view", detail={"filters": _filters_for_audit()})
     return render_template(
         "console/audit_log.html",
         events=events,
@@ -58,7 +58,7 @@ def bot_log_page() -> str:
     who, wanted = actor(), parse_filter(request.args)
     with services().db.session() as db:
         entries = bot_log(db, who.tenant_id, wanted)
-        audit(db, who, "bot_log.view", detail={"filters": _filters_for_audit()})
+        record_actor_audit(db, who, "bot_log.view", detail={"filters": _filters_for_audit()})
     return render_template(
         "console/bot_log.html", entries=entries, wanted=wanted, args=request.args
     )

@@ -1,4 +1,4 @@
-"""Console sign-in: Flask-Login over :mod:`bot.accounts`, audited.
+"""Console sign-in: Flask-Login over :mod:`bot.office.accounts`, audited.
 
 Successful and failed logins are audit events of the account's office. A failed
 attempt tells the screen nothing about whether the email exists or is locked out,
@@ -16,9 +16,9 @@ from flask_login import LoginManager, UserMixin, current_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.accounts import check_login
-from bot.audit import record_audit
-from bot.console.actor import Actor
+from bot.office.accounts import check_login
+from bot.office.actor import Actor
+from bot.privacy.audit import record_audit
 from bot.services import services
 from storage.models import Tenant, User, utcnow
 

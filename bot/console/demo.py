@@ -10,7 +10,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
-from bot.accounts import create_user, hash_password
+from bot.office.accounts import create_user, hash_password
 from bot.services import Services
 from storage.models import Tenant, User
 

@@ -10,11 +10,11 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from bot.console.actor import Actor
-from bot.console.errors import Refused
-from bot.console.handoff import CLOSED, load_conversation
-from bot.console.trail import audit
-from bot.outbound import Outgoing, queue_message
+from bot.conversation.handoff import CLOSED, load_conversation
+from bot.exceptions import Refused
+from bot.office.actor import Actor
+from bot.outbound.send import Outgoing, queue_message
+from bot.privacy.audit import record_actor_audit
 from bot.services import Services
 from storage.models import Contact, Conversation, Tenant
 from storage.queries import get_contact
@@ -57,7 +57,7 @@ def send_operator_reply(
     )
     refusal = outcome.refusal
     with svc.db.session() as session:
-        audit(
+        record_actor_audit(
             session,
             actor,
             "conversation.reply_refused" if refusal else "conversation.reply",

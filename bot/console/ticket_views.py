@@ -6,9 +6,9 @@ from flask import Response, flash, redirect, render_template, request, url_for
 
 from bot.console.auth import actor
 from bot.console.blueprint import bp
-from bot.console.errors import Refused
 from bot.console.tickets import TICKET_STATUSES, change_ticket_status, list_tickets, load_ticket
-from bot.console.trail import audit
+from bot.exceptions import Refused
+from bot.privacy.audit import record_actor_audit
 from bot.services import services
 from storage.models import utcnow
 
@@ -30,7 +30,7 @@ def ticket(ticket_id: int) -> str:
     who = actor()
     with services().db.session() as db:
         found = load_ticket(db, who.tenant_id, ticket_id)
-        audit(db, who, "ticket.view", "ticket", ticket_id)
+        record_actor_audit(db, who, "ticket.view", "ticket", ticket_id)
     return render_template("console/ticket.html", ticket=found, statuses=TICKET_STATUSES)
 
 

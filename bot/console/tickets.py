@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.console.actor import Actor
-from bot.console.errors import NotFound, Refused
-from bot.console.trail import audit
+from bot.exceptions import NotFound, Refused
+from bot.office.actor import Actor
+from bot.privacy.audit import record_actor_audit
 from storage.models import Ticket
 
 TICKET_STATUSES = ("open", "in_progress", "done")
@@ -43,5 +43,7 @@ def change_ticket_status(
     if ticket.status == status:
         return ticket
     previous, ticket.status, ticket.updated_at = ticket.status, status, now
-    audit(session, actor, "ticket.status", "ticket", ticket.id, {"from": previous, "to": status})
+    record_actor_audit(
+        session, actor, "ticket.status", "ticket", ticket.id, {"from": previous, "to": status}
+    )
     return ticket

@@ -1,6 +1,6 @@
 """Console pages: sign-in, inbox, conversation and the moves on it.
 
-Views are thin: parse the form, call one rule of :mod:`bot.console.handoff` (or
+Views are thin: parse the form, call one rule of :mod:`bot.conversation.handoff` (or
 :mod:`bot.console.reply`), publish its events after the commit, flash the rule's
 Italian message and redirect.
 """
@@ -23,8 +23,6 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy.orm import Session
 
-from bot.console import handoff
-from bot.console.actor import Actor
 from bot.console.auth import (
     LOGIN_FAILED,
     actor,
@@ -34,7 +32,6 @@ from bot.console.auth import (
     safe_next,
 )
 from bot.console.blueprint import bp
-from bot.console.errors import NotFound, Refused
 from bot.console.inbox import (
     DEFAULT_FILTER,
     FILTERS,
@@ -43,7 +40,10 @@ from bot.console.inbox import (
 )
 from bot.console.inbox import inbox as inbox_rows
 from bot.console.reply import new_form_key, send_operator_reply
-from bot.console.trail import audit
+from bot.conversation import handoff
+from bot.exceptions import NotFound, Refused
+from bot.office.actor import Actor
+from bot.privacy.audit import record_actor_audit
 from bot.services import services
 from storage.models import utcnow
 
@@ -135,7 +135,7 @@ def conversation(conversation_id: int) -> str:
         detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id)
         if detail is None:
             raise NotFound(conversation_id)
-        audit(db, who, "conversation.view", "conversation", conversation_id)
+        record_actor_audit(db, who, "conversation.view", "conversation", conversation_id)
     thread = detail.conversation
     return render_template(
         "console/conversation.html",

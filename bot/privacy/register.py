@@ -17,12 +17,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot.accounts import LOCKOUT, MAX_FAILED_LOGINS
-from bot.audit import record_audit
-from bot.consent import active_notice
-from bot.office_settings import effective_settings
+from bot.office.accounts import LOCKOUT, MAX_FAILED_LOGINS
+from bot.office.lifecycle import EXPORT_WINDOW
+from bot.office.settings import effective_settings
+from bot.privacy.audit import record_audit
+from bot.privacy.consent import active_notice
 from bot.services import Services
-from bot.tenant_admin import EXPORT_WINDOW
 from storage.models import ApiToken, Tenant, iso_utc
 
 FORMAT = "portineria.processing-register"

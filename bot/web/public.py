@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, render_template
 
-from bot.consent import active_notice
+from bot.privacy.consent import active_notice
 from bot.services import services
 from storage.queries import tenant_by_slug
 

@@ -18,8 +18,8 @@ from flask_login import current_user
 from redis import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from bot.errors import error_response
 from bot.services import services
+from bot.web.errors import error_response
 from notify.operators import STREAM_PREFIX, PusherNotifier, tenant_channel, user_channel
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,14 @@ from flask import Blueprint, Response, abort, current_app, request
 from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 
-from bot.consent import record_delivery_error
-from bot.inbound import MalformedWebhook, check_required, encode_payload, parse_form, strip_channel
+from bot.conversation.inbound import (
+    MalformedWebhook,
+    check_required,
+    encode_payload,
+    parse_form,
+    strip_channel,
+)
+from bot.privacy.consent import record_delivery_error
 from bot.services import services
 from storage.delivery import apply_status
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from bot.gate import GateDecision, check_outbound
+from bot.outbound.gate import GateDecision, check_outbound
 from bot.services import Services
 from notify import OutboundRequest, SendError
 from storage.delivery import STATUS_RANK
@@ -171,7 +171,7 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
             raise SendDeferred(str(error)) from error
         _set(svc, message_id, status="failed", rank=STATUS_RANK["failed"], error_code=error.code)
         if error.code is not None:
-            from bot.consent import record_delivery_error
+            from bot.privacy.consent import record_delivery_error
 
             record_delivery_error(svc, tenant.id, message_id, error.code)
         return SendOutcome(message_id=message_id, status="failed")

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import phonenumbers
 
-from bot.consent import Evidence, record_event
+from bot.privacy.consent import Evidence, record_event
 from bot.services import Services
 from storage.models import Contact, Tenant
 from storage.queries import contact_by_phone

@@ -18,10 +18,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from bot.audit import record_audit
-from bot.rights import delete_files, delete_rows, erase_in_session, media_files
+from bot.office.lifecycle import delete_expired_tenants
+from bot.privacy.audit import record_audit
+from bot.privacy.rights import delete_files, delete_rows, erase_in_session, media_files
 from bot.services import Services
-from bot.tenant_admin import delete_expired_tenants
 from storage.models import BotLogEntry, Contact, MediaItem, Message, Tenant
 
 log = logging.getLogger(__name__)

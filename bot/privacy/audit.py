@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.office.actor import Actor
 from storage.models import AuditEvent, Tenant, utcnow
 
 GENESIS = "0" * 64
@@ -73,6 +74,28 @@ def record_audit(
     session.add(event)
     session.flush()
     return event
+
+
+def record_actor_audit(
+    session: Session,
+    actor: Actor,
+    action: str,
+    target_type: str | None = None,
+    target_id: int | str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """A person's move in the console or the API, as an audit event: who, from where, what."""
+    return record_audit(
+        session,
+        actor.tenant_id,
+        action,
+        actor=actor.audit_name,
+        user_id=actor.user_id,
+        target_type=target_type,
+        target_id=target_id,
+        ip=actor.ip,
+        detail=detail,
+    )
 
 
 @dataclass(frozen=True)

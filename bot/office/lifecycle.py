@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.audit import record_audit
-from bot.consent import DEFAULT_NOTICE_TEXT, publish_notice
-from bot.rights import delete_files, media_files
+from bot.privacy.audit import record_audit
+from bot.privacy.consent import DEFAULT_NOTICE_TEXT, publish_notice
+from bot.privacy.rights import delete_files, media_files
 from bot.services import Services
 from storage.models import Base, MediaItem, Tenant, iso_utc
 

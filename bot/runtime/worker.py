@@ -13,9 +13,9 @@ from functools import partial
 from flask import Flask
 from rq import SimpleWorker
 
-from bot.console import release_idle_conversations
-from bot.queueing import BackgroundLoop, connect_redis, inbound_relay, sweep_once
-from bot.retention import purge_if_due
+from bot.conversation.handoff import release_idle_conversations
+from bot.privacy.retention import purge_if_due
+from bot.runtime.queueing import BackgroundLoop, connect_redis, inbound_relay, sweep_once
 from bot.services import Services, services
 from storage.models import utcnow
 

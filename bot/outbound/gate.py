@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 from storage.models import Contact, Tenant, utcnow
 
 if TYPE_CHECKING:
-    from bot.outbound import Outgoing
+    from bot.outbound.send import Outgoing
     from bot.services import Services
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,13 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from bot import conversation as rules
-from bot.consent import Evidence, active_notice, record_event
-from bot.inbound import InboundMessage, decode_payload
-from bot.keywords import KeywordBook
-from bot.outbound import Outgoing, SendDeferred, send_message
-from bot.replies import render
+from bot.conversation import rules
+from bot.conversation.handoff import handoff_to_operator, publish
+from bot.conversation.inbound import InboundMessage, decode_payload
+from bot.conversation.keywords import KeywordBook
+from bot.conversation.replies import render
+from bot.outbound.send import Outgoing, SendDeferred, send_message
+from bot.privacy.consent import Evidence, active_notice, record_event
 from bot.services import Services
 from notify import MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
@@ -173,7 +174,7 @@ def _handle(
         )
         session.flush()
         events.append(_message_event(tenant, thread, message))
-    _publish(svc, events)
+    publish(svc, events)
     return Handled(tenant=tenant, contact=contact, message_id=claimed.id, action=plan.action)
 
 
@@ -386,23 +387,6 @@ def _close_open_ticket(
     ticket.updated_at = now
 
 
-def handoff_to_operator(
-    tenant: Tenant, thread: Conversation, reason: str, *, urgent: bool, now: Any
-) -> list[OperatorEvent]:
-    """The conversation now needs a human; the bot falls silent until it is released."""
-    thread.needs_attention = True
-    thread.mode = "human"
-    thread.human_since = thread.human_since or now
-    if urgent:
-        thread.priority = "urgent"
-    channels = (tenant_channel(tenant.slug),)
-    data = {"conversation_id": thread.id, "reason": reason, "priority": thread.priority}
-    events = [OperatorEvent(channels, "conversation.needs_attention", data)]
-    if urgent:
-        events.append(OperatorEvent(channels, "conversation.emergency", data))
-    return events
-
-
 def _message_event(tenant: Tenant, thread: Conversation, message: Message) -> OperatorEvent:
     channels = [tenant_channel(tenant.slug)]
     if thread.assigned_user_id:
@@ -419,20 +403,9 @@ def _message_event(tenant: Tenant, thread: Conversation, message: Message) -> Op
     )
 
 
-def _publish(svc: Services, events: list[OperatorEvent]) -> None:
-    notifier = svc.notifier
-    for event in events:
-        try:
-            notifier.publish(event)
-        except Exception:
-            # The database already says the conversation needs attention; the
-            # inbox shows it on the next load even if this push is lost.
-            log.exception("operator notification %s failed", event.name)
-
-
 def _prepare_access_export(svc: Services, handled: Handled) -> None:
     """An access request by chat: the contact's data, exported for the admin to deliver."""
-    from bot.rights import export_data
+    from bot.privacy.rights import export_data
 
     tenant, contact = handled.tenant, handled.contact
     data = export_data(svc, tenant, contact.id, actor="contact")

@@ -1,4 +1,5 @@
-"""Who holds a conversation: takeover, assignment, release, close, automatic release.
+"""Who holds a conversation: the bot's handoff to a human, takeover, assignment,
+release, close, automatic release.
 
 Plain functions over a session: the views call them, the tests call them without
 HTTP. Each move writes its audit event in the same transaction as the change, so
@@ -18,10 +19,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.audit import record_audit
-from bot.console.actor import Actor
-from bot.console.errors import NotFound, Refused
-from bot.console.trail import audit
+from bot.exceptions import NotFound, Refused
+from bot.office.actor import Actor
+from bot.privacy.audit import record_actor_audit, record_audit
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.models import Conversation, Message, Tenant, User
@@ -59,6 +59,23 @@ def load_conversation(session: Session, actor: Actor, conversation_id: int) -> C
 def may_act(conversation: Conversation, actor: Actor) -> bool:
     """The holder acts on their conversation; anyone on an unheld one; an admin on all."""
     return actor.is_admin or conversation.assigned_user_id in (None, actor.user_id)
+
+
+def handoff_to_operator(
+    tenant: Tenant, thread: Conversation, reason: str, *, urgent: bool, now: Any
+) -> list[OperatorEvent]:
+    """The conversation now needs a human; the bot falls silent until it is released."""
+    thread.needs_attention = True
+    thread.mode = "human"
+    thread.human_since = thread.human_since or now
+    if urgent:
+        thread.priority = "urgent"
+    channels = (tenant_channel(tenant.slug),)
+    data = {"conversation_id": thread.id, "reason": reason, "priority": thread.priority}
+    events = [OperatorEvent(channels, "conversation.needs_attention", data)]
+    if urgent:
+        events.append(OperatorEvent(channels, "conversation.emergency", data))
+    return events
 
 
 def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime) -> Takeover:
@@ -300,7 +317,7 @@ def _audit(
     conversation_id: int,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    audit(session, actor, action, "conversation", conversation_id, detail)
+    record_actor_audit(session, actor, action, "conversation", conversation_id, detail)
 
 
 def _updated(

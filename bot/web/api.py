@@ -16,10 +16,10 @@ from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.errors import error_response
-from bot.outbound import Outgoing, Template, queue_message
-from bot.register import export_register
+from bot.outbound.send import Outgoing, Template, queue_message
+from bot.privacy.register import export_register
 from bot.services import services
+from bot.web.errors import error_response
 from storage.models import (
     ApiToken,
     BotLogEntry,

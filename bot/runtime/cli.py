@@ -90,7 +90,7 @@ def tenant_group() -> None:
 @click.option("--notice-url", default=None, help="Full privacy notice URL.")
 @with_appcontext
 def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | None) -> None:
-    from bot.tenant_admin import TenantExists, create_tenant
+    from bot.office.lifecycle import TenantExists, create_tenant
 
     try:
         tenant = create_tenant(
@@ -117,7 +117,7 @@ def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | 
 )
 @with_appcontext
 def tenant_settings(slug: str, assignments: tuple[str, ...]) -> None:
-    from bot.office_settings import InvalidSetting, parse_assignment, update_settings
+    from bot.office.settings import InvalidSetting, parse_assignment, update_settings
 
     tenant = _tenant(slug)
     try:
@@ -135,7 +135,7 @@ def tenant_settings(slug: str, assignments: tuple[str, ...]) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @with_appcontext
 def tenant_terminate(slug: str, yes: bool) -> None:
-    from bot.tenant_admin import terminate_tenant
+    from bot.office.lifecycle import terminate_tenant
     from storage.models import utcnow
 
     tenant = _tenant(slug)
@@ -182,7 +182,7 @@ def user_group() -> None:
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @with_appcontext
 def user_create(slug: str, email: str, role: str, password: str) -> None:
-    from bot.accounts import create_user
+    from bot.office.accounts import create_user
 
     tenant = _tenant(slug)
     try:
@@ -203,7 +203,7 @@ def token_group() -> None:
 @click.option("--name", required=True)
 @with_appcontext
 def token_create(slug: str, name: str) -> None:
-    from bot.api import create_token
+    from bot.web.api import create_token
 
     tenant = _tenant(slug)
     with services().db.session() as session:
@@ -225,7 +225,7 @@ def contacts_group() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @with_appcontext
 def contacts_import(slug: str, path: Path) -> None:
-    from bot.contacts_import import import_contacts, read_csv
+    from bot.office.contacts_import import import_contacts, read_csv
 
     tenant = _tenant(slug)
     try:
@@ -246,7 +246,7 @@ def contacts_import(slug: str, path: Path) -> None:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @with_appcontext
 def export_command(slug: str, phone: str | None, out: Path) -> None:
-    from bot.rights import export_data
+    from bot.privacy.rights import export_data
 
     tenant = _tenant(slug)
     try:
@@ -275,7 +275,7 @@ def _contact_id(tenant, phone: str | None) -> int | None:  # type: ignore[no-unt
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @with_appcontext
 def erase_command(slug: str, phone: str, yes: bool) -> None:
-    from bot.rights import erase_contact
+    from bot.privacy.rights import erase_contact
 
     tenant = _tenant(slug)
     if not yes:
@@ -291,7 +291,7 @@ def erase_command(slug: str, phone: str, yes: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
 @with_appcontext
 def purge_command(dry_run: bool) -> None:
-    from bot.retention import purge, report_lines
+    from bot.privacy.retention import purge, report_lines
     from storage.models import utcnow
 
     reports = purge(services(), utcnow(), dry_run=dry_run)
@@ -304,7 +304,7 @@ def purge_command(dry_run: bool) -> None:
 @click.option("--out", "out", default=None, type=click.Path(dir_okay=False, path_type=Path))
 @with_appcontext
 def register_command(slug: str, out: Path | None) -> None:
-    from bot.register import export_register
+    from bot.privacy.register import export_register
     from storage.models import utcnow
 
     tenant = _tenant(slug)
@@ -325,7 +325,7 @@ def audit_group() -> None:
 @click.option("--tenant", "slug", required=True)
 @with_appcontext
 def audit_verify(slug: str) -> None:
-    from bot.audit import verify_chain
+    from bot.privacy.audit import verify_chain
 
     tenant = _tenant(slug)
     with services().db.session() as session:
@@ -344,7 +344,7 @@ def audit_verify(slug: str) -> None:
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 @with_appcontext
 def worker_command(burst: bool) -> None:
-    from bot.worker import run_worker
+    from bot.runtime.worker import run_worker
 
     run_worker(current_app, burst=burst)
 
@@ -385,6 +385,6 @@ def intents_evaluate(path: Path, as_json: bool) -> None:
 @click.command("dev", help="The whole embedded stack: Redis, worker, web app, demo office.")
 @click.option("--port", default=5000, show_default=True)
 def dev_command(port: int) -> None:
-    from bot.devstack import run_dev
+    from bot.runtime.devstack import run_dev
 
     run_dev(port)

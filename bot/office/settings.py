@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.audit import record_audit
-from bot.gate import DEFAULT_SEND_RATE
-from bot.retention import DEFAULT_TERMS, terms_for
+from bot.outbound.gate import DEFAULT_SEND_RATE
+from bot.privacy.audit import record_audit
+from bot.privacy.retention import DEFAULT_TERMS, terms_for
 from bot.services import Services
 from storage.models import Tenant
 

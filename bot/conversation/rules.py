@@ -3,14 +3,14 @@
 :func:`plan_turn` reads plain data (the contact's consent, the conversation's mode,
 the keyword, the prediction, the sensitive findings) and returns a :class:`Plan`.
 It does no I/O, so every rule here is tested without HTTP, database or model;
-:mod:`bot.engine` carries the plan out.
+:mod:`bot.conversation.engine` carries the plan out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bot.keywords import KeywordMatch
+from bot.conversation.keywords import KeywordMatch
 
 # Below this the classifier is not trusted with an action.
 LOW_CONFIDENCE = 0.5
@@ -57,7 +57,7 @@ class Turn:
 
 @dataclass(frozen=True)
 class Reply:
-    key: str  # a text in bot.replies
+    key: str  # a text in bot.conversation.replies
     purpose: str  # what the outbound gate is told
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
-from bot.audit import record_audit
+from bot.privacy.audit import record_audit
 from bot.services import Services
 from storage.models import (
     AuditEvent,
