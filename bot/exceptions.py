@@ -1,20 +1,86 @@
-"""What the console's rules say when they will not do something.
+"""Every error the application raises on purpose, in one tree.
 
-``Refused.message`` is Italian and meant for the operator's screen; ``NotFound`` is
-raised alike for ids that do not exist and for another office's ids, so the views
-answer 404 for both and nothing leaks across tenants.
+::
+
+    PortineriaError
+    ├── InvalidInput (ValueError)        input from outside that we will not take
+    │   ├── MalformedWebhook             not a Twilio webhook we can accept (400)
+    │   ├── InvalidPhoneNumber           not a valid E.164 / Italian number
+    │   ├── InvalidSetting               an office setting that cannot be stored
+    │   ├── InvalidAccount               a console account that cannot be created
+    │   └── InvalidImport                a contacts file that cannot be read
+    ├── NotFound (LookupError)           no such record *in the caller's office*
+    ├── Refused                          a move not allowed now (Italian ``message``)
+    ├── TenantExists                     the slug or number belongs to another office
+    └── SendDeferred                     the provider said "later": the job retries
+
+``NotFound`` is raised alike for ids that do not exist and for another office's
+ids, so every edge answers 404 for both and nothing leaks across tenants.
+``Refused.message`` is Italian and meant for the operator's screen. Errors of the
+outside world's pipes (``notify.SendError``, ``notify.MediaRefused``) belong to
+``notify`` and are translated where they are caught.
 """
 
 from __future__ import annotations
 
+__all__ = [
+    "InvalidAccount",
+    "InvalidImport",
+    "InvalidInput",
+    "InvalidPhoneNumber",
+    "InvalidSetting",
+    "MalformedWebhook",
+    "NotFound",
+    "PortineriaError",
+    "Refused",
+    "SendDeferred",
+    "TenantExists",
+]
 
-class NotFound(LookupError):
-    """No such conversation, ticket or user in the operator's own office."""
+
+class PortineriaError(Exception):
+    """The root: catching it catches every deliberate error of the application."""
 
 
-class Refused(Exception):
+class InvalidInput(PortineriaError, ValueError):
+    """Input from outside (a form, a CSV, a CLI option) that we will not take."""
+
+
+class MalformedWebhook(InvalidInput):
+    """The request is not a Twilio webhook we can accept (answered 400)."""
+
+
+class InvalidPhoneNumber(InvalidInput):
+    """Not a phone number we can write to (E.164, Italian numbers without +39 too)."""
+
+
+class InvalidSetting(InvalidInput):
+    """An office setting that cannot be stored; the message names the key and why."""
+
+
+class InvalidAccount(InvalidInput):
+    """A console account that cannot be created as asked (role, password)."""
+
+
+class InvalidImport(InvalidInput):
+    """A contacts file that cannot be read at all (as opposed to a refused row)."""
+
+
+class NotFound(PortineriaError, LookupError):
+    """No such conversation, contact, ticket, user or office in the caller's own office."""
+
+
+class Refused(PortineriaError):
     """The move is not allowed now; ``message`` tells the operator why, in Italian."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class TenantExists(PortineriaError):
+    """Another office already has this slug or WhatsApp number."""
+
+
+class SendDeferred(PortineriaError):
+    """The provider is temporarily unavailable or over its rate: retry the job later."""

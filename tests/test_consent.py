@@ -10,8 +10,8 @@ import sqlalchemy.exc
 from helpers import OFFICE_NUMBER, RESIDENT, drain, make_tenant, send_inbound
 from sqlalchemy import select, text, update
 
+from bot.office.tokens import create_token
 from bot.services import Services
-from bot.web.api import create_token
 from storage.models import ConsentEvent, Contact, Message, Tenant, utcnow
 
 pytestmark = pytest.mark.usefixtures("tenant")

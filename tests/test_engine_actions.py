@@ -6,8 +6,8 @@ import pytest
 from helpers import drain, send_inbound
 from sqlalchemy import select
 
+from bot.office.tokens import create_token
 from bot.services import Services
-from bot.web.api import create_token
 from storage.models import BotLogEntry, Conversation, Event, Ticket
 
 pytestmark = pytest.mark.usefixtures("tenant")

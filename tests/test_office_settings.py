@@ -7,7 +7,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from bot.office.settings import InvalidSetting, parse_assignment, update_settings
+from bot.exceptions import InvalidSetting
+from bot.office.settings import parse_assignment, update_settings
 from bot.privacy.register import processing_register
 from bot.privacy.retention import terms_for
 from storage.models import AuditEvent, Tenant, utcnow

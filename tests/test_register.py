@@ -14,10 +14,10 @@ from helpers import make_tenant
 from sqlalchemy import select
 
 from bot.office.lifecycle import create_tenant, terminate_tenant
+from bot.office.tokens import create_token
 from bot.privacy.consent import DEFAULT_NOTICE_TEXT, publish_notice
 from bot.privacy.register import processing_register
 from bot.services import Services
-from bot.web.api import create_token
 from storage.models import AuditEvent, Tenant, utcnow
 
 # What art. 30(1)(b)-(g) GDPR asks of each activity, written out here rather than taken

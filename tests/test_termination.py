@@ -10,9 +10,9 @@ from helpers import drain, inbound_params, make_tenant, post_signed, send_inboun
 from sqlalchemy import func, select, text
 
 from bot.office.lifecycle import EXPORT_WINDOW, terminate_tenant
+from bot.office.tokens import create_token
 from bot.privacy.retention import purge
 from bot.privacy.rights import erase_contact, export_data
-from bot.web.api import create_token
 from storage.models import AuditEvent, Base, MediaItem, Message, Tenant, utcnow
 
 OTHER_NUMBER = "+390298765432"

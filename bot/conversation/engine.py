@@ -29,7 +29,8 @@ from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordBook
 from bot.conversation.replies import render
-from bot.outbound.send import Outgoing, SendDeferred, send_message
+from bot.exceptions import SendDeferred
+from bot.outbound.send import Outgoing, send_message
 from bot.privacy.consent import Evidence, active_notice, record_event
 from bot.services import Services
 from notify import MediaRefused, download_media

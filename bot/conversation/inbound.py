@@ -1,35 +1,18 @@
-"""The webhook's edge: Twilio's form parsed into plain data, nothing past here sees a form."""
+"""An inbound WhatsApp message as plain data: Twilio's fields, parsed once.
+
+The webhook stores the delivery's fields encrypted; the worker turns them into an
+:class:`InboundMessage`. Nothing past this module reads Twilio's field names.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
-import phonenumbers
+from bot.exceptions import MalformedWebhook
+from bot.office.phone import phone_from_address, strip_channel
 
 REQUIRED_FIELDS = ("MessageSid", "From", "To")
-WHATSAPP_PREFIX = "whatsapp:"
-
-
-class MalformedWebhook(ValueError):
-    """The request is not a Twilio webhook we can accept (answered 400)."""
-
-
-def parse_form(raw: bytes) -> dict[str, str]:
-    """Decode an ``application/x-www-form-urlencoded`` body strictly as UTF-8.
-
-    Werkzeug would replace undecodable bytes silently; a body that is not UTF-8
-    did not come from Twilio and must not be stored half-garbled.
-    """
-    try:
-        text = raw.decode("utf-8")
-        pairs = parse_qsl(
-            text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=500
-        )
-    except (UnicodeDecodeError, ValueError) as error:
-        raise MalformedWebhook("body is not valid UTF-8 form data") from error
-    return dict(pairs)
 
 
 def check_required(params: dict[str, str]) -> None:
@@ -40,27 +23,6 @@ def check_required(params: dict[str, str]) -> None:
     count = params.get("NumMedia") or "0"
     if not count.isdigit():
         raise MalformedWebhook("NumMedia is not a number")
-
-
-def strip_channel(address: str) -> str:
-    return address[len(WHATSAPP_PREFIX) :] if address.startswith(WHATSAPP_PREFIX) else address
-
-
-def phone_from_address(address: str) -> str | None:
-    """The E.164 phone number of a ``whatsapp:+39...`` address, if it is one.
-
-    WhatsApp usernames put a business-scoped user id there instead.
-    """
-    candidate = strip_channel(address)
-    if not candidate.startswith("+"):
-        return None
-    try:
-        number = phonenumbers.parse(candidate, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.exceptions import InvalidAccount
 from storage.models import Tenant, User, utcnow
 
 ROLES = ("operator", "admin")
@@ -23,9 +24,9 @@ def hash_password(password: str) -> str:
 
 def create_user(session: Session, tenant: Tenant, email: str, role: str, password: str) -> User:
     if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        raise InvalidAccount(f"role must be one of {', '.join(ROLES)}")
     if len(password) < 10:
-        raise ValueError("the password must be at least 10 characters long")
+        raise InvalidAccount("the password must be at least 10 characters long")
     user = User(
         tenant_id=tenant.id,
         email=email.strip().lower(),

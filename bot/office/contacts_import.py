@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import phonenumbers
-
+from bot.exceptions import InvalidImport, InvalidPhoneNumber
+from bot.office.phone import e164
 from bot.privacy.consent import Evidence, record_event
 from bot.services import Services
 from storage.models import Contact, Tenant
@@ -45,13 +45,9 @@ class _Valid:
 def _check(line: int, row: dict[str, str]) -> _Valid | RowResult:
     raw_phone = (row.get("phone") or "").strip()
     try:
-        number = phonenumbers.parse(raw_phone, "IT")
-        valid = phonenumbers.is_valid_number(number)
-    except phonenumbers.NumberParseException:
-        valid = False
-    if not valid:
+        phone = e164(raw_phone)
+    except InvalidPhoneNumber:
         return RowResult(line, raw_phone or None, "refused", "numero di telefono non valido")
-    phone = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     kind = (row.get("kind") or "unknown").strip().lower() or "unknown"
     if kind not in KINDS:
         return RowResult(line, phone, "refused", f"tipo sconosciuto: {kind}")
@@ -130,5 +126,5 @@ def read_csv(text: str) -> list[dict[str, str]]:
     reader = csv.DictReader(text.splitlines())
     missing = [c for c in ("phone", "legal_basis") if c not in (reader.fieldnames or [])]
     if missing:
-        raise ValueError(f"missing column(s): {', '.join(missing)}")
+        raise InvalidImport(f"missing column(s): {', '.join(missing)}")
     return list(reader)

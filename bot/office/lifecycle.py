@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.exceptions import NotFound, TenantExists
 from bot.privacy.audit import record_audit
 from bot.privacy.consent import DEFAULT_NOTICE_TEXT, publish_notice
 from bot.privacy.rights import delete_files, media_files
@@ -24,10 +25,6 @@ from storage.models import Base, MediaItem, Tenant, iso_utc
 log = logging.getLogger(__name__)
 
 EXPORT_WINDOW = timedelta(days=60)
-
-
-class TenantExists(Exception):
-    pass
 
 
 def create_tenant(
@@ -72,7 +69,7 @@ def terminate_tenant(svc: Services, tenant_id: int, now: datetime, *, actor: str
     with svc.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None:
-            raise LookupError("no such office")
+            raise NotFound("no such office")
         if tenant.terminated_at is not None:
             return tenant.terminated_at + EXPORT_WINDOW
         tenant.terminated_at = now

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bot.exceptions import InvalidSetting, NotFound
 from bot.outbound.gate import DEFAULT_SEND_RATE
 from bot.privacy.audit import record_audit
 from bot.privacy.retention import DEFAULT_TERMS, terms_for
@@ -18,10 +19,6 @@ from storage.models import Tenant
 # WhatsApp Business senders are capped at 80 messages/s by Twilio.
 MAX_SEND_RATE = 80
 MAX_RETENTION_DAYS = 3650
-
-
-class InvalidSetting(ValueError):
-    pass
 
 
 def _boolean(raw: str) -> bool:
@@ -103,7 +100,7 @@ def update_settings(
     with svc.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         if tenant is None:
-            raise LookupError("no such office")
+            raise NotFound("no such office")
         # A new dict, not an in-place edit: the JSON column only notices reassignment.
         settings = {**(tenant.settings or {})}
         retention = {**(settings.get("retention") or {})}

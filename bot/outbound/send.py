@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from bot.exceptions import SendDeferred
 from bot.outbound.gate import GateDecision, check_outbound
 from bot.services import Services
 from notify import OutboundRequest, SendError
@@ -53,10 +54,6 @@ class SendOutcome:
     @property
     def refused(self) -> bool:
         return self.refusal is not None
-
-
-class SendDeferred(Exception):
-    """The provider is temporarily unavailable; the job should be retried later."""
 
 
 def send_message(

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from bot.exceptions import NotFound
 from bot.privacy.audit import record_audit
 from bot.services import Services
 from storage.models import (
@@ -169,7 +170,7 @@ def export_data(
             query = query.where(Contact.id == contact_id)
         contacts = session.scalars(query).all()
         if contact_id is not None and not contacts:
-            raise LookupError("no such contact")
+            raise NotFound("no such contact")
         data = {
             "office": {"name": tenant.name, "slug": tenant.slug},
             "exported_at": iso_utc(utcnow()),
@@ -203,7 +204,7 @@ def erase_contact(
     with svc.db.session() as session:
         contact = contact_by_phone(session, tenant, contact_phone)
         if contact is None:
-            raise LookupError("no contact with this number")
+            raise NotFound("no contact with this number")
         contact_id = contact.id
         removed, files = erase_in_session(session, tenant, contact)
         record_audit(

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import phonenumbers
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, with_appcontext
 
+from bot.exceptions import InvalidPhoneNumber, PortineriaError
+from bot.office import phone
 from bot.services import services
 
 
@@ -43,14 +44,11 @@ def init_app(app: Flask) -> None:
 
 
 def e164(number: str) -> str:
-    """Parse an Italian or international number to E.164, or fail with a clear message."""
+    """An option's phone number in E.164, or a clear usage error."""
     try:
-        parsed = phonenumbers.parse(number.removeprefix("whatsapp:"), "IT")
-    except phonenumbers.NumberParseException as error:
-        raise click.BadParameter(f"not a phone number: {number}") from error
-    if not phonenumbers.is_valid_number(parsed):
-        raise click.BadParameter(f"not a valid phone number: {number}")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return phone.e164(number)
+    except InvalidPhoneNumber as error:
+        raise click.BadParameter(str(error)) from error
 
 
 def slugify(name: str) -> str:
@@ -90,7 +88,7 @@ def tenant_group() -> None:
 @click.option("--notice-url", default=None, help="Full privacy notice URL.")
 @with_appcontext
 def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | None) -> None:
-    from bot.office.lifecycle import TenantExists, create_tenant
+    from bot.office.lifecycle import create_tenant
 
     try:
         tenant = create_tenant(
@@ -100,7 +98,7 @@ def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | 
             slug=slugify(slug or name),
             notice_url=notice_url,
         )
-    except TenantExists as error:
+    except PortineriaError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"created office {tenant.name!r} for {tenant.whatsapp_number}")
     click.echo(tenant.slug)
@@ -117,12 +115,12 @@ def tenant_create(name: str, whatsapp: str, slug: str | None, notice_url: str | 
 )
 @with_appcontext
 def tenant_settings(slug: str, assignments: tuple[str, ...]) -> None:
-    from bot.office.settings import InvalidSetting, parse_assignment, update_settings
+    from bot.office.settings import parse_assignment, update_settings
 
     tenant = _tenant(slug)
     try:
         changes = dict(parse_assignment(a) for a in assignments)
-    except InvalidSetting as error:
+    except PortineriaError as error:
         raise click.ClickException(str(error)) from error
     effective = update_settings(services(), tenant.id, changes, actor="cli")
     click.echo(json.dumps(effective, indent=2, ensure_ascii=False))
@@ -188,7 +186,7 @@ def user_create(slug: str, email: str, role: str, password: str) -> None:
     try:
         with services().db.session() as session:
             user = create_user(session, tenant, email, role, password)
-    except ValueError as error:
+    except PortineriaError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"created {role} {user.email} (id {user.id})")
 
@@ -203,7 +201,7 @@ def token_group() -> None:
 @click.option("--name", required=True)
 @with_appcontext
 def token_create(slug: str, name: str) -> None:
-    from bot.web.api import create_token
+    from bot.office.tokens import create_token
 
     tenant = _tenant(slug)
     with services().db.session() as session:
@@ -230,7 +228,7 @@ def contacts_import(slug: str, path: Path) -> None:
     tenant = _tenant(slug)
     try:
         rows = read_csv(path.read_text(encoding="utf-8-sig"))
-    except (ValueError, UnicodeDecodeError) as error:
+    except (PortineriaError, UnicodeDecodeError) as error:
         raise click.ClickException(f"cannot read {path}: {error}") from error
     results = import_contacts(services(), tenant, rows)
     for result in results:
@@ -251,7 +249,7 @@ def export_command(slug: str, phone: str | None, out: Path) -> None:
     tenant = _tenant(slug)
     try:
         data = export_data(services(), tenant, _contact_id(tenant, phone), actor="cli")
-    except LookupError as error:
+    except PortineriaError as error:
         raise click.ClickException(str(error)) from error
     write_private_json(out, data)
     click.echo(f"exported {len(data['contacts'])} contact(s) to {out}")
@@ -282,7 +280,7 @@ def erase_command(slug: str, phone: str, yes: bool) -> None:
         click.confirm(f"Erase every message and record of {phone}?", abort=True)
     try:
         removed = erase_contact(services(), tenant, e164(phone), actor="cli")
-    except LookupError as error:
+    except PortineriaError as error:
         raise click.ClickException(str(error)) from error
     click.echo("erased: " + ", ".join(f"{k} {v}" for k, v in removed.items()))
 

@@ -6,22 +6,21 @@ ids answer 404, exactly like ids that do not exist.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from bot.exceptions import InvalidPhoneNumber
+from bot.office.phone import e164
+from bot.office.tokens import tenant_for_token
 from bot.outbound.send import Outgoing, Template, queue_message
 from bot.privacy.register import export_register
 from bot.services import services
 from bot.web.errors import error_response
 from storage.models import (
-    ApiToken,
     BotLogEntry,
     ConsentEvent,
     Contact,
@@ -40,19 +39,7 @@ from storage.queries import (
 )
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-TOKEN_PREFIX = "ptk_"  # noqa: S105 - a prefix, not a secret
 REFUSAL_STATUS = {"opted_out": 409, "no_consent": 409, "outside_window": 422, "rate_limited": 429}
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def create_token(session: Session, tenant: Tenant, name: str) -> str:
-    """A new token for the tenant; only its hash is stored, so it is shown once."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(tenant_id=tenant.id, name=name, token_hash=hash_token(token)))
-    return token
 
 
 @bp.before_request
@@ -62,14 +49,7 @@ def authenticate() -> Response | None:
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized()
     with services().db.session() as session:
-        tenant = session.scalar(
-            select(Tenant)
-            .join(ApiToken, ApiToken.tenant_id == Tenant.id)
-            .where(
-                ApiToken.token_hash == hash_token(token.strip()),
-                ApiToken.revoked_at.is_(None),
-            )
-        )
+        tenant = tenant_for_token(session, token)
     if tenant is None:
         return _unauthorized()
     if tenant.terminated_at is not None and request.method != "GET":
@@ -97,15 +77,10 @@ def _since() -> datetime:
 
 
 def _e164(value: str) -> str:
-    import phonenumbers
-
     try:
-        number = phonenumbers.parse(value, "IT")
-    except phonenumbers.NumberParseException:
-        abort(400, "not a phone number")
-    if not phonenumbers.is_valid_number(number):
-        abort(400, "not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return e164(value)
+    except InvalidPhoneNumber as error:
+        abort(400, str(error))
 
 
 def contact_json(contact: Contact) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import requests
 from flask import Blueprint, Response, abort, jsonify, render_template, request
 from sqlalchemy import select
 
-from bot.conversation.inbound import phone_from_address
+from bot.office.phone import phone_from_address
 from bot.services import services
 from storage.models import Tenant
 from storage.queries import contact_by_wa_id, conversation_messages, open_conversation_for

@@ -8,15 +8,12 @@ from flask import Blueprint, Response, abort, current_app, request
 from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 
-from bot.conversation.inbound import (
-    MalformedWebhook,
-    check_required,
-    encode_payload,
-    parse_form,
-    strip_channel,
-)
+from bot.conversation.inbound import check_required, encode_payload
+from bot.exceptions import MalformedWebhook
+from bot.office.phone import strip_channel
 from bot.privacy.consent import record_delivery_error
 from bot.services import services
+from bot.web.twilio_form import parse_form
 from storage.delivery import apply_status
 
 log = logging.getLogger(__name__)
