@@ -9,6 +9,7 @@ Message bodies, webhook payloads and consent evidence are stored as Fernet token
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +29,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from storage.vocabulary import (
+    Channel,
+    Consent,
+    ContactKind,
+    ConversationStatus,
+    DataSource,
+    Direction,
+    LedgerEvent,
+    LegalBasis,
+    MessageStatus,
+    Mode,
+    Priority,
+    Purpose,
+    Role,
+    TicketKind,
+    TicketStatus,
+)
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -66,6 +85,24 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class StoredWord(TypeDecorator[StrEnum]):
+    """A column holding one word of :mod:`storage.vocabulary`: text in the database,
+    the enum member in Python, and a word outside the vocabulary refused on write."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, vocabulary: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.vocabulary = vocabulary
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else str(self.vocabulary(value))
+
+    def process_result_value(self, value: str | None, dialect: Any) -> StrEnum | None:
+        return None if value is None else self.vocabulary(value)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
@@ -94,10 +131,14 @@ class Contact(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     wa_id: Mapped[str] = mapped_column(String(128))
     phone: Mapped[str | None] = mapped_column(String(32))
-    kind: Mapped[str] = mapped_column(String(16), default="unknown")
-    legal_basis: Mapped[str | None] = mapped_column(String(32))
-    source: Mapped[str] = mapped_column(String(32), default="whatsapp_inbound")
-    consent: Mapped[str] = mapped_column(String(16), default="none")
+    kind: Mapped[ContactKind] = mapped_column(
+        StoredWord(ContactKind, 16), default=ContactKind.UNKNOWN
+    )
+    legal_basis: Mapped[LegalBasis | None] = mapped_column(StoredWord(LegalBasis, 32))
+    source: Mapped[DataSource] = mapped_column(
+        StoredWord(DataSource, 32), default=DataSource.WHATSAPP_INBOUND
+    )
+    consent: Mapped[Consent] = mapped_column(StoredWord(Consent, 16), default=Consent.NONE)
     profile_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_contact_at: Mapped[datetime | None]
@@ -111,10 +152,12 @@ class Conversation(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
-    mode: Mapped[str] = mapped_column(String(8), default="bot")
-    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    mode: Mapped[Mode] = mapped_column(StoredWord(Mode, 8), default=Mode.BOT)
+    priority: Mapped[Priority] = mapped_column(StoredWord(Priority, 8), default=Priority.NORMAL)
     needs_attention: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(8), default="open")
+    status: Mapped[ConversationStatus] = mapped_column(
+        StoredWord(ConversationStatus, 8), default=ConversationStatus.OPEN
+    )
     assigned_user_id: Mapped[int | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL")
     )
@@ -176,20 +219,20 @@ class Message(Base):
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
-    direction: Mapped[str] = mapped_column(String(3))
+    direction: Mapped[Direction] = mapped_column(StoredWord(Direction, 3))
     provider_sid: Mapped[str | None] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     payload: Mapped[bytes | None] = mapped_column(LargeBinary)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     template_sid: Mapped[str | None] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[MessageStatus] = mapped_column(StoredWord(MessageStatus, 16))
     status_rank: Mapped[int] = mapped_column(Integer, default=0)
     error_code: Mapped[int | None]
     intent: Mapped[str | None] = mapped_column(String(32))
     confidence: Mapped[float | None] = mapped_column(Float)
     sensitive_kinds: Mapped[list[Any]] = mapped_column(default=list)
     redacted: Mapped[bool] = mapped_column(Boolean, default=False)
-    purpose: Mapped[str | None] = mapped_column(String(32))
+    purpose: Mapped[Purpose | None] = mapped_column(StoredWord(Purpose, 32))
     sender_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     status_at: Mapped[datetime | None]
@@ -223,7 +266,7 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(String(254))
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[Role] = mapped_column(StoredWord(Role, 16))
     password_hash: Mapped[str] = mapped_column(String(255))
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None]
@@ -271,9 +314,9 @@ class ConsentEvent(Base):
     contact_id: Mapped[int | None] = mapped_column(Integer)
     # A keyed hash of the WhatsApp id: names the person after erasure without their number.
     subject_ref: Mapped[str] = mapped_column(String(64))
-    event: Mapped[str] = mapped_column(String(32))
+    event: Mapped[LedgerEvent] = mapped_column(StoredWord(LedgerEvent, 32))
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    channel: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[Channel] = mapped_column(StoredWord(Channel, 32))
     evidence_text: Mapped[bytes | None] = mapped_column(LargeBinary)
     evidence_message_sid: Mapped[str | None] = mapped_column(String(64))
     notice_version: Mapped[str | None] = mapped_column(String(32))
@@ -333,9 +376,11 @@ class Ticket(Base):
     source_message_id: Mapped[int | None] = mapped_column(
         ForeignKey("messages.id", ondelete="SET NULL")
     )
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[TicketKind] = mapped_column(StoredWord(TicketKind, 32))
     intent: Mapped[str | None] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[TicketStatus] = mapped_column(
+        StoredWord(TicketStatus, 16), default=TicketStatus.OPEN
+    )
     entities: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,19 @@ from storage.models import (
     utcnow,
 )
 from storage.queries import contact_by_wa_id, open_conversation_for
+from storage.vocabulary import (
+    Consent,
+    ContactKind,
+    ConversationStatus,
+    DataSource,
+    LedgerEvent,
+    MessageStatus,
+    Mode,
+    Priority,
+    Refusal,
+    TicketKind,
+    TicketStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +89,9 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     inbound = None
     if claimed.payload is not None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
-    if inbound is not None and claimed.status != "handled":
+    if inbound is not None and claimed.status != MessageStatus.HANDLED:
         handled = _handle(svc, claimed, inbound, started)
-        if handled.action == "access_requested":
+        if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
@@ -87,7 +100,12 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
         connection.execute(
             update(_messages)
             .where(_messages.c.id == claimed.id)
-            .values(processed_at=utcnow(), payload=None, lease_until=None, status="processed")
+            .values(
+                processed_at=utcnow(),
+                payload=None,
+                lease_until=None,
+                status=MessageStatus.PROCESSED,
+            )
         )
 
 
@@ -112,7 +130,7 @@ class Handled:
     tenant: Tenant
     contact: Contact
     message_id: int
-    action: str
+    ledger: tuple[LedgerEvent, ...]
 
 
 def _handle(
@@ -124,7 +142,7 @@ def _handle(
         tenant = session.get(Tenant, claimed.tenant_id)
         assert tenant is not None
         known = contact_by_wa_id(session, tenant, inbound.wa_id)
-        awaiting = known is not None and known.consent == "pending"
+        awaiting = known is not None and known.consent == Consent.PENDING
     book = KeywordBook(tenant.settings.get("keywords"))
     keyword = (
         None if inbound.opt_out_type else book.match(inbound.body, awaiting_acceptance=awaiting)
@@ -147,13 +165,13 @@ def _handle(
             understanding=understanding,
             has_text=bool(inbound.body.strip()),
         )
-        plan = _plan(turn)
+        plan = rules.plan_turn(turn)
         message = session.get(Message, claimed.id)
         assert message is not None
         _store_body(svc, tenant, message, inbound, contact, thread, all_findings, prediction)
         _apply_ledger(svc, session, tenant, contact, plan, inbound)
         events = _apply_plan(session, tenant, thread, message, plan, prediction, now)
-        message.status = "handled"
+        message.status = MessageStatus.HANDLED
         session.add(
             BotLogEntry(
                 tenant_id=tenant.id,
@@ -176,21 +194,7 @@ def _handle(
         session.flush()
         events.append(_message_event(tenant, thread, message))
     publish(svc, events)
-    return Handled(tenant=tenant, contact=contact, message_id=claimed.id, action=plan.action)
-
-
-def _plan(turn: rules.Turn) -> rules.Plan:
-    plan = rules.plan_turn(turn)
-    if plan.understand_rest:
-        # "Sì, ma il citofono non va": accepted, then the rest is a message like any other.
-        rest = rules.plan_turn(replace(turn, consent="granted", keyword=None))
-        plan.replies.extend(rest.replies)
-        for name in ("handoff", "ticket", "appointment", "work_done", "clarification"):
-            if getattr(rest, name):
-                setattr(plan, name, getattr(rest, name))
-        plan.urgent = plan.urgent or rest.urgent
-        plan.action = f"{plan.action}+{rest.action}"
-    return plan
+    return Handled(tenant=tenant, contact=contact, message_id=claimed.id, ledger=tuple(plan.ledger))
 
 
 def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any) -> Contact:
@@ -200,9 +204,9 @@ def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any
             tenant_id=tenant.id,
             wa_id=inbound.wa_id,
             phone=inbound.phone,
-            source="whatsapp_inbound",
-            kind="unknown",
-            consent="none",
+            source=DataSource.WHATSAPP_INBOUND,
+            kind=ContactKind.UNKNOWN,
+            consent=Consent.NONE,
         )
         session.add(contact)
     elif inbound.phone and not contact.phone:
@@ -222,10 +226,10 @@ def _conversation_for(session: Any, tenant: Tenant, contact: Contact, now: Any) 
         thread = Conversation(
             tenant_id=tenant.id,
             contact_id=contact.id,
-            mode="bot",
-            priority="normal",
+            mode=Mode.BOT,
+            priority=Priority.NORMAL,
             needs_attention=False,
-            status="open",
+            status=ConversationStatus.OPEN,
             clarifications=0,
         )
         session.add(thread)
@@ -307,7 +311,7 @@ def _apply_plan(
         events.extend(
             handoff_to_operator(tenant, thread, plan.handoff, urgent=plan.urgent, now=now)
         )
-    for request in ("access_requested", "erasure_requested"):
+    for request in (LedgerEvent.ACCESS_REQUESTED, LedgerEvent.ERASURE_REQUESTED):
         if request in plan.ledger:
             # The admin carries rights requests out; the inbox shows who is waiting.
             thread.needs_attention = True
@@ -325,7 +329,7 @@ def _apply_plan(
             source_message_id=message.id,
             kind=plan.ticket,
             intent=message.intent,
-            status="open",
+            status=TicketStatus.OPEN,
             entities=entities,
         )
         session.add(ticket)
@@ -365,7 +369,7 @@ def _close_open_ticket(
         .where(
             Ticket.tenant_id == tenant.id,
             Ticket.conversation_id == thread.id,
-            Ticket.status.in_(("open", "in_progress")),
+            Ticket.status.in_((TicketStatus.OPEN, TicketStatus.IN_PROGRESS)),
         )
         .order_by(Ticket.id.desc())
         .limit(1)
@@ -377,14 +381,14 @@ def _close_open_ticket(
                 tenant_id=tenant.id,
                 conversation_id=thread.id,
                 source_message_id=message.id,
-                kind="intervento",
+                kind=TicketKind.INTERVENTO,
                 intent=message.intent,
-                status="done",
+                status=TicketStatus.DONE,
                 entities=entities,
             )
         )
         return
-    ticket.status = "done"
+    ticket.status = TicketStatus.DONE
     ticket.updated_at = now
 
 
@@ -491,7 +495,7 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
             Outgoing(text=text, purpose=purpose),
             idempotency_key=f"reply:{claimed.id}:{index}",
         )
-        if outcome.refusal is not None and outcome.refusal.reason == "rate_limited":
+        if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
             # Over the office's send rate: try again shortly, not never. Replies
             # already sent keep their idempotency keys and are not sent again.
             raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")

@@ -19,10 +19,11 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-KINDS = ("accept", "withdraw", "privacy", "help", "operator", "access", "erasure")
+from bot.exceptions import InvalidSetting
+from storage.vocabulary import KeywordKind
 
-DEFAULT_PHRASES: dict[str, tuple[str, ...]] = {
-    "accept": (
+DEFAULT_PHRASES: dict[KeywordKind, tuple[str, ...]] = {
+    KeywordKind.ACCEPT: (
         "accetto",
         "si",
         "si accetto",
@@ -40,7 +41,7 @@ DEFAULT_PHRASES: dict[str, tuple[str, ...]] = {
         "agree",
         "i agree",
     ),
-    "withdraw": (
+    KeywordKind.WITHDRAW: (
         "stop",
         "basta",
         "revoca",
@@ -59,9 +60,9 @@ DEFAULT_PHRASES: dict[str, tuple[str, ...]] = {
         "end",
         "quit",
     ),
-    "privacy": ("privacy", "informativa", "informativa privacy", "privacy policy"),
-    "help": ("aiuto", "help", "info", "istruzioni"),
-    "operator": (
+    KeywordKind.PRIVACY: ("privacy", "informativa", "informativa privacy", "privacy policy"),
+    KeywordKind.HELP: ("aiuto", "help", "info", "istruzioni"),
+    KeywordKind.OPERATOR: (
         "operatore",
         "un operatore",
         "voglio un operatore",
@@ -71,7 +72,7 @@ DEFAULT_PHRASES: dict[str, tuple[str, ...]] = {
         "human",
         "agent",
     ),
-    "access": (
+    KeywordKind.ACCESS: (
         "i miei dati",
         "accesso ai miei dati",
         "voglio i miei dati",
@@ -79,7 +80,7 @@ DEFAULT_PHRASES: dict[str, tuple[str, ...]] = {
         "my data",
         "access my data",
     ),
-    "erasure": (
+    KeywordKind.ERASURE: (
         "cancella i miei dati",
         "cancellate i miei dati",
         "elimina i miei dati",
@@ -116,7 +117,7 @@ _LEADING_ACCEPT = ("si", "accetto", "ok accetto", "si accetto")
 
 @dataclass(frozen=True)
 class KeywordMatch:
-    kind: str
+    kind: KeywordKind
     # For an acceptance followed by a message: that message, as written.
     rest: str = ""
 
@@ -157,13 +158,13 @@ class KeywordBook:
     """The phrases of one tenant: the defaults plus its own additions."""
 
     def __init__(self, extra: Mapping[str, Iterable[str]] | None = None) -> None:
-        phrases: dict[str, set[str]] = {
+        phrases: dict[KeywordKind, set[str]] = {
             k: {normalise(p) for p in v} for k, v in DEFAULT_PHRASES.items()
         }
-        for kind, values in (extra or {}).items():
-            if kind not in phrases:
-                raise ValueError(f"unknown keyword kind {kind!r}")
-            phrases[kind].update(normalise(v) for v in values)
+        for name, values in (extra or {}).items():
+            if name not in phrases:
+                raise InvalidSetting(f"unknown keyword kind {name!r}")
+            phrases[KeywordKind(name)].update(normalise(v) for v in values)
         self._by_phrase = {phrase: kind for kind, values in phrases.items() for phrase in values}
         self._single_words = {
             p: k for p, k in self._by_phrase.items() if " " not in p and len(p) >= _TYPO_MIN_LENGTH
@@ -189,7 +190,7 @@ class KeywordBook:
         # Filler alone ("ok", "grazie") leaves nothing: an acknowledgement, not a keyword.
         return words[start:end]
 
-    def _lookup(self, phrase: str) -> str | None:
+    def _lookup(self, phrase: str) -> KeywordKind | None:
         kind = self._by_phrase.get(phrase)
         if kind is not None or " " in phrase or len(phrase) < _TYPO_MIN_LENGTH:
             return kind
@@ -202,7 +203,7 @@ class KeywordBook:
         for lead in sorted(_LEADING_ACCEPT, key=len, reverse=True):
             lead_words = lead.split()
             if words[: len(lead_words)] == lead_words and len(words) > len(lead_words):
-                return KeywordMatch("accept", rest=_after_words(text, len(lead_words)))
+                return KeywordMatch(KeywordKind.ACCEPT, rest=_after_words(text, len(lead_words)))
         return None
 
 

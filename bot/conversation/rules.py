@@ -8,19 +8,38 @@ It does no I/O, so every rule here is tested without HTTP, database or model;
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bot.conversation.keywords import KeywordMatch
+from storage.vocabulary import (
+    Action,
+    Channel,
+    Consent,
+    Handoff,
+    KeywordKind,
+    LedgerEvent,
+    LegalBasis,
+    Mode,
+    Purpose,
+    TicketKind,
+)
 
 # Below this the classifier is not trusted with an action.
 LOW_CONFIDENCE = 0.5
 
 TICKET_KIND = {
-    "guasto": "guasto",
-    "preventivo": "preventivo",
-    "fattura_pagamento": "amministrazione",
-    "documenti": "documenti",
-    "assemblea": "assemblea",
+    "guasto": TicketKind.GUASTO,
+    "preventivo": TicketKind.PREVENTIVO,
+    "fattura_pagamento": TicketKind.AMMINISTRAZIONE,
+    "documenti": TicketKind.DOCUMENTI,
+    "assemblea": TicketKind.ASSEMBLEA,
+}
+TICKET_ACTION = {
+    TicketKind.GUASTO: Action.TICKET_GUASTO,
+    TicketKind.PREVENTIVO: Action.TICKET_PREVENTIVO,
+    TicketKind.AMMINISTRAZIONE: Action.TICKET_AMMINISTRAZIONE,
+    TicketKind.DOCUMENTI: Action.TICKET_DOCUMENTI,
+    TicketKind.ASSEMBLEA: Action.TICKET_ASSEMBLEA,
 }
 
 # Safety rules of intents.safety -> the advice that fits them.
@@ -44,9 +63,9 @@ class Understanding:
 class Turn:
     """One inbound message, reduced to what the rules need."""
 
-    consent: str  # none, pending, granted, withdrawn
-    legal_basis: str | None
-    mode: str  # bot or human
+    consent: Consent
+    legal_basis: LegalBasis | None
+    mode: Mode
     clarifications: int
     keyword: KeywordMatch | None
     opt_out_type: str | None  # Twilio Advanced Opt-Out: STOP, START, HELP
@@ -63,54 +82,87 @@ class Reply:
 
 @dataclass
 class Plan:
-    action: str
+    actions: list[Action]
     replies: list[Reply] = field(default_factory=list)
-    ledger: list[str] = field(default_factory=list)
-    ledger_channel: str = "whatsapp"
-    handoff: str | None = None  # why a human is needed
+    ledger: list[LedgerEvent] = field(default_factory=list)
+    ledger_channel: Channel = Channel.WHATSAPP
+    handoff: Handoff | None = None  # why a human is needed
     urgent: bool = False
-    ticket: str | None = None  # ticket kind to open
+    ticket: TicketKind | None = None  # ticket kind to open
     appointment: bool = False
     work_done: bool = False
     clarification: bool = False
     understand_rest: bool = False  # an acceptance carried a message: handle it too
 
-    def say(self, key: str, purpose: str = "reply") -> None:
+    @property
+    def action(self) -> str:
+        """What the bot log records: one action, or two joined by ``+``."""
+        return "+".join(self.actions)
+
+    def say(self, key: str, purpose: Purpose = Purpose.REPLY) -> None:
         self.replies.append(Reply(key, purpose))
 
+    def merge(self, rest: Plan) -> None:
+        """Add what the message after an acceptance asks for to the acceptance's plan."""
+        self.actions.extend(rest.actions)
+        self.replies.extend(rest.replies)
+        self.handoff = rest.handoff or self.handoff
+        self.urgent = self.urgent or rest.urgent
+        self.ticket = rest.ticket or self.ticket
+        self.appointment = self.appointment or rest.appointment
+        self.work_done = self.work_done or rest.work_done
+        self.clarification = self.clarification or rest.clarification
 
-def may_be_served(consent: str, legal_basis: str | None) -> bool:
+
+def _plan(action: Action, *ledger: LedgerEvent, channel: Channel = Channel.WHATSAPP) -> Plan:
+    return Plan(actions=[action], ledger=list(ledger), ledger_channel=channel)
+
+
+def may_be_served(consent: Consent, legal_basis: LegalBasis | None) -> bool:
     """Whether the bot may act on the contact's messages beyond consent keywords."""
-    if consent == "withdrawn":
+    if consent == Consent.WITHDRAWN:
         return False
-    return consent == "granted" or legal_basis not in (None, "consent")
+    return consent == Consent.GRANTED or legal_basis not in (None, LegalBasis.CONSENT)
 
 
 def plan_turn(turn: Turn) -> Plan:
+    """What to do with one message: replies, ledger events, handoff, ticket, event."""
+    plan = _plan_keyword_or_message(turn)
+    if plan.understand_rest:
+        # "Sì, ma il citofono non va": accepted, then the rest is a message like any other.
+        plan.merge(_plan_keyword_or_message(replace(turn, consent=Consent.GRANTED, keyword=None)))
+    return plan
+
+
+def _plan_keyword_or_message(turn: Turn) -> Plan:
     if turn.opt_out_type:
         return _provider_opt_out(turn)
     keyword = turn.keyword.kind if turn.keyword else None
-    if keyword == "withdraw":
-        plan = Plan(action="consent_withdrawn", ledger=["withdrawn"])
-        if turn.consent != "withdrawn":
-            plan.say("withdrawn", "withdrawal_confirmation")
+    if keyword == KeywordKind.WITHDRAW:
+        plan = _plan(Action.CONSENT_WITHDRAWN, LedgerEvent.WITHDRAWN)
+        if turn.consent != Consent.WITHDRAWN:
+            plan.say("withdrawn", Purpose.WITHDRAWAL_CONFIRMATION)
         return plan
-    if keyword == "accept":
+    if keyword == KeywordKind.ACCEPT:
         return _accept(turn)
-    if keyword in ("access", "erasure"):
-        plan = Plan(action=f"{keyword}_requested", ledger=[f"{keyword}_requested"])
-        plan.say(f"{keyword}_requested", "rights")
+    if keyword == KeywordKind.ACCESS:
+        plan = _plan(Action.ACCESS_REQUESTED, LedgerEvent.ACCESS_REQUESTED)
+        plan.say("access_requested", Purpose.RIGHTS)
         return plan
-    if turn.consent == "withdrawn":
+    if keyword == KeywordKind.ERASURE:
+        plan = _plan(Action.ERASURE_REQUESTED, LedgerEvent.ERASURE_REQUESTED)
+        plan.say("erasure_requested", Purpose.RIGHTS)
+        return plan
+    if turn.consent == Consent.WITHDRAWN:
         # They may write; we may not answer. Operators still see it.
-        return Plan(action="stored_withdrawn")
-    if keyword == "privacy":
-        plan = Plan(action="notice_resent", ledger=["notice_sent"])
-        plan.say("notice", "notice")
+        return _plan(Action.STORED_WITHDRAWN)
+    if keyword == KeywordKind.PRIVACY:
+        plan = _plan(Action.NOTICE_RESENT, LedgerEvent.NOTICE_SENT)
+        plan.say("notice", Purpose.NOTICE)
         return plan
-    if keyword == "help":
-        plan = Plan(action="help")
-        plan.say("help", "notice")
+    if keyword == KeywordKind.HELP:
+        plan = _plan(Action.HELP)
+        plan.say("help", Purpose.NOTICE)
         return plan
     if not may_be_served(turn.consent, turn.legal_basis):
         return _before_consent(turn)
@@ -121,100 +173,112 @@ def _provider_opt_out(turn: Turn) -> Plan:
     # Twilio has already answered the keyword itself: record, never answer twice.
     kind = turn.opt_out_type
     if kind == "STOP":
-        return Plan(
-            action="consent_withdrawn",
-            ledger=["withdrawn"],
-            ledger_channel="twilio_advanced_opt_out",
+        return _plan(
+            Action.CONSENT_WITHDRAWN, LedgerEvent.WITHDRAWN, channel=Channel.TWILIO_ADVANCED_OPT_OUT
         )
     if kind == "START":
-        return Plan(
-            action="consent_granted", ledger=["granted"], ledger_channel="twilio_advanced_opt_out"
+        return _plan(
+            Action.CONSENT_GRANTED, LedgerEvent.GRANTED, channel=Channel.TWILIO_ADVANCED_OPT_OUT
         )
-    return Plan(action="provider_keyword")
+    return _plan(Action.PROVIDER_KEYWORD)
 
 
 def _accept(turn: Turn) -> Plan:
-    if turn.consent == "none":
+    if turn.consent == Consent.NONE:
         # Acceptance must be informed: show the notice first, then ask again.
-        plan = Plan(action="welcome", ledger=["notice_sent"])
-        plan.say("welcome", "welcome")
+        plan = _plan(Action.WELCOME, LedgerEvent.NOTICE_SENT)
+        plan.say("welcome", Purpose.WELCOME)
         return plan
-    if turn.consent == "granted":
-        plan = Plan(action="already_granted")
-        if not (turn.keyword and turn.keyword.rest):
+    carries_message = bool(turn.keyword and turn.keyword.rest)
+    if turn.consent == Consent.GRANTED:
+        plan = _plan(Action.ALREADY_GRANTED)
+        if not carries_message:
             plan.say("already_granted")
-        plan.understand_rest = bool(turn.keyword and turn.keyword.rest)
-        return plan
-    plan = Plan(action="consent_granted", ledger=["granted"])
-    plan.say("granted", "consent_confirmation")
-    plan.understand_rest = bool(turn.keyword and turn.keyword.rest)
+    else:
+        plan = _plan(Action.CONSENT_GRANTED, LedgerEvent.GRANTED)
+        plan.say("granted", Purpose.CONSENT_CONFIRMATION)
+    plan.understand_rest = carries_message
     return plan
+
+
+def _is_emergency(understanding: Understanding | None) -> bool:
+    return understanding is not None and understanding.intent == "emergenza"
+
+
+def _safety_reply(understanding: Understanding) -> str:
+    return EMERGENCY_REPLY.get(understanding.safety_rule or "", "emergency")
 
 
 def _before_consent(turn: Turn) -> Plan:
-    if turn.consent == "none":
-        plan = Plan(action="welcome", ledger=["notice_sent"])
-        plan.say("welcome", "welcome")
+    if turn.consent == Consent.NONE:
+        plan = _plan(Action.WELCOME, LedgerEvent.NOTICE_SENT)
+        plan.say("welcome", Purpose.WELCOME)
     else:
-        plan = Plan(action="consent_reminder")
-        plan.say("reminder", "notice")
-    emergency = turn.understanding and turn.understanding.intent == "emergenza"
-    if emergency:
+        plan = _plan(Action.CONSENT_REMINDER)
+        plan.say("reminder", Purpose.NOTICE)
+    if turn.understanding is not None and _is_emergency(turn.understanding):
         # Vital interests (art. 6(1)(d) GDPR): safety advice and a human, consent or not.
-        assert turn.understanding is not None
-        plan.say(EMERGENCY_REPLY.get(turn.understanding.safety_rule or "", "emergency"), "safety")
-        plan.handoff, plan.urgent, plan.action = "emergency", True, "emergency_before_consent"
+        plan.say(_safety_reply(turn.understanding), Purpose.SAFETY)
+        plan.actions = [Action.EMERGENCY_BEFORE_CONSENT]
+        plan.handoff, plan.urgent = Handoff.EMERGENCY, True
     return plan
 
 
-def _served(turn: Turn, keyword: str | None) -> Plan:
+def _served(turn: Turn, keyword: KeywordKind | None) -> Plan:
     understanding = turn.understanding
-    emergency = understanding is not None and understanding.intent == "emergenza"
-    if turn.mode == "human" and not emergency:
-        return Plan(action="human_mode")
-    plan = Plan(action="")
+    if turn.mode == Mode.HUMAN and not _is_emergency(understanding):
+        return _plan(Action.HUMAN_MODE)
+    plan = Plan(actions=[])
     if turn.sensitive_kinds:
         plan.say("sensitive")
-    if keyword == "operator":
-        plan.action, plan.handoff = "handoff", "operator_request"
+    if keyword == KeywordKind.OPERATOR:
+        plan.actions, plan.handoff = [Action.HANDOFF], Handoff.OPERATOR_REQUEST
         plan.say("handoff")
         return plan
     if understanding is None:
-        plan.action = "stored" if turn.has_text else "media_received"
+        plan.actions = [Action.STORED if turn.has_text else Action.MEDIA_RECEIVED]
         if not turn.has_text:
             plan.say("ack_generic")
         return plan
-    if turn.mode == "human":
+    if turn.mode == Mode.HUMAN:
         # A human holds the conversation: alert them, the bot stays silent.
-        return Plan(action="emergency_in_human_mode", handoff="emergency", urgent=True)
+        plan = _plan(Action.EMERGENCY_IN_HUMAN_MODE)
+        plan.handoff, plan.urgent = Handoff.EMERGENCY, True
+        return plan
     _act_on_intent(plan, turn, understanding)
     return plan
 
 
 def _act_on_intent(plan: Plan, turn: Turn, understanding: Understanding) -> None:
     intent = understanding.intent
-    if intent == "emergenza":
-        plan.action, plan.handoff, plan.urgent = "emergency_handoff", "emergency", True
-        plan.say(EMERGENCY_REPLY.get(understanding.safety_rule or "", "emergency"), "safety")
+    if _is_emergency(understanding):
+        plan.actions, plan.handoff, plan.urgent = (
+            [Action.EMERGENCY_HANDOFF],
+            Handoff.EMERGENCY,
+            True,
+        )
+        plan.say(_safety_reply(understanding), Purpose.SAFETY)
         return
     if intent == "richiesta_operatore":
-        plan.action, plan.handoff = "handoff", "operator_request"
+        plan.actions, plan.handoff = [Action.HANDOFF], Handoff.OPERATOR_REQUEST
         plan.say("handoff")
         return
     if intent == "altro" or understanding.confidence < LOW_CONFIDENCE:
         if turn.clarifications >= 1:
-            plan.action, plan.handoff = "handoff_after_clarification", "not_understood"
+            plan.actions = [Action.HANDOFF_AFTER_CLARIFICATION]
+            plan.handoff = Handoff.NOT_UNDERSTOOD
             plan.say("handoff")
         else:
-            plan.action, plan.clarification = "clarify", True
+            plan.actions, plan.clarification = [Action.CLARIFY], True
             plan.say("clarify")
         return
     if intent in TICKET_KIND:
-        plan.action, plan.ticket = f"ticket_{TICKET_KIND[intent]}", TICKET_KIND[intent]
+        plan.ticket = TICKET_KIND[intent]
+        plan.actions = [TICKET_ACTION[plan.ticket]]
     elif intent == "appuntamento":
-        plan.action, plan.appointment = "event", True
+        plan.actions, plan.appointment = [Action.EVENT], True
     elif intent == "intervento_completato":
-        plan.action, plan.work_done = "ticket_work_done", True
+        plan.actions, plan.work_done = [Action.TICKET_WORK_DONE], True
     else:
-        plan.action = "acknowledged"
+        plan.actions = [Action.ACKNOWLEDGED]
     plan.say(f"ack_{intent}")
