@@ -1,4 +1,14 @@
-"""Engines and sessions for SQLite (WAL) and PostgreSQL."""
+"""Engines and sessions for SQLite (WAL) and PostgreSQL: one write path, one read path.
+
+* :meth:`Database.session` and :meth:`Database.begin` are the write path: a unit of
+  work that, on SQLite, first takes the process-wide write lock and then
+  ``BEGIN IMMEDIATE``, so a read-then-write transaction never fails to upgrade.
+* :meth:`Database.read` and :meth:`Database.connect` are the read path: a deferred
+  transaction that takes no lock at all (WAL readers never wait for the writer).
+
+A thread that asks for a second write transaction while it holds one would wait for
+itself until SQLite's busy timeout; that is a bug, so it raises at once instead.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 BACKSTOP_CHECKPOINT_PAGES = 50_000
@@ -33,8 +43,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
 
 
-def _begin_immediate(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+READ_ONLY = "portineria_read_only"
+
+
+def _begin(connection: Any) -> None:
+    # Reads begin deferred (no write lock); writes take it up front.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class NestedWriteTransaction(RuntimeError):
+    """A thread asked for a write transaction while holding one (it would deadlock)."""
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -44,7 +65,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # pysqlite defers BEGIN on its own; we issue it ourselves so that a
         # read-then-write transaction takes the write lock up front instead of
         # failing with SQLITE_BUSY when it upgrades.
-        event.listen(engine, "begin", _begin_immediate)
+        event.listen(engine, "begin", _begin)
         return engine
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
@@ -66,13 +87,17 @@ class SqliteWriteLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
+        if getattr(self._local, "holding", False):
+            raise NestedWriteTransaction("this thread already holds the SQLite write lock")
         handle = getattr(self._local, "handle", None)
         if handle is None:
             handle = self._local.handle = open(self._path, "a")  # noqa: SIM115 - kept per thread
         fcntl.flock(handle, fcntl.LOCK_EX)
+        self._local.holding = True
         try:
             yield
         finally:
+            self._local.holding = False
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
@@ -129,11 +154,17 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        read_options: dict[str, Any] = {READ_ONLY: True}
+        if not self.is_sqlite:
+            # A read that tries to write is a bug: PostgreSQL refuses it loudly.
+            read_options["postgresql_readonly"] = True
+        self._read_engine = self.engine.execution_options(**read_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self._read_engine, expire_on_commit=False)
         database = self.engine.url.database
-        file_backed = self.is_sqlite and bool(database) and database != ":memory:"
-        self._write_lock = SqliteWriteLock(database) if file_backed else None
+        file_backed = self.is_sqlite and database is not None and database not in ("", ":memory:")
         self._database_path = database if file_backed else None
+        self._write_lock = SqliteWriteLock(database) if database and file_backed else None
         self._checkpointer: WalCheckpointer | None = None
         self._checkpointer_pid = 0
 
@@ -170,6 +201,28 @@ class Database:
             yield session
             if dry_run:
                 transaction.rollback()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only unit of work: no write lock; rolled back at the end.
+
+        Objects it returns stay usable afterwards (loaded attributes are kept).
+        """
+        with self._read_sessions() as session, session.begin() as transaction:
+            yield session
+            transaction.rollback()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A Core connection in a write transaction, under the write lock."""
+        with self.write_lock(), self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A Core connection for reads: no write lock."""
+        with self._read_engine.connect() as connection:
+            yield connection
 
     def dispose(self) -> None:
         if self._checkpointer is not None:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
 
 from storage.db import Database
 from storage.models import Message, utcnow
+from storage.vocabulary import Direction, MessageStatus
 
-_messages = Message.__table__
+_messages: Table = Message.__table__  # type: ignore[assignment]
 
 
 class InboundWriter:
@@ -118,7 +119,7 @@ class ClaimedMessage:
 
 
 def claim_for_processing(
-    engine: Engine, message_id: int, lease_seconds: int, max_attempts: int
+    db: Database, message_id: int, lease_seconds: int, max_attempts: int
 ) -> ClaimedMessage | None:
     """Take the processing lease on an unprocessed inbound message.
 
@@ -131,7 +132,7 @@ def claim_for_processing(
         update(_messages)
         .where(
             _messages.c.id == message_id,
-            _messages.c.direction == "in",
+            _messages.c.direction == Direction.IN,
             _messages.c.processed_at.is_(None),
             _messages.c.attempts < max_attempts,
             or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < now),
@@ -147,14 +148,14 @@ def claim_for_processing(
             _messages.c.status,
         )
     )
-    with engine.begin() as connection:
+    with db.begin() as connection:
         row = connection.execute(statement).first()
     return ClaimedMessage(*row) if row else None
 
 
-def release_lease(engine: Engine, message_id: int) -> None:
+def release_lease(db: Database, message_id: int) -> None:
     """Give the lease back after a failed attempt so a retry need not wait for expiry."""
-    with engine.begin() as connection:
+    with db.begin() as connection:
         connection.execute(
             update(_messages)
             .where(_messages.c.id == message_id, _messages.c.processed_at.is_(None))
@@ -162,15 +163,30 @@ def release_lease(engine: Engine, message_id: int) -> None:
         )
 
 
+def mark_processed(db: Database, message_id: int) -> None:
+    """The message is handled and answered: drop the raw payload and the lease."""
+    with db.begin() as connection:
+        connection.execute(
+            update(_messages)
+            .where(_messages.c.id == message_id)
+            .values(
+                processed_at=utcnow(),
+                payload=None,
+                lease_until=None,
+                status=MessageStatus.PROCESSED,
+            )
+        )
+
+
 def unprocessed_for_sweep(
-    engine: Engine, older_than: datetime, max_attempts: int, limit: int = 500
+    db: Database, older_than: datetime, max_attempts: int, limit: int = 500
 ) -> list[tuple[int, int]]:
     """Stored inbound messages that no live worker holds: ``(id, sweeps)`` pairs."""
     now = utcnow()
     statement = (
         select(_messages.c.id, _messages.c.sweeps)
         .where(
-            _messages.c.direction == "in",
+            _messages.c.direction == Direction.IN,
             _messages.c.processed_at.is_(None),
             _messages.c.created_at < older_than,
             _messages.c.attempts < max_attempts,
@@ -179,11 +195,11 @@ def unprocessed_for_sweep(
         .order_by(_messages.c.id)
         .limit(limit)
     )
-    with engine.connect() as connection:
+    with db.connect() as connection:
         return [(row.id, row.sweeps) for row in connection.execute(statement)]
 
 
-def give_up_exhausted(engine: Engine, max_attempts: int) -> list[int]:
+def give_up_exhausted(db: Database, max_attempts: int) -> list[int]:
     """Mark failed the inbound messages every attempt failed on; returns their ids.
 
     They stay stored (nothing is lost) but are no longer retried: a message that
@@ -192,41 +208,41 @@ def give_up_exhausted(engine: Engine, max_attempts: int) -> list[int]:
     statement = (
         update(_messages)
         .where(
-            _messages.c.direction == "in",
+            _messages.c.direction == Direction.IN,
             _messages.c.processed_at.is_(None),
             _messages.c.attempts >= max_attempts,
-            _messages.c.status != "failed",
+            _messages.c.status != MessageStatus.FAILED,
             or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < utcnow()),
         )
-        .values(status="failed", lease_until=None)
+        .values(status=MessageStatus.FAILED, lease_until=None)
         .returning(_messages.c.id)
     )
-    with engine.begin() as connection:
+    with db.begin() as connection:
         return list(connection.scalars(statement))
 
 
-def note_swept(engine: Engine, message_id: int, sweeps: int) -> bool:
+def note_swept(db: Database, message_id: int, sweeps: int) -> bool:
     """Count a sweep; ``False`` if another sweeper counted it first."""
-    with engine.begin() as connection:
+    with db.begin() as connection:
         result = connection.execute(
             update(_messages)
             .where(and_(_messages.c.id == message_id, _messages.c.sweeps == sweeps))
             .values(sweeps=sweeps + 1)
         )
-    return result.rowcount == 1
+    return bool(result.rowcount == 1)
 
 
-def pending_outbound(engine: Engine, older_than: datetime, limit: int = 500) -> list[int]:
+def pending_outbound(db: Database, older_than: datetime, limit: int = 500) -> list[int]:
     """Recorded outbound messages that were never handed to a delivery job."""
     statement = (
         select(_messages.c.id)
         .where(
-            _messages.c.direction == "out",
-            _messages.c.status == "pending",
+            _messages.c.direction == Direction.OUT,
+            _messages.c.status == MessageStatus.PENDING,
             _messages.c.created_at < older_than,
         )
         .order_by(_messages.c.id)
         .limit(limit)
     )
-    with engine.connect() as connection:
+    with db.connect() as connection:
         return list(connection.scalars(statement))

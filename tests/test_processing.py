@@ -170,20 +170,18 @@ def test_redis_down_at_webhook_time_is_processed_by_the_sweeper(client, svc, twi
         redis_server.start()
     assert svc.jobs.queue.count == 0
 
-    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
+    swept = sweep_once(svc.db, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
     drain(svc)
 
     assert swept == 1
     assert len(twilio.messages) == 1
-    assert (
-        sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5) == 0
-    )
+    assert sweep_once(svc.db, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5) == 0
 
 
 def test_sweeper_leaves_a_message_whose_job_is_still_queued(client, svc):
     send_inbound(client, "Buongiorno")
 
-    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
+    swept = sweep_once(svc.db, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
 
     assert swept == 0
     assert svc.jobs.queue.count == 1
@@ -244,7 +242,7 @@ def test_a_hand_off_lost_by_a_dying_relay_is_answered_through_the_sweeper(client
     send_inbound(client, "Buongiorno")
     svc.redis.lpop(svc.jobs.handoff_key)  # popped, then the relay died before enqueuing
 
-    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
+    swept = sweep_once(svc.db, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
     drain(svc)
 
     assert swept == 1
@@ -369,7 +367,7 @@ def test_a_message_that_fails_every_attempt_is_marked_failed_not_retried(client,
         message.attempts = 5
     svc.redis.delete(svc.jobs.handoff_key)
 
-    swept = sweep_once(svc.db.engine, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
+    swept = sweep_once(svc.db, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
 
     assert swept == 0
     with svc.db.session() as session:

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from bot.conversation.handoff import CLOSED, load_conversation
 from bot.exceptions import Refused
 from bot.office.actor import Actor
-from bot.outbound.send import Outgoing, queue_message
+from bot.outbound import Outgoing, queue_message
 from bot.privacy.audit import record_actor_audit
 from bot.services import Services
 from storage.models import Contact, Conversation, Tenant
 from storage.queries import get_contact
+from storage.vocabulary import Purpose
 
 MAX_REPLY_CHARS = 4096
 _FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -51,7 +52,7 @@ def send_operator_reply(
         tenant,
         contact,
         conversation,
-        Outgoing(text=text, purpose="operator"),
+        Outgoing(text=text, purpose=Purpose.OPERATOR),
         idempotency_key=f"operator:{conversation.id}:{key}",
         sender_user_id=actor.user_id,
     )

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from bot.conversation import rules
 from bot.conversation.handoff import handoff_to_operator, publish
@@ -30,12 +30,12 @@ from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordBook
 from bot.conversation.replies import render
 from bot.exceptions import SendDeferred
-from bot.outbound.send import Outgoing, send_message
+from bot.outbound import Outgoing, send_message
 from bot.privacy.consent import Evidence, active_notice, record_event
 from bot.services import Services
 from notify import MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
-from storage.inbound import ClaimedMessage, claim_for_processing, release_lease
+from storage.inbound import ClaimedMessage, claim_for_processing, mark_processed, release_lease
 from storage.models import (
     BotLogEntry,
     Contact,
@@ -64,13 +64,11 @@ from storage.vocabulary import (
 
 log = logging.getLogger(__name__)
 
-_messages = Message.__table__
-
 
 def process_inbound(svc: Services, message_id: int) -> None:
     config = svc.config
     claimed = claim_for_processing(
-        svc.db.engine,
+        svc.db,
         message_id,
         int(config["PROCESSING_LEASE_SECONDS"]),
         int(config["MAX_PROCESSING_ATTEMPTS"]),
@@ -80,7 +78,7 @@ def process_inbound(svc: Services, message_id: int) -> None:
     try:
         _process(svc, claimed)
     except Exception:
-        release_lease(svc.db.engine, message_id)
+        release_lease(svc.db, message_id)
         raise
 
 
@@ -96,17 +94,7 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     _send_planned_replies(svc, claimed)
-    with svc.db.engine.begin() as connection:
-        connection.execute(
-            update(_messages)
-            .where(_messages.c.id == claimed.id)
-            .values(
-                processed_at=utcnow(),
-                payload=None,
-                lease_until=None,
-                status=MessageStatus.PROCESSED,
-            )
-        )
+    mark_processed(svc.db, claimed.id)
 
 
 def _understand(text: str) -> tuple[rules.Understanding | None, Any, tuple[Any, ...]]:

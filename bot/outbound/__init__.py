@@ -1,2 +1,17 @@
 """The single way out: the outbound gate (may this message go?) and the sending of
 recorded messages, exactly once, through a transport."""
+
+from bot.outbound.gate import GateDecision, Outgoing, Template, check_outbound, evaluate
+from bot.outbound.send import SendOutcome, deliver, queue_message, send_message
+
+__all__ = [
+    "GateDecision",
+    "Outgoing",
+    "SendOutcome",
+    "Template",
+    "check_outbound",
+    "deliver",
+    "evaluate",
+    "queue_message",
+    "send_message",
+]

@@ -1,7 +1,8 @@
 """The outbound gate: whether a message may go to a contact, and if not, why.
 
-:func:`evaluate` is the rule, a plain function over plain data; :func:`check_outbound`
-feeds it the contact's state and adds the tenant's send-rate limit.
+:class:`Outgoing` is what someone wants to send; :func:`evaluate` is the rule, a
+plain function over plain data; :func:`check_outbound` feeds it the contact's state
+and adds the tenant's send-rate limit.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from storage.models import Contact, Tenant, utcnow
+from storage.vocabulary import Consent, LegalBasis, Purpose, Refusal
 
 if TYPE_CHECKING:
-    from bot.outbound.send import Outgoing
     from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -25,32 +26,53 @@ log = logging.getLogger(__name__)
 SERVICE_WINDOW = timedelta(hours=24)
 DEFAULT_SEND_RATE = 20
 
-EXPLANATIONS = {
-    "opted_out": "Il contatto ha revocato il consenso: non è possibile inviargli messaggi.",
-    "no_consent": (
+EXPLANATIONS: dict[Refusal, str] = {
+    Refusal.OPTED_OUT: "Il contatto ha revocato il consenso: non è possibile inviargli messaggi.",
+    Refusal.NO_CONSENT: (
         "Il contatto non ha accettato l'informativa e non ha un'altra base giuridica: "
         "non è possibile scrivergli."
     ),
-    "outside_window": (
+    Refusal.OUTSIDE_WINDOW: (
         "Sono passate più di 24 ore dall'ultimo messaggio del contatto: "
         "si può inviare solo un modello approvato."
     ),
-    "rate_limited": "Limite di invio dello studio raggiunto: riprova tra qualche secondo.",
-    "office_terminated": "Il servizio WhatsApp dello studio è cessato: nessun messaggio parte.",
+    Refusal.RATE_LIMITED: "Limite di invio dello studio raggiunto: riprova tra qualche secondo.",
+    Refusal.OFFICE_TERMINATED: (
+        "Il servizio WhatsApp dello studio è cessato: nessun messaggio parte."
+    ),
 }
 
 # Messages that may answer a contact who has not accepted the channel (yet): the
 # notice itself, safety advice in an emergency (vital interests, art. 6(1)(d) GDPR)
 # and the answer to a data-subject request (a legal obligation).
-PRE_CONSENT_PURPOSES = frozenset({"welcome", "notice", "safety", "rights"})
+PRE_CONSENT_PURPOSES = frozenset({Purpose.WELCOME, Purpose.NOTICE, Purpose.SAFETY, Purpose.RIGHTS})
 # After a withdrawal: the one confirmation, and answers to their own rights requests.
-WITHDRAWN_PURPOSES = frozenset({"withdrawal_confirmation", "rights"})
+WITHDRAWN_PURPOSES = frozenset({Purpose.WITHDRAWAL_CONFIRMATION, Purpose.RIGHTS})
+
+
+@dataclass(frozen=True)
+class Template:
+    """An approved WhatsApp template (Twilio Content), the only thing that may go
+    outside the 24-hour window."""
+
+    content_sid: str
+    variables: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What to say: free text, or an approved template outside the 24-hour window."""
+
+    text: str | None = None
+    template: Template | None = None
+    # Why it is sent: the gate reads it.
+    purpose: Purpose = Purpose.REPLY
 
 
 @dataclass(frozen=True)
 class GateDecision:
     allowed: bool
-    reason: str | None = None
+    reason: Refusal | None = None
 
     @property
     def explanation(self) -> str | None:
@@ -62,23 +84,23 @@ ALLOW = GateDecision(allowed=True)
 
 def evaluate(
     *,
-    consent: str,
-    legal_basis: str | None,
+    consent: Consent,
+    legal_basis: LegalBasis | None,
     last_inbound_at: datetime | None,
-    purpose: str,
+    purpose: Purpose,
     is_template: bool,
     now: datetime,
 ) -> GateDecision:
-    if consent == "withdrawn":
+    if consent == Consent.WITHDRAWN:
         if purpose in WITHDRAWN_PURPOSES and not is_template:
             return _within_window(last_inbound_at, now)
-        return GateDecision(False, "opted_out")
+        return GateDecision(False, Refusal.OPTED_OUT)
     if (
-        consent != "granted"
-        and legal_basis in (None, "consent")
+        consent != Consent.GRANTED
+        and legal_basis in (None, LegalBasis.CONSENT)
         and purpose not in PRE_CONSENT_PURPOSES
     ):
-        return GateDecision(False, "no_consent")
+        return GateDecision(False, Refusal.NO_CONSENT)
     if is_template:
         return ALLOW
     return _within_window(last_inbound_at, now)
@@ -86,7 +108,7 @@ def evaluate(
 
 def _within_window(last_inbound_at: datetime | None, now: datetime) -> GateDecision:
     if last_inbound_at is None or now - last_inbound_at > SERVICE_WINDOW:
-        return GateDecision(False, "outside_window")
+        return GateDecision(False, Refusal.OUTSIDE_WINDOW)
     return ALLOW
 
 
@@ -99,7 +121,7 @@ def check_outbound(
 ) -> GateDecision:
     if tenant.terminated_at is not None:
         # Jobs already queued when the contract ended must not speak for the office.
-        return GateDecision(False, "office_terminated")
+        return GateDecision(False, Refusal.OFFICE_TERMINATED)
     decision = evaluate(
         consent=contact.consent,
         legal_basis=contact.legal_basis,
@@ -109,7 +131,7 @@ def check_outbound(
         now=now or utcnow(),
     )
     if decision.allowed and not within_send_rate(svc, tenant):
-        return GateDecision(False, "rate_limited")
+        return GateDecision(False, Refusal.RATE_LIMITED)
     return decision
 
 

@@ -12,43 +12,24 @@ import json
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from bot.exceptions import SendDeferred
-from bot.outbound.gate import GateDecision, check_outbound
+from bot.outbound.gate import GateDecision, Outgoing, check_outbound
 from bot.services import Services
 from notify import OutboundRequest, SendError
-from storage.delivery import STATUS_RANK
-from storage.models import Contact, Conversation, Message, Tenant, utcnow
+from storage.delivery import STATUS_RANK, claim_for_sending, record_send_result
+from storage.models import Contact, Conversation, Message, Tenant
 from storage.queries import get_contact, message_by_idempotency_key
+from storage.vocabulary import Direction, MessageStatus
 
 log = logging.getLogger(__name__)
-
-_messages = Message.__table__
-
-
-@dataclass(frozen=True)
-class Template:
-    content_sid: str
-    variables: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """What to say: free text, or an approved template outside the 24-hour window."""
-
-    text: str | None = None
-    template: Template | None = None
-    # Why it is sent (the gate reads it): reply, welcome, notice, safety, rights,
-    # consent_confirmation, withdrawal_confirmation, operator, api.
-    purpose: str = "reply"
 
 
 @dataclass(frozen=True)
 class SendOutcome:
     message_id: int | None
-    status: str
+    status: MessageStatus | None  # None: refused by the gate, or no such message
     refusal: GateDecision | None = None
 
     @property
@@ -69,7 +50,7 @@ def send_message(
     outcome = queue_message(
         svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id
     )
-    if outcome.refused or outcome.message_id is None or outcome.status != "pending":
+    if outcome.refused or outcome.message_id is None or outcome.status != MessageStatus.PENDING:
         return outcome
     return deliver(svc, outcome.message_id)
 
@@ -91,7 +72,7 @@ def queue_message(
     decision = check_outbound(svc, tenant, contact, outgoing)
     if not decision.allowed:
         log.info("outbound refused by the gate: %s", decision.reason)
-        return SendOutcome(message_id=None, status="refused", refusal=decision)
+        return SendOutcome(message_id=None, status=None, refusal=decision)
     message = _record(svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id)
     return SendOutcome(message_id=message.id, status=message.status)
 
@@ -110,11 +91,11 @@ def _record(
         tenant_id=tenant.id,
         conversation_id=conversation.id if conversation else None,
         contact_id=contact.id,
-        direction="out",
+        direction=Direction.OUT,
         idempotency_key=key,
         body=svc.cipher.encrypt(text or ""),
         template_sid=outgoing.template.content_sid if outgoing.template else None,
-        status="pending",
+        status=MessageStatus.PENDING,
         status_rank=0,
         purpose=outgoing.purpose,
         sender_user_id=sender_user_id,
@@ -133,10 +114,10 @@ def _record(
 
 def deliver(svc: Services, message_id: int) -> SendOutcome:
     """Send a recorded message once: only the attempt that claims it may send."""
-    if not _claim(svc, message_id):
+    if not claim_for_sending(svc.db, message_id):
         with svc.db.session() as session:
             message = session.get(Message, message_id)
-            status = message.status if message else "missing"
+            status = message.status if message else None
         # Already sent, failed, or claimed by an attempt that may have reached the
         # provider: sending again could duplicate it, so we do not.
         return SendOutcome(message_id=message_id, status=status)
@@ -164,42 +145,16 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
         receipt = svc.transport.send(request)
     except SendError as error:
         if error.retryable:
-            _set(svc, message_id, status="pending", rank=0)
+            record_send_result(svc.db, message_id, MessageStatus.PENDING)
             raise SendDeferred(str(error)) from error
-        _set(svc, message_id, status="failed", rank=STATUS_RANK["failed"], error_code=error.code)
+        record_send_result(svc.db, message_id, MessageStatus.FAILED, error_code=error.code)
         if error.code is not None:
             from bot.privacy.consent import record_delivery_error
 
             record_delivery_error(svc, tenant.id, message_id, error.code)
-        return SendOutcome(message_id=message_id, status="failed")
-    status = receipt.status if receipt.status in STATUS_RANK else "queued"
-    _set(svc, message_id, status=status, rank=STATUS_RANK[status], sid=receipt.provider_sid)
+        return SendOutcome(message_id=message_id, status=MessageStatus.FAILED)
+    status = (
+        MessageStatus(receipt.status) if receipt.status in STATUS_RANK else MessageStatus.QUEUED
+    )
+    record_send_result(svc.db, message_id, status, provider_sid=receipt.provider_sid)
     return SendOutcome(message_id=message_id, status=status)
-
-
-def _claim(svc: Services, message_id: int) -> bool:
-    with svc.db.engine.begin() as connection:
-        result = connection.execute(
-            update(_messages)
-            .where(_messages.c.id == message_id, _messages.c.status == "pending")
-            .values(status="sending", status_rank=STATUS_RANK["sending"], status_at=utcnow())
-        )
-    return result.rowcount == 1
-
-
-def _set(
-    svc: Services,
-    message_id: int,
-    *,
-    status: str,
-    rank: int,
-    sid: str | None = None,
-    error_code: int | None = None,
-) -> None:
-    values: dict[str, object] = {"status": status, "status_rank": rank, "status_at": utcnow()}
-    if sid is not None:
-        values["provider_sid"] = sid
-    if error_code is not None:
-        values["error_code"] = error_code
-    with svc.db.engine.begin() as connection:
-        connection.execute(update(_messages).where(_messages.c.id == message_id).values(**values))

@@ -26,8 +26,8 @@ from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from sqlalchemy import Engine
 
+from storage.db import Database
 from storage.inbound import give_up_exhausted, note_swept, pending_outbound, unprocessed_for_sweep
 from storage.models import utcnow
 
@@ -170,7 +170,7 @@ class JobQueue:
 
 
 def sweep_once(
-    db_engine: Engine,
+    db: Database,
     queue: JobQueue,
     *,
     grace_seconds: float,
@@ -182,18 +182,18 @@ def sweep_once(
     # Handed-off ids first: a message waiting for the relay is not lost.
     queue.relay_waiting()
     enqueued = 0
-    for message_id, sweeps in unprocessed_for_sweep(db_engine, older_than, max_attempts):
+    for message_id, sweeps in unprocessed_for_sweep(db, older_than, max_attempts):
         if queue.is_pending(message_id, sweeps, lease_seconds):
             continue
-        if not note_swept(db_engine, message_id, sweeps):
+        if not note_swept(db, message_id, sweeps):
             continue
         queue.enqueue(message_id, sweeps + 1)
         enqueued += 1
-    for message_id in pending_outbound(db_engine, older_than):
+    for message_id in pending_outbound(db, older_than):
         if not queue.delivery_is_queued(message_id):
             queue.enqueue_delivery(message_id)
             enqueued += 1
-    for message_id in give_up_exhausted(db_engine, max_attempts):
+    for message_id in give_up_exhausted(db, max_attempts):
         log.error(
             "inbound message %s failed %d processing attempts; stored, not retried",
             message_id,

@@ -44,7 +44,7 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
     config = app.config
     sweep = partial(
         sweep_once,
-        svc.db.engine,
+        svc.db,
         svc.jobs,
         grace_seconds=float(config["SWEEP_GRACE_SECONDS"]),
         lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),

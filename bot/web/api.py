@@ -16,7 +16,7 @@ from sqlalchemy import select
 from bot.exceptions import InvalidPhoneNumber
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
-from bot.outbound.send import Outgoing, Template, queue_message
+from bot.outbound import Outgoing, Template, queue_message
 from bot.privacy.register import export_register
 from bot.services import services
 from bot.web.errors import error_response
@@ -37,6 +37,7 @@ from storage.queries import (
     get_conversation,
     open_conversation_for,
 )
+from storage.vocabulary import Purpose
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 REFUSAL_STATUS = {"opted_out": 409, "no_consent": 409, "outside_window": 422, "rate_limited": 429}
@@ -265,10 +266,10 @@ def _outgoing(data: dict[str, Any]) -> Outgoing:
         ):
             abort(400, "template needs content_sid and an object of variables")
         variables = {str(k): str(v) for k, v in template.get("variables", {}).items()}
-        return Outgoing(template=Template(template["content_sid"], variables), purpose="api")
+        return Outgoing(template=Template(template["content_sid"], variables), purpose=Purpose.API)
     if not isinstance(body, str) or not body.strip() or len(body) > 4096:
         abort(400, "body must be a non-empty string of at most 4096 characters")
-    return Outgoing(text=body, purpose="api")
+    return Outgoing(text=body, purpose=Purpose.API)
 
 
 @bp.post("/messages")

@@ -22,7 +22,7 @@ def readyz() -> tuple[Response, int]:
     svc = services()
     checks: dict[str, str] = {}
     try:
-        with svc.db.engine.connect() as connection:
+        with svc.db.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except SQLAlchemyError:

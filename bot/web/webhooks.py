@@ -76,7 +76,7 @@ def delivery_status() -> Response:
     tenant_id = _tenant_for(params["From"])
     code = params.get("ErrorCode")
     error_code = int(code) if code and code.isdigit() else None
-    message_id = apply_status(services().db.engine, tenant_id, sid, status, error_code)
+    message_id = apply_status(services().db, tenant_id, sid, status, error_code)
     if message_id is not None and error_code is not None:
         record_delivery_error(services(), tenant_id, message_id, error_code)
     return Response(status=204)
