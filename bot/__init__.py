@@ -1,9 +1,14 @@
 """The Flask application: app factory, webhooks, conversation engine, outbound gate,
-console, JSON API, CLI and RQ jobs."""
+console, JSON API, CLI and RQ jobs.
+
+The tree tells the design: ``web`` (HTTP edges), ``conversation`` (what a message
+means and what the bot does), ``outbound`` (the gate and sending), ``privacy``
+(consent, rights, retention, register, audit), ``office`` (tenants and their people),
+``runtime`` (queue, worker, CLI, dev stack) and ``console`` (the operators' UI).
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,25 +22,27 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from bot import console, services
     from bot.config import load_config
     from bot.runtime import cli
-    from bot.web import api, errors, health, public, webhooks
+    from bot.web import api, errors, health, public, realtime, security, simulator, webhooks
 
     app = Flask(__name__, instance_relative_config=True)
     app.config.from_mapping(load_config(app.instance_path, config))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
-    services.init_app(app)
+    svc = services.init_app(app)
     errors.init_app(app)
+    # Twilio signs its webhooks, the CRM carries a token, and the simulator posts
+    # JSON from our own page in dev mode only: none of them is a browser form.
+    security.init_app(
+        app,
+        csrf_exempt=[webhooks.bp, api.bp, simulator.bp],
+        connect_origins=svc.notifier.connect_origins(),
+    )
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
-    cli.init_app(app)
+    app.register_blueprint(realtime.bp)
     console.init_app(app)
     if app.config["DEV_MODE"]:
-        from bot.web import simulator
-
         app.register_blueprint(simulator.bp)
+    cli.init_app(app)
     return app

@@ -54,6 +54,10 @@ def _begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class WriteInReadTransaction(RuntimeError):
+    """Code inside :meth:`Database.read` tried to change something: use ``session()``."""
+
+
 class NestedWriteTransaction(RuntimeError):
     """A thread asked for a write transaction while holding one (it would deadlock)."""
 
@@ -209,8 +213,22 @@ class Database:
         Objects it returns stay usable afterwards (loaded attributes are kept).
         """
         with self._read_sessions() as session, session.begin() as transaction:
-            yield session
-            transaction.rollback()
+            driver = None
+            if self.is_sqlite:
+                # PostgreSQL refuses writes in a read-only transaction; make SQLite as loud.
+                # Set and reset on the driver's connection: it outlives a failed transaction.
+                driver = session.connection().connection.driver_connection
+                driver.execute("PRAGMA query_only = ON")
+            try:
+                yield session
+                if session.new or session.dirty or session.deleted:
+                    raise WriteInReadTransaction("changes made in a read transaction")
+            finally:
+                if driver is not None:
+                    driver.execute("PRAGMA query_only = OFF")
+                # Detached first: a rollback would expire what the caller goes on using.
+                session.expunge_all()
+                transaction.rollback()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -10,10 +11,12 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
 
+from bot.office.accounts import create_user
+from bot.office.actor import Actor
 from bot.office.lifecycle import create_tenant
 from bot.runtime.worker import make_rq_worker
 from bot.services import Services
-from storage.models import Message, Tenant
+from storage.models import AuditEvent, Contact, Conversation, Message, Tenant, User, utcnow
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -94,3 +97,120 @@ def count_messages(svc: Services, **filters: Any) -> int:
         for name, value in filters.items():
             query = query.where(getattr(Message, name) == value)
         return int(session.scalar(query) or 0)
+
+
+# -- console: accounts, records, sign-in ------------------------------------------------
+
+PASSWORD = "password-sicura-123"
+
+
+def make_user(svc: Services, tenant: Tenant, email: str, role: str = "operator") -> User:
+    with svc.db.session() as session:
+        return create_user(session, tenant, email, role, PASSWORD)
+
+
+def make_contact(
+    svc: Services,
+    tenant: Tenant,
+    phone: str = RESIDENT,
+    *,
+    consent: str = "granted",
+    legal_basis: str | None = "consent",
+) -> Contact:
+    now = utcnow()
+    with svc.db.session() as session:
+        contact = Contact(
+            tenant_id=tenant.id,
+            wa_id=phone.lstrip("+"),
+            phone=phone,
+            kind="condomino",
+            legal_basis=legal_basis,
+            consent=consent,
+            source="whatsapp_inbound",
+            last_contact_at=now,
+            last_inbound_at=now,
+        )
+        session.add(contact)
+    return contact
+
+
+def make_conversation(
+    svc: Services, tenant: Tenant, contact: Contact | None = None, **fields: Any
+) -> Conversation:
+    contact = contact or make_contact(svc, tenant)
+    values: dict[str, Any] = {
+        "mode": "human",
+        "priority": "normal",
+        "needs_attention": True,
+        "status": "open",
+        "clarifications": 0,
+        "last_message_at": utcnow(),
+        "human_since": utcnow(),
+    }
+    values.update(fields)
+    with svc.db.session() as session:
+        conversation = Conversation(tenant_id=tenant.id, contact_id=contact.id, **values)
+        session.add(conversation)
+    return conversation
+
+
+def add_message(
+    svc: Services, conversation: Conversation, body: str, *, direction: str = "in", **fields: Any
+) -> Message:
+    fields.setdefault("status", "processed" if direction == "in" else "delivered")
+    with svc.db.session() as session:
+        message = Message(
+            tenant_id=conversation.tenant_id,
+            conversation_id=conversation.id,
+            contact_id=conversation.contact_id,
+            direction=direction,
+            body=svc.cipher.encrypt(body),
+            **fields,
+        )
+        session.add(message)
+    return message
+
+
+def reload(svc: Services, conversation: Conversation) -> Conversation:
+    with svc.db.session() as session:
+        fresh = session.get(Conversation, conversation.id)
+        assert fresh is not None
+        return fresh
+
+
+def audit_actions(svc: Services, tenant: Tenant) -> list[str]:
+    with svc.db.session() as session:
+        return list(
+            session.scalars(
+                select(AuditEvent.action)
+                .where(AuditEvent.tenant_id == tenant.id)
+                .order_by(AuditEvent.id)
+            )
+        )
+
+
+def actor_for(user: User, ip: str = "127.0.0.1") -> Actor:
+    return Actor(user_id=user.id, tenant_id=user.tenant_id, role=user.role, ip=ip)
+
+
+def csrf_token(client: FlaskClient, path: str = "/console/login") -> str:
+    page = client.get(path).get_data(as_text=True)
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, f"no CSRF token on {path}"
+    return found.group(1)
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD, studio: str = "") -> Any:
+    token = csrf_token(client)
+    return client.post(
+        "/console/login",
+        data={"csrf_token": token, "email": email, "password": password, "studio": studio},
+    )
+
+
+def post_form(
+    client: FlaskClient, path: str, data: dict[str, str] | None = None, page: str = "/console/"
+) -> Any:
+    return client.post(
+        path, data={"csrf_token": csrf_token(client, page), **(data or {})}, follow_redirects=True
+    )

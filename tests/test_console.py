@@ -13,24 +13,35 @@ from typing import Any
 
 import pytest
 from fake_pusher import FakePusher
-from flask import Flask
 from flask.testing import FlaskClient
-from helpers import RESIDENT, drain, make_tenant, send_inbound
+from helpers import (
+    PASSWORD,
+    RESIDENT,
+    actor_for,
+    add_message,
+    audit_actions,
+    csrf_token,
+    drain,
+    login,
+    make_contact,
+    make_conversation,
+    make_tenant,
+    make_user,
+    post_form,
+    reload,
+    send_inbound,
+)
 from sqlalchemy import select, update
 
-from bot import console
 from bot.console.demo import seed_demo_operator
 from bot.console.inbox import inbox
 from bot.conversation import handoff
 from bot.exceptions import NotFound, Refused
-from bot.office.accounts import MAX_FAILED_LOGINS, create_user
-from bot.office.actor import Actor
+from bot.office.accounts import MAX_FAILED_LOGINS
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.models import (
     AuditEvent,
-    Contact,
-    Conversation,
     Message,
     Tenant,
     Ticket,
@@ -38,7 +49,6 @@ from storage.models import (
     utcnow,
 )
 
-PASSWORD = "password-sicura-123"
 OTHER_NUMBER = "+390698765432"
 
 
@@ -58,128 +68,7 @@ def app_config(app_config: dict[str, Any], request: pytest.FixtureRequest) -> di
             PUSHER_PORT=fake.port,
             PUSHER_SSL="false",
         )
-    app_config.update(SSE_HEARTBEAT_SECONDS=0.2, SSE_MAX_SECONDS=5)
     return app_config
-
-
-@pytest.fixture
-def app(app: Flask) -> Flask:
-    # Until the factory calls console.init_app itself.
-    if "console" not in app.blueprints:
-        console.init_app(app)
-    return app
-
-
-def make_user(svc: Services, tenant: Tenant, email: str, role: str = "operator") -> User:
-    with svc.db.session() as session:
-        return create_user(session, tenant, email, role, PASSWORD)
-
-
-def make_contact(
-    svc: Services,
-    tenant: Tenant,
-    phone: str = RESIDENT,
-    *,
-    consent: str = "granted",
-    legal_basis: str | None = "consent",
-) -> Contact:
-    now = utcnow()
-    with svc.db.session() as session:
-        contact = Contact(
-            tenant_id=tenant.id,
-            wa_id=phone.lstrip("+"),
-            phone=phone,
-            kind="condomino",
-            legal_basis=legal_basis,
-            consent=consent,
-            source="whatsapp_inbound",
-            last_contact_at=now,
-            last_inbound_at=now,
-        )
-        session.add(contact)
-    return contact
-
-
-def make_conversation(
-    svc: Services, tenant: Tenant, contact: Contact | None = None, **fields: Any
-) -> Conversation:
-    contact = contact or make_contact(svc, tenant)
-    values: dict[str, Any] = {
-        "mode": "human",
-        "priority": "normal",
-        "needs_attention": True,
-        "status": "open",
-        "clarifications": 0,
-        "last_message_at": utcnow(),
-        "human_since": utcnow(),
-    }
-    values.update(fields)
-    with svc.db.session() as session:
-        conversation = Conversation(tenant_id=tenant.id, contact_id=contact.id, **values)
-        session.add(conversation)
-    return conversation
-
-
-def add_message(
-    svc: Services, conversation: Conversation, body: str, *, direction: str = "in", **fields: Any
-) -> Message:
-    fields.setdefault("status", "processed" if direction == "in" else "delivered")
-    with svc.db.session() as session:
-        message = Message(
-            tenant_id=conversation.tenant_id,
-            conversation_id=conversation.id,
-            contact_id=conversation.contact_id,
-            direction=direction,
-            body=svc.cipher.encrypt(body),
-            **fields,
-        )
-        session.add(message)
-    return message
-
-
-def reload(svc: Services, conversation: Conversation) -> Conversation:
-    with svc.db.session() as session:
-        fresh = session.get(Conversation, conversation.id)
-        assert fresh is not None
-        return fresh
-
-
-def audit_actions(svc: Services, tenant: Tenant) -> list[str]:
-    with svc.db.session() as session:
-        return list(
-            session.scalars(
-                select(AuditEvent.action)
-                .where(AuditEvent.tenant_id == tenant.id)
-                .order_by(AuditEvent.id)
-            )
-        )
-
-
-def actor_for(user: User, ip: str = "127.0.0.1") -> Actor:
-    return Actor(user_id=user.id, tenant_id=user.tenant_id, role=user.role, ip=ip)
-
-
-def csrf_token(client: FlaskClient, path: str = "/console/login") -> str:
-    page = client.get(path).get_data(as_text=True)
-    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert found, f"no CSRF token on {path}"
-    return found.group(1)
-
-
-def login(client: FlaskClient, email: str, password: str = PASSWORD, studio: str = "") -> Any:
-    token = csrf_token(client)
-    return client.post(
-        "/console/login",
-        data={"csrf_token": token, "email": email, "password": password, "studio": studio},
-    )
-
-
-def post_form(
-    client: FlaskClient, path: str, data: dict[str, str] | None = None, page: str = "/console/"
-) -> Any:
-    return client.post(
-        path, data={"csrf_token": csrf_token(client, page), **(data or {})}, follow_redirects=True
-    )
 
 
 @pytest.fixture
@@ -923,14 +812,26 @@ def test_an_arriving_emergency_reaches_pusher_with_valid_signatures(
 # -- real time: the app's own stream ----------------------------------------------------
 
 
+def _stream_events(response: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """The events and the id of one answer of the console's event stream."""
+    events, cursor = [], None
+    for block in response.get_data(as_text=True).split("\n\n"):
+        if block.startswith("data: "):
+            events.append(json.loads(block[len("data: ") :]))
+        elif block.startswith("id: "):
+            cursor = block[len("id: ") :]
+    return events, cursor
+
+
 def test_event_stream_relays_the_operators_channels_only(
     signed_in, svc, tenant, operator, other_tenant
 ):
-    response = signed_in.get("/console/events", buffered=False)
-    assert response.status_code == 200
-    assert response.mimetype == "text/event-stream"
-    chunks = iter(response.response)
-    assert next(chunks).startswith(b"retry:")  # subscribed from here on
+    first = signed_in.get("/console/events")
+    assert first.status_code == 200
+    assert first.mimetype == "text/event-stream"
+    assert first.get_data(as_text=True).startswith("retry: ")
+    events, cursor = _stream_events(first)
+    assert events == [] and cursor  # from here on
 
     svc.notifier.publish(
         OperatorEvent(
@@ -948,52 +849,56 @@ def test_event_stream_relays_the_operators_channels_only(
         OperatorEvent((user_channel(operator.id),), "conversation.assigned", {"conversation_id": 8})
     )
 
-    received = [json.loads(c.decode()[len("data: ") :]) for c in _data_chunks(chunks, 2)]
+    received, after = _stream_events(
+        signed_in.get("/console/events", headers={"Last-Event-ID": cursor})
+    )
     assert [r["event"] for r in received] == ["conversation.emergency", "conversation.assigned"]
     assert received[0]["data"]["conversation_id"] == 7
-    response.close()
+    again, _ = _stream_events(signed_in.get("/console/events", headers={"Last-Event-ID": after}))
+    assert again == []
 
 
-def test_event_stream_sends_heartbeats_and_ends(signed_in):
-    response = signed_in.get("/console/events", buffered=False)
-    chunks = list(response.response)  # bounded by SSE_MAX_SECONDS
-    assert b": heartbeat\n\n" in chunks
-    response.close()
+def test_an_event_sent_to_both_of_an_operators_channels_arrives_once(
+    signed_in, svc, tenant, operator
+):
+    _, cursor = _stream_events(signed_in.get("/console/events"))
+    svc.notifier.publish(
+        OperatorEvent(
+            (tenant_channel(tenant.slug), user_channel(operator.id)),
+            "message.created",
+            {"conversation_id": 3},
+        )
+    )
+    received, _ = _stream_events(signed_in.get(f"/console/events?after={cursor}"))
+    assert [r["event"] for r in received] == ["message.created"]
+
+
+def test_event_stream_answers_at_once_and_ends(signed_in):
+    import time
+
+    started = time.monotonic()
+    response = signed_in.get("/console/events")
+    assert response.status_code == 200
+    assert time.monotonic() - started < 1.0
+
+
+def test_event_stream_with_a_forged_cursor_starts_from_now(signed_in):
+    events, cursor = _stream_events(signed_in.get("/console/events?after=x%0Adata:%20%7B%7D"))
+    assert events == [] and cursor and "\n" not in cursor
+
+
+def test_event_stream_tells_the_browser_to_come_back_later_without_redis(signed_in, redis_server):
+    redis_server.stop()
+    try:
+        response = signed_in.get("/console/events")
+    finally:
+        redis_server.start()
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).startswith("retry: ")
 
 
 def test_event_stream_is_404_with_pusher(pusher_fake, signed_in):
     assert signed_in.get("/console/events").status_code == 404
-
-
-def test_event_stream_lets_go_of_redis_when_the_client_goes_away(svc, tenant):
-    from redis import Redis
-
-    from bot.web.realtime import relay
-    from notify.operators import STREAM_PREFIX
-
-    name = STREAM_PREFIX + tenant_channel(tenant.slug)
-    stream = relay(
-        Redis.from_url(svc.config["REDIS_URL"]),
-        (tenant_channel(tenant.slug),),
-        heartbeat=0.2,
-        max_seconds=30,
-    )
-    next(stream)
-    assert svc.redis.pubsub_numsub(name)[0][1] == 1
-
-    stream.close()  # what the server does when a write to a gone client fails
-
-    assert svc.redis.pubsub_numsub(name)[0][1] == 0
-
-
-def _data_chunks(chunks: Any, count: int) -> list[bytes]:
-    found: list[bytes] = []
-    for chunk in chunks:
-        if chunk.startswith(b"data: "):
-            found.append(chunk)
-            if len(found) == count:
-                break
-    return found
 
 
 # -- audit chain ------------------------------------------------------------------------
@@ -1025,3 +930,13 @@ def test_demo_operator_is_seeded_idempotently_and_can_sign_in(client, svc, tenan
         assert len(session.scalars(select(User).where(User.email == first[0])).all()) == 1
 
     assert login(client, *first).status_code == 302
+
+
+def test_a_signed_in_operator_opens_the_public_notice_without_stalling(client, tenant, operator):
+    import time
+
+    login(client, operator.email)
+    started = time.monotonic()
+    response = client.get(f"/privacy/{tenant.slug}")
+    assert response.status_code == 200
+    assert time.monotonic() - started < 2.0

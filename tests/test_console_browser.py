@@ -13,9 +13,18 @@ import pytest
 import requests
 from fake_twilio import FakeTwilio
 from flask import Flask
-from helpers import RESIDENT, drain, inbound_params, make_tenant, sign
+from helpers import (
+    PASSWORD,
+    RESIDENT,
+    drain,
+    inbound_params,
+    make_contact,
+    make_conversation,
+    make_tenant,
+    make_user,
+    sign,
+)
 from servers import WsgiServer, free_port, wait_until
-from test_console import PASSWORD, make_contact, make_conversation, make_user
 
 from bot import console
 from bot.services import Services

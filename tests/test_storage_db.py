@@ -69,3 +69,64 @@ def test_a_waiting_checkpointer_takes_over_when_the_working_one_stops(wal_databa
         assert wait_until(lambda: waiting.working, timeout=10)
     finally:
         stop(waiting)
+
+
+# -- one write path, one read path ------------------------------------------------------
+
+
+@pytest.fixture
+def database(tmp_path: Path):
+    from storage.db import Database
+    from storage.migrate import upgrade
+
+    db = Database(f"sqlite:///{tmp_path / 'paths.db'}")
+    upgrade(db.engine)
+    yield db
+    db.dispose()
+
+
+def test_a_read_inside_a_write_transaction_does_not_wait_for_the_write_lock(database):
+    import time
+
+    from sqlalchemy import select
+
+    from storage.models import Tenant
+
+    started = time.monotonic()
+    with database.session() as writer:
+        writer.add(Tenant(slug="a", name="A", whatsapp_number="+390211111111", settings={}))
+        writer.flush()
+        with database.read() as reader:
+            assert reader.scalars(select(Tenant.slug)).all() == []
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_second_write_transaction_in_the_same_thread_fails_at_once(database):
+    from storage.db import NestedWriteTransaction
+
+    with database.session(), pytest.raises(NestedWriteTransaction):  # noqa: SIM117
+        with database.session():
+            pass
+
+
+def test_a_read_transaction_refuses_to_write(database):
+    import sqlalchemy.exc
+
+    from storage.models import Tenant
+
+    with pytest.raises((sqlalchemy.exc.OperationalError, storage.db.WriteInReadTransaction)):
+        with database.read() as reader:
+            reader.add(Tenant(slug="b", name="B", whatsapp_number="+390222222222", settings={}))
+            reader.flush()
+
+
+def test_objects_read_stay_usable_after_the_read(database):
+    from sqlalchemy import select
+
+    from storage.models import Tenant
+
+    with database.session() as writer:
+        writer.add(Tenant(slug="c", name="Studio C", whatsapp_number="+390233333333", settings={}))
+    with database.read() as reader:
+        tenant = reader.scalar(select(Tenant).where(Tenant.slug == "c"))
+    assert tenant is not None and tenant.name == "Studio C"

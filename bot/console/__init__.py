@@ -1,9 +1,8 @@
-"""The operator console: sign-in, inbox, handoff, tickets, admin logs, real-time events.
+"""The operator console (UI only): sign-in, inbox, conversations, tickets, admin pages.
 
-``init_app(app)`` wires it into the app factory: Flask-Login, CSRF protection
-(webhooks and the JSON API are exempt: they authenticate by signature and token),
-secure cookies, security headers on every response, the console and real-time
-blueprints, and the Italian labels the templates use.
+``init_app(app)`` adds Flask-Login, the console's blueprint and the Italian labels its
+templates use. App-wide concerns (CSRF, cookies, security headers, the real-time
+endpoints) are wired by the app factory.
 """
 
 from __future__ import annotations
@@ -20,13 +19,11 @@ from bot.console.auth import init_login
 from bot.console.blueprint import bp
 from bot.console.demo import seed_demo_operator
 from bot.console.labels import JINJA_FILTERS, JINJA_TABLES, label
-from bot.console.security import csrf, init_security, pusher_origins
-from bot.conversation.handoff import DEFAULT_HUMAN_MODE_TIMEOUT_MINUTES
 from bot.exceptions import NotFound
 from bot.services import services
-from notify.operators import PusherNotifier, tenant_channel, user_channel
+from notify.operators import tenant_channel, user_channel
 
-__all__ = ["bp", "csrf", "init_app", "seed_demo_operator"]
+__all__ = ["bp", "init_app", "seed_demo_operator"]
 
 ERROR_TEXT = {
     400: "Richiesta non valida.",
@@ -38,14 +35,8 @@ ERROR_TEXT = {
 
 
 def init_app(app: Flask) -> None:
-    from bot.web import api, realtime, simulator, webhooks
-
-    app.config.setdefault("HUMAN_MODE_TIMEOUT_MINUTES", DEFAULT_HUMAN_MODE_TIMEOUT_MINUTES)
-    # The simulator's page posts JSON from our own origin in dev mode only.
-    init_security(app, exempt=[webhooks.bp, api.bp, simulator.bp])
     init_login(app)
     app.register_blueprint(bp)
-    app.register_blueprint(realtime.bp)
     app.jinja_env.filters.update(JINJA_FILTERS)
     app.jinja_env.globals.update(JINJA_TABLES)
     app.jinja_env.globals["label"] = label
@@ -56,23 +47,14 @@ def realtime_settings() -> dict[str, Any]:
     """What console.js needs to subscribe, as data- attributes (no inline script)."""
     if not current_user.is_authenticated:
         return {"realtime": None}
-    svc = services()
-    config = svc.config
+    notifier = services().notifier
     settings: dict[str, Any] = {
-        "mode": "pusher" if isinstance(svc.notifier, PusherNotifier) else "stream",
+        "mode": notifier.name,
         "channels": " ".join(
             (tenant_channel(current_user.tenant_slug), user_channel(current_user.id))
         ),
+        **notifier.browser_settings(),
     }
-    if settings["mode"] == "pusher":
-        settings.update(
-            key=config.get("PUSHER_KEY"),
-            cluster=config.get("PUSHER_CLUSTER") or "",
-            host=config.get("PUSHER_HOST") or "",
-            port=config.get("PUSHER_PORT") or "",
-            tls="true" if config.get("PUSHER_SSL", True) else "false",
-            origins=" ".join(pusher_origins(config)),
-        )
     return {"realtime": settings}
 
 

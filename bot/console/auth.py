@@ -143,7 +143,7 @@ def audit_logout(session: Session, who: Operator, ip: str | None) -> None:
 def load_operator(user_id: str) -> Operator | None:
     if not user_id.isdigit():
         return None
-    with services().db.session() as session:
+    with services().db.read() as session:
         row = session.execute(
             select(User, Tenant)
             .join(Tenant, Tenant.id == User.tenant_id)

@@ -80,7 +80,7 @@ def send_operator_reply(
 def _held_conversation(
     svc: Services, actor: Actor, conversation_id: int
 ) -> tuple[Tenant, Contact, Conversation]:
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         conversation = load_conversation(session, actor, conversation_id)
         if conversation.status != "open":
             raise Refused(CLOSED)

@@ -18,7 +18,7 @@ def tickets() -> str:
     who = actor()
     status = request.args.get("stato")
     status = status if status in TICKET_STATUSES else None
-    with services().db.session() as db:
+    with services().db.read() as db:
         rows = list_tickets(db, who.tenant_id, status)
     return render_template(
         "console/tickets.html", tickets=rows, status=status, statuses=TICKET_STATUSES

@@ -126,7 +126,7 @@ def _handle(
 ) -> Handled:
     now = utcnow()
     # Understanding is CPU work: done before the write transaction, not inside it.
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         tenant = session.get(Tenant, claimed.tenant_id)
         assert tenant is not None
         known = contact_by_wa_id(session, tenant, inbound.wa_id)
@@ -411,7 +411,7 @@ def _prepare_access_export(svc: Services, handled: Handled) -> None:
 def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> None:
     if not inbound.media:
         return
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         kept = set(
             session.scalars(select(MediaItem.position).where(MediaItem.message_id == claimed.id))
         )
@@ -451,7 +451,7 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
 
 
 def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         message = session.get(Message, claimed.id)
         entry = session.scalar(
             select(BotLogEntry)

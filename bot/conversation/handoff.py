@@ -29,8 +29,6 @@ from storage.queries import get_conversation
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HUMAN_MODE_TIMEOUT_MINUTES = 30
-
 CLOSED = "La conversazione è chiusa."
 HELD_BY_COLLEAGUE = "La conversazione è in carico a un collega."
 CHANGED_MEANWHILE = "La conversazione è stata appena modificata da un collega: ricarica la pagina."
@@ -186,8 +184,7 @@ _BACK_TO_BOT: dict[str, Any] = {
 
 
 def human_mode_timeout(config: dict[str, Any]) -> timedelta:
-    minutes = config.get("HUMAN_MODE_TIMEOUT_MINUTES") or DEFAULT_HUMAN_MODE_TIMEOUT_MINUTES
-    return timedelta(minutes=float(minutes))
+    return timedelta(minutes=float(config["HUMAN_MODE_TIMEOUT_MINUTES"]))
 
 
 def release_idle_conversations(svc: Services, now: datetime) -> int:

@@ -28,7 +28,7 @@ class TenantDirectory:
         entry = self._entries.get(whatsapp_number)
         if entry is not None and entry[1] > now:
             return entry[0]
-        with self._db.session() as session:
+        with self._db.read() as session:
             tenant_id = tenant_id_by_number(session, whatsapp_number)
         expiry = now + (self._ttl if tenant_id is not None else self._miss_ttl)
         with self._lock:

@@ -65,7 +65,7 @@ def queue_message(
     sender_user_id: int | None = None,
 ) -> SendOutcome:
     """Gate and record; delivery is :func:`deliver`'s (now, or from a job)."""
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         existing = message_by_idempotency_key(session, tenant, idempotency_key)
     if existing is not None:
         return SendOutcome(message_id=existing.id, status=existing.status)
@@ -115,13 +115,13 @@ def _record(
 def deliver(svc: Services, message_id: int) -> SendOutcome:
     """Send a recorded message once: only the attempt that claims it may send."""
     if not claim_for_sending(svc.db, message_id):
-        with svc.db.session() as session:
+        with svc.db.read() as session:
             message = session.get(Message, message_id)
             status = message.status if message else None
         # Already sent, failed, or claimed by an attempt that may have reached the
         # provider: sending again could duplicate it, so we do not.
         return SendOutcome(message_id=message_id, status=status)
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         message = session.get(Message, message_id)
         assert message is not None and message.contact_id is not None
         tenant = session.get(Tenant, message.tenant_id)

@@ -202,7 +202,7 @@ def _context(svc: Services, settings: dict[str, Any], api_tokens: int) -> _Conte
         redact_sensitive=settings["redact_sensitive"],
         terms=settings["retention"],
         media_max=_size(int(svc.config.get("MEDIA_MAX_BYTES") or 0)),
-        human_timeout_minutes=int(svc.config.get("HUMAN_MODE_TIMEOUT_MINUTES") or 30),
+        human_timeout_minutes=int(svc.config["HUMAN_MODE_TIMEOUT_MINUTES"]),
     )
 
 
@@ -523,7 +523,7 @@ def _activity(activity: _Activity, ctx: _Context) -> dict[str, Any]:
 
 def _stored_state(svc: Services, tenant: Tenant) -> tuple[dict[str, Any] | None, int]:
     """The notice in force and how many API tokens can read the office's data."""
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         notice = active_notice(session, tenant)
         tokens = session.scalar(
             select(func.count(ApiToken.id)).where(

@@ -57,7 +57,7 @@ def purge(svc: Services, now: datetime, *, dry_run: bool = False) -> list[PurgeR
     A terminated office's own terms no longer apply: everything is kept, unchanged,
     for it to export until its window closes.
     """
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         tenants = session.scalars(select(Tenant).where(Tenant.terminated_at.is_(None))).all()
     reports = [_purge_tenant(svc, tenant, now, dry_run) for tenant in tenants]
     deleted = delete_expired_tenants(svc, now, dry_run=dry_run)

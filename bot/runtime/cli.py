@@ -20,7 +20,9 @@ from bot.services import services
 
 def main() -> None:
     from bot import create_app
+    from bot.runtime.logs import configure_logging
 
+    configure_logging()
     FlaskGroup(create_app=create_app, help="Portineria: the office's WhatsApp assistant.")()
 
 
@@ -158,7 +160,7 @@ def write_private_json(path: Path, data: dict[str, Any]) -> None:
 def _tenant(slug: str):  # type: ignore[no-untyped-def]
     from storage.queries import tenant_by_slug
 
-    with services().db.session() as session:
+    with services().db.read() as session:
         tenant = tenant_by_slug(session, slug)
     if tenant is None:
         raise click.ClickException(f"no office with slug {slug!r}")
@@ -260,7 +262,7 @@ def _contact_id(tenant, phone: str | None) -> int | None:  # type: ignore[no-unt
 
     if phone is None:
         return None
-    with services().db.session() as session:
+    with services().db.read() as session:
         contact = contact_by_phone(session, tenant, e164(phone))
     if contact is None:
         raise click.ClickException(f"no contact with the number {phone}")
@@ -326,7 +328,7 @@ def audit_verify(slug: str) -> None:
     from bot.privacy.audit import verify_chain
 
     tenant = _tenant(slug)
-    with services().db.session() as session:
+    with services().db.read() as session:
         problems = verify_chain(session, tenant.id)
     if problems:
         for problem in problems:

@@ -175,7 +175,7 @@ def run_dev(port: int) -> None:
             create_tenant(svc, name="Studio Demo", whatsapp_number=DEMO_NUMBER, slug=DEMO_SLUG)
         except TenantExists:
             pass
-        with svc.db.session() as session:
+        with svc.db.read() as session:
             tenant = tenant_by_slug(session, DEMO_SLUG)
         assert tenant is not None
         email, password = seed_demo_operator(svc, tenant, role="admin")

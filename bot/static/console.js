@@ -103,7 +103,10 @@
   }
 
   function listenWithStream() {
+    // Each answer carries the events since the last one and ends; EventSource comes
+    // back after the server's "retry" with the Last-Event-ID it was given.
     var source = new EventSource(settings.eventsUrl);
+    var seen = [];
     source.onopen = connected;
     source.onmessage = function (message) {
       var event;
@@ -111,6 +114,14 @@
         event = JSON.parse(message.data);
       } catch (error) {
         return;
+      }
+      // An event sent to both of our channels arrives twice, with one id.
+      if (event.id && seen.indexOf(event.id) !== -1) {
+        return;
+      }
+      seen.push(event.id);
+      if (seen.length > 200) {
+        seen.shift();
       }
       handle(event.event, event.data);
     };

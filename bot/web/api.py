@@ -49,7 +49,7 @@ def authenticate() -> Response | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return _unauthorized()
-    with services().db.session() as session:
+    with services().db.read() as session:
         tenant = tenant_for_token(session, token)
     if tenant is None:
         return _unauthorized()
@@ -102,7 +102,7 @@ def contacts() -> Response:
     query = select(Contact).where(Contact.tenant_id == tenant.id).order_by(Contact.id)
     if request.args.get("phone"):
         query = query.where(Contact.phone == _e164(request.args["phone"]))
-    with services().db.session() as session:
+    with services().db.read() as session:
         rows = session.scalars(query.limit(500)).all()
         return jsonify(contacts=[contact_json(c) for c in rows])
 
@@ -111,7 +111,7 @@ def contacts() -> Response:
 def consent_events(contact_id: int) -> Response:
     svc = services()
     tenant: Tenant = g.tenant
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         if get_contact(session, tenant, contact_id) is None:
             abort(404, "no such contact")
         rows = session.scalars(
@@ -148,7 +148,7 @@ def conversations() -> Response:
         if not request.args["contact_id"].isdigit():
             abort(400, "contact_id must be a number")
         query = query.where(Conversation.contact_id == int(request.args["contact_id"]))
-    with services().db.session() as session:
+    with services().db.read() as session:
         rows = session.scalars(query.order_by(Conversation.id.desc()).limit(500)).all()
         return jsonify(
             conversations=[
@@ -170,7 +170,7 @@ def conversations() -> Response:
 def conversation_messages(conversation_id: int) -> Response:
     svc = services()
     tenant: Tenant = g.tenant
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         if get_conversation(session, tenant, conversation_id) is None:
             abort(404, "no such conversation")
         rows = session.scalars(
@@ -198,7 +198,7 @@ def conversation_messages(conversation_id: int) -> Response:
 @bp.get("/tickets")
 def tickets() -> Response:
     tenant: Tenant = g.tenant
-    with services().db.session() as session:
+    with services().db.read() as session:
         rows = session.scalars(
             select(Ticket)
             .where(Ticket.tenant_id == tenant.id, Ticket.created_at >= _since())
@@ -225,7 +225,7 @@ def tickets() -> Response:
 @bp.get("/bot-logs")
 def bot_logs() -> Response:
     tenant: Tenant = g.tenant
-    with services().db.session() as session:
+    with services().db.read() as session:
         rows = session.scalars(
             select(BotLogEntry)
             .where(BotLogEntry.tenant_id == tenant.id, BotLogEntry.at >= _since())
@@ -282,7 +282,7 @@ def send() -> tuple[Response, int] | Response:
     outgoing = _outgoing(data)
     phone = _e164(data["to"])
     key = "api:" + (request.headers.get("Idempotency-Key") or uuid.uuid4().hex)[:100]
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         contact = contact_by_phone(session, tenant, phone)
         if contact is None:
             return error_response(404, "unknown_contact", "no contact with this number")

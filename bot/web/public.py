@@ -13,7 +13,7 @@ bp = Blueprint("public", __name__)
 
 @bp.get("/privacy/<slug>")
 def privacy_notice(slug: str) -> str:
-    with services().db.session() as session:
+    with services().db.read() as session:
         tenant = tenant_by_slug(session, slug)
         notice = active_notice(session, tenant) if tenant else None
         if tenant is None or notice is None:

@@ -21,7 +21,7 @@ bp = Blueprint("simulator", __name__, url_prefix="/dev/simulator")
 
 
 def _demo_tenant() -> Tenant:
-    with services().db.session() as session:
+    with services().db.read() as session:
         tenant = session.scalar(select(Tenant).order_by(Tenant.id).limit(1))
     if tenant is None:
         abort(404, "no office yet: run `portineria tenant create`")
@@ -63,7 +63,7 @@ def messages() -> Response:
     svc = services()
     phone = request.args.get("phone", "")
     tenant = _demo_tenant()
-    with svc.db.session() as session:
+    with svc.db.read() as session:
         contact = contact_by_wa_id(session, tenant, phone.lstrip("+"))
         thread = open_conversation_for(session, tenant, contact) if contact else None
         rows = conversation_messages(session, tenant, thread.id) if thread else []

@@ -17,24 +17,8 @@ from flask_wtf.csrf import CSRFProtect
 csrf = CSRFProtect()
 
 
-def pusher_origins(config: dict[str, Any]) -> list[str]:
-    """Where pusher-js connects: the configured host, or Pusher's cluster endpoints."""
-    if not (config.get("PUSHER_APP_ID") and config.get("PUSHER_KEY")):
-        return []
-    if config.get("PUSHER_HOST"):
-        host, port = config["PUSHER_HOST"], config.get("PUSHER_PORT")
-        address = f"{host}:{port}" if port else host
-        secure = config.get("PUSHER_SSL", True)
-        return [
-            f"{'wss' if secure else 'ws'}://{address}",
-            f"{'https' if secure else 'http'}://{address}",
-        ]
-    cluster = config.get("PUSHER_CLUSTER") or "mt1"
-    return [f"wss://ws-{cluster}.pusher.com", f"https://sockjs-{cluster}.pusher.com"]
-
-
-def content_security_policy(config: dict[str, Any]) -> str:
-    connect = " ".join(["'self'", *pusher_origins(config)])
+def content_security_policy(connect_origins: list[str]) -> str:
+    connect = " ".join(["'self'", *connect_origins])
     return "; ".join(
         [
             "default-src 'self'",
@@ -88,12 +72,14 @@ def configure_cookies(app: Flask) -> None:
     config.setdefault("WTF_CSRF_TIME_LIMIT", None)
 
 
-def init_security(app: Flask, exempt: list[Any]) -> None:
+def init_app(app: Flask, *, csrf_exempt: list[Any], connect_origins: list[str]) -> None:
+    """Cookies, CSRF on every form (``csrf_exempt``: blueprints whose callers sign or
+    carry a token instead), and the security headers of every response."""
     configure_cookies(app)
     csrf.init_app(app)
-    for blueprint in exempt:
+    for blueprint in csrf_exempt:
         csrf.exempt(blueprint)
-    policy = content_security_policy(app.config)
+    policy = content_security_policy(connect_origins)
 
     every_response = {
         "Content-Security-Policy": policy,
