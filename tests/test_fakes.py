@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import select
 import signal
 import subprocess
@@ -15,17 +16,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import http_ece
 import pusher
 import pusher.errors
 import pytest
+import pywebpush
 import redis
 import requests
 import sqlalchemy
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fake_pusher import FakePusher, sign
 from fake_twilio import FakeTwilio
 from fake_twilio_voice import TwimlError, twilio_signature
+from fake_webpush import FakePushService, b64url_decode, b64url_encode
 from flask import Flask
 from flask import request as flask_request
+from py_vapid import Vapid, Vapid01, VapidException
 from servers import PostgresServer, RedisServer, WsgiServer, free_port
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -889,6 +896,267 @@ def test_pusher_fail_next_simulates_outage(fake_pusher: FakePusher) -> None:
     client.trigger("private-ops", "x", {})
 
     assert len(fake_pusher.events) == 1
+
+
+# ------------------------------------------------------------------ Web Push
+
+
+def _vapid_keypair() -> tuple[str, str]:
+    """``(private, public)`` as an app configures them: base64url raw scalar / point."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))
+    public = b64url_encode(
+        key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    )
+    return private, public
+
+
+VAPID_SUB = "mailto:ops@portineria.example.it"
+
+
+@pytest.fixture
+def push() -> Iterator[FakePushService]:
+    with FakePushService() as service:
+        yield service
+
+
+def test_webpush_delivered_and_decrypted_equal(push: FakePushService) -> None:
+    private, public = _vapid_keypair()
+    subscription = push.new_subscription(application_server_key=public)
+    payload = {"title": "Nuovo ticket", "body": "Perdita d'acqua, scala B", "id": 42}
+
+    response = pywebpush.webpush(
+        subscription,
+        json.dumps(payload),
+        vapid_private_key=private,
+        vapid_claims={"sub": VAPID_SUB},
+        ttl=120,
+        headers={"Urgency": "high", "Topic": "ticket-42"},
+    )
+
+    assert response.status_code == 201
+    assert response.headers["Location"].startswith(push.base_url + "/message/")
+    [delivery] = push.wait_for_deliveries(1)
+    assert delivery.json() == payload
+    assert (delivery.ttl, delivery.urgency, delivery.topic) == (120, "high", "ticket-42")
+    assert delivery.claims["aud"] == push.origin and delivery.claims["sub"] == VAPID_SUB
+    assert delivery.claims["exp"] > time.time()
+    assert delivery.vapid_key == public and delivery.endpoint == subscription["endpoint"]
+    assert subscription["endpoint"].startswith("http://127.0.0.1:")
+    assert len(b64url_decode(subscription["keys"]["auth"])) == 16
+    assert len(b64url_decode(subscription["keys"]["p256dh"])) == 65
+
+
+def test_webpush_large_payload_and_empty_push(push: FakePushService) -> None:
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    text = "è" * 1800  # 3600 bytes of UTF-8: still within one 4096-byte record
+
+    pywebpush.webpush(
+        subscription, text, vapid_private_key=private, vapid_claims={"sub": VAPID_SUB}
+    )
+    pywebpush.webpush(
+        subscription, None, vapid_private_key=private, vapid_claims={"sub": VAPID_SUB}
+    )
+
+    first, second = push.wait_for_deliveries(2)
+    assert first.text == text and first.urgency == "normal" and first.topic is None
+    assert second.payload == b""
+
+
+def test_webpush_wrong_vapid_key_is_refused(push: FakePushService) -> None:
+    _, public = _vapid_keypair()
+    other_private, _ = _vapid_keypair()
+    subscription = push.new_subscription(application_server_key=public)
+
+    with pytest.raises(pywebpush.WebPushException) as caught:
+        pywebpush.webpush(
+            subscription, "ciao", vapid_private_key=other_private, vapid_claims={"sub": VAPID_SUB}
+        )
+
+    assert caught.value.response is not None and caught.value.response.status_code == 403
+    assert push.deliveries == []
+    [rejection] = push.rejections
+    assert rejection.status == 403 and "application server key" in rejection.reason
+
+
+def test_webpush_expired_subscription_is_410(push: FakePushService) -> None:
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    push.expire(subscription)
+
+    with pytest.raises(pywebpush.WebPushException) as caught:
+        pywebpush.webpush(
+            subscription, "ciao", vapid_private_key=private, vapid_claims={"sub": VAPID_SUB}
+        )
+
+    assert caught.value.response is not None and caught.value.response.status_code == 410
+    assert [r.status for r in push.rejections] == [410]
+
+
+def _signed_headers(private: str, claims: dict[str, object]) -> dict[str, str]:
+    """VAPID headers made by py_vapid (what pywebpush uses), for claims pywebpush would fix."""
+    return Vapid.from_string(private_key=private).sign(claims)
+
+
+def test_webpush_tampered_jwt_is_refused(push: FakePushService) -> None:
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    claims = {"sub": VAPID_SUB, "aud": push.origin, "exp": int(time.time()) + 3600}
+    header = _signed_headers(private, claims)["Authorization"]
+    token = header.split("t=", 1)[1].split(",", 1)[0]
+    head, body, signature = token.split(".")
+    forged = dict(json.loads(b64url_decode(body)), sub="mailto:someone-else@example.org")
+    forged_body = b64url_encode(json.dumps(forged, separators=(",", ":")).encode())
+    tampered = header.replace(token, f"{head}.{forged_body}.{signature}")
+
+    response = pywebpush.WebPusher(subscription).send(
+        "ciao", headers={"Authorization": tampered}, ttl=60
+    )
+
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "vapid"
+    assert push.deliveries == []
+    assert "does not verify" in push.rejections[0].reason
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"aud": "https://fcm.googleapis.com"}, "aud"),
+        ({"exp": 1}, "expired"),
+        ({"exp": int(time.time()) + 2 * 86400}, "24 hours"),
+        ({"sub": "ops@portineria.example.it"}, None),  # py_vapid itself refuses this sub
+    ],
+)
+def test_webpush_bad_claims_are_refused(
+    push: FakePushService, claims: dict[str, object], reason: str | None
+) -> None:
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    full = {"sub": VAPID_SUB, "aud": push.origin, "exp": int(time.time()) + 3600, **claims}
+    if reason is None:
+        with pytest.raises(VapidException):
+            _signed_headers(private, full)
+        return
+    response = pywebpush.WebPusher(subscription).send(
+        "ciao", headers=_signed_headers(private, full), ttl=60
+    )
+    assert response.status_code == 401
+    assert reason in push.rejections[0].reason
+
+
+def test_webpush_pre_rfc_vapid_form_is_refused(push: FakePushService) -> None:
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    claims = {"sub": VAPID_SUB, "aud": push.origin, "exp": int(time.time()) + 3600}
+    legacy = Vapid01.from_string(private_key=private).sign(claims)  # WebPush <jwt> + Crypto-Key
+
+    response = pywebpush.WebPusher(subscription).send("ciao", headers=legacy, ttl=60)
+
+    assert legacy["Authorization"].startswith("WebPush ")
+    assert response.status_code == 401 and push.deliveries == []
+
+
+def _encrypt_for(subscription: dict[str, object], plaintext: bytes, rs: int = 4096) -> bytes:
+    """An aes128gcm body for ``subscription``, made by http_ece (pywebpush's own library)."""
+    keys = subscription["keys"]
+    assert isinstance(keys, dict)
+    sender_key = ec.generate_private_key(ec.SECP256R1())
+    return bytes(
+        http_ece.encrypt(
+            plaintext,
+            salt=os.urandom(16),
+            private_key=sender_key,
+            dh=b64url_decode(keys["p256dh"]),
+            auth_secret=b64url_decode(keys["auth"]),
+            rs=rs,  # keyid defaults to the sender's public key, as RFC 8291 wants
+            version="aes128gcm",
+        )
+    )
+
+
+def test_webpush_protocol_faults(push: FakePushService) -> None:
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    claims = {"sub": VAPID_SUB, "aud": push.origin, "exp": int(time.time()) + 3600}
+    headers = {
+        **_signed_headers(private, claims),
+        "TTL": "60",
+        "Content-Encoding": "aes128gcm",
+    }
+    body = _encrypt_for(subscription, b"ciao")
+    endpoint = subscription["endpoint"]
+
+    def post(data: bytes, url: str = endpoint, **changes: str | None) -> int:
+        sent = {k: v for k, v in {**headers, **changes}.items() if v is not None}
+        return requests.post(url, data=data, headers=sent, timeout=5).status_code
+
+    assert post(body, TTL=None) == 400  # RFC 8030: TTL is required
+    assert post(body, TTL="soon") == 400
+    assert post(body, Urgency="urgent") == 400
+    assert post(body, Topic="not a valid topic!") == 400
+    assert post(body, Authorization=None) == 401
+    assert post(body, Authorization="Bearer abc") == 401
+    assert post(body, **{"Content-Encoding": "aesgcm"}) == 400
+    assert post(body[:-1] + bytes([body[-1] ^ 1])) == 400  # does not decrypt
+    assert post(b"\x00" * 5000) == 413
+    assert post(body, url=push.base_url + "/push/nope") == 404
+    assert post(body) == 201
+    assert [d.text for d in push.deliveries] == ["ciao"]
+    reasons = [r.reason for r in push.rejections]
+    assert any("TTL" in r for r in reasons) and any("decrypt" in r for r in reasons)
+
+
+def test_webpush_fail_next_then_recovers(push: FakePushService) -> None:
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    push.fail_next(503)
+
+    with pytest.raises(pywebpush.WebPushException) as caught:
+        pywebpush.webpush(
+            subscription, "1", vapid_private_key=private, vapid_claims={"sub": VAPID_SUB}
+        )
+    pywebpush.webpush(subscription, "2", vapid_private_key=private, vapid_claims={"sub": VAPID_SUB})
+
+    assert caught.value.response is not None and caught.value.response.status_code == 503
+    assert [d.text for d in push.deliveries] == ["2"]
+
+
+def test_webpush_decrypts_multi_record_bodies(push: FakePushService) -> None:
+    # pywebpush always sends one record; RFC 8188 allows several, and the
+    # fake's decryption is checked against http_ece with a small record size.
+    private, _ = _vapid_keypair()
+    subscription = push.new_subscription()
+    plaintext = b"una notifica piuttosto lunga, in tre record"
+    claims = {"sub": VAPID_SUB, "aud": push.origin, "exp": int(time.time()) + 3600}
+    headers = {**_signed_headers(private, claims), "TTL": "0", "Content-Encoding": "aes128gcm"}
+
+    answer = requests.post(
+        subscription["endpoint"],
+        data=_encrypt_for(subscription, plaintext, rs=32),
+        headers=headers,
+        timeout=5,
+    )
+
+    assert answer.status_code == 201, push.rejections
+    assert push.deliveries[0].payload == plaintext
+
+
+def test_webpush_wait_for_deliveries_times_out(push: FakePushService) -> None:
+    with pytest.raises(TimeoutError):
+        push.wait_for_deliveries(1, timeout=0.05)
+
+
+def test_webpush_session_fixture_resets(push_service: FakePushService) -> None:
+    assert push_service.deliveries == [] and push_service.rejections == []
+    private, _ = _vapid_keypair()
+    pywebpush.webpush(
+        push_service.new_subscription(),
+        "ciao",
+        vapid_private_key=private,
+        vapid_claims={"sub": VAPID_SUB},
+    )
+    assert len(push_service.wait_for_deliveries(1)) == 1
 
 
 # ------------------------------------------------------------------ Redis
