@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from fake_crm import FakeCrmReceiver
 from fake_pusher import FakePusher
 from fake_twilio import FakeTwilio
 from fake_webpush import FakePushService
@@ -97,6 +98,20 @@ def push_service(fake_webpush_server: FakePushService) -> FakePushService:
     """The session's Web Push service, emptied: no subscriptions, deliveries or faults."""
     fake_webpush_server.reset()
     return fake_webpush_server
+
+
+@pytest.fixture(scope="session")
+def fake_crm_server() -> Iterator[FakeCrmReceiver]:
+    with FakeCrmReceiver(secrets=["crm-test-secret"]) as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def crm(fake_crm_server: FakeCrmReceiver) -> FakeCrmReceiver:
+    """The session's CRM receiver, emptied and listening; sign with ``crm.secrets[0]``."""
+    fake_crm_server.up()  # a test may have left it down()
+    fake_crm_server.reset()
+    return fake_crm_server
 
 
 @pytest.fixture

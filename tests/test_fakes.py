@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import select
@@ -26,6 +27,7 @@ import requests
 import sqlalchemy
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fake_crm import FakeCrmReceiver
 from fake_pusher import FakePusher, sign
 from fake_twilio import FakeTwilio
 from fake_twilio_voice import TwimlError, twilio_signature
@@ -1157,6 +1159,153 @@ def test_webpush_session_fixture_resets(push_service: FakePushService) -> None:
         vapid_claims={"sub": VAPID_SUB},
     )
     assert len(push_service.wait_for_deliveries(1)) == 1
+
+
+# ------------------------------------------------------------------ CRM webhooks
+
+CRM_SECRET = "crm-secret-one"
+
+
+def _crm_signature(secret: str, timestamp: int, raw: bytes) -> str:
+    # The documented algorithm, written out here apart from the fake's own code.
+    mac = hmac.new(secret.encode("utf-8"), f"{timestamp}.".encode() + raw, "sha256")
+    return mac.hexdigest()
+
+
+def _crm_post(
+    url: str,
+    event: dict[str, object],
+    *,
+    secrets_used: tuple[str, ...] = (CRM_SECRET,),
+    timestamp: int | None = None,
+    event_id: str | None = None,
+    timeout: float = 5.0,
+) -> requests.Response:
+    raw = json.dumps(event).encode()
+    t = int(time.time()) if timestamp is None else timestamp
+    signature = ",".join([f"t={t}"] + [f"v1={_crm_signature(s, t, raw)}" for s in secrets_used])
+    headers = {
+        "Content-Type": "application/json",
+        "Portineria-Signature": signature,
+        "Portineria-Event-Id": str(event["id"]) if event_id is None else event_id,
+    }
+    return requests.post(url, data=raw, headers=headers, timeout=timeout)
+
+
+def _event(n: int = 1) -> dict[str, object]:
+    return {"id": f"evt_{n:04d}", "type": "ticket.created", "data": {"ticket": n}}
+
+
+@pytest.fixture
+def crm_receiver() -> Iterator[FakeCrmReceiver]:
+    with FakeCrmReceiver(secrets=[CRM_SECRET, "crm-secret-two"]) as receiver:
+        yield receiver
+
+
+def test_crm_accepts_a_signed_event(crm_receiver: FakeCrmReceiver) -> None:
+    answer = _crm_post(crm_receiver.url, _event(1))
+
+    assert answer.status_code == 200 and answer.json() == {"received": True}
+    [event] = crm_receiver.wait_for_events(1)
+    assert event.id == "evt_0001" and event.body == _event(1)
+    assert event.path == "/events" and event.headers["Portineria-Event-Id"] == "evt_0001"
+    assert abs(event.received_at - time.time()) < 10
+
+
+def test_crm_accepts_any_secret_and_any_v1(crm_receiver: FakeCrmReceiver) -> None:
+    rotated = _crm_post(crm_receiver.url, _event(1), secrets_used=("crm-secret-two",))
+    both = _crm_post(crm_receiver.url, _event(2), secrets_used=("retired-secret", CRM_SECRET))
+    assert (rotated.status_code, both.status_code) == (200, 200)
+    assert crm_receiver.distinct_event_ids == {"evt_0001", "evt_0002"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "reason"),
+    [
+        ({"secrets_used": ("wrong",)}, 401, "no v1 signature matches"),
+        ({"timestamp": int(time.time()) - 301}, 401, "older than 300s"),
+        ({"timestamp": int(time.time()) + 3600}, 401, "future"),
+        ({"event_id": "evt_other"}, 400, "does not match"),
+    ],
+)
+def test_crm_refuses_bad_deliveries(
+    crm_receiver: FakeCrmReceiver, kwargs: dict[str, object], status: int, reason: str
+) -> None:
+    answer = _crm_post(crm_receiver.url, _event(1), **kwargs)  # type: ignore[arg-type]
+
+    assert answer.status_code == status
+    assert crm_receiver.events == []
+    [refusal] = crm_receiver.refusals
+    assert refusal.status == status and reason in refusal.reason
+
+
+def test_crm_refuses_missing_or_malformed_headers(crm_receiver: FakeCrmReceiver) -> None:
+    raw = json.dumps(_event(1)).encode()
+    t = int(time.time())
+    good = f"t={t},v1={_crm_signature(CRM_SECRET, t, raw)}"
+    cases = [
+        ({}, 401),
+        ({"Portineria-Signature": f"v1={_crm_signature(CRM_SECRET, t, raw)}"}, 401),
+        ({"Portineria-Signature": f"t={t}"}, 401),
+        ({"Portineria-Signature": "garbage"}, 401),
+        ({"Portineria-Signature": good}, 400),  # no Portineria-Event-Id
+    ]
+    statuses = [
+        requests.post(crm_receiver.url, data=raw, headers=headers, timeout=5).status_code
+        for headers, _ in cases
+    ]
+    tampered = requests.post(
+        crm_receiver.url,
+        data=raw.replace(b"ticket.created", b"ticket.deleted"),
+        headers={"Portineria-Signature": good, "Portineria-Event-Id": "evt_0001"},
+        timeout=5,
+    )
+    assert statuses == [status for _, status in cases]
+    assert tampered.status_code == 401
+    assert crm_receiver.events == [] and len(crm_receiver.refusals) == len(cases) + 1
+
+
+def test_crm_counts_duplicates(crm_receiver: FakeCrmReceiver) -> None:
+    for n in (1, 2, 1, 1):
+        assert _crm_post(crm_receiver.url, _event(n)).status_code == 200
+    assert len(crm_receiver.wait_for_events(4)) == 4
+    assert crm_receiver.distinct_event_ids == {"evt_0001", "evt_0002"}
+    assert crm_receiver.duplicates == 2
+
+
+def test_crm_fail_next_then_recovers(crm_receiver: FakeCrmReceiver) -> None:
+    crm_receiver.fail_next(status=500, count=2)
+    statuses = [_crm_post(crm_receiver.url, _event(1)).status_code for _ in range(3)]
+    assert statuses == [500, 500, 200]
+    assert len(crm_receiver.failures) == 2 and len(crm_receiver.events) == 1
+
+
+def test_crm_delay_next_times_out_sender_but_keeps_event(crm_receiver: FakeCrmReceiver) -> None:
+    crm_receiver.delay_next(1.0)
+    with pytest.raises(requests.exceptions.Timeout):
+        _crm_post(crm_receiver.url, _event(1), timeout=0.3)
+    assert [e.id for e in crm_receiver.wait_for_events(1)] == ["evt_0001"]
+
+
+def test_crm_down_refuses_connections_and_up_comes_back(crm_receiver: FakeCrmReceiver) -> None:
+    url = crm_receiver.url
+    crm_receiver.down()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        _crm_post(url, _event(1), timeout=2)
+    crm_receiver.up()
+    assert crm_receiver.url == url
+    assert _crm_post(url, _event(1)).status_code == 200
+
+
+def test_crm_wait_for_events_times_out(crm_receiver: FakeCrmReceiver) -> None:
+    with pytest.raises(TimeoutError):
+        crm_receiver.wait_for_events(1, timeout=0.05)
+
+
+def test_crm_session_fixture_resets(crm: FakeCrmReceiver) -> None:
+    assert crm.events == [] and crm.refusals == []
+    answer = _crm_post(crm.url, _event(7), secrets_used=(crm.secrets[0],))
+    assert answer.status_code == 200 and crm.distinct_event_ids == {"evt_0007"}
 
 
 # ------------------------------------------------------------------ Redis
