@@ -59,8 +59,9 @@ Calls (Programmable Voice)
       to=..., from_=..., twiml=...)`` reads it. No status callbacks are made.
     * ``GET .../Calls/{Sid}.json``; ``POST .../Calls/{Sid}.json`` with
       ``Status=completed`` (hang up) or ``canceled`` (only while queued or
-      ringing), or a new ``Twiml``/``Url`` (redirect a live call; 400 / 21220
-      once it has ended).
+      ringing), or a new ``Twiml`` (redirect a live call: it becomes the
+      current document; 400 / 21220 once the call has ended). A new ``Url`` is
+      checked but not fetched: hand its TwiML to ``set_twiml``.
     * The callee: ``press(call_sid, digits, *, public_base_url=None,
       auth_token=None) -> GatherRequest`` finds the current document's first
       ``<Gather>``, resolves its ``action`` (a relative one against
@@ -96,7 +97,8 @@ Load and faults (Messages create only)
 Records (thread-safe copies): ``.messages`` (form fields, ``MediaUrl`` as a
 list, plus ``"sid"``), ``.sends`` (``Send``: sid, to, from, body and the
 ``received_at`` wall-clock / ``received_monotonic`` times, taken when the
-request arrived, not when it was answered), ``.create_attempts``,
+request arrived, not when it was answered; ``sends_since(i)`` reads from
+index ``i`` on), ``.create_attempts``,
 ``.rate_limited``, ``.media_requests`` (authorised media downloads, redirects
 included), ``.media_redirects``, ``.media_denied``, ``.cdn_requests``,
 ``.cdn_requests_with_auth``; ``wait_for_messages(n, timeout)``,
