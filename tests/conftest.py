@@ -1,5 +1,6 @@
 """Fixtures for real servers: Redis, PostgreSQL (where it starts), a fake Twilio
-REST API and a fake Pusher, all on 127.0.0.1; and the app built on them."""
+REST API, a fake Pusher, a Web Push service and a CRM webhook receiver, all on
+127.0.0.1; and the app built on them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from fake_crm import FakeCrmReceiver
 from fake_pusher import FakePusher
 from fake_twilio import FakeTwilio
+from fake_webpush import FakePushService
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from helpers import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL, make_tenant
@@ -82,6 +85,33 @@ def fake_pusher_server() -> Iterator[FakePusher]:
 def pusher_fake(fake_pusher_server: FakePusher) -> FakePusher:
     fake_pusher_server.reset()
     return fake_pusher_server
+
+
+@pytest.fixture(scope="session")
+def fake_webpush_server() -> Iterator[FakePushService]:
+    with FakePushService() as service:
+        yield service
+
+
+@pytest.fixture
+def push_service(fake_webpush_server: FakePushService) -> FakePushService:
+    """The session's Web Push service, emptied: no subscriptions, deliveries or faults."""
+    fake_webpush_server.reset()
+    return fake_webpush_server
+
+
+@pytest.fixture(scope="session")
+def fake_crm_server() -> Iterator[FakeCrmReceiver]:
+    with FakeCrmReceiver(secrets=["crm-test-secret"]) as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def crm(fake_crm_server: FakeCrmReceiver) -> FakeCrmReceiver:
+    """The session's CRM receiver, emptied and listening; sign with ``crm.secrets[0]``."""
+    fake_crm_server.up()  # a test may have left it down()
+    fake_crm_server.reset()
+    return fake_crm_server
 
 
 @pytest.fixture
