@@ -87,17 +87,17 @@ def init_app(app: Flask) -> Services:
         redis, config["QUEUE_NAME"], job_timeout=int(config["PROCESSING_LEASE_SECONDS"]) // 2
     )
     svc = Services(
-        config=config,  # type: ignore[arg-type]
+        config=config,
         db=db,
         cipher=BodyCipher(encryption_keys(config)),
         redis=redis,
         redis_url=redis_url,
         jobs=jobs,
-        transport=build_transport(config),  # type: ignore[arg-type]
+        transport=build_transport(config),
         tenants=TenantDirectory(db),
         # No token, no valid signature: webhooks answer 403 rather than fail open.
         request_validator=RequestValidator(token) if token else None,
-        notifier=build_notifier(config, redis),  # type: ignore[arg-type]
+        notifier=build_notifier(config, redis),
         inbound_writer=InboundWriter(db),
     )
     svc.app_context = app.app_context
@@ -106,4 +106,4 @@ def init_app(app: Flask) -> Services:
 
 
 def services() -> Services:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION]

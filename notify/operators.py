@@ -200,7 +200,10 @@ class RedisStreamNotifier:
         positions = _decode_cursor(cursor, len(keys))
         if positions is None:
             return EventBatch([], _encode_cursor(self._latest(keys)))
-        answer = self.redis.xread(dict(zip(keys, positions, strict=True)), count=READ_BATCH)
+        answer: Any = self.redis.xread(
+            dict(zip(keys, positions, strict=True)),
+            count=READ_BATCH,
+        )
         found: dict[str, tuple[str, dict[str, Any]]] = {}
         for raw_key, entries in answer or []:
             index = keys.index(_text(raw_key))

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 BACKSTOP_CHECKPOINT_PAGES = 50_000
@@ -60,6 +60,12 @@ class WriteInReadTransaction(RuntimeError):
 
 class NestedWriteTransaction(RuntimeError):
     """A thread asked for a write transaction while holding one (it would deadlock)."""
+
+
+def rows_affected(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE changed (its result is a cursor result)."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -213,7 +219,7 @@ class Database:
         Objects it returns stay usable afterwards (loaded attributes are kept).
         """
         with self._read_sessions() as session, session.begin() as transaction:
-            driver = None
+            driver: Any = None
             if self.is_sqlite:
                 # PostgreSQL refuses writes in a read-only transaction; make SQLite as loud.
                 # Set and reset on the driver's connection: it outlives a failed transaction.

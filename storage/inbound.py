@@ -69,7 +69,19 @@ class InboundWriter:
         The unique constraint on (tenant, provider SID) is the real deduplication:
         two concurrent deliveries of the same message cannot both insert.
         """
-        values = (tenant_id, "in", provider_sid, payload, "received", 0, [], False, 0, 0, utcnow())
+        values: tuple[object, ...] = (
+            tenant_id,
+            Direction.IN,
+            provider_sid,
+            payload,
+            MessageStatus.RECEIVED,
+            0,
+            [],
+            False,
+            0,
+            0,
+            utcnow(),
+        )
         params = tuple(p(v) if p else v for p, v in zip(self._process, values, strict=True))
         with self._db.write_lock():
             return self._insert(params)
@@ -103,7 +115,7 @@ class InboundWriter:
             connection.rollback()
         except self._engine.dialect.loaded_dbapi.Error:
             pass
-        if self._engine.dialect.is_disconnect(error, connection, None):
+        if self._engine.dialect.is_disconnect(error, connection, None):  # type: ignore[arg-type]
             # The server went away: the next delivery opens a fresh connection.
             self._local.connection = None
 

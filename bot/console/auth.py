@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Flask, Response, jsonify, redirect, request, url_for
+from flask import Flask, jsonify, redirect, request, url_for
 from flask_login import LoginManager, UserMixin, current_user
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
 
 from bot.office.accounts import check_login
 from bot.office.actor import Actor
@@ -30,7 +31,7 @@ LOGIN_FAILED = (
 
 
 @dataclass(frozen=True, eq=False)
-class Operator(UserMixin):  # type: ignore[misc]
+class Operator(UserMixin):
     """The signed-in console user, detached from any database session."""
 
     id: int
@@ -51,7 +52,7 @@ class Operator(UserMixin):  # type: ignore[misc]
 
 def operator() -> Operator:
     """The signed-in operator (every console view runs behind the login check)."""
-    return current_user._get_current_object()  # type: ignore[no-any-return]
+    return current_user._get_current_object()
 
 
 def actor() -> Actor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
@@ -102,7 +102,10 @@ def contact_label(contact: Contact) -> str:
     return (contact.phone or f"WhatsApp {contact.wa_id}") + name
 
 
-def _filtered(query: Select[Any], name: str, user_id: int) -> Select[Any]:
+_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
+
+
+def _filtered(query: _Q, name: str, user_id: int) -> _Q:
     if name == "closed":
         return query.where(Conversation.status == "closed")
     query = query.where(Conversation.status == "open")

@@ -12,8 +12,9 @@ from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit
 from storage.models import Ticket
+from storage.vocabulary import TicketStatus
 
-TICKET_STATUSES = ("open", "in_progress", "done")
+TICKET_STATUSES = tuple(TicketStatus)
 
 
 def list_tickets(
@@ -39,10 +40,11 @@ def change_ticket_status(
 ) -> Ticket:
     if status not in TICKET_STATUSES:
         raise Refused("Stato del ticket non valido.")
+    wanted = TicketStatus(status)
     ticket = load_ticket(session, actor.tenant_id, ticket_id)
-    if ticket.status == status:
+    if ticket.status == wanted:
         return ticket
-    previous, ticket.status, ticket.updated_at = ticket.status, status, now
+    previous, ticket.status, ticket.updated_at = ticket.status, wanted, now
     record_actor_audit(
         session, actor, "ticket.status", "ticket", ticket.id, {"from": previous, "to": status}
     )

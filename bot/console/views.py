@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import (
-    Response,
     current_app,
     flash,
     g,
@@ -22,6 +21,7 @@ from flask import (
 )
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
 
 from bot.console.auth import (
     LOGIN_FAILED,
@@ -57,7 +57,7 @@ def require_login() -> Response | None:
     """Every console page needs a signed-in operator; only the login page does not."""
     if request.endpoint in OPEN_ENDPOINTS or current_user.is_authenticated:
         return None
-    return current_app.login_manager.unauthorized()  # type: ignore[attr-defined, no-any-return]
+    return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
 
 
 # -- sign-in ----------------------------------------------------------------------------

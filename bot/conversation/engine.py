@@ -487,5 +487,5 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
             # Over the office's send rate: try again shortly, not never. Replies
             # already sent keep their idempotency keys and are not sent again.
             raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
-        if outcome.refused:
+        if outcome.refusal is not None:
             log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)

@@ -24,8 +24,10 @@ from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit, record_audit
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
+from storage.db import rows_affected
 from storage.models import Conversation, Message, Tenant, User
 from storage.queries import get_conversation
+from storage.vocabulary import ConversationStatus, Direction, Handoff, Mode, Priority, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +62,14 @@ def may_act(conversation: Conversation, actor: Actor) -> bool:
 
 
 def handoff_to_operator(
-    tenant: Tenant, thread: Conversation, reason: str, *, urgent: bool, now: Any
+    tenant: Tenant, thread: Conversation, reason: Handoff, *, urgent: bool, now: datetime
 ) -> list[OperatorEvent]:
     """The conversation now needs a human; the bot falls silent until it is released."""
     thread.needs_attention = True
-    thread.mode = "human"
+    thread.mode = Mode.HUMAN
     thread.human_since = thread.human_since or now
     if urgent:
-        thread.priority = "urgent"
+        thread.priority = Priority.URGENT
     channels = (tenant_channel(tenant.slug),)
     data = {"conversation_id": thread.id, "reason": reason, "priority": thread.priority}
     events = [OperatorEvent(channels, "conversation.needs_attention", data)]
@@ -79,27 +81,32 @@ def handoff_to_operator(
 def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime) -> Takeover:
     """Silence the bot and give the conversation to ``actor``; of two at once, one wins."""
     conversation = load_conversation(session, actor, conversation_id)
-    if conversation.status != "open":
+    if conversation.status != ConversationStatus.OPEN:
         raise Refused(CLOSED)
     taken = (
-        session.execute(
-            update(Conversation)
-            .where(
-                Conversation.id == conversation.id,
-                Conversation.tenant_id == actor.tenant_id,
-                Conversation.status == "open",
-                or_(Conversation.assigned_user_id.is_(None), Conversation.mode == "bot"),
+        rows_affected(
+            session.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id == conversation.id,
+                    Conversation.tenant_id == actor.tenant_id,
+                    Conversation.status == ConversationStatus.OPEN,
+                    or_(Conversation.assigned_user_id.is_(None), Conversation.mode == Mode.BOT),
+                )
+                .values(
+                    mode=Mode.HUMAN,
+                    assigned_user_id=actor.user_id,
+                    needs_attention=False,
+                    human_since=now,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .values(
-                mode="human", assigned_user_id=actor.user_id, needs_attention=False, human_since=now
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         == 1
     )
     session.refresh(conversation)
     if not taken:
-        if conversation.assigned_user_id == actor.user_id and conversation.mode == "human":
+        if conversation.assigned_user_id == actor.user_id and conversation.mode == Mode.HUMAN:
             return Takeover("La conversazione è già in carico a te.", won=True)
         holder = _email(session, actor.tenant_id, conversation.assigned_user_id)
         return Takeover(f"La conversazione è già stata presa in carico da {holder}.")
@@ -124,7 +131,7 @@ def assign(
     _compare_and_set(
         session,
         conversation,
-        mode="human",
+        mode=Mode.HUMAN,
         assigned_user_id=colleague.id,
         needs_attention=False,
         human_since=now,
@@ -147,7 +154,7 @@ def release(session: Session, actor: Actor, conversation_id: int) -> Move:
     """Give the conversation back to the bot."""
     conversation = load_conversation(session, actor, conversation_id)
     _check_can_act(conversation, actor)
-    if conversation.mode != "human":
+    if conversation.mode != Mode.HUMAN:
         raise Refused("La conversazione è già gestita dal bot.")
     holder = conversation.assigned_user_id
     _compare_and_set(session, conversation, **_BACK_TO_BOT)
@@ -166,19 +173,24 @@ def close(session: Session, actor: Actor, conversation_id: int) -> Move:
     holder = conversation.assigned_user_id
     # The holder stays recorded: it says who handled the conversation last.
     _compare_and_set(
-        session, conversation, status="closed", mode="bot", needs_attention=False, human_since=None
+        session,
+        conversation,
+        status=ConversationStatus.CLOSED,
+        mode=Mode.BOT,
+        needs_attention=False,
+        human_since=None,
     )
     _audit(session, actor, "conversation.close", conversation.id)
     return Move("Conversazione chiusa.", [_updated(session, conversation, "close", holder)])
 
 
 _BACK_TO_BOT: dict[str, Any] = {
-    "mode": "bot",
+    "mode": Mode.BOT,
     "assigned_user_id": None,
     "needs_attention": False,
     "human_since": None,
     # The emergency was a human's to handle; the bot starts afresh.
-    "priority": "normal",
+    "priority": Priority.NORMAL,
     "clarifications": 0,
 }
 
@@ -201,18 +213,20 @@ def release_idle_conversations(svc: Services, now: datetime) -> int:
         for conversation, slug in session.execute(_idle_query(cutoff)).all():
             holder = conversation.assigned_user_id
             released = (
-                session.execute(
-                    update(Conversation)
-                    .where(
-                        Conversation.id == conversation.id,
-                        Conversation.mode == "human",
-                        Conversation.status == "open",
-                        Conversation.needs_attention.is_(False),
-                        _holder_is(holder),
+                rows_affected(
+                    session.execute(
+                        update(Conversation)
+                        .where(
+                            Conversation.id == conversation.id,
+                            Conversation.mode == Mode.HUMAN,
+                            Conversation.status == ConversationStatus.OPEN,
+                            Conversation.needs_attention.is_(False),
+                            _holder_is(holder),
+                        )
+                        .values(**_BACK_TO_BOT)
+                        .execution_options(synchronize_session=False)
                     )
-                    .values(**_BACK_TO_BOT)
-                    .execution_options(synchronize_session=False)
-                ).rowcount
+                )
                 == 1
             )
             if not released:
@@ -244,7 +258,7 @@ def release_idle_conversations(svc: Services, now: datetime) -> int:
 def _idle_query(cutoff: datetime) -> Any:
     last_operator_reply = (
         select(Message.conversation_id, func.max(Message.created_at).label("at"))
-        .where(Message.direction == "out", Message.purpose == "operator")
+        .where(Message.direction == Direction.OUT, Message.purpose == Purpose.OPERATOR)
         .group_by(Message.conversation_id)
         .subquery()
     )
@@ -253,8 +267,8 @@ def _idle_query(cutoff: datetime) -> Any:
         .join(Tenant, Tenant.id == Conversation.tenant_id)
         .outerjoin(last_operator_reply, last_operator_reply.c.conversation_id == Conversation.id)
         .where(
-            Conversation.mode == "human",
-            Conversation.status == "open",
+            Conversation.mode == Mode.HUMAN,
+            Conversation.status == ConversationStatus.OPEN,
             Conversation.needs_attention.is_(False),
             or_(Conversation.human_since.is_(None), Conversation.human_since < cutoff),
             or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < cutoff),
@@ -274,7 +288,7 @@ def publish(svc: Services, events: Iterable[OperatorEvent]) -> None:
 
 
 def _check_can_act(conversation: Conversation, actor: Actor) -> None:
-    if conversation.status != "open":
+    if conversation.status != ConversationStatus.OPEN:
         raise Refused(CLOSED)
     if not may_act(conversation, actor):
         raise Refused(HELD_BY_COLLEAGUE)
@@ -289,17 +303,19 @@ def _holder_is(user_id: int | None) -> ColumnElement[bool]:
 def _compare_and_set(session: Session, conversation: Conversation, **values: Any) -> None:
     """Apply ``values`` only if nobody changed the holder or the status since we read them."""
     changed = (
-        session.execute(
-            update(Conversation)
-            .where(
-                Conversation.id == conversation.id,
-                Conversation.status == conversation.status,
-                Conversation.mode == conversation.mode,
-                _holder_is(conversation.assigned_user_id),
+        rows_affected(
+            session.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id == conversation.id,
+                    Conversation.status == conversation.status,
+                    Conversation.mode == conversation.mode,
+                    _holder_is(conversation.assigned_user_id),
+                )
+                .values(**values)
+                .execution_options(synchronize_session=False)
             )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         == 1
     )
     if not changed:

@@ -12,15 +12,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy.orm import Session
+
 from bot.exceptions import InvalidImport, InvalidPhoneNumber
 from bot.office.phone import e164
 from bot.privacy.consent import Evidence, record_event
 from bot.services import Services
 from storage.models import Contact, Tenant
 from storage.queries import contact_by_phone
+from storage.vocabulary import (
+    CONTACT_BASES,
+    Channel,
+    Consent,
+    ContactKind,
+    DataSource,
+    LedgerEvent,
+    LegalBasis,
+)
 
-LEGAL_BASES = ("consent", "contract", "legitimate_interest", "legal_obligation")
-KINDS = ("condomino", "fornitore", "unknown")
 COLUMNS = ("phone", "kind", "legal_basis", "consent_at", "consent_method")
 
 
@@ -36,8 +45,8 @@ class RowResult:
 class _Valid:
     line: int
     phone: str
-    kind: str
-    legal_basis: str
+    kind: ContactKind
+    legal_basis: LegalBasis
     consent_at: datetime | None
     consent_method: str
 
@@ -48,14 +57,14 @@ def _check(line: int, row: dict[str, str]) -> _Valid | RowResult:
         phone = e164(raw_phone)
     except InvalidPhoneNumber:
         return RowResult(line, raw_phone or None, "refused", "numero di telefono non valido")
-    kind = (row.get("kind") or "unknown").strip().lower() or "unknown"
-    if kind not in KINDS:
+    kind = (row.get("kind") or "").strip().lower() or ContactKind.UNKNOWN
+    if kind not in set(ContactKind):
         return RowResult(line, phone, "refused", f"tipo sconosciuto: {kind}")
     basis = (row.get("legal_basis") or "").strip().lower()
-    if basis not in LEGAL_BASES:
+    if basis not in CONTACT_BASES:
         return RowResult(line, phone, "refused", "base giuridica mancante o non valida")
     consent_at, method = None, (row.get("consent_method") or "").strip()
-    if basis == "consent":
+    if basis == LegalBasis.CONSENT:
         try:
             consent_at = datetime.fromisoformat((row.get("consent_at") or "").strip())
         except ValueError:
@@ -65,7 +74,7 @@ def _check(line: int, row: dict[str, str]) -> _Valid | RowResult:
         if not method:
             return RowResult(line, phone, "refused", "consenso senza modalità di raccolta")
         consent_at = consent_at.astimezone(UTC)
-    return _Valid(line, phone, kind, basis, consent_at, method)
+    return _Valid(line, phone, ContactKind(kind), LegalBasis(basis), consent_at, method)
 
 
 def import_contacts(
@@ -84,12 +93,12 @@ def import_contacts(
             seen.add(checked.phone)
             valid.append(checked)
     with svc.db.session() as session:
-        for row in valid:
-            results.append(_upsert(svc, session, tenant, row))
+        for accepted in valid:
+            results.append(_upsert(svc, session, tenant, accepted))
     return sorted(results, key=lambda r: r.line)
 
 
-def _upsert(svc: Services, session, tenant: Tenant, row: _Valid) -> RowResult:  # type: ignore[no-untyped-def]
+def _upsert(svc: Services, session: Session, tenant: Tenant, row: _Valid) -> RowResult:
     contact = contact_by_phone(session, tenant, row.phone)
     outcome = "updated"
     if contact is None:
@@ -97,24 +106,24 @@ def _upsert(svc: Services, session, tenant: Tenant, row: _Valid) -> RowResult:  
             tenant_id=tenant.id,
             wa_id=row.phone.lstrip("+"),
             phone=row.phone,
-            source="import",
-            consent="none",
+            source=DataSource.IMPORT,
+            consent=Consent.NONE,
         )
         session.add(contact)
         outcome = "imported"
-    if contact.consent == "withdrawn" and row.legal_basis == "consent":
+    if contact.consent == Consent.WITHDRAWN and row.legal_basis == LegalBasis.CONSENT:
         # A list cannot override an opt-out the person gave us directly.
         return RowResult(row.line, row.phone, "refused", "il contatto ha revocato il consenso")
     contact.kind, contact.legal_basis = row.kind, row.legal_basis
     session.flush()
-    if row.legal_basis == "consent":
+    if row.legal_basis == LegalBasis.CONSENT:
         record_event(
             svc,
             session,
             tenant,
             contact,
-            "imported",
-            channel="import",
+            LedgerEvent.IMPORTED,
+            channel=Channel.IMPORT,
             actor="import",
             evidence=Evidence(text=row.consent_method),
             at=row.consent_at,

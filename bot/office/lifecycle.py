@@ -20,6 +20,7 @@ from bot.privacy.audit import record_audit
 from bot.privacy.consent import DEFAULT_NOTICE_TEXT, publish_notice
 from bot.privacy.rights import delete_files, media_files
 from bot.services import Services
+from storage.db import rows_affected
 from storage.models import Base, MediaItem, Tenant, iso_utc
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def _delete_tenant(svc: Services, tenant_id: int, dry_run: bool) -> dict[str, in
         for table in reversed(Base.metadata.sorted_tables):
             if table.name != Tenant.__tablename__ and "tenant_id" in table.c:
                 result = session.execute(delete(table).where(table.c.tenant_id == tenant_id))
-                removed[table.name] = int(result.rowcount or 0)
+                removed[table.name] = rows_affected(result)
         session.delete(tenant)
         session.flush()
     if dry_run:

@@ -17,17 +17,10 @@ from sqlalchemy.orm import Session
 from bot.services import Services
 from storage.models import ConsentEvent, Contact, Message, PrivacyNotice, Tenant, utcnow
 from storage.queries import get_contact
+from storage.vocabulary import Channel, Consent, LedgerEvent, LegalBasis
 
 log = logging.getLogger(__name__)
 
-LEDGER_EVENTS = (
-    "notice_sent",
-    "granted",
-    "withdrawn",
-    "access_requested",
-    "erasure_requested",
-    "imported",
-)
 # Twilio error codes meaning the person opted out or blocked the business.
 OPT_OUT_ERROR_CODES = frozenset({21610, 63014})
 
@@ -81,16 +74,14 @@ def record_event(
     session: Session,
     tenant: Tenant,
     contact: Contact,
-    event: str,
+    event: LedgerEvent,
     *,
-    channel: str,
+    channel: Channel,
     actor: str,
     evidence: Evidence | None = None,
     notice: PrivacyNotice | None = None,
     at: datetime | None = None,
 ) -> ConsentEvent:
-    if event not in LEDGER_EVENTS:
-        raise ValueError(f"unknown consent event {event!r}")
     notice = notice or active_notice(session, tenant)
     evidence = evidence or Evidence()
     row = ConsentEvent(
@@ -111,15 +102,16 @@ def record_event(
     return row
 
 
-def _apply(contact: Contact, event: str) -> None:
-    if event == "granted" or (event == "imported" and contact.legal_basis == "consent"):
-        contact.consent = "granted"
+def _apply(contact: Contact, event: LedgerEvent) -> None:
+    imported_consent = event == LedgerEvent.IMPORTED and contact.legal_basis == LegalBasis.CONSENT
+    if event == LedgerEvent.GRANTED or imported_consent:
+        contact.consent = Consent.GRANTED
         if contact.legal_basis is None:
-            contact.legal_basis = "consent"
-    elif event == "withdrawn":
-        contact.consent = "withdrawn"
-    elif event == "notice_sent" and contact.consent == "none":
-        contact.consent = "pending"
+            contact.legal_basis = LegalBasis.CONSENT
+    elif event == LedgerEvent.WITHDRAWN:
+        contact.consent = Consent.WITHDRAWN
+    elif event == LedgerEvent.NOTICE_SENT and contact.consent == Consent.NONE:
+        contact.consent = Consent.PENDING
 
 
 def record_delivery_error(svc: Services, tenant_id: int, message_id: int, error_code: int) -> None:
@@ -132,15 +124,15 @@ def record_delivery_error(svc: Services, tenant_id: int, message_id: int, error_
         if tenant is None or message is None or message.contact_id is None:
             return
         contact = get_contact(session, tenant, message.contact_id)
-        if contact is None or contact.consent == "withdrawn":
+        if contact is None or contact.consent == Consent.WITHDRAWN:
             return
         record_event(
             svc,
             session,
             tenant,
             contact,
-            "withdrawn",
-            channel="twilio_error",
+            LedgerEvent.WITHDRAWN,
+            channel=Channel.TWILIO_ERROR,
             actor="provider",
             evidence=Evidence(text=f"error {error_code}", message_sid=message.provider_sid),
         )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from bot.exceptions import NotFound
 from bot.privacy.audit import record_audit
 from bot.services import Services
+from storage.db import rows_affected
 from storage.models import (
     AuditEvent,
     BotLogEntry,
@@ -279,4 +280,4 @@ def delete_files(paths: list[str]) -> None:
 
 def delete_rows(session: Session, model: Any, tenant: Tenant, condition: Any) -> int:
     result = session.execute(delete(model).where(model.tenant_id == tenant.id, condition))
-    return int(result.rowcount or 0)
+    return rows_affected(result)

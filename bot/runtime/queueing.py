@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, timedelta
 from functools import partial
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -77,6 +78,7 @@ class JobQueue:
         With ``wait_seconds`` it blocks that long for the first id. Ids popped but
         not enqueued (Redis failing in between) are the sweeper's to find.
         """
+        popped: Any
         if wait_seconds > 0:
             first = self.redis.blpop([self.handoff_key], timeout=wait_seconds)
             if first is None:

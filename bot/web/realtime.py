@@ -37,7 +37,7 @@ OUTAGE_RETRY_MS = 10_000
 def require_login() -> Response | None:
     if current_user.is_authenticated:
         return None
-    return current_app.login_manager.unauthorized()  # type: ignore[attr-defined, no-any-return]
+    return current_app.login_manager.unauthorized()  # type: ignore[attr-defined]
 
 
 def own_channels() -> tuple[str, str]:
