@@ -12,6 +12,7 @@ from redis import Redis
 from twilio.request_validator import RequestValidator
 
 from bot.config import encryption_keys, float_list
+from bot.conversation.understanding import Reader, read_with_model
 from bot.office.directory import TenantDirectory
 from bot.runtime.queueing import JobQueue, connect_redis
 from notify import ConsoleTransport, TwilioTransport, WhatsAppTransport
@@ -35,6 +36,9 @@ class Services:
     request_validator: RequestValidator | None
     notifier: OperatorNotifier
     inbound_writer: InboundWriter
+
+    # What a message means: the trained pipeline, or a test's own reader.
+    understand: Reader = read_with_model
 
     # The app's context factory: a job needs the app's context to run
     # (``bot.jobs`` reads ``services()``), and code holding only the parts can open it.

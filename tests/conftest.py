@@ -18,6 +18,7 @@ from fake_webpush import FakePushService
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from helpers import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL, make_tenant
+from readers import KeywordReader
 from servers import PostgresServer, RedisServer
 
 from bot import create_app
@@ -148,10 +149,13 @@ def app_config(
 
 
 @pytest.fixture
-def app(app_config: dict[str, Any]) -> Iterator[Flask]:
+def app(app_config: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[Flask]:
     application = create_app(app_config)
     with application.app_context():
         upgrade(services().db.engine)
+    if request.node.get_closest_marker("real_model") is None:
+        # Engine behaviour is tested on plain rules; the trained model has its own tests.
+        application.extensions["portineria"].understand = KeywordReader()
     yield application
     svc: Services = application.extensions["portineria"]
     svc.db.dispose()

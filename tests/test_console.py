@@ -33,11 +33,11 @@ from helpers import (
 )
 from sqlalchemy import select, update
 
-from bot.console.demo import seed_demo_operator
 from bot.console.inbox import inbox
 from bot.conversation import handoff
 from bot.exceptions import NotFound, Refused
 from bot.office.accounts import MAX_FAILED_LOGINS
+from bot.office.demo import seed_demo_operator
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.models import (

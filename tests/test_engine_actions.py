@@ -1,4 +1,8 @@
-"""Actions per intent through the real webhook, worker and fake Twilio (trained model)."""
+"""Actions per intent through the real webhook, worker and fake Twilio.
+
+The engine reads messages with the tests' rule reader (``tests/readers.py``); the
+trained model's part is in ``test_real_model_end_to_end.py`` and the intents tests.
+"""
 
 from __future__ import annotations
 
@@ -106,6 +110,37 @@ def test_sensitive_data_is_redacted_and_answered_with_the_proper_channel(consent
     assert "IT60" not in stored
     assert message.sensitive_kinds == ["iban"] and message.redacted
     assert any("IBAN" in m["Body"] for m in twilio.messages)
+
+
+def test_an_acceptance_carrying_sensitive_data_is_stored_without_any_of_it(client, svc, twilio):
+    send_inbound(client, "buongiorno")
+    drain(svc)
+    say(
+        client,
+        svc,
+        "Sì, accetto. Il mio codice fiscale è RSSMRA80A01H501U, "
+        "IBAN IT60 X054 2811 1010 0000 0123 456 e ho il diabete",
+    )
+
+    from storage.models import Message
+
+    with svc.db.session() as session:
+        message = session.scalars(
+            select(Message).where(Message.direction == "in").order_by(Message.id.desc())
+        ).first()
+        stored = svc.cipher.decrypt(message.body)
+    for fragment in ("RSSMRA", "80A01", "H501U", "IT60", "0123", "diabete"):
+        assert fragment not in stored, stored
+    assert set(message.sensitive_kinds) >= {"codice_fiscale", "iban", "health"}
+
+
+def test_engine_behaviour_is_read_by_the_test_reader_not_the_trained_model(consented, svc):
+    say(consented, svc, "Il cancello non si apre")
+
+    with svc.db.session() as session:
+        entry = session.scalars(select(BotLogEntry).order_by(BotLogEntry.id.desc())).first()
+    assert entry.model_version == "rules-for-tests"
+    assert "Il cancello non si apre" in svc.understand.read
 
 
 def test_tickets_and_bot_logs_api(consented, svc, tenant):

@@ -18,13 +18,12 @@ from werkzeug.wrappers import Response
 from bot.console import admin_views, ticket_views, views  # noqa: F401  (routes)
 from bot.console.auth import init_login
 from bot.console.blueprint import bp
-from bot.console.demo import seed_demo_operator
 from bot.console.labels import JINJA_FILTERS, JINJA_TABLES, label
 from bot.exceptions import NotFound
 from bot.services import services
 from notify.operators import tenant_channel, user_channel
 
-__all__ = ["bp", "init_app", "seed_demo_operator"]
+__all__ = ["bp", "init_app"]
 
 ERROR_TEXT = {
     400: "Richiesta non valida.",

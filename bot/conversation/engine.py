@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordBook
 from bot.conversation.replies import render
+from bot.conversation.understanding import Reading
 from bot.exceptions import SendDeferred
 from bot.outbound import Outgoing, send_message
 from bot.privacy.consent import Evidence, active_notice, record_event
 from bot.services import Services
+from intents.sensitive import Finding, find_sensitive, redact
 from notify import MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.inbound import ClaimedMessage, claim_for_processing, mark_processed, release_lease
@@ -97,20 +100,6 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     mark_processed(svc.db, claimed.id)
 
 
-def _understand(text: str) -> tuple[rules.Understanding | None, Any, tuple[Any, ...]]:
-    """Intent and sensitive findings; the spaCy pipeline is loaded once per worker."""
-    import intents
-
-    if not text.strip():
-        return None, None, ()
-    prediction = intents.classify(text)
-    findings = tuple(intents.find_sensitive(text))
-    understanding = rules.Understanding(
-        prediction.intent, prediction.confidence, prediction.safety_rule
-    )
-    return understanding, prediction, findings
-
-
 @dataclass(frozen=True)
 class Handled:
     """What deciding a message produced, for the stages after the transaction."""
@@ -135,8 +124,16 @@ def _handle(
     keyword = (
         None if inbound.opt_out_type else book.match(inbound.body, awaiting_acceptance=awaiting)
     )
+    # The intent of what follows a keyword ("sì, ma il citofono non va"); sensitive data
+    # in the whole body, which is what is stored and redacted.
     text = keyword.rest if keyword and keyword.rest else ("" if keyword else inbound.body)
-    understanding, prediction, all_findings = _understand(text)
+    reading = svc.understand(text) if text.strip() else None
+    findings = tuple(find_sensitive(inbound.body)) if inbound.body.strip() else ()
+    understanding = (
+        rules.Understanding(reading.intent, reading.confidence, reading.safety_rule)
+        if reading
+        else None
+    )
     with svc.db.session() as session:
         tenant = session.get(Tenant, claimed.tenant_id)
         assert tenant is not None
@@ -149,27 +146,27 @@ def _handle(
             clarifications=thread.clarifications,
             keyword=keyword,
             opt_out_type=inbound.opt_out_type,
-            sensitive_kinds=tuple(sorted({f.kind for f in all_findings})),
+            sensitive_kinds=tuple(sorted({f.kind for f in findings})),
             understanding=understanding,
             has_text=bool(inbound.body.strip()),
         )
         plan = rules.plan_turn(turn)
         message = session.get(Message, claimed.id)
         assert message is not None
-        _store_body(svc, tenant, message, inbound, contact, thread, all_findings, prediction)
+        _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
         _apply_ledger(svc, session, tenant, contact, plan, inbound)
-        events = _apply_plan(session, tenant, thread, message, plan, prediction, now)
+        events = _apply_plan(session, tenant, thread, message, plan, reading, now)
         message.status = MessageStatus.HANDLED
         session.add(
             BotLogEntry(
                 tenant_id=tenant.id,
                 message_id=message.id,
                 at=now,
-                intent=prediction.intent if prediction else None,
-                confidence=prediction.confidence if prediction else None,
+                intent=reading.intent if reading else None,
+                confidence=reading.confidence if reading else None,
                 action=plan.action,
-                model_version=prediction.model_version if prediction else None,
-                safety_rule=prediction.safety_rule if prediction else None,
+                model_version=reading.model_version if reading else None,
+                safety_rule=reading.safety_rule if reading else None,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 detail={
                     "replies": [[r.key, r.purpose] for r in plan.replies],
@@ -233,22 +230,20 @@ def _store_body(
     inbound: InboundMessage,
     contact: Contact,
     thread: Conversation,
-    findings: tuple[Any, ...],
-    prediction: Any,
+    findings: tuple[Finding, ...],
+    reading: Reading | None,
 ) -> None:
     body = inbound.body
     if findings and tenant.settings.get("redact_sensitive", True):
-        import intents
-
-        body = intents.redact(body, list(findings))
+        body = redact(body, list(findings))
         message.redacted = True
     message.body = svc.cipher.encrypt(body)
     message.contact_id = contact.id
     message.conversation_id = thread.id
     message.sensitive_kinds = sorted({f.kind for f in findings})
-    if prediction is not None:
-        message.intent = prediction.intent
-        message.confidence = prediction.confidence
+    if reading is not None:
+        message.intent = reading.intent
+        message.confidence = reading.confidence
 
 
 def _apply_ledger(
@@ -286,11 +281,11 @@ def _apply_plan(
     thread: Conversation,
     message: Message,
     plan: rules.Plan,
-    prediction: Any,
-    now: Any,
+    reading: Reading | None,
+    now: datetime,
 ) -> list[OperatorEvent]:
     events: list[OperatorEvent] = []
-    entities = [asdict(e) for e in (prediction.entities if prediction else ())]
+    entities = [asdict(e) for e in (reading.entities if reading else ())]
     if plan.clarification:
         thread.clarifications += 1
     elif plan.ticket or plan.appointment or plan.work_done:

@@ -148,8 +148,8 @@ def _watch_worker(worker: subprocess.Popen[bytes]) -> None:
 
 def run_dev(port: int) -> None:
     from bot import create_app
-    from bot.console import seed_demo_operator
     from bot.exceptions import TenantExists
+    from bot.office.demo import seed_demo_operator
     from bot.office.lifecycle import create_tenant
     from bot.services import services
     from storage.migrate import upgrade
