@@ -44,6 +44,7 @@ from storage.vocabulary import (
     Priority,
     Purpose,
     Role,
+    TicketEventKind,
     TicketKind,
     TicketStatus,
 )
@@ -165,6 +166,10 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_message_at: Mapped[datetime | None]
     human_since: Mapped[datetime | None]
+    # When the bot first told the resident that an operator will answer (cleared when
+    # the conversation goes back to the bot), and when it reminded them, once.
+    handoff_at: Mapped[datetime | None]
+    handoff_reminded_at: Mapped[datetime | None]
 
     contact: Mapped[Contact] = relationship()
 
@@ -366,6 +371,14 @@ class Ticket(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "source_message_id"),
         Index(None, "tenant_id", "created_at"),
+        # The escalation's question, asked every few seconds: which emergencies
+        # nobody has acknowledged yet. Only those rows are in the index.
+        Index(
+            "ix_tickets_unacknowledged",
+            "created_at",
+            sqlite_where=text("kind = 'emergency' AND acknowledged_at IS NULL"),
+            postgresql_where=text("kind = 'emergency' AND acknowledged_at IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -382,8 +395,31 @@ class Ticket(Base):
         StoredWord(TicketStatus, 16), default=TicketStatus.OPEN
     )
     entities: Mapped[list[Any]] = mapped_column(default=list)
+    # An emergency's hazard: the safety rule that fired (``gas_smell``...), if any.
+    hazard: Mapped[str | None] = mapped_column(String(32))
+    # When an operator took charge of an emergency; until then it stays urgent.
+    acknowledged_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TicketEvent(Base):
+    """One entry of a ticket's timeline: what happened, when, by whom.
+
+    ``actor`` is ``user:<id>``, ``system``, ``api``, ``contact`` or another named
+    part; ``detail`` holds ids and short facts, never a message body or a phone number.
+    """
+
+    __tablename__ = "ticket_events"
+    __table_args__ = (Index(None, "ticket_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[TicketEventKind] = mapped_column(StoredWord(TicketEventKind, 32))
+    actor: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class Event(Base):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "AckVia",
     "Action",
     "Channel",
     "ContactKind",
@@ -29,6 +30,7 @@ __all__ = [
     "Purpose",
     "Refusal",
     "Role",
+    "TicketEventKind",
     "TicketKind",
     "TicketStatus",
 ]
@@ -153,6 +155,10 @@ class LedgerEvent(StrEnum):
     ACCESS_REQUESTED = "access_requested"
     ERASURE_REQUESTED = "erasure_requested"
     IMPORTED = "imported"
+    # A safety reply in an emergency to someone who never accepted or who withdrew:
+    # its basis is their vital interests (art. 6(1)(d), 9(2)(c) GDPR), not consent.
+    # The evidence is the emergency message it answers. It changes no consent state.
+    VITAL_INTERESTS_REPLY = "vital_interests_reply"
 
 
 class Channel(StrEnum):
@@ -198,6 +204,25 @@ class TicketStatus(StrEnum):
     DONE = "done"
 
 
+class TicketEventKind(StrEnum):
+    """A ticket's timeline (``ticket_events``): what happened to it, in order."""
+
+    OPENED = "opened"
+    NOTIFIED = "notified"  # operators were alerted
+    ACKNOWLEDGED = "acknowledged"  # an operator took charge of an emergency
+    RELEASED = "released"  # its conversation went back to the bot
+    CLOSED = "closed"
+
+
+class AckVia(StrEnum):
+    """How an emergency was acknowledged."""
+
+    TAKEOVER = "takeover"  # an operator took the conversation over in the console
+    CONSOLE = "console"  # the console's "Presa in carico" button
+    API = "api"  # POST /api/v1/conversations/<id>/acknowledge
+    VOICE = "voice"  # an on-call person pressed 1 on the escalation call
+
+
 class Handoff(StrEnum):
     """Why the bot asked for a human."""
 
@@ -224,6 +249,8 @@ class Action(StrEnum):
     EMERGENCY_BEFORE_CONSENT = "emergency_before_consent"
     EMERGENCY_HANDOFF = "emergency_handoff"
     EMERGENCY_IN_HUMAN_MODE = "emergency_in_human_mode"
+    # A contact who withdrew reports an emergency: one safety reply, nothing more.
+    EMERGENCY_AFTER_WITHDRAWAL = "emergency_after_withdrawal"
     HUMAN_MODE = "human_mode"
     HANDOFF = "handoff"
     HANDOFF_AFTER_CLARIFICATION = "handoff_after_clarification"
@@ -238,3 +265,5 @@ class Action(StrEnum):
     TICKET_WORK_DONE = "ticket_work_done"
     EVENT = "event"
     ACKNOWLEDGED = "acknowledged"
+    # Not a message's decision: the housekeeping's "an operator will answer" reminder.
+    HANDOFF_REMINDER = "handoff_reminder"
