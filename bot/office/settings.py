@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.exceptions import InvalidSetting, NotFound
+from bot.office.hours import WEEKDAYS, parse_closed_days, parse_day_hours
 from bot.outbound.gate import DEFAULT_SEND_RATE
 from bot.privacy.audit import record_audit
 from bot.privacy.retention import DEFAULT_TERMS, terms_for
@@ -19,6 +20,9 @@ from storage.models import Tenant
 # WhatsApp Business senders are capped at 80 messages/s by Twilio.
 MAX_SEND_RATE = 80
 MAX_RETENTION_DAYS = 3650
+# After a handoff, how long the resident waits for an operator before one reminder.
+DEFAULT_HANDOFF_REMINDER_MINUTES = 15
+MAX_HANDOFF_REMINDER_MINUTES = 24 * 60
 
 
 def _boolean(raw: str) -> bool:
@@ -62,6 +66,12 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     # The office's data protection officer (or privacy contact), for its Art. 30 register.
     "dpo_contact": _text(200),
     **{f"retention.{term}": _whole_number(1, MAX_RETENTION_DAYS) for term in DEFAULT_TERMS},
+    # Opening hours per weekday (Europe/Rome): "09:00-13:00,14:30-18:00" or "closed".
+    **{f"hours.{day}": parse_day_hours for day in WEEKDAYS},
+    # Days the office is closed whatever the weekday: "2026-12-24,2026-12-25".
+    "closed_days": parse_closed_days,
+    # 0 turns the reminder off.
+    "handoff.reminder_minutes": _whole_number(0, MAX_HANDOFF_REMINDER_MINUTES),
 }
 
 
@@ -90,7 +100,16 @@ def effective_settings(tenant: Tenant) -> dict[str, Any]:
         "proper_channel": settings.get("proper_channel"),
         "dpo_contact": settings.get("dpo_contact"),
         "retention": terms_for(tenant),
+        "hours": {day: (settings.get("hours") or {}).get(day, []) for day in WEEKDAYS},
+        "closed_days": list(settings.get("closed_days") or []),
+        "handoff": {"reminder_minutes": handoff_reminder_minutes(settings)},
     }
+
+
+def handoff_reminder_minutes(settings: dict[str, Any] | None) -> int:
+    """Minutes after a handoff before the resident is reminded (0: never)."""
+    handoff = (settings or {}).get("handoff") or {}
+    return int(handoff.get("reminder_minutes", DEFAULT_HANDOFF_REMINDER_MINUTES))
 
 
 def update_settings(
@@ -103,14 +122,13 @@ def update_settings(
             raise NotFound("no such office")
         # A new dict, not an in-place edit: the JSON column only notices reassignment.
         settings = {**(tenant.settings or {})}
-        retention = {**(settings.get("retention") or {})}
         for key, value in changes.items():
-            if key.startswith("retention."):
-                retention[key.removeprefix("retention.")] = value
+            group, dot, name = key.partition(".")
+            if dot:
+                # "retention.messages_days" lives in settings["retention"]["messages_days"].
+                settings[group] = {**(settings.get(group) or {}), name: value}
             else:
                 settings[key] = value
-        if retention:
-            settings["retention"] = retention
         tenant.settings = settings
         if changes:
             record_audit(
