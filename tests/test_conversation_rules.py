@@ -106,7 +106,7 @@ def test_first_message_gets_the_welcome_and_a_notice_event():
     assert plan.ticket is None
 
 
-def test_emergency_before_consent_still_gets_safety_and_a_human():
+def test_emergency_before_consent_gets_safety_first_then_the_welcome_and_a_human():
     plan = plan_turn(
         replace(
             SERVED,
@@ -115,8 +115,9 @@ def test_emergency_before_consent_still_gets_safety_and_a_human():
             understanding=Understanding("emergenza", 0.95, "gas_smell"),
         )
     )
-    assert [r.key for r in plan.replies] == ["welcome", "emergency_gas"]
-    assert plan.urgent and plan.handoff == "emergency"
+    assert [r.key for r in plan.replies] == ["emergency_gas", "welcome"]
+    assert plan.ledger == ["vital_interests_reply", "notice_sent"]
+    assert plan.urgent and plan.handoff == "emergency" and plan.ticket == "emergency"
 
 
 def test_accept_before_any_notice_shows_the_notice_first():

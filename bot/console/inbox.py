@@ -14,6 +14,14 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
+from bot.conversation.emergency import (
+    conversations_with_pending_emergencies,
+    hazard_label,
+    pending_emergencies,
+    place_of,
+    ticket_timeline,
+)
+from bot.outbound.gate import GateDecision, evaluate
 from storage.crypto import BodyCipher
 from storage.models import (
     ConsentEvent,
@@ -23,9 +31,11 @@ from storage.models import (
     MediaItem,
     Message,
     Ticket,
+    TicketEvent,
     User,
 )
 from storage.queries import conversation_messages, get_contact, get_conversation
+from storage.vocabulary import Purpose, TicketKind
 
 FILTERS: dict[str, str] = {
     "open": "Aperte",
@@ -52,6 +62,18 @@ class InboxRow:
     waiting_since: datetime | None
     last_message_at: datetime | None
     preview: str
+    unacknowledged: bool = False  # an emergency nobody has taken charge of
+
+
+@dataclass(frozen=True)
+class EmergencyView:
+    """An emergency ticket of the conversation, with its timeline."""
+
+    ticket: Ticket
+    hazard: str
+    place: str | None
+    pending: bool  # not acknowledged and not closed
+    timeline: Sequence[TicketEvent]
 
 
 @dataclass(frozen=True)
@@ -89,11 +111,41 @@ class ContactView:
 class ConversationDetail:
     conversation: Conversation
     contact: ContactView
+    contact_state: Contact
     holder: str | None
     messages: list[MessageView]
     tickets: Sequence[Ticket]
     events: Sequence[Event]
     colleagues: list[tuple[int, str]] = field(default_factory=list)
+    emergencies: list[EmergencyView] = field(default_factory=list)
+
+    @property
+    def pending_emergency(self) -> bool:
+        return any(e.pending for e in self.emergencies)
+
+
+# When the gate will not let an operator write: the page and a refused reply say this.
+CALL_INSTEAD = "Non è possibile scrivere: chiamalo al {phone}."
+
+
+def operator_may_write(contact: Contact, now: datetime) -> GateDecision:
+    """Would the outbound gate take an operator's free-text reply now (rate aside)?"""
+    return evaluate(
+        consent=contact.consent,
+        legal_basis=contact.legal_basis,
+        last_inbound_at=contact.last_inbound_at,
+        purpose=Purpose.OPERATOR,
+        is_template=False,
+        now=now,
+    )
+
+
+def contact_phone(session: Session, tenant_id: int, conversation_id: int) -> str | None:
+    conversation = get_conversation(session, tenant_id, conversation_id)
+    if conversation is None:
+        return None
+    contact = get_contact(session, tenant_id, conversation.contact_id)
+    return contact.phone if contact else None
 
 
 def contact_label(contact: Contact) -> str:
@@ -150,7 +202,9 @@ def inbox(
     rows = session.execute(
         _filtered(query, filter_name, user_id).order_by(*_inbox_order()).limit(limit)
     ).all()
-    previews = _previews(session, cipher, tenant_id, [c.id for c, _, _ in rows])
+    ids = [c.id for c, _, _ in rows]
+    previews = _previews(session, cipher, tenant_id, ids)
+    pending = conversations_with_pending_emergencies(session, tenant_id, ids)
     return [
         InboxRow(
             id=c.id,
@@ -164,6 +218,7 @@ def inbox(
             waiting_since=c.human_since or c.last_message_at or c.created_at,
             last_message_at=c.last_message_at,
             preview=previews.get(c.id, ""),
+            unacknowledged=c.id in pending,
         )
         for c, contact, email in rows
     ]
@@ -239,6 +294,7 @@ def conversation_detail(
     return ConversationDetail(
         conversation=conversation,
         contact=_contact_view(session, tenant_id, contact),
+        contact_state=contact,
         holder=users.get(conversation.assigned_user_id) if conversation.assigned_user_id else None,
         messages=_message_views(
             session, cipher, tenant_id, conversation.id, users, [*tickets, *events]
@@ -246,7 +302,25 @@ def conversation_detail(
         tickets=tickets,
         events=events,
         colleagues=list(colleagues),
+        emergencies=_emergency_views(session, tenant_id, conversation.id, tickets),
     )
+
+
+def _emergency_views(
+    session: Session, tenant_id: int, conversation_id: int, tickets: Sequence[Ticket]
+) -> list[EmergencyView]:
+    pending = {t.id for t in pending_emergencies(session, tenant_id, conversation_id)}
+    return [
+        EmergencyView(
+            ticket=t,
+            hazard=hazard_label(t.hazard),
+            place=place_of(t.entities),
+            pending=t.id in pending,
+            timeline=ticket_timeline(session, tenant_id, t.id),
+        )
+        for t in tickets
+        if t.kind == TicketKind.EMERGENCY
+    ]
 
 
 def _contact_view(session: Session, tenant_id: int, contact: Contact) -> ContactView:

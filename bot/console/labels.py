@@ -18,6 +18,7 @@ LEGAL_BASIS = {
     "contract": "contratto",
     "legitimate_interest": "legittimo interesse",
     "legal_obligation": "obbligo di legge",
+    "vital_interests": "interessi vitali (emergenza)",
 }
 CONTACT_KIND = {"condomino": "condomino", "fornitore": "fornitore", "unknown": "non indicato"}
 MODE = {"bot": "bot", "human": "operatore"}
@@ -70,6 +71,20 @@ CONSENT_EVENT = {
     "access_requested": "richiesta di accesso",
     "erasure_requested": "richiesta di cancellazione",
     "imported": "importato",
+    "vital_interests_reply": "indicazioni di sicurezza (interessi vitali)",
+}
+TICKET_EVENT = {
+    "opened": "aperta",
+    "notified": "operatori avvisati",
+    "acknowledged": "presa in carico",
+    "released": "restituita al bot",
+    "closed": "chiusa",
+}
+ACK_VIA = {
+    "takeover": "presa della conversazione",
+    "console": "pulsante Presa in carico",
+    "api": "gestionale (API)",
+    "voice": "telefonata al reperibile",
 }
 
 
@@ -125,4 +140,6 @@ JINJA_TABLES = {
     "PURPOSE": PURPOSE,
     "ROLE": ROLE,
     "CONSENT_EVENT": CONSENT_EVENT,
+    "TICKET_EVENT": TICKET_EVENT,
+    "ACK_VIA": ACK_VIA,
 }

@@ -8,11 +8,12 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.conversation.emergency import record_ticket_event
 from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit
 from storage.models import Ticket
-from storage.vocabulary import TicketStatus
+from storage.vocabulary import TicketEventKind, TicketKind, TicketStatus
 
 TICKET_STATUSES = tuple(TicketStatus)
 
@@ -44,7 +45,16 @@ def change_ticket_status(
     ticket = load_ticket(session, actor.tenant_id, ticket_id)
     if ticket.status == wanted:
         return ticket
+    unacknowledged = ticket.kind == TicketKind.EMERGENCY and ticket.acknowledged_at is None
+    if wanted == TicketStatus.DONE and unacknowledged:
+        # Closing it here would skip the reason its conversation's close asks for.
+        raise Refused(
+            "L'emergenza non è stata presa in carico: prendila in carico, oppure chiudi la "
+            "conversazione indicando il motivo."
+        )
     previous, ticket.status, ticket.updated_at = ticket.status, wanted, now
+    if wanted == TicketStatus.DONE:
+        record_ticket_event(session, ticket, TicketEventKind.CLOSED, actor=actor.audit_name, at=now)
     record_actor_audit(
         session, actor, "ticket.status", "ticket", ticket.id, {"from": previous, "to": status}
     )

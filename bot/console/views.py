@@ -33,10 +33,13 @@ from bot.console.auth import (
 )
 from bot.console.blueprint import bp
 from bot.console.inbox import (
+    CALL_INSTEAD,
     DEFAULT_FILTER,
     FILTERS,
+    contact_phone,
     conversation_detail,
     inbox_counts,
+    operator_may_write,
 )
 from bot.console.inbox import inbox as inbox_rows
 from bot.console.reply import new_form_key, send_operator_reply
@@ -46,8 +49,11 @@ from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
 from storage.models import utcnow
+from storage.vocabulary import Refusal
 
 OPEN_ENDPOINTS = frozenset({"console.login"})
+# Refusals that retrying will not cure: the operator is told to phone instead.
+LASTING_REFUSALS = frozenset({Refusal.OPTED_OUT, Refusal.NO_CONSENT, Refusal.OUTSIDE_WINDOW})
 MAX_EMAIL = 254
 MAX_PASSWORD = 1024
 
@@ -143,10 +149,15 @@ def conversation(conversation_id: int) -> str:
         form_key=new_form_key(),
         holds_it=thread.mode == "human" and thread.assigned_user_id == who.user_id,
         may_act=thread.status == "open" and handoff.may_act(thread, who),
+        writable=operator_may_write(detail.contact_state, utcnow()),
     )
 
 
-def _move(conversation_id: int, run: Callable[[Session, Actor], handoff.Move]) -> Response:
+def _move(
+    conversation_id: int,
+    run: Callable[[Session, Actor], handoff.Move],
+    back_to: str | None = None,
+) -> Response:
     svc = services()
     try:
         with svc.db.session() as db:
@@ -157,6 +168,8 @@ def _move(conversation_id: int, run: Callable[[Session, Actor], handoff.Move]) -
         handoff.publish(svc, move.events)
         lost = isinstance(move, handoff.Takeover) and not move.won
         flash(move.message, "error" if lost else "ok")
+    if back_to == "inbox":
+        return redirect(url_for("console.inbox"))
     return redirect(url_for("console.conversation", conversation_id=conversation_id))
 
 
@@ -174,7 +187,18 @@ def release(conversation_id: int) -> Response:
 
 @bp.post("/conversations/<int:conversation_id>/close")
 def close(conversation_id: int) -> Response:
-    return _move(conversation_id, lambda db, who: handoff.close(db, who, conversation_id))
+    reason = request.form.get("reason", "")
+    return _move(conversation_id, lambda db, who: handoff.close(db, who, conversation_id, reason))
+
+
+@bp.post("/conversations/<int:conversation_id>/acknowledge")
+def acknowledge(conversation_id: int) -> Response:
+    """ "Presa in carico": someone has the emergency (from the page or the inbox)."""
+    return _move(
+        conversation_id,
+        lambda db, who: handoff.acknowledge(db, who, conversation_id, utcnow()),
+        back_to="inbox" if request.form.get("from") == "inbox" else None,
+    )
 
 
 @bp.post("/conversations/<int:conversation_id>/assign")
@@ -200,5 +224,18 @@ def reply(conversation_id: int) -> Response:
     except Refused as refusal:
         flash(refusal.message, "error")
     else:
-        flash(result.message, "ok" if result.sent else "error")
+        if result.sent:
+            flash(result.message, "ok")
+        elif result.refusal_reason in LASTING_REFUSALS:
+            flash(result.message + _call_instead(conversation_id), "error")
+        else:
+            flash(result.message, "error")
     return redirect(url_for("console.conversation", conversation_id=conversation_id))
+
+
+def _call_instead(conversation_id: int) -> str:
+    """A refused reply says how to reach the resident anyway: by phone."""
+    svc, who = services(), actor()
+    with svc.db.read() as db:
+        phone = contact_phone(db, who.tenant_id, conversation_id)
+    return f" {CALL_INSTEAD.format(phone=phone)}" if phone else ""

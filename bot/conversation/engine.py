@@ -3,10 +3,12 @@
 1. Take the processing lease (one worker at a time; a dead worker's lease expires).
 2. Understand the text (keywords, sensitive data, intent) outside any transaction.
 3. In one transaction: contact, conversation, the message's body, consent ledger,
-   handoff, tickets and events, and the bot-log row that records the plan.
-4. Keep every media item, encrypted.
-5. Send the planned replies through the outbound gate, each under its own
-   idempotency key, so a retry resends nothing that already went.
+   handoff, tickets (an emergency's with its timeline) and events, and the bot-log
+   row that records the plan.
+4. Send the planned replies through the outbound gate, each under its own
+   idempotency key, so a retry resends nothing that already went. Safety advice
+   is always the first of them.
+5. Keep every media item, encrypted.
 6. Mark the message processed and drop the raw webhook payload.
 
 A retry after stage 3 reads the plan back from the bot log instead of deciding again.
@@ -26,12 +28,14 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.conversation import rules
+from bot.conversation.emergency import open_emergency
 from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordBook
 from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
 from bot.exceptions import SendDeferred
+from bot.office.hours import OfficeClosed, closed_now
 from bot.outbound import Outgoing, send_message
 from bot.privacy.consent import Evidence, active_notice, record_event
 from bot.services import Services
@@ -57,6 +61,7 @@ from storage.vocabulary import (
     ConversationStatus,
     DataSource,
     LedgerEvent,
+    LegalBasis,
     MessageStatus,
     Mode,
     Priority,
@@ -94,9 +99,10 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
         handled = _handle(svc, claimed, inbound, started)
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
+    # Replies before media: a photo's download must not hold back safety advice.
+    _send_planned_replies(svc, claimed)
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
-    _send_planned_replies(svc, claimed)
     mark_processed(svc.db, claimed.id)
 
 
@@ -134,6 +140,7 @@ def _handle(
         if reading
         else None
     )
+    closed = closed_now(tenant.settings, now)
     with svc.db.session() as session:
         tenant = session.get(Tenant, claimed.tenant_id)
         assert tenant is not None
@@ -149,6 +156,7 @@ def _handle(
             sensitive_kinds=tuple(sorted({f.kind for f in findings})),
             understanding=understanding,
             has_text=bool(inbound.body.strip()),
+            office_open=closed is None,
         )
         plan = rules.plan_turn(turn)
         message = session.get(Message, claimed.id)
@@ -168,18 +176,34 @@ def _handle(
                 model_version=reading.model_version if reading else None,
                 safety_rule=reading.safety_rule if reading else None,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                detail={
-                    "replies": [[r.key, r.purpose] for r in plan.replies],
-                    "keyword": keyword.kind if keyword else None,
-                    "sensitive": list(turn.sensitive_kinds),
-                    "handoff": plan.handoff,
-                },
+                detail=_log_detail(plan, turn, keyword, closed),
             )
         )
         session.flush()
         events.append(_message_event(tenant, thread, message))
     publish(svc, events)
     return Handled(tenant=tenant, contact=contact, message_id=claimed.id, ledger=tuple(plan.ledger))
+
+
+def _log_detail(
+    plan: rules.Plan, turn: rules.Turn, keyword: Any, closed: OfficeClosed | None
+) -> dict[str, Any]:
+    """The bot log's record of the plan: the replies (and their texts' keys) to send."""
+    detail: dict[str, Any] = {
+        "replies": [
+            [r.key, r.purpose] if r.suffix is None else [r.key, r.purpose, r.suffix]
+            for r in plan.replies
+        ],
+        "keyword": keyword.kind if keyword else None,
+        "sensitive": list(turn.sensitive_kinds),
+        "handoff": plan.handoff,
+    }
+    if plan.vital_interests:
+        # Why someone without consent was written to: the ledger has the same event.
+        detail["legal_basis"] = LegalBasis.VITAL_INTERESTS
+    if closed is not None:
+        detail["reopening"] = closed.reopening
+    return detail
 
 
 def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any) -> Contact:
@@ -270,9 +294,19 @@ def _apply_ledger(
             event,
             channel=plan.ledger_channel,
             actor="contact",
-            evidence=evidence,
+            evidence=_vital_interests_evidence(plan, inbound)
+            if event == LedgerEvent.VITAL_INTERESTS_REPLY
+            else evidence,
             notice=notice,
         )
+
+
+def _vital_interests_evidence(plan: rules.Plan, inbound: InboundMessage) -> Evidence:
+    # The ledger outlives the messages: it names the emergency and the message that
+    # reported it, not the report's words (which may describe someone's health).
+    return Evidence(
+        text=f"emergenza: {plan.hazard or 'non specificata'}", message_sid=inbound.message_sid
+    )
 
 
 def _apply_plan(
@@ -305,7 +339,17 @@ def _apply_plan(
                     {"conversation_id": thread.id, "reason": request, "priority": thread.priority},
                 )
             )
-    if plan.ticket:
+    if plan.ticket == TicketKind.EMERGENCY:
+        ticket = open_emergency(
+            session,
+            thread,
+            message,
+            hazard=plan.hazard,
+            entities=entities,
+            alerts=[event.name for event in events],
+            now=now,
+        )
+    elif plan.ticket:
         ticket = Ticket(
             tenant_id=tenant.id,
             conversation_id=thread.id,
@@ -317,6 +361,7 @@ def _apply_plan(
         )
         session.add(ticket)
         session.flush()
+    if plan.ticket:
         events.append(
             OperatorEvent(
                 (tenant_channel(tenant.slug),),
@@ -467,15 +512,18 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
         "notice": notice.text.format(office=tenant.name) if notice else "",
         "notice_url": notice.full_notice_url if notice else "",
         "redaction": "conservato senza quei dati" if redacted else "segnalato all'ufficio",
+        "reopening": entry.detail.get("reopening", ""),
     }
-    for index, (key, purpose) in enumerate(entry.detail.get("replies", [])):
+    for index, (key, purpose, *suffix) in enumerate(entry.detail.get("replies", [])):
         text = render(key, tenant.settings, **values)
+        if suffix:
+            text += "\n\n" + render(suffix[0], tenant.settings, **values)
         outcome = send_message(
             svc,
             tenant,
             contact,
             thread,
-            Outgoing(text=text, purpose=purpose),
+            Outgoing(text=text, purpose=purpose, answers=claimed.id),
             idempotency_key=f"reply:{claimed.id}:{index}",
         )
         if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:

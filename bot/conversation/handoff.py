@@ -19,15 +19,41 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from bot.conversation.emergency import (
+    acknowledge_in_session,
+    acknowledged_event,
+    dismiss_pending_emergencies,
+    keeps_urgent,
+    pending_emergencies,
+    record_on_open_emergencies,
+)
+from bot.conversation.replies import render
 from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
+from bot.office.hours import hours_sentence
+from bot.office.settings import handoff_reminder_minutes
+from bot.outbound import Outgoing, queue_message
 from bot.privacy.audit import record_actor_audit, record_audit
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.db import rows_affected
-from storage.models import Conversation, Message, Tenant, User
-from storage.queries import get_conversation
-from storage.vocabulary import ConversationStatus, Direction, Handoff, Mode, Priority, Purpose
+from storage.models import BotLogEntry, Conversation, Message, Tenant, Ticket, User, utcnow
+from storage.queries import get_contact, get_conversation
+from storage.vocabulary import (
+    AckVia,
+    Action,
+    ConversationStatus,
+    Direction,
+    Handoff,
+    MessageStatus,
+    Mode,
+    Priority,
+    Purpose,
+    Refusal,
+    TicketEventKind,
+    TicketKind,
+    TicketStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +94,8 @@ def handoff_to_operator(
     thread.needs_attention = True
     thread.mode = Mode.HUMAN
     thread.human_since = thread.human_since or now
+    # The resident waits for an operator from the first handoff on (see the reminder).
+    thread.handoff_at = thread.handoff_at or now
     if urgent:
         thread.priority = Priority.URGENT
     channels = (tenant_channel(tenant.slug),)
@@ -111,10 +139,42 @@ def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime
         holder = _email(session, actor.tenant_id, conversation.assigned_user_id)
         return Takeover(f"La conversazione è già stata presa in carico da {holder}.")
     _audit(session, actor, "conversation.takeover", conversation.id)
-    return Takeover(
-        "Hai preso in carico la conversazione: il bot non risponderà più.",
-        events=[_updated(session, conversation, "takeover")],
-        won=True,
+    # Taking the conversation over is taking charge of its emergency.
+    acknowledged = acknowledge_in_session(
+        session,
+        actor.tenant_id,
+        conversation.id,
+        actor=actor.audit_name,
+        user_id=actor.user_id,
+        via=AckVia.TAKEOVER,
+        now=now,
+        ip=actor.ip,
+    )
+    message = "Hai preso in carico la conversazione: il bot non risponderà più."
+    if acknowledged:
+        message = "Hai preso in carico la conversazione e l'emergenza: il bot non risponderà più."
+    return Takeover(message, events=[_updated(session, conversation, "takeover")], won=True)
+
+
+def acknowledge(session: Session, actor: Actor, conversation_id: int, now: datetime) -> Move:
+    """The console's "Presa in carico": someone has the emergency, with or without a takeover."""
+    conversation = load_conversation(session, actor, conversation_id)
+    acknowledged = acknowledge_in_session(
+        session,
+        actor.tenant_id,
+        conversation.id,
+        actor=actor.audit_name,
+        user_id=actor.user_id,
+        via=AckVia.CONSOLE,
+        now=now,
+        ip=actor.ip,
+    )
+    if not acknowledged:
+        return Move("Nessuna emergenza da prendere in carico: qualcuno l'ha già fatto.")
+    slug = session.scalar(select(Tenant.slug).where(Tenant.id == actor.tenant_id))
+    return Move(
+        "Emergenza presa in carico: i colleghi lo vedono.",
+        [acknowledged_event(str(slug), conversation.id, acknowledged)],
     )
 
 
@@ -128,14 +188,14 @@ def assign(
     )
     if colleague is None:
         raise Refused("Collega non trovato.")
-    _compare_and_set(
-        session,
-        conversation,
-        mode=Mode.HUMAN,
-        assigned_user_id=colleague.id,
-        needs_attention=False,
-        human_since=now,
-    )
+    moved: dict[str, Any] = {
+        "mode": Mode.HUMAN,
+        "assigned_user_id": colleague.id,
+        "needs_attention": False,
+        "human_since": now,
+    }
+    # Handing it to a colleague is not taking charge: an emergency keeps waiting.
+    _compare_and_set(session, conversation, **{**moved, **keeps_urgent(session, conversation)})
     _audit(
         session, actor, "conversation.assign", conversation.id, detail={"to_user_id": colleague.id}
     )
@@ -157,19 +217,34 @@ def release(session: Session, actor: Actor, conversation_id: int) -> Move:
     if conversation.mode != Mode.HUMAN:
         raise Refused("La conversazione è già gestita dal bot.")
     holder = conversation.assigned_user_id
-    _compare_and_set(session, conversation, **_BACK_TO_BOT)
+    # An emergency nobody acknowledged stays urgent and waiting, whoever answers.
+    kept = keeps_urgent(session, conversation)
+    _compare_and_set(session, conversation, **{**_BACK_TO_BOT, **kept})
+    now = utcnow()
+    record_on_open_emergencies(
+        session, conversation, TicketEventKind.RELEASED, actor=actor.audit_name, at=now
+    )
     _audit(
         session, actor, "conversation.release", conversation.id, detail={"holder_user_id": holder}
     )
-    return Move(
-        "Conversazione restituita al bot.", [_updated(session, conversation, "release", holder)]
-    )
+    message = "Conversazione restituita al bot."
+    if kept:
+        message += " L'emergenza non è ancora stata presa in carico: resta urgente."
+    return Move(message, [_updated(session, conversation, "release", holder)])
 
 
-def close(session: Session, actor: Actor, conversation_id: int) -> Move:
-    """Close it; the contact's next message opens a new conversation with the bot."""
+def close(session: Session, actor: Actor, conversation_id: int, reason: str | None = None) -> Move:
+    """Close it; the contact's next message opens a new conversation with the bot.
+
+    An emergency nobody acknowledged is closed only with the operator's reason (a false
+    alarm, handled by phone...), which its timeline keeps.
+    """
     conversation = load_conversation(session, actor, conversation_id)
     _check_can_act(conversation, actor)
+    reason = (reason or "").strip()[:MAX_REASON_CHARS]
+    pending = pending_emergencies(session, actor.tenant_id, conversation.id)
+    if pending and not reason:
+        raise Refused(NEEDS_A_REASON)
     holder = conversation.assigned_user_id
     # The holder stays recorded: it says who handled the conversation last.
     _compare_and_set(
@@ -179,19 +254,32 @@ def close(session: Session, actor: Actor, conversation_id: int) -> Move:
         mode=Mode.BOT,
         needs_attention=False,
         human_since=None,
+        handoff_at=None,
+        handoff_reminded_at=None,
     )
-    _audit(session, actor, "conversation.close", conversation.id)
+    dismissed = dismiss_pending_emergencies(
+        session, conversation, actor=actor.audit_name, reason=reason, at=utcnow()
+    )
+    detail = {"reason": reason, "unacknowledged_emergencies": dismissed} if dismissed else None
+    _audit(session, actor, "conversation.close", conversation.id, detail=detail)
     return Move("Conversazione chiusa.", [_updated(session, conversation, "close", holder)])
 
+
+NEEDS_A_REASON = (
+    "L'emergenza non è stata presa in carico: per chiudere la conversazione indica il motivo."
+)
+MAX_REASON_CHARS = 500
 
 _BACK_TO_BOT: dict[str, Any] = {
     "mode": Mode.BOT,
     "assigned_user_id": None,
     "needs_attention": False,
     "human_since": None,
-    # The emergency was a human's to handle; the bot starts afresh.
+    # An acknowledged emergency was a human's to handle; the bot starts afresh.
     "priority": Priority.NORMAL,
     "clarifications": 0,
+    "handoff_at": None,
+    "handoff_reminded_at": None,
 }
 
 
@@ -270,12 +358,146 @@ def _idle_query(cutoff: datetime) -> Any:
             Conversation.mode == Mode.HUMAN,
             Conversation.status == ConversationStatus.OPEN,
             Conversation.needs_attention.is_(False),
+            ~_has_pending_emergency(),
             or_(Conversation.human_since.is_(None), Conversation.human_since < cutoff),
             or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < cutoff),
             or_(last_operator_reply.c.at.is_(None), last_operator_reply.c.at < cutoff),
         )
         .order_by(Conversation.id)
     )
+
+
+def _has_pending_emergency() -> Any:
+    return (
+        select(Ticket.id)
+        .where(
+            Ticket.conversation_id == Conversation.id,
+            Ticket.kind == TicketKind.EMERGENCY,
+            Ticket.acknowledged_at.is_(None),
+            Ticket.status != TicketStatus.DONE,
+        )
+        .exists()
+    )
+
+
+# -- the reminder after a handoff ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    conversation_id: int
+    tenant_id: int
+    handoff_at: datetime
+
+
+def send_handoff_reminders(svc: Services, now: datetime) -> int:
+    """Tell residents still waiting for an operator, once, that one will answer.
+
+    A conversation qualifies when the bot handed it to a human, no operator has
+    written since, and the office's ``handoff.reminder_minutes`` have passed. Each is
+    claimed by a conditional UPDATE (several workers run this), and the reminder goes
+    through the outbound gate like any message. Returns how many were sent.
+    """
+    sent = 0
+    for waiting in _waiting_for_an_operator(svc, now):
+        if not _claim_reminder(svc, waiting, now):
+            continue
+        if _send_reminder(svc, waiting, now):
+            sent += 1
+    return sent
+
+
+def _waiting_for_an_operator(svc: Services, now: datetime) -> list[_Waiting]:
+    operator_wrote = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.direction == Direction.OUT,
+            Message.purpose == Purpose.OPERATOR,
+            Message.created_at >= Conversation.handoff_at,
+        )
+        .exists()
+    )
+    with svc.db.read() as session:
+        rows = session.execute(
+            select(
+                Conversation.id, Conversation.tenant_id, Conversation.handoff_at, Tenant.settings
+            )
+            .join(Tenant, Tenant.id == Conversation.tenant_id)
+            .where(
+                Conversation.mode == Mode.HUMAN,
+                Conversation.status == ConversationStatus.OPEN,
+                Conversation.handoff_at.is_not(None),
+                Conversation.handoff_reminded_at.is_(None),
+                Tenant.terminated_at.is_(None),
+                ~operator_wrote,
+            )
+            .order_by(Conversation.handoff_at)
+            .limit(REMINDER_BATCH)
+        ).all()
+    due = []
+    for conversation_id, tenant_id, handoff_at, settings in rows:
+        minutes = handoff_reminder_minutes(settings)
+        if minutes and now - handoff_at >= timedelta(minutes=minutes):
+            due.append(_Waiting(conversation_id, tenant_id, handoff_at))
+    return due
+
+
+def _claim_reminder(svc: Services, waiting: _Waiting, now: datetime, undo: bool = False) -> bool:
+    with svc.db.session() as session:
+        claimed = rows_affected(
+            session.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id == waiting.conversation_id,
+                    Conversation.handoff_at == waiting.handoff_at,
+                    Conversation.handoff_reminded_at.is_not(None)
+                    if undo
+                    else Conversation.handoff_reminded_at.is_(None),
+                )
+                .values(handoff_reminded_at=None if undo else now)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    return claimed == 1
+
+
+def _send_reminder(svc: Services, waiting: _Waiting, now: datetime) -> bool:
+    with svc.db.read() as session:
+        tenant = session.get(Tenant, waiting.tenant_id)
+        conversation = session.get(Conversation, waiting.conversation_id)
+        assert tenant is not None and conversation is not None
+        contact = get_contact(session, tenant, conversation.contact_id)
+        assert contact is not None
+    text = render("handoff_reminder", tenant.settings, hours=hours_sentence(tenant.settings, now))
+    outcome = queue_message(
+        svc,
+        tenant,
+        contact,
+        conversation,
+        Outgoing(text=text, purpose=Purpose.REPLY),
+        idempotency_key=f"handoff-reminder:{conversation.id}:{int(waiting.handoff_at.timestamp())}",
+    )
+    refusal = outcome.refusal.reason if outcome.refusal else None
+    if refusal == Refusal.RATE_LIMITED:
+        # Over the office's send rate: the next pass tries again.
+        _claim_reminder(svc, waiting, now, undo=True)
+        return False
+    with svc.db.session() as session:
+        session.add(
+            BotLogEntry(
+                tenant_id=tenant.id,
+                at=now,
+                action=Action.HANDOFF_REMINDER,
+                detail={"conversation_id": conversation.id, "refused": refusal},
+            )
+        )
+    if outcome.message_id is not None and outcome.status == MessageStatus.PENDING:
+        svc.jobs.enqueue_delivery(outcome.message_id)
+    return refusal is None
+
+
+REMINDER_BATCH = 200
 
 
 def publish(svc: Services, events: Iterable[OperatorEvent]) -> None:

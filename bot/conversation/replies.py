@@ -60,7 +60,32 @@ TEXTS: dict[str, str] = {
     "priorità urgente; se c'è pericolo chiami il 115.",
     "emergency_trapped": "Se una persona è bloccata chiami subito il 112 e il numero di "
     "emergenza in cabina. Abbiamo avvisato l'ufficio con priorità urgente.",
+    "emergency_break_in": "Possibile intrusione o furto: non affronti nessuno e non entri "
+    "nei locali, resti in un posto sicuro e chiami subito il 112. Non tocchi nulla fino "
+    "all'arrivo delle forze dell'ordine. Abbiamo avvisato l'ufficio con priorità urgente.",
+    "emergency_electrical": "Scintille, cavi scoperti o odore di bruciato: non tocchi cavi "
+    "né apparecchi e non usi acqua. Se può farlo senza rischi stacchi l'interruttore "
+    "generale; se c'è fumo o fuoco esca e chiami il 115 o il 112. Abbiamo avvisato "
+    "l'ufficio con priorità urgente.",
+    "emergency_structural": "Crolli, crepe che si allargano o calcinacci che cadono: si "
+    "allontani e tenga lontane le altre persone, non passi sotto balconi e cornicioni. Se "
+    "c'è pericolo chiami i Vigili del Fuoco al 115 o il 112. Abbiamo avvisato l'ufficio "
+    "con priorità urgente.",
+    "emergency_unresponsive": "Se una persona non risponde o potrebbe stare male chiami "
+    "subito il 112 e segua le indicazioni dell'operatore: se serve entrare in casa ci "
+    "pensano i soccorsi. Abbiamo avvisato l'ufficio con priorità urgente.",
+    "emergency_carbon_monoxide": "Possibile monossido di carbonio (mal di testa, nausea, "
+    "sonnolenza vicino a caldaia o stufa): apra subito porte e finestre, spenga caldaia e "
+    "stufe se può, esca all'aria aperta e chiami il 112 o il 115. Abbiamo avvisato "
+    "l'ufficio con priorità urgente.",
     "ack_generic": "Grazie, abbiamo ricevuto il suo messaggio.",
+    # Added to an acknowledgement when the office is closed ({reopening} may be empty).
+    "out_of_hours": "L'ufficio ora è chiuso{reopening}. In caso di emergenza (gas, fumo, "
+    "acqua che esce, persone in pericolo) chiami il 112 o il 115 e ce lo scriva qui: "
+    "la segnalazione arriva subito con priorità urgente.",
+    # Sent once when no operator answered within the office's handoff.reminder_minutes.
+    "handoff_reminder": "Non ci siamo dimenticati di lei: un operatore dell'ufficio le "
+    "risponderà appena possibile.{hours} In caso di emergenza chiami il 112.",
 }
 
 DEFAULT_PROPER_CHANNEL = "l'email o la PEC dello studio"

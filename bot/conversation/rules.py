@@ -42,14 +42,40 @@ TICKET_ACTION = {
     TicketKind.ASSEMBLEA: Action.TICKET_ASSEMBLEA,
 }
 
-# Safety rules of intents.safety -> the advice that fits them.
+# Safety rules of intents.safety -> the advice that fits them; a rule missing here
+# (a new one, or none at all) gets the generic emergency advice.
 EMERGENCY_REPLY = {
     "gas_smell": "emergency_gas",
     "fire": "emergency_fire",
     "smoke": "emergency_fire",
     "flooding": "emergency_flood",
     "person_trapped": "emergency_trapped",
+    "break_in": "emergency_break_in",
+    "electrical": "emergency_electrical",
+    "sparks": "emergency_electrical",
+    "structural": "emergency_structural",
+    "falling_masonry": "emergency_structural",
+    "person_unresponsive": "emergency_unresponsive",
+    "carbon_monoxide": "emergency_carbon_monoxide",
 }
+GENERIC_EMERGENCY_REPLY = "emergency"
+
+# Replies that acknowledge a request: out of hours they also say when the office
+# reopens and what to do in an emergency. (A greeting or a question is not one.)
+ACKNOWLEDGEMENTS = frozenset(
+    {
+        "handoff",
+        "ack_generic",
+        "ack_guasto",
+        "ack_preventivo",
+        "ack_fattura_pagamento",
+        "ack_appuntamento",
+        "ack_documenti",
+        "ack_assemblea",
+        "ack_intervento_completato",
+    }
+)
+OUT_OF_HOURS = "out_of_hours"
 
 
 @dataclass(frozen=True)
@@ -72,12 +98,14 @@ class Turn:
     sensitive_kinds: tuple[str, ...] = ()
     understanding: Understanding | None = None
     has_text: bool = True
+    office_open: bool = True  # False: out of the office's hours (bot.office.hours)
 
 
 @dataclass(frozen=True)
 class Reply:
     key: str  # a text in bot.conversation.replies
     purpose: str  # what the outbound gate is told
+    suffix: str | None = None  # another text added to the same message (out of hours)
 
 
 @dataclass
@@ -89,6 +117,9 @@ class Plan:
     handoff: Handoff | None = None  # why a human is needed
     urgent: bool = False
     ticket: TicketKind | None = None  # ticket kind to open
+    hazard: str | None = None  # an emergency's safety rule, recorded on its ticket
+    # The safety reply goes to someone without consent: its basis is vital interests.
+    vital_interests: bool = False
     appointment: bool = False
     work_done: bool = False
     clarification: bool = False
@@ -109,6 +140,7 @@ class Plan:
         self.handoff = rest.handoff or self.handoff
         self.urgent = self.urgent or rest.urgent
         self.ticket = rest.ticket or self.ticket
+        self.hazard = rest.hazard or self.hazard
         self.appointment = self.appointment or rest.appointment
         self.work_done = self.work_done or rest.work_done
         self.clarification = self.clarification or rest.clarification
@@ -131,6 +163,14 @@ def plan_turn(turn: Turn) -> Plan:
     if plan.understand_rest:
         # "Sì, ma il citofono non va": accepted, then the rest is a message like any other.
         plan.merge(_plan_keyword_or_message(replace(turn, consent=Consent.GRANTED, keyword=None)))
+    # Safety advice is the first thing that goes out, before a welcome, a notice, a
+    # consent confirmation or a reminder about sensitive data (a stable sort).
+    plan.replies.sort(key=lambda reply: reply.purpose != Purpose.SAFETY)
+    if not turn.office_open:
+        plan.replies = [
+            replace(reply, suffix=OUT_OF_HOURS) if reply.key in ACKNOWLEDGEMENTS else reply
+            for reply in plan.replies
+        ]
     return plan
 
 
@@ -154,6 +194,8 @@ def _plan_keyword_or_message(turn: Turn) -> Plan:
         plan.say("erasure_requested", Purpose.RIGHTS)
         return plan
     if turn.consent == Consent.WITHDRAWN:
+        if _is_emergency(turn.understanding):
+            return _emergency_after_withdrawal(turn)
         # They may write; we may not answer. Operators still see it.
         return _plan(Action.STORED_WITHDRAWN)
     if keyword == KeywordKind.PRIVACY:
@@ -206,27 +248,66 @@ def _is_emergency(understanding: Understanding | None) -> bool:
 
 
 def _safety_reply(understanding: Understanding) -> str:
-    return EMERGENCY_REPLY.get(understanding.safety_rule or "", "emergency")
+    return EMERGENCY_REPLY.get(understanding.safety_rule or "", GENERIC_EMERGENCY_REPLY)
+
+
+def _raise_emergency(plan: Plan, understanding: Understanding) -> Plan:
+    """An urgent handoff and an emergency ticket: the case an operator must acknowledge."""
+    plan.handoff, plan.urgent = Handoff.EMERGENCY, True
+    plan.ticket, plan.hazard = TicketKind.EMERGENCY, understanding.safety_rule
+    return plan
+
+
+def _vital_interests_advice(plan: Plan, understanding: Understanding) -> None:
+    # Someone who has not accepted the channel (or withdrew) gets the safety advice on
+    # the basis of their vital interests (art. 6(1)(d), 9(2)(c) GDPR): the ledger says so.
+    plan.say(_safety_reply(understanding), Purpose.SAFETY)
+    plan.ledger.append(LedgerEvent.VITAL_INTERESTS_REPLY)
+    plan.vital_interests = True
+
+
+def _emergency_in_human_mode(understanding: Understanding) -> Plan:
+    # A human holds the conversation: alert them, the bot stays silent.
+    return _raise_emergency(_plan(Action.EMERGENCY_IN_HUMAN_MODE), understanding)
+
+
+def _emergency_after_withdrawal(turn: Turn) -> Plan:
+    """A withdrawn contact reports an emergency: the one safety reply, nothing else."""
+    assert turn.understanding is not None
+    if turn.mode == Mode.HUMAN:
+        return _emergency_in_human_mode(turn.understanding)
+    plan = _plan(Action.EMERGENCY_AFTER_WITHDRAWAL)
+    _vital_interests_advice(plan, turn.understanding)
+    return _raise_emergency(plan, turn.understanding)
 
 
 def _before_consent(turn: Turn) -> Plan:
+    understanding = turn.understanding
+    if understanding is not None and _is_emergency(understanding):
+        if turn.mode == Mode.HUMAN:
+            return _emergency_in_human_mode(understanding)
+        plan = _plan(Action.EMERGENCY_BEFORE_CONSENT)
+        _vital_interests_advice(plan, understanding)
+        if turn.consent == Consent.NONE:
+            # The notice is still due on a first contact; it follows the advice. (A
+            # reminder to accept would read as "no help until you do": not sent.)
+            plan.ledger.append(LedgerEvent.NOTICE_SENT)
+            plan.say("welcome", Purpose.WELCOME)
+        return _raise_emergency(plan, understanding)
     if turn.consent == Consent.NONE:
         plan = _plan(Action.WELCOME, LedgerEvent.NOTICE_SENT)
         plan.say("welcome", Purpose.WELCOME)
     else:
         plan = _plan(Action.CONSENT_REMINDER)
         plan.say("reminder", Purpose.NOTICE)
-    if turn.understanding is not None and _is_emergency(turn.understanding):
-        # Vital interests (art. 6(1)(d) GDPR): safety advice and a human, consent or not.
-        plan.say(_safety_reply(turn.understanding), Purpose.SAFETY)
-        plan.actions = [Action.EMERGENCY_BEFORE_CONSENT]
-        plan.handoff, plan.urgent = Handoff.EMERGENCY, True
     return plan
 
 
 def _served(turn: Turn, keyword: KeywordKind | None) -> Plan:
     understanding = turn.understanding
-    if turn.mode == Mode.HUMAN and not _is_emergency(understanding):
+    if turn.mode == Mode.HUMAN:
+        if understanding is not None and _is_emergency(understanding):
+            return _emergency_in_human_mode(understanding)
         return _plan(Action.HUMAN_MODE)
     plan = Plan(actions=[])
     if turn.sensitive_kinds:
@@ -240,11 +321,6 @@ def _served(turn: Turn, keyword: KeywordKind | None) -> Plan:
         if not turn.has_text:
             plan.say("ack_generic")
         return plan
-    if turn.mode == Mode.HUMAN:
-        # A human holds the conversation: alert them, the bot stays silent.
-        plan = _plan(Action.EMERGENCY_IN_HUMAN_MODE)
-        plan.handoff, plan.urgent = Handoff.EMERGENCY, True
-        return plan
     _act_on_intent(plan, turn, understanding)
     return plan
 
@@ -252,12 +328,9 @@ def _served(turn: Turn, keyword: KeywordKind | None) -> Plan:
 def _act_on_intent(plan: Plan, turn: Turn, understanding: Understanding) -> None:
     intent = understanding.intent
     if _is_emergency(understanding):
-        plan.actions, plan.handoff, plan.urgent = (
-            [Action.EMERGENCY_HANDOFF],
-            Handoff.EMERGENCY,
-            True,
-        )
+        plan.actions = [Action.EMERGENCY_HANDOFF]
         plan.say(_safety_reply(understanding), Purpose.SAFETY)
+        _raise_emergency(plan, understanding)
         return
     if intent == "richiesta_operatore":
         plan.actions, plan.handoff = [Action.HANDOFF], Handoff.OPERATOR_REQUEST

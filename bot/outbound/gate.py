@@ -3,6 +3,11 @@
 :class:`Outgoing` is what someone wants to send; :func:`evaluate` is the rule, a
 plain function over plain data; :func:`check_outbound` feeds it the contact's state
 and adds the tenant's send-rate limit.
+
+One exception reaches a contact who withdrew beyond the confirmation of their
+withdrawal: the safety advice answering an emergency they have just reported, once
+per emergency message. Its basis is their vital interests (art. 6(1)(d), 9(2)(c)
+GDPR), recorded in the consent ledger (``vital_interests_reply``) and the bot log.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
+from sqlalchemy import select
 
-from storage.models import Contact, Tenant, utcnow
-from storage.vocabulary import Consent, LegalBasis, Purpose, Refusal
+from storage.models import Contact, Message, Tenant, utcnow
+from storage.vocabulary import Consent, Direction, LegalBasis, Purpose, Refusal
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -67,6 +73,9 @@ class Outgoing:
     template: Template | None = None
     # Why it is sent: the gate reads it.
     purpose: Purpose = Purpose.REPLY
+    # The inbound message this answers (the bot's replies): a safety reply to a
+    # contact who withdrew must answer an emergency they reported.
+    answers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,9 +99,14 @@ def evaluate(
     purpose: Purpose,
     is_template: bool,
     now: datetime,
+    answers_unanswered_emergency: bool = False,
 ) -> GateDecision:
+    """``answers_unanswered_emergency``: this is the first safety reply to an emergency
+    message the contact just sent (what :func:`check_outbound` checks in the database)."""
     if consent == Consent.WITHDRAWN:
         if purpose in WITHDRAWN_PURPOSES and not is_template:
+            return _within_window(last_inbound_at, now)
+        if purpose == Purpose.SAFETY and answers_unanswered_emergency and not is_template:
             return _within_window(last_inbound_at, now)
         return GateDecision(False, Refusal.OPTED_OUT)
     if (
@@ -122,6 +136,11 @@ def check_outbound(
     if tenant.terminated_at is not None:
         # Jobs already queued when the contract ended must not speak for the office.
         return GateDecision(False, Refusal.OFFICE_TERMINATED)
+    vital = (
+        contact.consent == Consent.WITHDRAWN
+        and outgoing.purpose == Purpose.SAFETY
+        and _answers_unanswered_emergency(svc, tenant, contact, outgoing.answers)
+    )
     decision = evaluate(
         consent=contact.consent,
         legal_basis=contact.legal_basis,
@@ -129,10 +148,49 @@ def check_outbound(
         purpose=outgoing.purpose,
         is_template=outgoing.template is not None,
         now=now or utcnow(),
+        answers_unanswered_emergency=vital,
     )
-    if decision.allowed and not within_send_rate(svc, tenant):
+    # Safety advice is counted against the office's rate but never held back by it:
+    # a deferred job would wait seconds, and Twilio's own cap is far above ours.
+    if (
+        decision.allowed
+        and not within_send_rate(svc, tenant)
+        and outgoing.purpose != Purpose.SAFETY
+    ):
         return GateDecision(False, Refusal.RATE_LIMITED)
     return decision
+
+
+def _answers_unanswered_emergency(
+    svc: Services, tenant: Tenant, contact: Contact, message_id: int | None
+) -> bool:
+    """The message answered is this contact's emergency, and no safety reply went since."""
+    if message_id is None:
+        return False
+    with svc.db.read() as session:
+        reported = session.scalar(
+            select(Message.created_at).where(
+                Message.tenant_id == tenant.id,
+                Message.id == message_id,
+                Message.contact_id == contact.id,
+                Message.direction == Direction.IN,
+                Message.intent == "emergenza",
+            )
+        )
+        if reported is None:
+            return False
+        answered = session.scalar(
+            select(Message.id)
+            .where(
+                Message.tenant_id == tenant.id,
+                Message.contact_id == contact.id,
+                Message.direction == Direction.OUT,
+                Message.purpose == Purpose.SAFETY,
+                Message.created_at >= reported,
+            )
+            .limit(1)
+        )
+    return answered is None
 
 
 def within_send_rate(svc: Services, tenant: Tenant) -> bool:

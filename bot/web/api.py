@@ -13,7 +13,8 @@ from typing import Any
 from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy import select
 
-from bot.exceptions import InvalidPhoneNumber
+from bot.conversation.emergency import acknowledge_emergency, open_emergencies
+from bot.exceptions import InvalidPhoneNumber, NotFound
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
 from bot.outbound import Outgoing, Template, queue_message
@@ -37,7 +38,7 @@ from storage.queries import (
     get_conversation,
     open_conversation_for,
 )
-from storage.vocabulary import Purpose
+from storage.vocabulary import AckVia, Purpose
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 REFUSAL_STATUS = {"opted_out": 409, "no_consent": 409, "outside_window": 422, "rate_limited": 429}
@@ -163,6 +164,44 @@ def conversations() -> Response:
                 }
                 for c in rows
             ]
+        )
+
+
+@bp.post("/conversations/<int:conversation_id>/acknowledge")
+def acknowledge(conversation_id: int) -> Response:
+    """The office's systems take charge of the conversation's emergency (audited)."""
+    svc = services()
+    tenant: Tenant = g.tenant
+    try:
+        acknowledged = acknowledge_emergency(
+            svc,
+            tenant.id,
+            conversation_id,
+            actor="api",
+            user_id=None,
+            via=AckVia.API,
+            ip=request.remote_addr,
+        )
+    except NotFound:
+        abort(404, "no such conversation")
+    with svc.db.read() as session:
+        thread = get_conversation(session, tenant, conversation_id)
+        assert thread is not None
+        emergencies = open_emergencies(session, tenant.id, conversation_id)
+        return jsonify(
+            conversation_id=thread.id,
+            acknowledged=acknowledged,
+            priority=thread.priority,
+            needs_attention=thread.needs_attention,
+            emergencies=[
+                {
+                    "ticket_id": t.id,
+                    "hazard": t.hazard,
+                    "acknowledged_at": iso_utc(t.acknowledged_at),
+                    "status": t.status,
+                }
+                for t in emergencies
+            ],
         )
 
 
