@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     "DEV_MODE": False,
     # A conversation held by an operator goes back to the bot after this long idle.
     "HUMAN_MODE_TIMEOUT_MINUTES": 30,
+    # Workers read handed-off messages before queueing them; emergencies jump the queue.
+    "PRIORITY_LANE": True,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
 }
@@ -58,7 +60,7 @@ _ENV_KEYS = [
     for k in DEFAULTS
     if k not in {"MAX_CONTENT_LENGTH", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE"}
 ] + ["SECRET_KEY"]
-_BOOLS = {"PUSHER_SSL", "DEV_MODE"}
+_BOOLS = {"PUSHER_SSL", "DEV_MODE", "PRIORITY_LANE"}
 _INTS = {
     "PROCESSING_LEASE_SECONDS",
     "MAX_PROCESSING_ATTEMPTS",

@@ -11,6 +11,12 @@ If Redis is down at webhook time, if a relay dies between popping an id and
 enqueuing its job, or if a worker dies mid-job, the stored message is still
 unprocessed; the sweeper (also inside ``portineria worker``) finds it and enqueues
 it again. The database, not Redis, is the record of what must be processed.
+
+The priority lane: a worker process gives its queue a ``triage`` (the engine's
+reader, run on the stored messages about to be queued); the emergencies among them
+go to the urgent queue, which RQ workers listen to first. A burst of ordinary
+messages then waits behind an emergency, never the other way round. The webhook
+stays as it is: one ``RPUSH``, no language model in web processes.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ RELAY_BATCH = 200
 MAX_RELAY_BATCHES = 50
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
+# Which of these stored inbound messages are emergencies (their ids).
+Triage = Callable[[list[int]], set[int]]
+
 
 def inbound_job_id(message_id: int, sweeps: int = 0) -> str:
     return f"inbound-{message_id}" if sweeps == 0 else f"inbound-{message_id}-s{sweeps}"
@@ -58,8 +67,17 @@ class JobQueue:
     def __init__(self, redis: Redis, name: str, job_timeout: int) -> None:
         self.redis = redis
         self.queue = Queue(name, connection=redis)
+        # Emergencies: workers take from this queue first (RQ listens in order).
+        self.urgent_queue = Queue(f"{name}-urgent", connection=redis)
         self.handoff_key = f"portineria:handoff:{name}"
         self._job_timeout = job_timeout
+        # Set by a worker process (which has the language model loaded); None: no lane.
+        self.triage: Triage | None = None
+
+    @property
+    def queues(self) -> list[Queue]:
+        """The queues a worker listens to, the urgent one first."""
+        return [self.urgent_queue, self.queue]
 
     def hand_off(self, message_id: int) -> None:
         """The webhook's single Redis round trip: a stored message, for the relay.
@@ -110,10 +128,32 @@ class JobQueue:
         self.enqueue_many([(message_id, sweeps)])
 
     def enqueue_many(self, messages: list[tuple[int, int]]) -> None:
-        """One pipelined round trip for a batch of ``(message id, sweeps)`` jobs."""
+        """One pipelined round trip for a batch of ``(message id, sweeps)`` jobs;
+        emergencies (by the triage, if any) to the urgent queue, first."""
         if not messages:
             return
-        jobs = [
+        urgent = self._urgent([message_id for message_id, _ in messages])
+        with self.redis.pipeline() as pipeline:
+            for queue, batch in (
+                (self.urgent_queue, [m for m in messages if m[0] in urgent]),
+                (self.queue, [m for m in messages if m[0] not in urgent]),
+            ):
+                if batch:
+                    queue.enqueue_many(self._jobs(batch), pipeline=pipeline)
+            pipeline.execute()
+
+    def _urgent(self, message_ids: list[int]) -> set[int]:
+        if self.triage is None:
+            return set()
+        try:
+            return self.triage(message_ids)
+        except Exception:
+            # Triage is a head start, not a gate: without it every message still goes.
+            log.exception("triage failed; %d message(s) queued in order", len(message_ids))
+            return set()
+
+    def _jobs(self, messages: list[tuple[int, int]]) -> list[Any]:
+        return [
             Queue.prepare_data(
                 PROCESS_INBOUND,
                 args=(message_id,),
@@ -126,9 +166,6 @@ class JobQueue:
             )
             for message_id, sweeps in messages
         ]
-        with self.redis.pipeline() as pipeline:
-            self.queue.enqueue_many(jobs, pipeline=pipeline)
-            pipeline.execute()
 
     def enqueue_delivery(self, message_id: int) -> None:
         """Send a recorded outbound message from the worker (API and console sends)."""

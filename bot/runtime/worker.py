@@ -13,7 +13,8 @@ from functools import partial
 from flask import Flask
 from rq import SimpleWorker
 
-from bot.conversation.handoff import release_idle_conversations
+from bot.conversation.emergency import urgent_among
+from bot.conversation.handoff import release_idle_conversations, send_handoff_reminders
 from bot.privacy.retention import purge_if_due
 from bot.runtime.queueing import BackgroundLoop, connect_redis, inbound_relay, sweep_once
 from bot.services import Services, services
@@ -35,11 +36,13 @@ def preload_language() -> None:
 
 
 RELEASE_CHECK_SECONDS = 60.0
+REMINDER_CHECK_SECONDS = 30.0
 
 
 def make_sweeper(app: Flask) -> BackgroundLoop:
     """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
-    once a day (across all workers): the retention purge."""
+    every half minute: remind residents waiting for an operator; once a day (across
+    all workers): the retention purge."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -50,10 +53,10 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
         lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
         max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]),
     )
-    last_release = 0.0
+    last_release = last_reminder = 0.0
 
     def housekeeping() -> None:
-        nonlocal last_release
+        nonlocal last_release, last_reminder
         sweep()
         purge_if_due(svc, utcnow())
         if time.monotonic() - last_release >= RELEASE_CHECK_SECONDS:
@@ -61,6 +64,11 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
             released = release_idle_conversations(svc, utcnow())
             if released:
                 log.info("released %d idle conversation(s) to the bot", released)
+        if time.monotonic() - last_reminder >= REMINDER_CHECK_SECONDS:
+            last_reminder = time.monotonic()
+            reminded = send_handoff_reminders(svc, utcnow())
+            if reminded:
+                log.info("reminded %d resident(s) waiting for an operator", reminded)
 
     return BackgroundLoop("sweeper", housekeeping, pause=float(config["SWEEP_INTERVAL_SECONDS"]))
 
@@ -74,12 +82,15 @@ def make_rq_worker(svc: Services) -> SimpleWorker:
     out mid-wait, making the worker drop and retry its listen.
     """
     listener = connect_redis(svc.redis_url, socket_timeout=None)
-    return SimpleWorker([svc.jobs.queue], connection=listener)
+    return SimpleWorker(svc.jobs.queues, connection=listener)
 
 
 def run_worker(app: Flask, *, burst: bool = False) -> None:
     preload_language()
     svc = services()
+    if app.config["PRIORITY_LANE"]:
+        # Emergencies overtake queued work: read before queueing, with the model loaded.
+        svc.jobs.triage = partial(urgent_among, svc)
     sweeper = make_sweeper(app)
     relay = inbound_relay(svc.jobs)
     if burst:
