@@ -17,14 +17,14 @@ from fake_twilio import FakeTwilio
 from fake_webpush import FakePushService
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from helpers import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL, make_tenant
+from helpers import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL, login, make_tenant, make_user
 from readers import KeywordReader
 from servers import PostgresServer, RedisServer
 
 from bot import create_app
 from bot.services import Services, services
 from storage.migrate import upgrade
-from storage.models import Tenant
+from storage.models import Tenant, User
 
 
 @pytest.fixture(scope="session")
@@ -183,3 +183,15 @@ def runner(app: Flask) -> FlaskCliRunner:
 @pytest.fixture
 def tenant(svc: Services) -> Tenant:
     return make_tenant(svc)
+
+
+@pytest.fixture
+def operator(svc: Services, tenant: Tenant) -> User:
+    return make_user(svc, tenant, "anna@studio-rossi.it")
+
+
+@pytest.fixture
+def signed_in(client: FlaskClient, operator: User) -> FlaskClient:
+    """The client, signed in to the console as ``operator``."""
+    assert login(client, operator.email).status_code == 302
+    return client

@@ -72,17 +72,6 @@ def app_config(app_config: dict[str, Any], request: pytest.FixtureRequest) -> di
 
 
 @pytest.fixture
-def operator(svc: Services, tenant: Tenant) -> User:
-    return make_user(svc, tenant, "anna@studio-rossi.it")
-
-
-@pytest.fixture
-def signed_in(client: FlaskClient, operator: User) -> FlaskClient:
-    assert login(client, operator.email).status_code == 302
-    return client
-
-
-@pytest.fixture
 def other_tenant(svc: Services) -> Tenant:
     return make_tenant(svc, slug="studio-bianchi", number=OTHER_NUMBER)
 

@@ -7,7 +7,8 @@ from dataclasses import replace
 import pytest
 
 from bot.conversation.keywords import KeywordMatch
-from bot.conversation.rules import Turn, Understanding, plan_turn
+from bot.conversation.replies import TEXTS
+from bot.conversation.rules import EMERGENCY_REPLY, Turn, Understanding, plan_turn
 
 SERVED = Turn(
     consent="granted",
@@ -158,3 +159,83 @@ def test_provider_opt_out_is_recorded_without_a_reply():
     plan = plan_turn(replace(SERVED, opt_out_type="STOP"))
     assert plan.ledger == ["withdrawn"] and plan.replies == []
     assert plan.ledger_channel == "twilio_advanced_opt_out"
+
+
+# -- emergencies: hazard-specific advice, safety first, vital interests ---------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "advice"),
+    [
+        ("gas_smell", "emergency_gas"),
+        ("fire", "emergency_fire"),
+        ("smoke", "emergency_fire"),
+        ("flooding", "emergency_flood"),
+        ("person_trapped", "emergency_trapped"),
+        ("break_in", "emergency_break_in"),
+        ("electrical", "emergency_electrical"),
+        ("structural", "emergency_structural"),
+        ("person_unresponsive", "emergency_unresponsive"),
+        ("carbon_monoxide", "emergency_carbon_monoxide"),
+        ("a_rule_added_later", "emergency"),
+        (None, "emergency"),
+    ],
+)
+def test_each_hazard_gets_its_own_safety_advice(rule, advice):
+    plan = plan_turn(replace(SERVED, understanding=Understanding("emergenza", 1.0, rule)))
+    assert [(r.key, r.purpose) for r in plan.replies] == [(advice, "safety")]
+    assert (plan.ticket, plan.hazard) == ("emergency", rule)
+
+
+@pytest.mark.parametrize("key", sorted(set(EMERGENCY_REPLY.values()) | {"emergency"}))
+def test_every_safety_advice_names_the_emergency_number(key):
+    assert "112" in TEXTS[key] or "115" in TEXTS[key]
+
+
+def test_safety_advice_comes_before_the_sensitive_data_reminder():
+    turn = replace(
+        SERVED,
+        understanding=Understanding("emergenza", 1.0, "flooding"),
+        sensitive_kinds=("health",),
+    )
+    assert [r.key for r in plan_turn(turn).replies] == ["emergency_flood", "sensitive"]
+
+
+def test_an_acceptance_carrying_an_emergency_gives_the_advice_first():
+    turn = replace(
+        SERVED,
+        consent="pending",
+        keyword=KeywordMatch("accept", rest="c'è odore di gas"),
+        understanding=Understanding("emergenza", 1.0, "gas_smell"),
+    )
+    assert [r.key for r in plan_turn(turn).replies] == ["emergency_gas", "granted"]
+
+
+def test_a_withdrawn_contacts_emergency_plans_one_safety_reply_on_vital_interests():
+    turn = replace(
+        SERVED, consent="withdrawn", understanding=Understanding("emergenza", 1.0, "fire")
+    )
+    plan = plan_turn(turn)
+    assert [(r.key, r.purpose) for r in plan.replies] == [("emergency_fire", "safety")]
+    assert plan.ledger == ["vital_interests_reply"] and plan.vital_interests
+    assert (plan.handoff, plan.urgent, plan.ticket) == ("emergency", True, "emergency")
+
+
+def test_a_withdrawn_contacts_ordinary_message_plans_nothing_to_send():
+    plan = plan_turn(
+        replace(SERVED, consent="withdrawn", understanding=Understanding("guasto", 0.9))
+    )
+    assert plan.replies == [] and plan.ticket is None
+
+
+def test_a_pending_contacts_emergency_gets_the_advice_without_a_consent_reminder():
+    plan = plan_turn(
+        replace(
+            SERVED,
+            consent="pending",
+            legal_basis=None,
+            understanding=Understanding("emergenza", 1.0, "gas_smell"),
+        )
+    )
+    assert [r.key for r in plan.replies] == ["emergency_gas"]
+    assert plan.ledger == ["vital_interests_reply"]

@@ -8,7 +8,6 @@ product's; the rules and the office hours as plain functions.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -20,7 +19,6 @@ from helpers import (
     actor_for,
     add_message,
     drain,
-    login,
     make_contact,
     make_conversation,
     make_tenant,
@@ -38,7 +36,6 @@ from bot.conversation.emergency import (
     urgent_among,
 )
 from bot.conversation.replies import TEXTS
-from bot.conversation.rules import EMERGENCY_REPLY, Turn, Understanding, plan_turn
 from bot.exceptions import InvalidSetting, NotFound, Refused
 from bot.office.hours import OFFICE_ZONE, OfficeHours, closed_now
 from bot.office.settings import parse_assignment, update_settings
@@ -56,7 +53,6 @@ from storage.models import (
     Tenant,
     Ticket,
     TicketEvent,
-    User,
     utcnow,
 )
 
@@ -79,17 +75,6 @@ def consented(client, svc, tenant, twilio):
     say(client, svc, "buongiorno")
     say(client, svc, "accetto")
     twilio.reset()
-    return client
-
-
-@pytest.fixture
-def operator(svc: Services, tenant: Tenant) -> User:
-    return make_user(svc, tenant, "anna@studio-rossi.it")
-
-
-@pytest.fixture
-def signed_in(client: FlaskClient, operator: User) -> FlaskClient:
-    assert login(client, operator.email).status_code == 302
     return client
 
 
@@ -150,97 +135,6 @@ def stream_cursor(svc: Services, tenant: Tenant) -> str:
 
 def events_since(svc: Services, tenant: Tenant, cursor: str) -> list[str]:
     return [e["event"] for e in svc.notifier.read((tenant_channel(tenant.slug),), cursor).events]
-
-
-# -- hazard-specific advice (rules) -----------------------------------------------------
-
-SERVED = Turn(
-    consent="granted",
-    legal_basis="consent",
-    mode="bot",
-    clarifications=0,
-    keyword=None,
-    opt_out_type=None,
-)
-
-
-@pytest.mark.parametrize(
-    ("rule", "advice"),
-    [
-        ("gas_smell", "emergency_gas"),
-        ("fire", "emergency_fire"),
-        ("smoke", "emergency_fire"),
-        ("flooding", "emergency_flood"),
-        ("person_trapped", "emergency_trapped"),
-        ("break_in", "emergency_break_in"),
-        ("electrical", "emergency_electrical"),
-        ("structural", "emergency_structural"),
-        ("person_unresponsive", "emergency_unresponsive"),
-        ("carbon_monoxide", "emergency_carbon_monoxide"),
-        ("a_rule_added_later", "emergency"),
-        (None, "emergency"),
-    ],
-)
-def test_each_hazard_gets_its_own_safety_advice(rule, advice):
-    plan = plan_turn(replace(SERVED, understanding=Understanding("emergenza", 1.0, rule)))
-    assert [(r.key, r.purpose) for r in plan.replies] == [(advice, "safety")]
-    assert (plan.ticket, plan.hazard) == ("emergency", rule)
-
-
-@pytest.mark.parametrize("key", sorted(set(EMERGENCY_REPLY.values()) | {"emergency"}))
-def test_every_safety_advice_names_the_emergency_number(key):
-    assert "112" in TEXTS[key] or "115" in TEXTS[key]
-
-
-def test_safety_advice_comes_before_the_sensitive_data_reminder():
-    turn = replace(
-        SERVED,
-        understanding=Understanding("emergenza", 1.0, "flooding"),
-        sensitive_kinds=("health",),
-    )
-    assert [r.key for r in plan_turn(turn).replies] == ["emergency_flood", "sensitive"]
-
-
-def test_an_acceptance_carrying_an_emergency_gives_the_advice_first():
-    from bot.conversation.keywords import KeywordMatch
-
-    turn = replace(
-        SERVED,
-        consent="pending",
-        keyword=KeywordMatch("accept", rest="c'è odore di gas"),
-        understanding=Understanding("emergenza", 1.0, "gas_smell"),
-    )
-    assert [r.key for r in plan_turn(turn).replies] == ["emergency_gas", "granted"]
-
-
-def test_a_withdrawn_contacts_emergency_plans_one_safety_reply_on_vital_interests():
-    turn = replace(
-        SERVED, consent="withdrawn", understanding=Understanding("emergenza", 1.0, "fire")
-    )
-    plan = plan_turn(turn)
-    assert [(r.key, r.purpose) for r in plan.replies] == [("emergency_fire", "safety")]
-    assert plan.ledger == ["vital_interests_reply"] and plan.vital_interests
-    assert (plan.handoff, plan.urgent, plan.ticket) == ("emergency", True, "emergency")
-
-
-def test_a_withdrawn_contacts_ordinary_message_plans_nothing_to_send():
-    plan = plan_turn(
-        replace(SERVED, consent="withdrawn", understanding=Understanding("guasto", 0.9))
-    )
-    assert plan.replies == [] and plan.ticket is None
-
-
-def test_a_pending_contacts_emergency_gets_the_advice_without_a_consent_reminder():
-    plan = plan_turn(
-        replace(
-            SERVED,
-            consent="pending",
-            legal_basis=None,
-            understanding=Understanding("emergenza", 1.0, "gas_smell"),
-        )
-    )
-    assert [r.key for r in plan.replies] == ["emergency_gas"]
-    assert plan.ledger == ["vital_interests_reply"]
 
 
 # -- the gate's one exception -----------------------------------------------------------
@@ -597,7 +491,7 @@ def test_the_page_says_to_call_when_the_gate_would_refuse_a_reply(signed_in, svc
     thread = make_conversation(svc, tenant, contact)
     page = signed_in.get(f"/console/conversations/{thread.id}").get_data(as_text=True)
     assert 'id="cannot-write"' in page
-    assert f"Non è possibile scrivere: chiamalo al {RESIDENT}" in page
+    assert f'Non è possibile scrivere: chiamalo al <a href="tel:{RESIDENT}">' in page
 
 
 # -- office hours -----------------------------------------------------------------------

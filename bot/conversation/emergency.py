@@ -118,44 +118,22 @@ def ticket_timeline(session: Session, tenant_id: int, ticket_id: int) -> Sequenc
 # -- opening and the state of a case ------------------------------------------------------
 
 
-def open_emergency(
-    session: Session,
-    thread: Conversation,
-    message: Message,
-    *,
-    hazard: str | None,
-    entities: list[dict[str, Any]],
-    alerts: list[str],
-    now: datetime,
-) -> Ticket:
-    """The emergency's ticket, opened and with the operators' alert on its timeline."""
-    ticket = Ticket(
-        tenant_id=thread.tenant_id,
-        conversation_id=thread.id,
-        source_message_id=message.id,
-        kind=TicketKind.EMERGENCY,
-        intent=EMERGENCY_INTENT,
-        status=TicketStatus.OPEN,
-        entities=entities,
-        hazard=hazard,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(ticket)
-    session.flush()
+def open_case(
+    session: Session, ticket: Ticket, message: Message, alerts: list[str], now: datetime
+) -> None:
+    """An emergency ticket's timeline begins: opened, and the operators alerted."""
     record_ticket_event(
         session,
         ticket,
         TicketEventKind.OPENED,
         actor="contact",
         at=now,
-        detail={"message_id": message.id, "hazard": hazard},
+        detail={"message_id": message.id, "hazard": ticket.hazard},
     )
     # Published right after this transaction commits (the engine's publish step).
     record_ticket_event(
         session, ticket, TicketEventKind.NOTIFIED, actor="system", at=now, detail={"events": alerts}
     )
-    return ticket
 
 
 def pending_emergencies(session: Session, tenant_id: int, conversation_id: int) -> Sequence[Ticket]:

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.conversation import rules
-from bot.conversation.emergency import open_emergency
+from bot.conversation.emergency import open_case
 from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordBook
@@ -339,17 +339,7 @@ def _apply_plan(
                     {"conversation_id": thread.id, "reason": request, "priority": thread.priority},
                 )
             )
-    if plan.ticket == TicketKind.EMERGENCY:
-        ticket = open_emergency(
-            session,
-            thread,
-            message,
-            hazard=plan.hazard,
-            entities=entities,
-            alerts=[event.name for event in events],
-            now=now,
-        )
-    elif plan.ticket:
+    if plan.ticket:
         ticket = Ticket(
             tenant_id=tenant.id,
             conversation_id=thread.id,
@@ -358,10 +348,12 @@ def _apply_plan(
             intent=message.intent,
             status=TicketStatus.OPEN,
             entities=entities,
+            hazard=plan.hazard,
         )
         session.add(ticket)
         session.flush()
-    if plan.ticket:
+        if ticket.kind == TicketKind.EMERGENCY:
+            open_case(session, ticket, message, [event.name for event in events], now)
         events.append(
             OperatorEvent(
                 (tenant_channel(tenant.slug),),

@@ -140,16 +140,7 @@ def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime
         return Takeover(f"La conversazione è già stata presa in carico da {holder}.")
     _audit(session, actor, "conversation.takeover", conversation.id)
     # Taking the conversation over is taking charge of its emergency.
-    acknowledged = acknowledge_in_session(
-        session,
-        actor.tenant_id,
-        conversation.id,
-        actor=actor.audit_name,
-        user_id=actor.user_id,
-        via=AckVia.TAKEOVER,
-        now=now,
-        ip=actor.ip,
-    )
+    acknowledged = _acknowledge(session, actor, conversation.id, AckVia.TAKEOVER, now)
     message = "Hai preso in carico la conversazione: il bot non risponderà più."
     if acknowledged:
         message = "Hai preso in carico la conversazione e l'emergenza: il bot non risponderà più."
@@ -159,22 +150,28 @@ def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime
 def acknowledge(session: Session, actor: Actor, conversation_id: int, now: datetime) -> Move:
     """The console's "Presa in carico": someone has the emergency, with or without a takeover."""
     conversation = load_conversation(session, actor, conversation_id)
-    acknowledged = acknowledge_in_session(
-        session,
-        actor.tenant_id,
-        conversation.id,
-        actor=actor.audit_name,
-        user_id=actor.user_id,
-        via=AckVia.CONSOLE,
-        now=now,
-        ip=actor.ip,
-    )
+    acknowledged = _acknowledge(session, actor, conversation.id, AckVia.CONSOLE, now)
     if not acknowledged:
         return Move("Nessuna emergenza da prendere in carico: qualcuno l'ha già fatto.")
     slug = session.scalar(select(Tenant.slug).where(Tenant.id == actor.tenant_id))
     return Move(
         "Emergenza presa in carico: i colleghi lo vedono.",
         [acknowledged_event(str(slug), conversation.id, acknowledged)],
+    )
+
+
+def _acknowledge(
+    session: Session, actor: Actor, conversation_id: int, via: AckVia, now: datetime
+) -> list[int]:
+    return acknowledge_in_session(
+        session,
+        actor.tenant_id,
+        conversation_id,
+        actor=actor.audit_name,
+        user_id=actor.user_id,
+        via=via,
+        now=now,
+        ip=actor.ip,
     )
 
 
