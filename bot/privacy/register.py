@@ -366,6 +366,9 @@ ACTIVITIES: tuple[_Activity, ...] = (
             "chiave dopo l'informativa",
             "Art. 6(1)(f) GDPR: legittimo interesse a rispondere a chi scrive senza un "
             "rapporto con lo studio",
+            "Art. 6(1)(d) e 9(2)(c) GDPR: interessi vitali, per le sole indicazioni di "
+            "sicurezza in un'emergenza, anche a chi non ha accettato il canale o ha revocato "
+            "il consenso",
         ),
         data_subjects=_RESIDENTS_AND_SUPPLIERS,
         personal_data=(
