@@ -94,6 +94,14 @@ def _instance_secret(instance: Path, name: str, make: Any) -> str:
     return value
 
 
+def instance_folder(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where keys, the SQLite file and media live: ``PORTINERIA_INSTANCE_PATH``, or
+    ``None`` for Flask's default (``instance/`` beside the package)."""
+    env = os.environ if environ is None else environ
+    folder = env.get("PORTINERIA_INSTANCE_PATH")
+    return os.path.abspath(folder) if folder else None
+
+
 def load_config(
     instance_path: str,
     overrides: Mapping[str, Any] | None = None,
