@@ -9,6 +9,7 @@
     │   ├── InvalidSetting               an office setting that cannot be stored
     │   ├── InvalidAccount               a console account that cannot be created
     │   ├── InvalidSubscription          a browser's push subscription we will not store
+    │   ├── OnCallExists                 that number is already on the office's rota
     │   └── InvalidImport                a contacts file that cannot be read
     ├── NotFound (LookupError)           no such record *in the caller's office*
     ├── Refused                          a move not allowed now (Italian ``message``)
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidSubscription",
     "MalformedWebhook",
     "NotFound",
+    "OnCallExists",
     "PortineriaError",
     "Refused",
     "SendDeferred",
@@ -66,6 +68,10 @@ class InvalidAccount(InvalidInput):
 
 class InvalidSubscription(InvalidInput):
     """A Web Push subscription we will not store: not HTTPS, or keys that are not keys."""
+
+
+class OnCallExists(InvalidInput):
+    """That number is already on the office's on-call rota."""
 
 
 class InvalidImport(InvalidInput):
