@@ -449,8 +449,8 @@ class EscalationCall(Base):
 
     ``sequence`` numbers the calls of one conversation's emergency (0, 1, ...): the
     unique constraint on it is the claim that stops two workers placing the same call.
-    ``hazard`` and ``place`` are what the call said (never the resident's name or
-    number), kept to say it again when the callee presses the wrong key.
+    ``hazard`` and ``place`` (``presso <building>`` or ``in <street>``) are what the call
+    said, never the resident's name or number, kept to say it again after a wrong key.
     """
 
     __tablename__ = "escalation_calls"

@@ -43,6 +43,7 @@ def test_people_are_listed_in_the_order_they_were_added(app, svc, tenant):
     ]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_removing_someone_keeps_the_order_of_the_others(app, svc, tenant):
     for name, phone in (("Mario", MARIO), ("Lucia", LUCIA), ("Piero", PIERO)):
         add_oncall(svc, tenant.id, name, phone, actor="test")
@@ -69,6 +70,7 @@ def test_a_number_that_cannot_be_called_is_refused(app, svc, tenant, phone, comp
     assert list_oncall(svc, tenant.id) == []
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_the_same_number_twice_is_refused(app, svc, tenant):
     add_oncall(svc, tenant.id, "Mario", MARIO, actor="test")
 
@@ -149,6 +151,7 @@ def test_emergency_settings_are_set_from_the_cli_and_audited(app, svc, tenant):
     assert event.detail["emergency.rounds"] == 3
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_changing_one_emergency_setting_keeps_the_others(svc, tenant):
     update_settings(svc, tenant.id, {"emergency.rounds": 4}, actor="test")
     update_settings(svc, tenant.id, {"emergency.ack_seconds": 30}, actor="test")

@@ -234,6 +234,7 @@ def test_an_operator_unsubscribes_only_their_own_browser(svc, tenant, client, ap
 # -- pushing --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_an_emergency_through_the_webhook_reaches_every_operators_device(
     svc, tenant, client, push_service
 ):
@@ -280,6 +281,7 @@ def test_an_ordinary_message_pushes_nothing(svc, tenant, client, push_service):
     assert "push.sent" not in audit_actions(svc, tenant)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_subscription_the_push_service_forgot_is_deleted(svc, tenant, push_service):
     user = make_user(svc, tenant, "anna@studio-rossi.it")
     gone, alive = device_for(svc, push_service, user), device_for(svc, push_service, user)

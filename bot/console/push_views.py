@@ -103,7 +103,8 @@ def _text(value: Any) -> str:
 def push_subscribe() -> Response | tuple[Response, int]:
     """``PushSubscription.toJSON()``: ``{"endpoint", "keys": {"p256dh", "auth"}}``."""
     body = _json_body()
-    keys = body.get("keys") if isinstance(body.get("keys"), dict) else {}
+    found = body.get("keys")
+    keys: dict[str, Any] = found if isinstance(found, dict) else {}
     try:
         subscribe(
             services(),
