@@ -233,15 +233,22 @@ RECORD_NOTIFICATIONS = """
 """
 
 
-def test_an_emergency_raises_a_desktop_notification_and_a_title_badge_without_reload(
-    app, svc, tenant, operator, page, live_server
-):
-    from playwright.sync_api import expect
-
+@pytest.fixture
+def alerting_page(svc, tenant, operator, page, live_server) -> Any:
+    """The operator's console in a browser that allows notifications and records them."""
     page.context.grant_permissions(["notifications"], origin=live_server)
     page.add_init_script(RECORD_NOTIFICATIONS)
     make_contact(svc, tenant)
     sign_in(page, operator.email)
+    return page
+
+
+def test_an_emergency_raises_a_desktop_notification_and_a_title_badge_without_reload(
+    svc, alerting_page, live_server
+):
+    from playwright.sync_api import expect
+
+    page = alerting_page
     wait_for_live_connection(page)
     page.wait_for_selector("#console[data-service-worker=registered]", state="attached")
     expect(page.locator("#push-toggle")).to_have_text("Ricevi notifiche")
@@ -261,15 +268,10 @@ def test_an_emergency_raises_a_desktop_notification_and_a_title_badge_without_re
     assert page.evaluate("window.sameDocument") is True  # no reload
 
 
-def test_alerts_turned_off_in_this_browser_stay_off_after_a_reload(
-    app, svc, tenant, operator, page, live_server
-):
+def test_alerts_turned_off_in_this_browser_stay_off_after_a_reload(svc, alerting_page, live_server):
     from playwright.sync_api import expect
 
-    page.context.grant_permissions(["notifications"], origin=live_server)
-    page.add_init_script(RECORD_NOTIFICATIONS)
-    make_contact(svc, tenant)
-    sign_in(page, operator.email)
+    page = alerting_page
     page.click("#alerts-toggle")
     expect(page.locator("#alerts-toggle")).to_have_text("Avvisi in questa finestra: no")
     page.reload()
