@@ -380,3 +380,13 @@ def test_a_keypress_body_that_is_not_utf8_is_malformed(client):
     )
 
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("app_config_extra", [{"WHATSAPP_TRANSPORT": "console"}], indirect=True)
+def test_without_twilio_the_console_transport_records_the_call(svc, emergency, twilio):
+    (placed,) = run_escalation(svc, at(ACK), [emergency])
+
+    (recorded,) = svc.transport.calls
+    assert (recorded.to, placed.outcome) == (MARIO, CallOutcome.PLACED)
+    assert '<Say language="it-IT">' in recorded.twiml
+    assert twilio.calls == []
