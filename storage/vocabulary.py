@@ -13,6 +13,7 @@ from enum import StrEnum
 
 __all__ = [
     "Action",
+    "CallOutcome",
     "Channel",
     "ContactKind",
     "Consent",
@@ -238,3 +239,12 @@ class Action(StrEnum):
     TICKET_WORK_DONE = "ticket_work_done"
     EVENT = "event"
     ACKNOWLEDGED = "acknowledged"
+
+
+class CallOutcome(StrEnum):
+    """What became of one escalation call to an on-call person."""
+
+    CLAIMED = "claimed"  # the row is written, the call not yet placed
+    PLACED = "placed"  # Twilio took the call
+    FAILED = "failed"  # Twilio refused it or could not be reached
+    ACKNOWLEDGED = "acknowledged"  # the callee pressed 1

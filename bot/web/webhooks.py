@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 
+from bot.conversation.escalation import MAX_ATTEMPTS, answer_keypress
 from bot.conversation.inbound import check_required, encode_payload
 from bot.exceptions import MalformedWebhook
 from bot.office.phone import strip_channel
@@ -80,3 +81,16 @@ def delivery_status() -> Response:
     if message_id is not None and error_code is not None:
         record_delivery_error(services(), tenant_id, message_id, error_code)
     return Response(status=204)
+
+
+@bp.post("/voice/ack")
+def voice_ack() -> Response:
+    """A Gather's action on an escalation call: the on-call person pressed a key."""
+    params = _signed_params()
+    call_sid = params.get("CallSid", "")
+    if not call_sid:
+        abort(400, "missing CallSid")
+    raw_attempt = request.args.get("attempt", "1")
+    attempt = int(raw_attempt) if raw_attempt.isdigit() else MAX_ATTEMPTS
+    twiml = answer_keypress(services(), call_sid, params.get("Digits", ""), attempt)
+    return Response(twiml, status=200, mimetype="text/xml")
