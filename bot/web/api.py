@@ -107,7 +107,7 @@ def contacts() -> Response:
         return jsonify(contacts=[contact_json(c) for c in rows])
 
 
-@bp.get("/contacts/<int:contact_id>/consent-events")
+@bp.get("/contacts/<id:contact_id>/consent-events")
 def consent_events(contact_id: int) -> Response:
     svc = services()
     tenant: Tenant = g.tenant
@@ -166,7 +166,7 @@ def conversations() -> Response:
         )
 
 
-@bp.get("/conversations/<int:conversation_id>/messages")
+@bp.get("/conversations/<id:conversation_id>/messages")
 def conversation_messages(conversation_id: int) -> Response:
     svc = services()
     tenant: Tenant = g.tenant
