@@ -3,12 +3,14 @@
 ``str.isdigit()`` and ``\\d`` accept far more than 0-9: ``"²".isdigit()`` is true and
 ``int("²")`` then raises, while ``int("٣")`` quietly reads 3, a number nobody typed.
 And a number may be well formed but too big for the column it is compared with
-(SQLite and PostgreSQL hold 64-bit integers), which the driver reports as an error
-deep inside a query. So every number that crosses an edge goes through
-:func:`parse_int`: ASCII digits only, no sign, no spaces, within the bounds its use
-gives it; anything else raises :class:`~bot.exceptions.InvalidInput`, which the edge
-answers with a 4xx. Path ids go through :class:`IdConverter` (``<id:name>``), so an id
-out of range never matches a route and answers 404 like any unknown id.
+(our ids are INTEGER columns: 32 bits on PostgreSQL, which refuses a larger value
+bound to them, 64 bits on SQLite, whose driver cannot even bind more), and the
+database reports that as an error deep inside a query. So every number that crosses
+an edge goes through :func:`parse_int`: ASCII digits only, no sign, no spaces, within
+the bounds its use gives it; anything else raises :class:`~bot.exceptions.InvalidInput`,
+which the edge answers with a 4xx. Path ids go through :class:`IdConverter`
+(``<id:name>``), so an id out of range never matches a route and answers 404 like any
+unknown id.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from bot.exceptions import InvalidInput
 
 __all__ = ["ID_MAX", "IdConverter", "parse_id", "parse_int"]
 
-ID_MAX = 2**63 - 1  # the largest value of a signed 64-bit column, on every backend
+# The largest id an INTEGER column holds on every backend we run on (PostgreSQL's
+# int4; SQLite's go to 2**63 - 1). Widen it with the columns, never beyond them.
+ID_MAX = 2**31 - 1
 _ASCII_DIGITS = re.compile(r"[0-9]+")  # never \d: it matches every script's digits
 
 
@@ -44,7 +48,7 @@ def parse_id(raw: str, name: str) -> int:
 class IdConverter(BaseConverter):
     """``<id:name>``: a row id in a URL path; anything else is not this route (404)."""
 
-    regex = r"[0-9]{1,19}"
+    regex = r"[0-9]{1,10}"  # len(str(ID_MAX)); parse_id checks the value
     weight = 50  # as werkzeug's own number converters: before plain strings
 
     def to_python(self, value: str) -> int:
