@@ -360,6 +360,22 @@ def test_a_terminated_office_may_still_look_a_contact_up(client, svc, ours):
     assert [c["id"] for c in answer.get_json()["contacts"]] == [ours.contact.id]
 
 
+def test_an_oversized_lookup_answers_413_json(client, token):
+    answer = client.post(
+        "/api/v1/contacts/lookup", json={"phone": "3" * 70_000}, headers=bearer(token)
+    )
+
+    assert answer.status_code == 413
+    assert answer.get_json()["error"] == "request_entity_too_large"
+
+
+def test_the_lookup_is_post_only_and_says_so_in_json(client, token):
+    answer = client.get("/api/v1/contacts/lookup", headers=bearer(token))
+
+    assert answer.status_code == 405
+    assert answer.get_json()["error"] == "method_not_allowed"
+
+
 def test_the_get_by_phone_still_works_and_says_it_is_deprecated(client, ours):
     answer = client.get(f"/api/v1/contacts?phone={_phone(1, 0)}", headers=bearer(ours.token))
 
