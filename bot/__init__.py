@@ -20,12 +20,15 @@ __all__ = ["create_app"]
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then the environment, then ``config`` (tests pass theirs)."""
     from bot import console, services
-    from bot.config import load_config
+    from bot.config import instance_folder, load_config
     from bot.runtime import cli
     from bot.web import api, errors, health, public, realtime, security, simulator, webhooks
+    from bot.web.numbers import IdConverter
 
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_path=instance_folder(), instance_relative_config=True)
     app.config.from_mapping(load_config(app.instance_path, config))
+    # Before any blueprint: routes take row ids as <id:...>, bounded ASCII digits only.
+    app.url_map.converters["id"] = IdConverter
 
     svc = services.init_app(app)
     errors.init_app(app)

@@ -1,8 +1,9 @@
 """The only place that reads configuration: defaults, then the environment, then overrides.
 
-Secrets that the embedded default needs (``SECRET_KEY``, ``ENCRYPTION_KEYS``) are
-generated once into the instance folder, so a restart keeps sessions and can still
-decrypt what it stored.
+Secrets that the embedded default needs (``SECRET_KEY``, ``ENCRYPTION_KEYS``, and the
+Web Push signing key ``VAPID_PRIVATE_KEY``) are generated once into the instance
+folder, so a restart keeps sessions, can still decrypt what it stored, and browsers
+stay subscribed (a subscription is bound to the key it was made with).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from notify.push import generate_vapid_key
 from storage.crypto import generate_key
 
 DEFAULTS: dict[str, Any] = {
@@ -53,6 +55,20 @@ DEFAULTS: dict[str, Any] = {
     "PRIORITY_LANE": True,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    # Web Push to operators' devices: the VAPID key (base64url P-256 scalar; generated
+    # into the instance folder when unset) and the contact push services may write to.
+    "VAPID_PRIVATE_KEY": None,
+    # Who push services may contact about our pushes (mailto: or https:); unset, the
+    # office's first admin's address.
+    "VAPID_SUBJECT": None,
+    # Push endpoints must be HTTPS; a push service on loopback only for tests and dev.
+    "PUSH_ALLOW_LOOPBACK_ENDPOINTS": False,
+    # Pusher Beams, used instead of Web Push when both are set. The CA bundle is for a
+    # private CA (or a test's own): the Beams SDK always speaks HTTPS.
+    "PUSHER_BEAMS_INSTANCE_ID": None,
+    "PUSHER_BEAMS_SECRET_KEY": None,
+    "PUSHER_BEAMS_ENDPOINT": None,
+    "PUSHER_BEAMS_CA_BUNDLE": None,
 }
 
 _ENV_KEYS = [
@@ -60,7 +76,7 @@ _ENV_KEYS = [
     for k in DEFAULTS
     if k not in {"MAX_CONTENT_LENGTH", "SESSION_COOKIE_HTTPONLY", "SESSION_COOKIE_SAMESITE"}
 ] + ["SECRET_KEY"]
-_BOOLS = {"PUSHER_SSL", "DEV_MODE", "PRIORITY_LANE"}
+_BOOLS = {"PUSHER_SSL", "DEV_MODE", "PUSH_ALLOW_LOOPBACK_ENDPOINTS", "PRIORITY_LANE"}
 _INTS = {
     "PROCESSING_LEASE_SECONDS",
     "MAX_PROCESSING_ATTEMPTS",
@@ -96,6 +112,14 @@ def _instance_secret(instance: Path, name: str, make: Any) -> str:
     return value
 
 
+def instance_folder(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where keys, the SQLite file and media live: ``PORTINERIA_INSTANCE_PATH``, or
+    ``None`` for Flask's default (``instance/`` beside the package)."""
+    env = os.environ if environ is None else environ
+    folder = env.get("PORTINERIA_INSTANCE_PATH")
+    return os.path.abspath(folder) if folder else None
+
+
 def load_config(
     instance_path: str,
     overrides: Mapping[str, Any] | None = None,
@@ -116,6 +140,10 @@ def load_config(
         )
     if not config.get("ENCRYPTION_KEYS"):
         config["ENCRYPTION_KEYS"] = _instance_secret(instance, "encryption_keys", generate_key)
+    if not config.get("VAPID_PRIVATE_KEY"):
+        config["VAPID_PRIVATE_KEY"] = _instance_secret(
+            instance, "vapid_private_key", generate_vapid_key
+        )
     if not config.get("DATABASE_URL"):
         instance.mkdir(parents=True, exist_ok=True)
         config["DATABASE_URL"] = f"sqlite:///{instance / 'portineria.db'}"

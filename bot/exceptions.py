@@ -8,6 +8,8 @@
     │   ├── InvalidPhoneNumber           not a valid E.164 / Italian number
     │   ├── InvalidSetting               an office setting that cannot be stored
     │   ├── InvalidAccount               a console account that cannot be created
+    │   ├── InvalidSubscription          a browser's push subscription we will not store
+    │   ├── OnCallExists                 that number is already on the office's rota
     │   └── InvalidImport                a contacts file that cannot be read
     ├── NotFound (LookupError)           no such record *in the caller's office*
     ├── Refused                          a move not allowed now (Italian ``message``)
@@ -29,8 +31,10 @@ __all__ = [
     "InvalidInput",
     "InvalidPhoneNumber",
     "InvalidSetting",
+    "InvalidSubscription",
     "MalformedWebhook",
     "NotFound",
+    "OnCallExists",
     "PortineriaError",
     "Refused",
     "SendDeferred",
@@ -60,6 +64,14 @@ class InvalidSetting(InvalidInput):
 
 class InvalidAccount(InvalidInput):
     """A console account that cannot be created as asked (role, password)."""
+
+
+class InvalidSubscription(InvalidInput):
+    """A Web Push subscription we will not store: not HTTPS, or keys that are not keys."""
+
+
+class OnCallExists(InvalidInput):
+    """That number is already on the office's on-call rota."""
 
 
 class InvalidImport(InvalidInput):

@@ -5,6 +5,8 @@ They run inside the worker's app context (see :mod:`bot.runtime.worker`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.services import services
 
 
@@ -18,3 +20,9 @@ def deliver_message(message_id: int) -> None:
     from bot.outbound.send import deliver
 
     deliver(services(), message_id)
+
+
+def push_to_operators(tenant_id: int, payload: dict[str, Any]) -> None:
+    from bot.office.push import push_to_operators as push
+
+    push(services(), tenant_id, payload)

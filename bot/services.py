@@ -17,6 +17,7 @@ from bot.office.directory import TenantDirectory
 from bot.runtime.queueing import JobQueue, connect_redis
 from notify import ConsoleTransport, TwilioTransport, WhatsAppTransport
 from notify.operators import OperatorNotifier, PusherNotifier, RedisStreamNotifier
+from notify.push import BeamsPublisher, WebPushSender
 from storage import BodyCipher, Database
 from storage.inbound import InboundWriter
 
@@ -36,9 +37,14 @@ class Services:
     request_validator: RequestValidator | None
     notifier: OperatorNotifier
     inbound_writer: InboundWriter
+    # Web Push to operators' devices, signed with the instance's VAPID key.
+    push: WebPushSender
 
     # What a message means: the trained pipeline, or a test's own reader.
     understand: Reader = read_with_model
+
+    # Pushes to operators' devices: Pusher Beams instead of Web Push when configured.
+    beams: BeamsPublisher | None = None
 
     # The app's context factory: a job needs the app's context to run
     # (``bot.jobs`` reads ``services()``), and code holding only the parts can open it.
@@ -81,6 +87,18 @@ def build_notifier(config: dict[str, Any], redis: Redis) -> OperatorNotifier:
     return RedisStreamNotifier(redis)
 
 
+def build_beams(config: dict[str, Any]) -> BeamsPublisher | None:
+    instance, secret = config.get("PUSHER_BEAMS_INSTANCE_ID"), config.get("PUSHER_BEAMS_SECRET_KEY")
+    if not (instance and secret):
+        return None
+    return BeamsPublisher(
+        str(instance),
+        str(secret),
+        endpoint=config.get("PUSHER_BEAMS_ENDPOINT") or None,
+        ca_bundle=config.get("PUSHER_BEAMS_CA_BUNDLE") or None,
+    )
+
+
 def init_app(app: Flask) -> Services:
     config = app.config
     db = Database(config["DATABASE_URL"])
@@ -103,6 +121,8 @@ def init_app(app: Flask) -> Services:
         request_validator=RequestValidator(token) if token else None,
         notifier=build_notifier(config, redis),
         inbound_writer=InboundWriter(db),
+        push=WebPushSender(config["VAPID_PRIVATE_KEY"]),
+        beams=build_beams(config),
     )
     svc.app_context = app.app_context
     app.extensions[EXTENSION] = svc

@@ -3,6 +3,7 @@ operator notifications. No business rules live here."""
 
 from notify.media import DownloadedMedia, MediaRefused, download_media
 from notify.whatsapp import (
+    CallRequest,
     ConsoleTransport,
     OutboundRequest,
     SendError,
@@ -12,6 +13,7 @@ from notify.whatsapp import (
 )
 
 __all__ = [
+    "CallRequest",
     "ConsoleTransport",
     "DownloadedMedia",
     "MediaRefused",

@@ -1,6 +1,8 @@
 """WhatsApp transports: Twilio's REST API, or a console that records what would go out.
 
 A transport only moves a message; whether it may go is decided above (the outbound gate).
+The same transports place voice calls (``call``), for the escalation of an emergency
+that nobody acknowledged: Twilio's Calls API with inline TwiML, or the console's record.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,6 +42,15 @@ class SendReceipt:
     status: str
 
 
+@dataclass(frozen=True)
+class CallRequest:
+    """A voice call to place: ``twiml`` is the document Twilio runs when it is answered."""
+
+    to: str
+    from_number: str
+    twiml: str
+
+
 class SendError(Exception):
     """The provider refused the message; ``retryable`` says whether trying later can help."""
 
@@ -53,6 +65,8 @@ class WhatsAppTransport(Protocol):
     name: str
 
     def send(self, request: OutboundRequest) -> SendReceipt: ...
+
+    def call(self, request: CallRequest) -> SendReceipt: ...
 
 
 def _is_retryable(status: int | None) -> bool:
@@ -86,10 +100,17 @@ class TwilioTransport:
         self._sleep = sleep
 
     def send(self, request: OutboundRequest) -> SendReceipt:
+        return self._with_retries(lambda: self._create(request))
+
+    def call(self, request: CallRequest) -> SendReceipt:
+        """Place a voice call; a 429, 5xx or refused connection is retried like a send."""
+        return self._with_retries(lambda: self._create_call(request))
+
+    def _with_retries(self, create: Callable[[], SendReceipt]) -> SendReceipt:
         attempts = len(self._retry_delays) + 1
         for attempt in range(attempts):
             try:
-                return self._create(request)
+                return create()
             except SendError as error:
                 if not error.retryable or attempt == attempts - 1:
                     raise
@@ -108,19 +129,33 @@ class TwilioTransport:
             kwargs["body"] = request.body or ""
         if request.status_callback:
             kwargs["status_callback"] = request.status_callback
-        try:
+        with _twilio_errors("message"):
             message = self._client.messages.create(**kwargs)
-        except TwilioRestException as error:
-            raise SendError(
-                f"twilio refused the message ({error.status}, code {error.code})",
-                status=error.status,
-                code=error.code,
-                retryable=_is_retryable(error.status),
-            ) from error
-        except requests.ConnectionError as error:
-            # Raised before the request reached Twilio: nothing was created.
-            raise SendError("twilio unreachable", status=None, code=None, retryable=True) from error
         return SendReceipt(provider_sid=str(message.sid), status=str(message.status or "queued"))
+
+    def _create_call(self, request: CallRequest) -> SendReceipt:
+        with _twilio_errors("call"):
+            call = self._client.calls.create(
+                to=request.to, from_=request.from_number, twiml=request.twiml
+            )
+        return SendReceipt(provider_sid=str(call.sid), status=str(call.status or "queued"))
+
+
+@contextmanager
+def _twilio_errors(what: str) -> Iterator[None]:
+    """Twilio's and the network's failures as :class:`SendError`, retryable or not."""
+    try:
+        yield
+    except TwilioRestException as error:
+        raise SendError(
+            f"twilio refused the {what} ({error.status}, code {error.code})",
+            status=error.status,
+            code=error.code,
+            retryable=_is_retryable(error.status),
+        ) from error
+    except requests.ConnectionError as error:
+        # Raised before the request reached Twilio: nothing was created.
+        raise SendError("twilio unreachable", status=None, code=None, retryable=True) from error
 
 
 @dataclass
@@ -130,9 +165,16 @@ class ConsoleTransport:
     name: str = "console"
     # Bounded: the dev server runs for days; the database keeps the full history.
     sent: deque[OutboundRequest] = field(default_factory=lambda: deque(maxlen=1000))
+    calls: deque[CallRequest] = field(default_factory=lambda: deque(maxlen=1000))
 
     def send(self, request: OutboundRequest) -> SendReceipt:
         self.sent.append(request)
         sid = "CM" + uuid.uuid4().hex
         log.info("console transport: message %s recorded, not sent", sid)
         return SendReceipt(provider_sid=sid, status="sent")
+
+    def call(self, request: CallRequest) -> SendReceipt:
+        self.calls.append(request)
+        sid = "CA" + uuid.uuid4().hex
+        log.info("console transport: call %s recorded, not placed", sid)
+        return SendReceipt(provider_sid=sid, status="queued")

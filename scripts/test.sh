@@ -20,7 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# Exactly the locked versions, each checked against its hash; then the project itself.
+.venv/bin/python -m pip install -q --require-hashes -r requirements-dev.lock
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 .venv/bin/ruff check bot intents storage notify tests bench wsgi.py
 exec .venv/bin/python -m pytest "$@"

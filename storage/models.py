@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from storage.vocabulary import (
+    CallOutcome,
     Channel,
     Consent,
     ContactKind,
@@ -439,3 +440,71 @@ class Event(Base):
     status: Mapped[str] = mapped_column(String(16), default="proposed")
     entities: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PushSubscription(Base):
+    """One browser's Web Push subscription (RFC 8030), for a console user.
+
+    The endpoint is the push service's URL for that browser (FCM, Mozilla, Apple):
+    unique, because a browser that subscribes again under another operator is the
+    same device changing hands. ``p256dh`` and ``auth`` are the browser's keys that
+    each message is encrypted for (RFC 8291).
+    """
+
+    __tablename__ = "push_subscriptions"
+    __table_args__ = (Index(None, "tenant_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    endpoint: Mapped[str] = mapped_column(String(1024), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(128))
+    auth: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_success_at: Mapped[datetime | None]
+    # Consecutive failed deliveries; reset by a success.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OnCallPerson(Base):
+    """Someone the office calls when an emergency stays unacknowledged, in ``position`` order."""
+
+    __tablename__ = "oncall_people"
+    __table_args__ = (UniqueConstraint("tenant_id", "phone"), Index(None, "tenant_id", "position"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EscalationCall(Base):
+    """One voice call of an emergency's escalation.
+
+    ``sequence`` numbers the calls of one conversation's emergency (0, 1, ...): the
+    unique constraint on it is the claim that stops two workers placing the same call.
+    ``hazard`` and ``place`` (``presso <building>`` or ``in <street>``) are what the call
+    said, never the resident's name or number, kept to say it again after a wrong key.
+    """
+
+    __tablename__ = "escalation_calls"
+    __table_args__ = (UniqueConstraint("conversation_id", "sequence"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    oncall_id: Mapped[int | None] = mapped_column(
+        ForeignKey("oncall_people.id", ondelete="SET NULL")
+    )
+    sequence: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer)
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    hazard: Mapped[str | None] = mapped_column(String(64))
+    place: Mapped[str | None] = mapped_column(String(200))
+    placed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[CallOutcome] = mapped_column(
+        StoredWord(CallOutcome, 16), default=CallOutcome.CLAIMED
+    )
+    acknowledged_at: Mapped[datetime | None]

@@ -14,6 +14,7 @@ from enum import StrEnum
 __all__ = [
     "AckVia",
     "Action",
+    "CallOutcome",
     "Channel",
     "ContactKind",
     "Consent",
@@ -267,3 +268,12 @@ class Action(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     # Not a message's decision: the housekeeping's "an operator will answer" reminder.
     HANDOFF_REMINDER = "handoff_reminder"
+
+
+class CallOutcome(StrEnum):
+    """What became of one escalation call to an on-call person."""
+
+    CLAIMED = "claimed"  # the row is written, the call not yet placed
+    PLACED = "placed"  # Twilio took the call
+    FAILED = "failed"  # Twilio refused it or could not be reached
+    ACKNOWLEDGED = "acknowledged"  # the callee pressed 1

@@ -23,8 +23,11 @@ from servers import PostgresServer, RedisServer
 
 from bot import create_app
 from bot.services import Services, services
+from notify.push import generate_vapid_key
 from storage.migrate import upgrade
 from storage.models import Tenant, User
+
+VAPID_PRIVATE_KEY = generate_vapid_key()
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +147,8 @@ def app_config(
         "MEDIA_ROOT": str(tmp_path / "media"),
         "QUEUE_NAME": "test",
         "PUSHER_APP_ID": None,
+        # Given, so a test run writes no key into the checkout's instance folder.
+        "VAPID_PRIVATE_KEY": VAPID_PRIVATE_KEY,
         **app_config_extra,
     }
 

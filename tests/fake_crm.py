@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from servers import WsgiServer, _Managed
+from servers import FakeService, WsgiServer
 from werkzeug.wrappers import Request, Response
 
 __all__ = [
@@ -128,7 +128,7 @@ def _parse_signature(header: str) -> tuple[int, list[str]]:
     return timestamp, signatures
 
 
-class FakeCrmReceiver(_Managed):
+class FakeCrmReceiver(FakeService):
     """A CRM webhook endpoint on 127.0.0.1 (see the module docstring).
 
     ``FakeCrmReceiver(secrets=[...], *, tolerance=300.0, port=0)``;
@@ -149,14 +149,11 @@ class FakeCrmReceiver(_Managed):
 
     def start(self) -> FakeCrmReceiver:
         self._waking.clear()
-        self._server.start()
-        return self
+        return super().start()
 
     def close(self) -> None:
         self._waking.set()  # delayed answers give up at once
-        self._server.close()
-
-    stop = close
+        super().close()
 
     def down(self) -> None:
         """Stop listening and cut open connections: senders get connection errors."""
@@ -165,18 +162,6 @@ class FakeCrmReceiver(_Managed):
     def up(self) -> None:
         """Listen again, on the same port."""
         self.start()
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
 
     @property
     def url(self) -> str:

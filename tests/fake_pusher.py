@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from servers import WsgiServer
+from servers import FakeService, WsgiServer
 from werkzeug.wrappers import Request, Response
 
 __all__ = ["FakePusher", "PusherRejection"]
@@ -113,7 +113,7 @@ def _batch_events(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return [_event_record([entry.get("channel")], entry) for entry in batch]
 
 
-class FakePusher:
+class FakePusher(FakeService):
     """Pusher Channels' events API on 127.0.0.1 (see the module docstring).
 
     ``FakePusher(app_id, key, secret)``; ``start()`` or ``with`` to serve;
@@ -129,33 +129,6 @@ class FakePusher:
         self._server = WsgiServer(self._wsgi)
 
     # -- lifecycle ---------------------------------------------------------------
-
-    def start(self) -> FakePusher:
-        self._server.start()
-        return self
-
-    def close(self) -> None:
-        self._server.close()
-
-    stop = close
-
-    def __enter__(self) -> FakePusher:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
 
     # -- test controls and records -------------------------------------------------
 

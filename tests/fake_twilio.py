@@ -171,7 +171,7 @@ from fake_twilio_voice import (
     resolve_action,
     twilio_signature,
 )
-from servers import WsgiServer, _Managed
+from servers import FakeService, WsgiServer
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -469,7 +469,7 @@ def _page_slice(sids: list[str], query: _ListQuery) -> tuple[list[str], bool]:
     return chosen, start + query.page_size < len(sids)
 
 
-class FakeTwilio(_Managed):
+class FakeTwilio(FakeService):
     """Twilio's Messages and Calls REST API on 127.0.0.1 (see the module docstring).
 
     ``FakeTwilio(account_sid, auth_token, *, latency=0.0, max_per_second=None,
@@ -503,28 +503,13 @@ class FakeTwilio(_Managed):
 
     def start(self) -> FakeTwilio:
         self._closing.clear()
-        self._server.start()
         self._cdn.start()
-        return self
+        return super().start()
 
     def close(self) -> None:
         self._closing.set()  # wake delayed requests
-        self._server.close()
+        super().close()
         self._cdn.close()
-
-    stop = close
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
 
     @property
     def cdn_base_url(self) -> str:

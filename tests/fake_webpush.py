@@ -92,7 +92,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from servers import WsgiServer, _Managed
+from servers import FakeService, WsgiServer
 from werkzeug.wrappers import Request, Response
 
 __all__ = [
@@ -335,7 +335,7 @@ def _key_bytes(key: str | bytes) -> bytes:
     return raw
 
 
-class FakePushService(_Managed):
+class FakePushService(FakeService):
     """A Web Push service on 127.0.0.1 (see the module docstring).
 
     ``FakePushService(port=0)``; ``start()`` or ``with`` to serve; then
@@ -348,27 +348,6 @@ class FakePushService(_Managed):
         self._server = WsgiServer(self._wsgi, port=port)
 
     # -- lifecycle ---------------------------------------------------------------
-
-    def start(self) -> FakePushService:
-        self._server.start()
-        return self
-
-    def close(self) -> None:
-        self._server.close()
-
-    stop = close
-
-    @property
-    def host(self) -> str:
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
 
     @property
     def origin(self) -> str:

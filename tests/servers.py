@@ -37,8 +37,11 @@ from typing import Any, Self
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from bot.runtime.devstack import stop_process
+
 __all__ = [
     "LOOPBACK",
+    "FakeService",
     "PostgresServer",
     "RedisServer",
     "ServerError",
@@ -78,22 +81,6 @@ def _log_tail(path: str, limit: int = 2000) -> str:
             return handle.read()[-limit:]
     except OSError:
         return "<no log>"
-
-
-def _stop_process(
-    process: subprocess.Popen[bytes] | None,
-    first_signal: int = signal.SIGTERM,
-    timeout: float = 5.0,
-) -> None:
-    """Signal, wait (bounded), then kill and reap ``process``."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        process.send_signal(first_signal)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
 
 
 class _Managed:
@@ -265,7 +252,7 @@ class RedisServer(_Managed):
 
     def stop(self) -> None:
         """Terminate the server (bounded), keeping port and directory for start()."""
-        _stop_process(self._process)
+        stop_process(self._process)
         self._process = None
         self._close_log()
 
@@ -499,7 +486,7 @@ class PostgresServer(_Managed):
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), bounded; the cluster stays for start()."""
-        _stop_process(self._process, first_signal=signal.SIGINT, timeout=10.0)
+        stop_process(self._process, timeout=10.0, first_signal=signal.SIGINT)
         self._process = None
         if self._log_handle is not None:
             self._log_handle.close()
@@ -620,3 +607,36 @@ class WsgiServer(_Managed):
             thread.join(timeout=5.0)
 
     stop = close
+
+
+class FakeService(_Managed):
+    """Base of the fakes of outside services (Twilio, Pusher, Web Push, a CRM): one
+    ``WsgiServer`` serving ``self._wsgi``, started and stopped with the fake.
+
+    Subclasses set ``self._server = WsgiServer(self._wsgi, port=port)`` and may extend
+    ``start``/``close`` (calling ``super()``) for their own clocks or second servers.
+    """
+
+    _server: WsgiServer
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def close(self) -> None:
+        self._server.close()
+
+    def stop(self) -> None:
+        self.close()
+
+    @property
+    def host(self) -> str:
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def base_url(self) -> str:
+        return self._server.base_url

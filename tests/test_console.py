@@ -245,6 +245,75 @@ def test_a_colleague_of_another_office_cannot_be_assigned(svc, tenant, operator,
         handoff.assign(session, actor_for(operator), conversation.id, stranger.id, utcnow())
 
 
+# -- numbers from outside: ASCII digits only, bounded ----------------------------------
+
+HUGE_ID = "1" * 25
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/console/conversations/{HUGE_ID}",
+        "/console/conversations/9223372036854775808",
+        "/console/conversations/0",
+        "/console/conversations/\u0661",
+        f"/console/tickets/{HUGE_ID}",
+    ],
+)
+def test_a_path_id_that_is_not_a_bounded_ascii_number_is_404(signed_in, svc, tenant, path):
+    make_conversation(svc, tenant)  # conversation 1 exists: Arabic-Indic "1" must not reach it
+
+    assert signed_in.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("move", ["takeover", "release", "close", "reply", "assign"])
+def test_a_move_on_a_25_digit_conversation_id_is_404(signed_in, move):
+    response = signed_in.post(
+        f"/console/conversations/{HUGE_ID}/{move}",
+        data={"csrf_token": csrf_token(signed_in, "/console/"), "body": "x", "user_id": "1"},
+    )
+
+    assert response.status_code == 404
+
+
+def test_a_ticket_status_change_on_a_25_digit_id_is_404(signed_in):
+    response = signed_in.post(
+        f"/console/tickets/{HUGE_ID}/status",
+        data={"csrf_token": csrf_token(signed_in, "/console/"), "status": "done"},
+    )
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("user_id", ["abc", "\u00b2", "\u0661", HUGE_ID, "-1", "0", "1.0", ""])
+def test_assigning_to_a_colleague_id_that_is_not_a_number_is_refused_clearly(
+    signed_in, svc, tenant, operator, user_id
+):
+    conversation = make_conversation(svc, tenant)
+    page = f"/console/conversations/{conversation.id}"
+
+    answer = post_form(signed_in, f"{page}/assign", {"user_id": user_id}, page=page)
+
+    assert answer.status_code == 200
+    assert "Collega non valido" in answer.get_data(as_text=True)
+    assert reload(svc, conversation).assigned_user_id is None
+    assert "conversation.assign" not in audit_actions(svc, tenant)
+
+
+@pytest.mark.parametrize("user_id", ["\u00b2", "\u0661", HUGE_ID, "9223372036854775808"])
+def test_an_audit_filter_on_a_user_id_that_is_not_a_number_is_dropped_with_a_note(
+    client, svc, tenant, user_id
+):
+    admin = make_user(svc, tenant, "capo@studio-rossi.it", role="admin")
+    login(client, admin.email)
+
+    page = client.get("/console/admin/audit", query_string={"utente": user_id})
+
+    assert page.status_code == 200
+    assert "Valore di utente non valido" in page.get_data(as_text=True)
+    assert "capo@studio-rossi.it" in page.get_data(as_text=True)  # the filter was dropped
+
+
 # -- inbox ------------------------------------------------------------------------------
 
 
@@ -620,8 +689,8 @@ def test_release_assign_and_close_over_http(app, signed_in, svc, tenant, operato
     post_form(signed_in, f"{page}/takeover", page=page)
     released = post_form(signed_in, f"{page}/release", page=page)
     assert "Conversazione restituita al bot" in released.get_data(as_text=True)
-    bogus = post_form(signed_in, f"{page}/assign", {"user_id": "abc"}, page=page)
-    assert "Collega non trovato" in bogus.get_data(as_text=True)
+    nobody = post_form(signed_in, f"{page}/assign", {"user_id": "999999"}, page=page)
+    assert "Collega non trovato" in nobody.get_data(as_text=True)
     assigned = post_form(signed_in, f"{page}/assign", {"user_id": str(colleague.id)}, page=page)
     assert "assegnata a bruno@studio-rossi.it" in assigned.get_data(as_text=True)
     not_mine = post_form(signed_in, f"{page}/close", page=page)

@@ -212,3 +212,75 @@ def test_another_offices_conversation_is_404_in_the_browser(svc, tenant, operato
 
     assert response is not None and response.status == 404
     assert "Pagina non trovata" in page.content()
+
+
+# Records every desktop notification the page creates, then lets the real one go on.
+RECORD_NOTIFICATIONS = """
+(() => {
+  const Real = window.Notification;
+  window.__notifications = [];
+  if (!Real) { return; }
+  function Recorded(title, options) {
+    const given = options || {};
+    window.__notifications.push({ title: title, body: given.body, tag: given.tag });
+    return new Real(title, options);
+  }
+  Object.defineProperty(Recorded, "permission", { get: () => Real.permission });
+  Recorded.requestPermission = Real.requestPermission.bind(Real);
+  Recorded.prototype = Real.prototype;
+  window.Notification = Recorded;
+})();
+"""
+
+
+@pytest.fixture
+def alerting_page(svc, tenant, operator, page, live_server) -> Any:
+    """The operator's console in a browser that allows notifications and records them."""
+    page.context.grant_permissions(["notifications"], origin=live_server)
+    page.add_init_script(RECORD_NOTIFICATIONS)
+    make_contact(svc, tenant)
+    sign_in(page, operator.email)
+    return page
+
+
+def test_an_emergency_raises_a_desktop_notification_and_a_title_badge_without_reload(
+    svc, alerting_page, live_server
+):
+    from playwright.sync_api import expect
+
+    page = alerting_page
+    wait_for_live_connection(page)
+    page.wait_for_selector("#console[data-service-worker=registered]", state="attached")
+    expect(page.locator("#push-toggle")).to_have_text("Ricevi notifiche")
+    title = page.title()
+    page.evaluate("window.sameDocument = true")
+
+    send_whatsapp(live_server, EMERGENCY)
+    drain(svc)
+
+    page.wait_for_function("() => window.__notifications.length === 1")
+    expect(page).to_have_title(f"(1) {title}")
+    (note,) = page.evaluate("window.__notifications")
+    conversation_id = page.locator("#console").get_attribute("data-last-emergency")
+    assert note["title"] == "Emergenza"
+    assert note["tag"] == f"emergency-{conversation_id}"
+    assert "gas" not in (note["body"] or "") and RESIDENT not in (note["body"] or "")
+    assert page.evaluate("window.sameDocument") is True  # no reload
+
+
+def test_alerts_turned_off_in_this_browser_stay_off_after_a_reload(svc, alerting_page, live_server):
+    from playwright.sync_api import expect
+
+    page = alerting_page
+    page.click("#alerts-toggle")
+    expect(page.locator("#alerts-toggle")).to_have_text("Avvisi in questa finestra: no")
+    page.reload()
+    wait_for_live_connection(page)
+    expect(page.locator("#alerts-toggle")).to_have_attribute("aria-pressed", "false")
+    title = page.title()
+
+    send_whatsapp(live_server, EMERGENCY)
+    drain(svc)
+
+    expect(page).to_have_title(f"(1) {title}")  # the badge stays: it makes no noise
+    assert page.evaluate("window.__notifications") == []

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from helpers import (
+    PUBLIC_BASE_URL,
     RESIDENT,
     actor_for,
     add_message,
@@ -35,9 +36,11 @@ from bot.conversation.emergency import (
     unacknowledged_emergencies,
     urgent_among,
 )
+from bot.conversation.escalation import escalate_unacknowledged
 from bot.conversation.replies import TEXTS
 from bot.exceptions import InvalidSetting, NotFound, Refused
 from bot.office.hours import OFFICE_ZONE, OfficeHours, closed_now
+from bot.office.oncall import add_oncall
 from bot.office.settings import parse_assignment, update_settings
 from bot.office.tokens import create_token
 from bot.outbound.gate import Outgoing, check_outbound, evaluate
@@ -57,6 +60,7 @@ from storage.models import (
 )
 
 NEIGHBOUR = "+393339876543"
+ON_CALL = "+393331112222"
 GAS = "C'è una forte puzza di gas nelle scale di via Roma 12, venite subito"
 FIRE = "Aiuto c'è un incendio in cantina"
 
@@ -260,7 +264,7 @@ def test_an_emergency_opens_a_ticket_with_its_hazard_place_and_timeline(
         tenant.slug,
         "gas_smell",
     )
-    assert (waiting.place, waiting.hazard_label) == ("via Roma 12", "odore di gas")
+    assert (waiting.place, waiting.hazard_label) == ({"street": "via Roma 12"}, "odore di gas")
     assert waiting.conversation_id == ticket.conversation_id and waiting.waiting_seconds >= 0
     listed = consented.get("/api/v1/tickets", headers=bearer(svc, tenant)).get_json()["tickets"]
     assert [(t["kind"], t["intent"]) for t in listed] == [("emergency", "emergenza")]
@@ -360,6 +364,63 @@ def test_the_api_acknowledges_with_200_json_audited_and_404_for_another_office(
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
     [audited] = audit_rows(svc, "emergency.acknowledge")
     assert (audited.actor, audited.detail["via"]) == ("api", "api")
+
+
+# -- escalation to the on-call people ---------------------------------------------------
+
+
+@pytest.fixture
+def on_call(svc: Services, tenant: Tenant) -> str:
+    add_oncall(svc, tenant.id, "Mario", ON_CALL, actor="test")
+    update_settings(svc, tenant.id, {"emergency.ack_seconds": 10}, actor="test")
+    return ON_CALL
+
+
+def test_nobody_acknowledging_calls_the_on_call_person_whose_1_acknowledges_the_case(
+    consented, svc, tenant, twilio, on_call
+):
+    say(consented, svc, GAS)
+    assert escalate_unacknowledged(svc, utcnow() + timedelta(seconds=5)) == []
+
+    [placed] = escalate_unacknowledged(svc, utcnow() + timedelta(seconds=11))
+    [call] = twilio.wait_for_calls(1)
+    assert call["To"] == on_call and "odore di gas" in " ".join(twilio.said(call["sid"]))
+    press = twilio.press(call["sid"], "1", public_base_url=PUBLIC_BASE_URL)
+    answer = consented.post(press.path, data=press.params, headers=press.headers)
+
+    assert answer.status_code == 200
+    ticket = the_ticket(svc)
+    assert ticket.acknowledged_at is not None
+    step = timeline(svc, ticket)[-1]
+    assert (step.kind, step.detail["via"], step.actor) == (
+        "acknowledged",
+        "voice",
+        f"oncall:{placed.oncall_id}",
+    )
+    assert reload(svc, the_conversation(svc)).needs_attention is False
+    assert escalate_unacknowledged(svc, utcnow() + timedelta(minutes=10)) == []
+    assert len(twilio.calls) == 1
+
+
+def test_an_emergency_acknowledged_in_the_office_calls_nobody(
+    consented, svc, tenant, twilio, on_call
+):
+    say(consented, svc, GAS)
+    acknowledge_emergency(
+        svc, tenant.id, the_conversation(svc).id, actor="api", user_id=None, via="api"
+    )
+
+    assert escalate_unacknowledged(svc, utcnow() + timedelta(minutes=10)) == []
+    assert twilio.calls == []
+
+
+def test_two_reports_on_one_conversation_are_one_escalation(
+    consented, svc, tenant, twilio, on_call
+):
+    say(consented, svc, GAS)
+    say(consented, svc, FIRE)
+
+    assert len(escalate_unacknowledged(svc, utcnow() + timedelta(seconds=11))) == 1
 
 
 # -- release and close ------------------------------------------------------------------

@@ -6,14 +6,17 @@ import pytest
 from helpers import (
     OFFICE_NUMBER,
     PUBLIC_BASE_URL,
+    add_message,
     count_messages,
     inbound_params,
+    make_conversation,
     post_signed,
     sign,
 )
+from sqlalchemy import select
 
 from bot.services import Services
-from storage.models import Tenant
+from storage.models import Message, Tenant
 
 WEBHOOK = "/webhooks/twilio/messages"
 pytestmark = pytest.mark.usefixtures("tenant")
@@ -210,3 +213,75 @@ def test_redis_down_still_stores_and_answers_200(client, svc, redis_server):
 def test_tenant_routing_uses_number_without_channel_prefix(svc, tenant: Tenant):
     assert svc.tenants.tenant_for(OFFICE_NUMBER) == tenant.id
     assert svc.tenants.tenant_for("+390000000001") is None
+
+
+# -- numbers from outside: ASCII digits only, bounded ----------------------------------
+
+STATUS = "/webhooks/twilio/status"
+
+
+@pytest.mark.parametrize("count", ["²", "٣", "-1", " 1", "1.0", "21", "99999999999999999999"])
+def test_a_media_count_that_is_not_a_bounded_ascii_number_is_refused_and_not_stored(
+    client, svc, count
+):
+    response = post_signed(client, WEBHOOK, inbound_params(NumMedia=count))
+
+    assert response.status_code == 400
+    assert response.is_json
+    assert count_messages(svc) == 0
+    assert handed_off(svc) == 0
+
+
+def test_a_stored_message_always_has_a_media_count_the_worker_can_read(client, svc):
+    from bot.conversation.inbound import InboundMessage, decode_payload
+
+    post_signed(client, WEBHOOK, inbound_params(NumMedia="²"))
+    post_signed(client, WEBHOOK, inbound_params(NumMedia="0"))
+
+    with svc.db.session() as session:
+        payloads = [m.payload for m in session.scalars(select(Message))]
+    assert len(payloads) == 1
+    inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(payloads[0])))
+    assert inbound.media == ()
+
+
+def _sent_message(svc: Services, tenant: Tenant) -> Message:
+    conversation = make_conversation(svc, tenant, mode="bot", needs_attention=False)
+    return add_message(
+        svc, conversation, "Grazie", direction="out", provider_sid="SM" + "a" * 32, status="sent"
+    )
+
+
+@pytest.mark.parametrize("code", ["²", "٦٣٠١٦", "99999999999999999999", "63016x"])
+def test_a_status_callback_with_a_malformed_error_code_answers_400_and_changes_nothing(
+    client, svc, tenant, code
+):
+    sent = _sent_message(svc, tenant)
+    params = {
+        "MessageSid": sent.provider_sid,
+        "MessageStatus": "failed",
+        "ErrorCode": code,
+        "From": f"whatsapp:{OFFICE_NUMBER}",
+    }
+
+    response = post_signed(client, STATUS, params)
+
+    assert response.status_code == 400
+    with svc.db.session() as session:
+        stored = session.get(Message, sent.id)
+        assert (stored.status, stored.error_code) == ("sent", None)
+
+
+def test_a_status_callback_with_a_plain_error_code_is_applied(client, svc, tenant):
+    sent = _sent_message(svc, tenant)
+    params = {
+        "MessageSid": sent.provider_sid,
+        "MessageStatus": "undelivered",
+        "ErrorCode": "30008",
+        "From": f"whatsapp:{OFFICE_NUMBER}",
+    }
+
+    assert post_signed(client, STATUS, params).status_code == 204
+    with svc.db.session() as session:
+        stored = session.get(Message, sent.id)
+        assert (stored.status, stored.error_code) == ("undelivered", 30008)

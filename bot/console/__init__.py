@@ -15,7 +15,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from bot.console import admin_views, ticket_views, views  # noqa: F401  (routes)
+from bot.console import admin_views, push_views, ticket_views, views  # noqa: F401  (routes)
 from bot.console.auth import init_login
 from bot.console.blueprint import bp
 from bot.console.labels import JINJA_FILTERS, JINJA_TABLES, label
@@ -37,6 +37,7 @@ ERROR_TEXT = {
 def init_app(app: Flask) -> None:
     init_login(app)
     app.register_blueprint(bp)
+    app.register_blueprint(push_views.pwa)
     app.jinja_env.filters.update(JINJA_FILTERS)
     app.jinja_env.globals.update(JINJA_TABLES)
     app.jinja_env.globals["label"] = label

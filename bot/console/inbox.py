@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session
 
+from bot.conversation.alerts import hazard_label
 from bot.conversation.emergency import (
     conversations_with_pending_emergencies,
-    hazard_label,
     pending_emergencies,
     place_of,
     ticket_timeline,
@@ -314,7 +314,7 @@ def _emergency_views(
         EmergencyView(
             ticket=t,
             hazard=hazard_label(t.hazard),
-            place=place_of(t.entities),
+            place=" · ".join(place_of(t.entities).values()) or None,
             pending=t.id in pending,
             timeline=ticket_timeline(session, tenant_id, t.id),
         )

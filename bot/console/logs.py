@@ -14,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.console.labels import OFFICE_ZONE
+from bot.exceptions import InvalidInput
+from bot.web.numbers import parse_id
 from storage.models import AuditEvent, BotLogEntry, Message, User
 
 PAGE_SIZE = 200
@@ -39,7 +41,7 @@ def parse_filter(args: Mapping[str, str]) -> LogFilter:
         since=since,
         # "al 3 marzo" includes the whole of 3 March.
         until=until + timedelta(days=1) if until else None,
-        user_id=_integer(args.get("utente"), problems, "utente"),
+        user_id=_id(args.get("utente"), problems, "utente"),
         action=(args.get("azione") or "").strip()[:64] or None,
         intent=(args.get("intento") or "").strip()[:32] or None,
         min_confidence=_fraction(args.get("confidenza_min"), problems, "confidenza minima"),
@@ -59,13 +61,14 @@ def _day(raw: str | None, problems: list[str], what: str) -> datetime | None:
     return datetime.combine(day, time.min, OFFICE_ZONE).astimezone(UTC)
 
 
-def _integer(raw: str | None, problems: list[str], what: str) -> int | None:
+def _id(raw: str | None, problems: list[str], what: str) -> int | None:
     if not raw:
         return None
-    if not raw.strip().isdigit():
+    try:
+        return parse_id(raw.strip(), what)
+    except InvalidInput:
         problems.append(f"Valore di {what} non valido: filtro ignorato.")
         return None
-    return int(raw.strip())
 
 
 def _fraction(raw: str | None, problems: list[str], what: str) -> float | None:

@@ -26,7 +26,7 @@ def tickets() -> str:
     )
 
 
-@bp.get("/tickets/<int:ticket_id>")
+@bp.get("/tickets/<id:ticket_id>")
 def ticket(ticket_id: int) -> str:
     who = actor()
     with services().db.session() as db:
@@ -35,7 +35,7 @@ def ticket(ticket_id: int) -> str:
     return render_template("console/ticket.html", ticket=found, statuses=TICKET_STATUSES)
 
 
-@bp.post("/tickets/<int:ticket_id>/status")
+@bp.post("/tickets/<id:ticket_id>/status")
 def ticket_status(ticket_id: int) -> Response:
     try:
         with services().db.session() as db:

@@ -44,10 +44,11 @@ from bot.console.inbox import (
 from bot.console.inbox import inbox as inbox_rows
 from bot.console.reply import new_form_key, send_operator_reply
 from bot.conversation import handoff
-from bot.exceptions import NotFound, Refused
+from bot.exceptions import InvalidInput, NotFound, Refused
 from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
+from bot.web.numbers import parse_id
 from storage.models import utcnow
 from storage.vocabulary import Refusal
 
@@ -56,6 +57,7 @@ OPEN_ENDPOINTS = frozenset({"console.login"})
 LASTING_REFUSALS = frozenset({Refusal.OPTED_OUT, Refusal.NO_CONSENT, Refusal.OUTSIDE_WINDOW})
 MAX_EMAIL = 254
 MAX_PASSWORD = 1024
+NOT_A_COLLEAGUE = "Collega non valido: sceglilo dall'elenco."
 
 
 @bp.before_request
@@ -134,7 +136,7 @@ def inbox_list() -> str:
 # -- one conversation -------------------------------------------------------------------
 
 
-@bp.get("/conversations/<int:conversation_id>")
+@bp.get("/conversations/<id:conversation_id>")
 def conversation(conversation_id: int) -> str:
     svc, who = services(), actor()
     with svc.db.session() as db:
@@ -173,25 +175,25 @@ def _move(
     return redirect(url_for("console.conversation", conversation_id=conversation_id))
 
 
-@bp.post("/conversations/<int:conversation_id>/takeover")
+@bp.post("/conversations/<id:conversation_id>/takeover")
 def takeover(conversation_id: int) -> Response:
     return _move(
         conversation_id, lambda db, who: handoff.takeover(db, who, conversation_id, utcnow())
     )
 
 
-@bp.post("/conversations/<int:conversation_id>/release")
+@bp.post("/conversations/<id:conversation_id>/release")
 def release(conversation_id: int) -> Response:
     return _move(conversation_id, lambda db, who: handoff.release(db, who, conversation_id))
 
 
-@bp.post("/conversations/<int:conversation_id>/close")
+@bp.post("/conversations/<id:conversation_id>/close")
 def close(conversation_id: int) -> Response:
     reason = request.form.get("reason", "")
     return _move(conversation_id, lambda db, who: handoff.close(db, who, conversation_id, reason))
 
 
-@bp.post("/conversations/<int:conversation_id>/acknowledge")
+@bp.post("/conversations/<id:conversation_id>/acknowledge")
 def acknowledge(conversation_id: int) -> Response:
     """ "Presa in carico": someone has the emergency (from the page or the inbox)."""
     return _move(
@@ -201,17 +203,20 @@ def acknowledge(conversation_id: int) -> Response:
     )
 
 
-@bp.post("/conversations/<int:conversation_id>/assign")
+@bp.post("/conversations/<id:conversation_id>/assign")
 def assign(conversation_id: int) -> Response:
-    raw = request.form.get("user_id", "")
-    colleague = int(raw) if raw.isdigit() and len(raw) < 12 else 0
+    try:
+        colleague = parse_id(request.form.get("user_id", ""), "user_id")
+    except InvalidInput:
+        flash(NOT_A_COLLEAGUE, "error")
+        return redirect(url_for("console.conversation", conversation_id=conversation_id))
     return _move(
         conversation_id,
         lambda db, who: handoff.assign(db, who, conversation_id, colleague, utcnow()),
     )
 
 
-@bp.post("/conversations/<int:conversation_id>/reply")
+@bp.post("/conversations/<id:conversation_id>/reply")
 def reply(conversation_id: int) -> Response:
     try:
         result = send_operator_reply(

@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from bot.conversation.alerts import hazard_label, place_in
 from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.exceptions import NotFound
 from bot.privacy.audit import record_audit
@@ -47,39 +48,14 @@ log = logging.getLogger(__name__)
 
 EMERGENCY_INTENT = "emergenza"
 
-# The hazard in Italian, for the console and for whoever is called about it.
-HAZARD_LABELS = {
-    "gas_smell": "odore di gas",
-    "fire": "incendio",
-    "smoke": "fumo",
-    "flooding": "allagamento",
-    "person_trapped": "persona bloccata",
-    "break_in": "intrusione o furto",
-    "electrical": "pericolo elettrico",
-    "sparks": "pericolo elettrico",
-    "structural": "crollo o cedimento",
-    "falling_masonry": "crollo o cedimento",
-    "person_unresponsive": "persona che non risponde",
-    "carbon_monoxide": "monossido di carbonio",
-}
-PLACE_LABELS = ("ADDRESS", "CONDOMINIO")
-
 # The literal predicate of the partial index ix_tickets_unacknowledged: a planner
 # can use that index only when the query states the same condition.
 _UNACKNOWLEDGED = text("tickets.kind = 'emergency' AND tickets.acknowledged_at IS NULL")
 
 
-def hazard_label(hazard: str | None) -> str:
-    return HAZARD_LABELS.get(hazard or "", "emergenza")
-
-
-def place_of(entities: Sequence[dict[str, Any]] | None) -> str | None:
-    """The building or street an emergency names (address and condominium entities)."""
-    seen: dict[str, None] = {}
-    for entity in entities or ():
-        if entity.get("label") in PLACE_LABELS and entity.get("text"):
-            seen[str(entity["text"])] = None
-    return ", ".join(seen) or None
+def place_of(entities: Sequence[dict[str, Any]] | None) -> dict[str, str]:
+    """The building or street an emergency's ticket names: ``{"building"|"street": ...}``."""
+    return place_in((str(e.get("label", "")), str(e.get("text", ""))) for e in entities or ())
 
 
 # -- the timeline -------------------------------------------------------------------------
@@ -336,7 +312,7 @@ class UnacknowledgedEmergency:
     conversation_id: int | None
     hazard: str | None
     hazard_label: str
-    place: str | None  # building or street named in the message, if any
+    place: dict[str, str]  # {"building": ...} or {"street": ...} from the message, or {}
     opened_at: datetime
     waiting_seconds: float
 

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.conversation import rules
+from bot.conversation.alerts import alert_operators
 from bot.conversation.emergency import open_case
 from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
@@ -182,6 +183,7 @@ def _handle(
         session.flush()
         events.append(_message_event(tenant, thread, message))
     publish(svc, events)
+    alert_operators(svc, tenant.id, events, reading)
     return Handled(tenant=tenant, contact=contact, message_id=claimed.id, ledger=tuple(plan.ledger))
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from bot.exceptions import MalformedWebhook
+from bot.exceptions import InvalidInput, MalformedWebhook
 from bot.office.phone import phone_from_address, strip_channel
+from bot.web.numbers import parse_int
 
 REQUIRED_FIELDS = ("MessageSid", "From", "To")
+# Twilio sends at most 10 media with a message; more is not a delivery of theirs.
+MAX_MEDIA = 20
 
 
 def check_required(params: dict[str, str]) -> None:
@@ -20,9 +23,16 @@ def check_required(params: dict[str, str]) -> None:
     missing = [name for name in REQUIRED_FIELDS if not params.get(name)]
     if missing:
         raise MalformedWebhook(f"missing field(s): {', '.join(missing)}")
-    count = params.get("NumMedia") or "0"
-    if not count.isdigit():
-        raise MalformedWebhook("NumMedia is not a number")
+    media_count(params)
+
+
+def media_count(params: dict[str, str]) -> int:
+    """``NumMedia``, checked by the webhook before the message is stored, so the worker
+    never holds a message it cannot read."""
+    try:
+        return parse_int(params.get("NumMedia") or "0", "NumMedia", low=0, high=MAX_MEDIA)
+    except InvalidInput as error:
+        raise MalformedWebhook(str(error)) from error
 
 
 @dataclass(frozen=True)
@@ -48,10 +58,9 @@ class InboundMessage:
     def from_params(cls, params: dict[str, str]) -> InboundMessage:
         check_required(params)
         from_address = params["From"]
-        count = min(int(params.get("NumMedia") or 0), 20)
         media = tuple(
             Media(url=params[f"MediaUrl{i}"], content_type=params.get(f"MediaContentType{i}", ""))
-            for i in range(count)
+            for i in range(media_count(params))
             if params.get(f"MediaUrl{i}")
         )
         return cls(

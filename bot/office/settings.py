@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.exceptions import InvalidSetting, NotFound
+from bot.exceptions import InvalidInput, InvalidSetting, NotFound
 from bot.office.hours import WEEKDAYS, parse_closed_days, parse_day_hours
+from bot.office.phone import e164
 from bot.outbound.gate import DEFAULT_SEND_RATE
 from bot.privacy.audit import record_audit
 from bot.privacy.retention import DEFAULT_TERMS, terms_for
@@ -57,6 +58,45 @@ def _text(limit: int) -> Callable[[str], str]:
     return parse
 
 
+# -- emergency escalation (on-call calls) -----------------------------------------------
+# Kept in one block: the escalation reads these through ``emergency_settings``.
+
+DEFAULT_ACK_SECONDS = 300
+MIN_ACK_SECONDS = 10  # shorter and a call could not even ring before the next one
+MAX_ACK_SECONDS = 24 * 3600
+DEFAULT_ROUNDS = 2
+MAX_ROUNDS = 10
+
+
+def _e164_number(raw: str) -> str:
+    try:
+        return e164(raw)
+    except InvalidInput as error:
+        raise InvalidSetting("expected a phone number, e.g. +390212345678") from error
+
+
+EMERGENCY_PARSERS: dict[str, Callable[[str], Any]] = {
+    # How long an emergency may wait for an operator before the next on-call call.
+    "emergency.ack_seconds": _whole_number(MIN_ACK_SECONDS, MAX_ACK_SECONDS),
+    # The number the calls come from (a Twilio voice number); unset, the office's own.
+    "emergency.call_from": _e164_number,
+    # How many times the whole rota is called before the escalation gives up.
+    "emergency.rounds": _whole_number(1, MAX_ROUNDS),
+}
+
+
+def emergency_settings(tenant: Tenant) -> dict[str, Any]:
+    """What the escalation runs with: the office's values, or the defaults."""
+    own = (tenant.settings or {}).get("emergency") or {}
+    return {
+        "ack_seconds": int(own.get("ack_seconds", DEFAULT_ACK_SECONDS)),
+        "call_from": own.get("call_from") or tenant.whatsapp_number,
+        "rounds": int(own.get("rounds", DEFAULT_ROUNDS)),
+    }
+
+
+# -- every key ------------------------------------------------------------------------------
+
 PARSERS: dict[str, Callable[[str], Any]] = {
     "send_rate_per_second": _whole_number(1, MAX_SEND_RATE),
     "redact_sensitive": _boolean,
@@ -66,6 +106,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     # The office's data protection officer (or privacy contact), for its Art. 30 register.
     "dpo_contact": _text(200),
     **{f"retention.{term}": _whole_number(1, MAX_RETENTION_DAYS) for term in DEFAULT_TERMS},
+    **EMERGENCY_PARSERS,
     # Opening hours per weekday (Europe/Rome): "09:00-13:00,14:30-18:00" or "closed".
     **{f"hours.{day}": parse_day_hours for day in WEEKDAYS},
     # Days the office is closed whatever the weekday: "2026-12-24,2026-12-25".
@@ -73,6 +114,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     # 0 turns the reminder off.
     "handoff.reminder_minutes": _whole_number(0, MAX_HANDOFF_REMINDER_MINUTES),
 }
+# Keys written as GROUP.NAME are kept nested: settings[GROUP][NAME].
+NESTED_GROUPS = ("retention", "emergency", "hours", "handoff")
 
 
 def parse_assignment(assignment: str) -> tuple[str, Any]:
@@ -100,6 +143,7 @@ def effective_settings(tenant: Tenant) -> dict[str, Any]:
         "proper_channel": settings.get("proper_channel"),
         "dpo_contact": settings.get("dpo_contact"),
         "retention": terms_for(tenant),
+        "emergency": emergency_settings(tenant),
         "hours": {day: (settings.get("hours") or {}).get(day, []) for day in WEEKDAYS},
         "closed_days": list(settings.get("closed_days") or []),
         "handoff": {"reminder_minutes": handoff_reminder_minutes(settings)},
@@ -123,9 +167,8 @@ def update_settings(
         # A new dict, not an in-place edit: the JSON column only notices reassignment.
         settings = {**(tenant.settings or {})}
         for key, value in changes.items():
-            group, dot, name = key.partition(".")
-            if dot:
-                # "retention.messages_days" lives in settings["retention"]["messages_days"].
+            group, _, name = key.partition(".")
+            if name and group in NESTED_GROUPS:
                 settings[group] = {**(settings.get(group) or {}), name: value}
             else:
                 settings[key] = value

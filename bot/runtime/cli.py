@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
         user_group,
         token_group,
         contacts_group,
+        oncall_group,
         worker_command,
         intents_group,
         audit_group,
@@ -210,6 +211,58 @@ def token_create(slug: str, name: str) -> None:
         token = create_token(session, tenant, name)
     click.echo(f"token {name!r} for {tenant.slug}: store it now, it is not shown again")
     click.echo(token)
+
+
+# -- on-call rota -----------------------------------------------------------------------
+
+
+@click.group("oncall", help="The office's on-call rota for unacknowledged emergencies.")
+def oncall_group() -> None:
+    pass
+
+
+@oncall_group.command("add", help="Put someone at the end of the rota (called in this order).")
+@click.option("--tenant", "slug", required=True)
+@click.option("--name", required=True)
+@click.option("--phone", required=True, help="Their phone number, e.g. +393331234567.")
+@with_appcontext
+def oncall_add(slug: str, name: str, phone: str) -> None:
+    from bot.office.oncall import add_oncall
+
+    tenant = _tenant(slug)
+    try:
+        person = add_oncall(services(), tenant.id, name, e164(phone), actor="cli")
+    except PortineriaError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{person.position}. {person.name} {person.phone}")
+
+
+@oncall_group.command("list", help="The rota, in calling order.")
+@click.option("--tenant", "slug", required=True)
+@with_appcontext
+def oncall_list(slug: str) -> None:
+    from bot.office.oncall import list_oncall
+
+    people = list_oncall(services(), _tenant(slug).id)
+    if not people:
+        click.echo("nobody is on call")
+    for order, person in enumerate(people, start=1):
+        click.echo(f"{order}. {person.name} {person.phone}")
+
+
+@oncall_group.command("remove", help="Take someone off the rota.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--phone", required=True)
+@with_appcontext
+def oncall_remove(slug: str, phone: str) -> None:
+    from bot.office.oncall import remove_oncall
+
+    tenant = _tenant(slug)
+    try:
+        person = remove_oncall(services(), tenant.id, e164(phone), actor="cli")
+    except PortineriaError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"removed {person.name} from the rota")
 
 
 # -- contacts and rights --------------------------------------------------------------

@@ -122,14 +122,20 @@ def _dev_token(instance: Path) -> str:
     return path.read_text().strip()
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def stop_process(
+    process: subprocess.Popen[bytes] | None,
+    timeout: float = 5.0,
+    first_signal: int = signal.SIGTERM,
+) -> None:
+    """Ask politely (SIGTERM, or ``first_signal``), then SIGKILL after ``timeout``; reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(first_signal)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def _exit_on_sigterm(_signal: int, _frame: object) -> None:

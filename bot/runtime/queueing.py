@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PROCESS_INBOUND = "bot.jobs.process_inbound"
 DELIVER_MESSAGE = "bot.jobs.deliver_message"
+PUSH_TO_OPERATORS = "bot.jobs.push_to_operators"
 RELAY_BATCH = 200
 MAX_RELAY_BATCHES = 50
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -184,6 +185,19 @@ class JobQueue:
             log.warning(
                 "outbound message %s recorded but not enqueued: redis unavailable", message_id
             )
+
+    def enqueue_push(self, tenant_id: int, payload: dict[str, Any]) -> None:
+        """A push to the office's operators, at the front of the queue: an emergency's
+        alert must not wait behind a burst of ordinary messages. Raises RedisError."""
+        self.queue.enqueue_call(
+            PUSH_TO_OPERATORS,
+            args=(tenant_id, payload),
+            timeout=60,
+            result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+            at_front=True,
+            retry=Retry(max=2, interval=[5, 30]),
+        )
 
     def delivery_is_queued(self, message_id: int) -> bool:
         try:

@@ -14,6 +14,7 @@ from flask import Flask
 from rq import SimpleWorker
 
 from bot.conversation.emergency import urgent_among
+from bot.conversation.escalation import escalate_unacknowledged
 from bot.conversation.handoff import release_idle_conversations, send_handoff_reminders
 from bot.privacy.retention import purge_if_due
 from bot.runtime.queueing import BackgroundLoop, connect_redis, inbound_relay, sweep_once
@@ -40,9 +41,10 @@ REMINDER_CHECK_SECONDS = 30.0
 
 
 def make_sweeper(app: Flask) -> BackgroundLoop:
-    """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
-    every half minute: remind residents waiting for an operator; once a day (across
-    all workers): the retention purge."""
+    """Every few seconds: enqueue lost messages and call the on-call people about
+    unacknowledged emergencies; every minute: release idle handoffs; every half minute:
+    remind residents waiting for an operator; once a day (across all workers): the
+    retention purge."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -58,6 +60,10 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
     def housekeeping() -> None:
         nonlocal last_release, last_reminder
         sweep()
+        # Each call is claimed by a row first: several workers never place the same one.
+        placed = escalate_unacknowledged(svc, utcnow())
+        if placed:
+            log.info("placed %d escalation call(s)", len(placed))
         purge_if_due(svc, utcnow())
         if time.monotonic() - last_release >= RELEASE_CHECK_SECONDS:
             last_release = time.monotonic()

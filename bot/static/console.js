@@ -4,6 +4,12 @@
  * served by the app) on the operator's private channels, or the app's own
  * server-sent events. On any event the inbox list is fetched again as an HTML
  * fragment rendered (and escaped) by the server.
+ *
+ * An emergency also alerts this window, unless the operator turned that off here
+ * (stored in localStorage, per browser): a "(n)" badge in the title, a sound and,
+ * where the browser allows it, a desktop notification. The service worker
+ * (/console/sw.js) is registered for the push notifications that reach the device
+ * with no console open; "Ricevi notifiche" subscribes this browser to them.
  */
 (function () {
   "use strict";
@@ -57,12 +63,97 @@
     banner.hidden = false;
   }
 
+  // -- alerts in this window: title badge, sound, desktop notification -------------
+
+  var ALERTS_KEY = "portineria.alerts";
+  var baseTitle = document.title;
+  var unseen = 0;
+  var alertsToggle = document.getElementById("alerts-toggle");
+
+  function alertsEnabled() {
+    try {
+      return window.localStorage.getItem(ALERTS_KEY) !== "off";
+    } catch (error) {
+      return true;
+    }
+  }
+
+  function showAlertsSetting() {
+    if (!alertsToggle) {
+      return;
+    }
+    var on = alertsEnabled();
+    alertsToggle.textContent = "Avvisi in questa finestra: " + (on ? "sì" : "no");
+    alertsToggle.setAttribute("aria-pressed", on ? "true" : "false");
+    alertsToggle.hidden = false;
+  }
+
+  if (alertsToggle) {
+    alertsToggle.addEventListener("click", function () {
+      var on = !alertsEnabled();
+      try {
+        window.localStorage.setItem(ALERTS_KEY, on ? "on" : "off");
+      } catch (error) { /* private mode: the setting lasts for this page only */ }
+      if (on && "Notification" in window && window.Notification.permission === "default") {
+        window.Notification.requestPermission();
+      }
+      showAlertsSetting();
+    });
+    showAlertsSetting();
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible") {
+      unseen = 0;
+      document.title = baseTitle;
+    }
+  });
+
+  function alertEmergency(data) {
+    var id = data && data.conversation_id ? String(data.conversation_id) : "";
+    unseen += 1;
+    document.title = "(" + unseen + ") " + baseTitle;
+    root.dataset.lastEmergency = id;
+    if (!alertsEnabled()) {
+      return;
+    }
+    if (settings.alertSound) {
+      try {
+        var sound = new Audio(settings.alertSound);
+        var playing = sound.play();
+        if (playing && playing.catch) {
+          playing.catch(function () { /* no sound before the page was clicked once */ });
+        }
+      } catch (error) { /* no audio here */ }
+    }
+    if ("Notification" in window && window.Notification.permission === "granted") {
+      try {
+        var note = new window.Notification("Emergenza", {
+          body: "Una conversazione urgente richiede attenzione.",
+          icon: settings.alertIcon,
+          lang: "it",
+          // The same tag as the service worker's push: one notification, not two.
+          tag: id ? "emergency-" + id : "emergency",
+          requireInteraction: true
+        });
+        note.onclick = function () {
+          window.focus();
+          if (id) {
+            window.location.href = "/console/conversations/" + encodeURIComponent(id);
+          }
+          note.close();
+        };
+      } catch (error) { /* some browsers allow notifications from the worker only */ }
+    }
+  }
+
   function handle(name, data) {
     if (!name || name.indexOf("pusher:") === 0 || name.indexOf("pusher_internal:") === 0) {
       return;
     }
     if (name === "conversation.emergency") {
       announce("Emergenza: una conversazione urgente richiede attenzione.", false);
+      alertEmergency(data);
     } else if (name === "conversation.assigned") {
       announce("Ti è stata assegnata una conversazione.", false);
     }
@@ -125,6 +216,108 @@
       }
       handle(event.event, event.data);
     };
+  }
+
+  // -- the installable console and its push subscription -----------------------------
+
+  var pushToggle = document.getElementById("push-toggle");
+  var canPush = "serviceWorker" in navigator && "PushManager" in window && settings.pushKey;
+  var registration = null;
+
+  function keyBytes(base64url) {
+    var padded = (base64url + "===".slice((base64url.length + 3) % 4))
+      .replace(/-/g, "+").replace(/_/g, "/");
+    var raw = window.atob(padded);
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i += 1) {
+      bytes[i] = raw.charCodeAt(i);
+    }
+    return bytes;
+  }
+
+  function postJson(url, body) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        "X-CSRFToken": settings.csrf,
+        "X-Requested-With": "fetch"
+      },
+      body: JSON.stringify(body)
+    }).then(function (response) {
+      if (!response.ok) {
+        throw new Error("HTTP " + response.status);
+      }
+      return response;
+    });
+  }
+
+  function showPushState(subscribed, text) {
+    if (!pushToggle) {
+      return;
+    }
+    pushToggle.textContent = text || (subscribed ? "Notifiche attive: disattiva" : "Ricevi notifiche");
+    pushToggle.dataset.subscribed = subscribed ? "true" : "false";
+    pushToggle.hidden = false;
+  }
+
+  function subscribePush() {
+    return window.Notification.requestPermission().then(function (permission) {
+      if (permission !== "granted") {
+        showPushState(false, "Notifiche non consentite dal browser");
+        return null;
+      }
+      return registration.pushManager.getSubscription().then(function (existing) {
+        return existing || registration.pushManager.subscribe({
+          userVisibleOnly: true,
+          applicationServerKey: keyBytes(settings.pushKey)
+        });
+      }).then(function (subscription) {
+        return postJson(settings.pushSubscribeUrl, subscription.toJSON());
+      }).then(function () {
+        showPushState(true);
+      });
+    });
+  }
+
+  function unsubscribePush() {
+    return registration.pushManager.getSubscription().then(function (subscription) {
+      if (!subscription) {
+        return null;
+      }
+      var endpoint = subscription.endpoint;
+      return subscription.unsubscribe().then(function () {
+        return postJson(settings.pushUnsubscribeUrl, { endpoint: endpoint });
+      });
+    }).then(function () {
+      showPushState(false);
+    });
+  }
+
+  if ("serviceWorker" in navigator && settings.swUrl) {
+    navigator.serviceWorker.register(settings.swUrl, { scope: "/console/" }).then(function (found) {
+      registration = found;
+      root.dataset.serviceWorker = "registered";
+      if (!canPush || !pushToggle) {
+        return null;
+      }
+      return found.pushManager.getSubscription().then(function (subscription) {
+        showPushState(Boolean(subscription));
+      });
+    }).catch(function () { /* without a worker the console still alerts while open */ });
+  }
+
+  if (pushToggle && canPush) {
+    pushToggle.addEventListener("click", function () {
+      if (!registration) {
+        return;
+      }
+      var action = pushToggle.dataset.subscribed === "true" ? unsubscribePush : subscribePush;
+      action().catch(function () {
+        showPushState(false, "Notifiche non disponibili: riprova");
+      });
+    });
   }
 
   if (settings.realtime === "pusher" && window.Pusher) {

@@ -1,26 +1,43 @@
 """JSON API v1 for the office's CRM: one bearer token per tenant, every query scoped.
 
 Views parse, call one function of the core, and shape the answer. Another tenant's
-ids answer 404, exactly like ids that do not exist.
+ids answer 404, exactly like ids that do not exist. Every list is paged the same way
+(:mod:`bot.web.paging`: ``limit`` and an ``after`` cursor, ``next_cursor`` in the
+answer) and every resource has one shape (:mod:`bot.web.api_serialisers`); a view
+only says which rows, in which order. Numbers from the caller go through
+:mod:`bot.web.numbers`; a bad one is a 400 (a 404 in a path).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, abort, g, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bot.conversation.emergency import acknowledge_emergency, open_emergencies
-from bot.exceptions import InvalidPhoneNumber, NotFound
+from bot.exceptions import InvalidInput, NotFound
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
 from bot.outbound import Outgoing, Template, queue_message
 from bot.privacy.register import export_register
 from bot.services import services
+from bot.web.api_serialisers import (
+    bot_log_json,
+    consent_event_json,
+    contact_json,
+    conversation_json,
+    message_json,
+    ticket_json,
+)
 from bot.web.errors import error_response
+from bot.web.numbers import parse_id
+from bot.web.paging import PageRequest, fetch_page
 from storage.models import (
     BotLogEntry,
     ConsentEvent,
@@ -29,7 +46,6 @@ from storage.models import (
     Message,
     Tenant,
     Ticket,
-    iso_utc,
     utcnow,
 )
 from storage.queries import (
@@ -42,6 +58,11 @@ from storage.vocabulary import AckVia, Purpose
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 REFUSAL_STATUS = {"opted_out": 409, "no_consent": 409, "outside_window": 422, "rate_limited": 429}
+# Reads that take their question in a body, so that it stays out of URLs and logs.
+READ_ONLY_POSTS = frozenset({"api.contact_lookup"})
+# RFC 9745: the moment ``GET /contacts?phone=`` was deprecated (2026-12-01T00:00:00Z).
+PHONE_QUERY_DEPRECATED = "@1796083200"
+Row = TypeVar("Row")
 
 
 @bp.before_request
@@ -54,7 +75,11 @@ def authenticate() -> Response | None:
         tenant = tenant_for_token(session, token)
     if tenant is None:
         return _unauthorized()
-    if tenant.terminated_at is not None and request.method != "GET":
+    if (
+        tenant.terminated_at is not None
+        and request.method != "GET"
+        and request.endpoint not in READ_ONLY_POSTS
+    ):
         # Until its data is deleted a terminated office may read it back, nothing more.
         return error_response(403, "office_terminated", "this office's service has ended")
     g.tenant = tenant
@@ -65,6 +90,11 @@ def _unauthorized() -> Response:
     response = error_response(401, "unauthorized", "a valid bearer token is required")
     response.headers["WWW-Authenticate"] = 'Bearer realm="portineria"'
     return response
+
+
+@bp.errorhandler(InvalidInput)
+def invalid_input(error: InvalidInput) -> Response:
+    return error_response(400, "bad_request", str(error))
 
 
 def _since() -> datetime:
@@ -78,96 +108,83 @@ def _since() -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _e164(value: str) -> str:
-    try:
-        return e164(value)
-    except InvalidPhoneNumber as error:
-        abort(400, str(error))
+def _listing(
+    name: str,
+    query: Select[Row],
+    key: InstrumentedAttribute[int],
+    shape: Callable[[Row], dict[str, Any]],
+    *,
+    newest_first: bool = False,
+) -> Response:
+    """Every list of the API: one page of ``query`` as ``{name: [...], "next_cursor"}``."""
+    wanted = PageRequest.from_args(request.args)
+    with services().db.read() as session:
+        page = fetch_page(session, query, key, wanted, newest_first=newest_first)
+        items = [shape(row) for row in page.items]
+    return jsonify({name: items, "next_cursor": page.next_cursor})
 
 
-def contact_json(contact: Contact) -> dict[str, Any]:
-    return {
-        "id": contact.id,
-        "phone": contact.phone,
-        "kind": contact.kind,
-        "legal_basis": contact.legal_basis,
-        "consent": contact.consent,
-        "source": contact.source,
-        "last_contact_at": iso_utc(contact.last_contact_at),
-    }
+def _require(
+    lookup: Callable[[Session, Tenant, int], object | None], row_id: int, what: str
+) -> None:
+    """404 unless the row is the caller's office's (another office's ids look unknown)."""
+    with services().db.read() as session:
+        if lookup(session, g.tenant, row_id) is None:
+            abort(404, f"no such {what}")
+
+
+def _contacts(phone: str | None) -> Response:
+    query = select(Contact).where(Contact.tenant_id == g.tenant.id)
+    if phone is not None:
+        query = query.where(Contact.phone == phone)
+    return _listing("contacts", query, Contact.id, contact_json)
 
 
 @bp.get("/contacts")
 def contacts() -> Response:
-    tenant: Tenant = g.tenant
-    query = select(Contact).where(Contact.tenant_id == tenant.id).order_by(Contact.id)
-    if request.args.get("phone"):
-        query = query.where(Contact.phone == _e164(request.args["phone"]))
-    with services().db.read() as session:
-        rows = session.scalars(query.limit(500)).all()
-        return jsonify(contacts=[contact_json(c) for c in rows])
+    """Oldest first. ``?phone=`` is deprecated: the number ends up in access logs."""
+    phone = request.args.get("phone")
+    response = _contacts(e164(phone) if phone else None)
+    if phone:
+        response.headers["Deprecation"] = PHONE_QUERY_DEPRECATED
+        response.headers["Link"] = '</api/v1/contacts/lookup>; rel="alternate"'
+    return response
 
 
-@bp.get("/contacts/<int:contact_id>/consent-events")
+@bp.post("/contacts/lookup")
+def contact_lookup() -> Response:
+    """The contacts with this number, the number travelling in the body, not the URL."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("phone"), str):
+        abort(400, "a JSON object with 'phone' is required")
+    return _contacts(e164(data["phone"]))
+
+
+@bp.get("/contacts/<id:contact_id>/consent-events")
 def consent_events(contact_id: int) -> Response:
-    svc = services()
-    tenant: Tenant = g.tenant
-    with svc.db.read() as session:
-        if get_contact(session, tenant, contact_id) is None:
-            abort(404, "no such contact")
-        rows = session.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.tenant_id == tenant.id, ConsentEvent.contact_id == contact_id)
-            .order_by(ConsentEvent.id)
-        ).all()
-        events = [
-            {
-                "event": e.event,
-                "at": iso_utc(e.at),
-                "channel": e.channel,
-                "actor": e.actor,
-                "evidence": {
-                    "text": svc.cipher.decrypt(e.evidence_text) if e.evidence_text else None,
-                    "message_sid": e.evidence_message_sid,
-                },
-                "notice_version": e.notice_version,
-                "notice_sha256": e.notice_sha256,
-            }
-            for e in rows
-        ]
-    return jsonify(events=events)
+    """Oldest first."""
+    _require(get_contact, contact_id, "contact")
+    query = select(ConsentEvent).where(
+        ConsentEvent.tenant_id == g.tenant.id, ConsentEvent.contact_id == contact_id
+    )
+    shape = partial(consent_event_json, cipher=services().cipher)
+    return _listing("events", query, ConsentEvent.id, shape)
 
 
 @bp.get("/conversations")
 def conversations() -> Response:
-    tenant: Tenant = g.tenant
-    query = select(Conversation).where(Conversation.tenant_id == tenant.id)
+    """Newest first."""
+    query = select(Conversation).where(Conversation.tenant_id == g.tenant.id)
     flag = request.args.get("needs_attention")
     if flag is not None:
         query = query.where(Conversation.needs_attention == (flag.lower() in ("1", "true", "yes")))
-    if request.args.get("contact_id"):
-        if not request.args["contact_id"].isdigit():
-            abort(400, "contact_id must be a number")
-        query = query.where(Conversation.contact_id == int(request.args["contact_id"]))
-    with services().db.read() as session:
-        rows = session.scalars(query.order_by(Conversation.id.desc()).limit(500)).all()
-        return jsonify(
-            conversations=[
-                {
-                    "id": c.id,
-                    "contact_id": c.contact_id,
-                    "mode": c.mode,
-                    "priority": c.priority,
-                    "needs_attention": c.needs_attention,
-                    "status": c.status,
-                    "last_message_at": iso_utc(c.last_message_at),
-                }
-                for c in rows
-            ]
-        )
+    contact_id = request.args.get("contact_id")
+    if contact_id:
+        query = query.where(Conversation.contact_id == parse_id(contact_id, "contact_id"))
+    return _listing("conversations", query, Conversation.id, conversation_json, newest_first=True)
 
 
-@bp.post("/conversations/<int:conversation_id>/acknowledge")
+@bp.post("/conversations/<id:conversation_id>/acknowledge")
 def acknowledge(conversation_id: int) -> Response:
     """The office's systems take charge of the conversation's emergency (audited)."""
     svc = services()
@@ -189,103 +206,37 @@ def acknowledge(conversation_id: int) -> Response:
         assert thread is not None
         emergencies = open_emergencies(session, tenant.id, conversation_id)
         return jsonify(
+            **conversation_json(thread),
             conversation_id=thread.id,
             acknowledged=acknowledged,
-            priority=thread.priority,
-            needs_attention=thread.needs_attention,
-            emergencies=[
-                {
-                    "ticket_id": t.id,
-                    "hazard": t.hazard,
-                    "acknowledged_at": iso_utc(t.acknowledged_at),
-                    "status": t.status,
-                }
-                for t in emergencies
-            ],
+            emergencies=[ticket_json(t) for t in emergencies],
         )
 
 
-@bp.get("/conversations/<int:conversation_id>/messages")
+@bp.get("/conversations/<id:conversation_id>/messages")
 def conversation_messages(conversation_id: int) -> Response:
-    svc = services()
-    tenant: Tenant = g.tenant
-    with svc.db.read() as session:
-        if get_conversation(session, tenant, conversation_id) is None:
-            abort(404, "no such conversation")
-        rows = session.scalars(
-            select(Message)
-            .where(Message.tenant_id == tenant.id, Message.conversation_id == conversation_id)
-            .order_by(Message.id)
-        ).all()
-        return jsonify(
-            messages=[
-                {
-                    "id": m.id,
-                    "provider_sid": m.provider_sid,
-                    "direction": m.direction,
-                    "body": svc.cipher.decrypt(m.body) if m.body else None,
-                    "status": m.status,
-                    "intent": m.intent,
-                    "sensitive": m.sensitive_kinds,
-                    "at": iso_utc(m.created_at),
-                }
-                for m in rows
-            ]
-        )
+    """Oldest first, as the conversation was written."""
+    _require(get_conversation, conversation_id, "conversation")
+    query = select(Message).where(
+        Message.tenant_id == g.tenant.id, Message.conversation_id == conversation_id
+    )
+    return _listing("messages", query, Message.id, partial(message_json, cipher=services().cipher))
 
 
 @bp.get("/tickets")
 def tickets() -> Response:
-    tenant: Tenant = g.tenant
-    with services().db.read() as session:
-        rows = session.scalars(
-            select(Ticket)
-            .where(Ticket.tenant_id == tenant.id, Ticket.created_at >= _since())
-            .order_by(Ticket.id)
-            .limit(1000)
-        ).all()
-        return jsonify(
-            tickets=[
-                {
-                    "id": t.id,
-                    "kind": t.kind,
-                    "intent": t.intent,
-                    "status": t.status,
-                    "conversation_id": t.conversation_id,
-                    "entities": t.entities,
-                    "created_at": iso_utc(t.created_at),
-                    "updated_at": iso_utc(t.updated_at),
-                }
-                for t in rows
-            ]
-        )
+    """Oldest first; ``since`` keeps those created from then on."""
+    query = select(Ticket).where(Ticket.tenant_id == g.tenant.id, Ticket.created_at >= _since())
+    return _listing("tickets", query, Ticket.id, ticket_json)
 
 
 @bp.get("/bot-logs")
 def bot_logs() -> Response:
-    tenant: Tenant = g.tenant
-    with services().db.read() as session:
-        rows = session.scalars(
-            select(BotLogEntry)
-            .where(BotLogEntry.tenant_id == tenant.id, BotLogEntry.at >= _since())
-            .order_by(BotLogEntry.id)
-            .limit(1000)
-        ).all()
-        return jsonify(
-            entries=[
-                {
-                    "at": iso_utc(e.at),
-                    "message_id": e.message_id,
-                    "intent": e.intent,
-                    "confidence": e.confidence,
-                    "action": e.action,
-                    "model_version": e.model_version,
-                    "safety_rule": e.safety_rule,
-                    "duration_ms": e.duration_ms,
-                }
-                for e in rows
-            ]
-        )
+    """Oldest first; ``since`` keeps the entries written from then on."""
+    query = select(BotLogEntry).where(
+        BotLogEntry.tenant_id == g.tenant.id, BotLogEntry.at >= _since()
+    )
+    return _listing("entries", query, BotLogEntry.id, bot_log_json)
 
 
 @bp.get("/register")
@@ -319,7 +270,7 @@ def send() -> tuple[Response, int] | Response:
     if not isinstance(data, dict) or not isinstance(data.get("to"), str):
         abort(400, "a JSON object with 'to' and 'body' or 'template' is required")
     outgoing = _outgoing(data)
-    phone = _e164(data["to"])
+    phone = e164(data["to"])
     key = "api:" + (request.headers.get("Idempotency-Key") or uuid.uuid4().hex)[:100]
     with svc.db.read() as session:
         contact = contact_by_phone(session, tenant, phone)

@@ -25,7 +25,11 @@ def content_security_policy(connect_origins: list[str]) -> str:
             "script-src 'self'",
             "style-src 'self'",
             "img-src 'self' data:",
+            "media-src 'self'",
             f"connect-src {connect}",
+            # The console's service worker and manifest (an installable PWA).
+            "worker-src 'self'",
+            "manifest-src 'self'",
             "object-src 'none'",
             "base-uri 'none'",
             "form-action 'self'",

@@ -8,11 +8,13 @@ from flask import Blueprint, Response, abort, current_app, request
 from redis.exceptions import RedisError
 from twilio.request_validator import RequestValidator
 
+from bot.conversation.escalation import MAX_ATTEMPTS, answer_keypress
 from bot.conversation.inbound import check_required, encode_payload
-from bot.exceptions import MalformedWebhook
+from bot.exceptions import InvalidInput, MalformedWebhook
 from bot.office.phone import strip_channel
 from bot.privacy.consent import record_delivery_error
 from bot.services import services
+from bot.web.numbers import parse_int
 from bot.web.twilio_form import parse_form
 from storage.delivery import apply_status
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks/twilio")
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+ERROR_CODE_MAX = 999_999
 
 
 def _signed_params() -> dict[str, str]:
@@ -67,16 +70,36 @@ def inbound_message() -> Response:
     return Response(EMPTY_TWIML, status=200, mimetype="text/xml")
 
 
+def _error_code(raw: str | None) -> int | None:
+    """Twilio's error codes have five digits; anything else is not Twilio's (400)."""
+    try:
+        return parse_int(raw, "ErrorCode", low=0, high=ERROR_CODE_MAX) if raw else None
+    except InvalidInput as error:
+        abort(400, str(error))
+
+
 @bp.post("/status")
 def delivery_status() -> Response:
     params = _signed_params()
     sid, status = params.get("MessageSid"), (params.get("MessageStatus") or "").lower()
     if not sid or not status or not params.get("From"):
         abort(400, "missing MessageSid, MessageStatus or From")
+    error_code = _error_code(params.get("ErrorCode"))
     tenant_id = _tenant_for(params["From"])
-    code = params.get("ErrorCode")
-    error_code = int(code) if code and code.isdigit() else None
     message_id = apply_status(services().db, tenant_id, sid, status, error_code)
     if message_id is not None and error_code is not None:
         record_delivery_error(services(), tenant_id, message_id, error_code)
     return Response(status=204)
+
+
+@bp.post("/voice/ack")
+def voice_ack() -> Response:
+    """A Gather's action on an escalation call: the on-call person pressed a key."""
+    params = _signed_params()
+    call_sid = params.get("CallSid", "")
+    if not call_sid:
+        abort(400, "missing CallSid")
+    raw_attempt = request.args.get("attempt", "1")
+    attempt = int(raw_attempt) if raw_attempt.isdigit() else MAX_ATTEMPTS
+    twiml = answer_keypress(services(), call_sid, params.get("Digits", ""), attempt)
+    return Response(twiml, status=200, mimetype="text/xml")

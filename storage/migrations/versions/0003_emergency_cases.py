@@ -1,7 +1,7 @@
 """emergencies as cases: a ticket timeline, acknowledgement, the handoff reminder
 
 Revision ID: 0003_emergency_cases
-Revises: 0002
+Revises: 0004_oncall_escalation
 Create Date: 2026-11-24 10:00:00
 
 An emergency opens a ticket that records its hazard and stays unacknowledged until
@@ -18,7 +18,7 @@ from alembic import op
 import storage.models
 
 revision = "0003_emergency_cases"
-down_revision = "0002"
+down_revision = "0004_oncall_escalation"
 branch_labels = None
 depends_on = None
 
