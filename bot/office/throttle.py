@@ -246,11 +246,11 @@ class LoginThrottle:
         for raw in names:
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             count = self.redis.getdel(f"{PREFIX}:count:{name}")
-            addresses = self.redis.pfcount(f"{PREFIX}:addresses:{name}")
-            self.redis.delete(f"{PREFIX}:addresses:{name}")
             self.redis.zrem(f"{PREFIX}:pending", name)
             if count is None:
-                continue  # another process took it
+                continue  # another process took it (and reads its addresses)
+            addresses = self.redis.pfcount(f"{PREFIX}:addresses:{name}")
+            self.redis.delete(f"{PREFIX}:addresses:{name}")
             office, reason, window = name.split(":")
             counts.append(
                 FailureCount(
