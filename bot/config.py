@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.crypto import generate_key
+from storage.files import private_folder
 
 DEFAULTS: dict[str, Any] = {
     "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
@@ -85,7 +86,7 @@ def _instance_secret(instance: Path, name: str, make: Any) -> str:
     path = instance / name
     if path.exists():
         return path.read_text().strip()
-    instance.mkdir(parents=True, exist_ok=True)
+    private_folder(instance)
     value = make()
     # Created private: these files are keys.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -115,7 +116,8 @@ def load_config(
     if not config.get("ENCRYPTION_KEYS"):
         config["ENCRYPTION_KEYS"] = _instance_secret(instance, "encryption_keys", generate_key)
     if not config.get("DATABASE_URL"):
-        instance.mkdir(parents=True, exist_ok=True)
+        # The folder of the keys, the database and the media: its owner's only.
+        private_folder(instance)
         config["DATABASE_URL"] = f"sqlite:///{instance / 'portineria.db'}"
     if not config.get("WHATSAPP_TRANSPORT"):
         has_credentials = config["TWILIO_ACCOUNT_SID"] and config["TWILIO_AUTH_TOKEN"]

@@ -38,6 +38,7 @@ from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
 from notify import MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
+from storage.files import private_folder, write_private
 from storage.inbound import ClaimedMessage, claim_for_processing, mark_processed, release_lease
 from storage.models import (
     BotLogEntry,
@@ -397,10 +398,9 @@ def _prepare_access_export(svc: Services, handled: Handled) -> None:
 
     tenant, contact = handled.tenant, handled.contact
     data = export_data(svc, tenant, contact.id, actor="contact")
-    folder = Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports")
     target = folder / f"contact-{contact.id}-message-{handled.message_id}.json.enc"
-    target.write_bytes(svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
+    write_private(target, svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
 
 
 def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> None:
@@ -432,9 +432,8 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
             item.refused = refusal.reason
         else:
             digest = hashlib.sha256(downloaded.content).hexdigest()
-            root.mkdir(parents=True, exist_ok=True)
-            path = root / f"{claimed.id}-{position}-{digest[:16]}.bin"
-            path.write_bytes(svc.cipher.encrypt_bytes(downloaded.content))
+            path = private_folder(root) / f"{claimed.id}-{position}-{digest[:16]}.bin"
+            write_private(path, svc.cipher.encrypt_bytes(downloaded.content))
             item.content_type, item.size, item.sha256 = (
                 downloaded.content_type,
                 len(downloaded.content),
