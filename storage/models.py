@@ -57,6 +57,14 @@ NAMING = {
 }
 
 
+# Tables whose rows are deleted while their office lives (erasure, retention) and whose
+# ids live on outside them: in the ledger, the audit trail, the office's CRM and its
+# API cursors. SQLite would hand the highest such id to the next row (its rowid without
+# AUTOINCREMENT reuses it); an id must always name one record. PostgreSQL's sequences
+# never go back.
+IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -125,7 +133,11 @@ class Contact(Base):
     """A person writing to the office, keyed on their WhatsApp id, not their phone."""
 
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("tenant_id", "wa_id"), Index(None, "tenant_id", "phone"))
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "wa_id"),
+        Index(None, "tenant_id", "phone"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -147,7 +159,10 @@ class Contact(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index(None, "tenant_id", "needs_attention", "last_message_at"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "needs_attention", "last_message_at"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -211,6 +226,7 @@ class Message(Base):
             sqlite_where=text("status = 'pending' AND direction = 'out'"),
             postgresql_where=text("status = 'pending' AND direction = 'out'"),
         ),
+        IDS_NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -302,7 +318,12 @@ class PrivacyNotice(Base):
 
 
 class ConsentEvent(Base):
-    """Append-only consent ledger row (the database refuses UPDATE and DELETE)."""
+    """Append-only consent ledger row (the database refuses UPDATE and DELETE).
+
+    A row names its person twice: ``contact_id`` while the contact exists, and
+    ``subject_ref`` always. Read a live contact's rows by both
+    (:func:`storage.queries.contact_ledger`).
+    """
 
     __tablename__ = "consent_events"
     __table_args__ = (Index(None, "tenant_id", "contact_id", "id"),)
@@ -326,7 +347,7 @@ class ConsentEvent(Base):
 
 class BotLogEntry(Base):
     __tablename__ = "bot_log"
-    __table_args__ = (Index(None, "tenant_id", "at"),)
+    __table_args__ = (Index(None, "tenant_id", "at"), IDS_NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -366,6 +387,7 @@ class Ticket(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "source_message_id"),
         Index(None, "tenant_id", "created_at"),
+        IDS_NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -390,7 +412,7 @@ class Event(Base):
     """A visit or an access to schedule (from an ``appuntamento`` message)."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"), IDS_NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.models import Contact, Conversation, Message, Tenant
+from storage.crypto import BodyCipher
+from storage.models import ConsentEvent, Contact, Conversation, Message, Tenant
 
 
 def tenant_by_slug(session: Session, slug: str) -> Tenant | None:
@@ -85,6 +86,31 @@ def conversation_messages(
         .order_by(Message.id)
         .limit(limit)
     ).all()
+
+
+def contact_ledger(
+    session: Session,
+    tenant: Tenant | int,
+    contact: Contact,
+    cipher: BodyCipher,
+    *,
+    newest_first: bool = False,
+    limit: int | None = None,
+) -> Sequence[ConsentEvent]:
+    """A live contact's consent ledger: its rows by id *and* by the keyed hash of its
+    WhatsApp id.
+
+    Ledger rows outlive an erasure with the erased contact's id in them; should that
+    id ever name another contact (SQLite reused the highest id before migration
+    0003), the erased person's rows must not become the new person's history.
+    """
+    query = select(ConsentEvent).where(
+        ConsentEvent.tenant_id == _tid(tenant),
+        ConsentEvent.contact_id == contact.id,
+        ConsentEvent.subject_ref == cipher.pseudonym(contact.wa_id),
+    )
+    order = ConsentEvent.id.desc() if newest_first else ConsentEvent.id
+    return session.scalars(query.order_by(order).limit(limit)).all()
 
 
 def _tid(tenant: Tenant | int) -> int:

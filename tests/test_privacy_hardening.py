@@ -7,22 +7,27 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy.exc
 from helpers import drain, send_inbound
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from test_retention import consented_with_photo
 
 from bot.config import load_config
+from bot.console.inbox import conversation_detail
 from bot.office.tokens import create_token
+from bot.privacy.rights import export_data
 from bot.services import Services
 from storage.db import Database
-from storage.migrate import upgrade
+from storage.migrate import downgrade, upgrade
 from storage.models import (
     ConsentEvent,
+    Conversation,
     Tenant,
 )
 
@@ -64,6 +69,163 @@ def count(svc: Services, column) -> int:
 def ledger_rows(svc: Services) -> list[ConsentEvent]:
     with svc.db.read() as session:
         return list(session.scalars(select(ConsentEvent).order_by(ConsentEvent.id)))
+
+
+# -- 3: an erased person's consent history never attaches to the next contact ----------
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_a_new_person_after_an_erasure_sees_only_their_own_consent_events(
+    client, runner, svc, tenant
+):
+    headers = bearer(svc, tenant)
+    send_inbound(client, "buongiorno", sender=FIRST)
+    send_inbound(client, "buongiorno", sender=SECOND)
+    drain(svc)
+    send_inbound(client, "accetto", sender=SECOND)
+    drain(svc)
+    erased = contact_id(client, headers, SECOND)  # the highest id
+    erase(runner, tenant, SECOND)
+
+    own = send_inbound(client, "salve, sono nuovo", sender=NEWCOMER)
+    drain(svc)
+
+    newcomer = contact_id(client, headers, NEWCOMER)
+    assert newcomer > erased
+    events = consent_events(client, headers, newcomer)
+    assert [(e["event"], e["evidence"]["message_sid"]) for e in events] == [
+        ("notice_sent", own["MessageSid"])
+    ]
+
+
+def test_ledger_rows_of_someone_else_under_a_contact_id_are_never_that_contacts(
+    client, svc, tenant
+):
+    # As if an erased person's id had been reused before ids were never reused.
+    headers = bearer(svc, tenant)
+    send_inbound(client, "buongiorno", sender=NEWCOMER)
+    drain(svc)
+    newcomer = contact_id(client, headers, NEWCOMER)
+    with svc.db.session() as session:
+        session.add(
+            ConsentEvent(
+                tenant_id=tenant.id,
+                contact_id=newcomer,
+                subject_ref=svc.cipher.pseudonym(SECOND.lstrip("+")),
+                event="granted",
+                channel="whatsapp",
+                actor="contact",
+                evidence_text=svc.cipher.encrypt("accetto"),
+            )
+        )
+        conversation = session.scalar(select(Conversation.id))
+
+    events = consent_events(client, headers, newcomer)
+    own_export = export_data(svc, tenant, newcomer, actor="test")
+    office_export = export_data(svc, tenant, None, actor="test")
+    with svc.db.read() as session:
+        detail = conversation_detail(session, svc.cipher, tenant.id, conversation)
+
+    assert [e["event"] for e in events] == ["notice_sent"]
+    assert [e["event"] for e in own_export["contacts"][0]["consent_events"]] == ["notice_sent"]
+    assert [e["event"] for e in office_export["consent_events_of_erased_contacts"]] == ["granted"]
+    assert detail is not None and detail.contact.last_consent_event == "notice_sent"
+
+
+def _sqlite_schema(path: Path, tables: tuple[str, ...]) -> dict[str, object]:
+    connection = sqlite3.connect(path)
+    try:
+        return {
+            "indexes": sorted(
+                connection.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                ).fetchall()
+            ),
+            "triggers": sorted(
+                connection.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+            ),
+            # (table, from, to, on update, on delete, match), without SQLite's numbering.
+            "foreign_keys": {
+                t: sorted(row[2:] for row in connection.execute(f"PRAGMA foreign_key_list({t})"))
+                for t in tables
+            },
+        }
+    finally:
+        connection.close()
+
+
+PEOPLE_TABLES = ("contacts", "conversations", "messages", "tickets", "events", "bot_log")
+
+
+def test_the_migration_rebuilds_peoples_tables_keeping_rows_indexes_triggers_and_keys(
+    tmp_path,
+):
+    path = tmp_path / "old.db"
+    db = Database(f"sqlite:///{path}")
+    upgrade(db.engine, "0002")
+    with db.engine.begin() as connection:
+        for statement in (
+            "INSERT INTO tenants (id, slug, name, whatsapp_number, created_at, settings) "
+            "VALUES (1, 'a', 'A', '+390211111111', '2026-01-01', '{}')",
+            "INSERT INTO contacts (id, tenant_id, wa_id, kind, source, consent, created_at) "
+            "VALUES (1, 1, 'w1', 'unknown', 'whatsapp_inbound', 'none', '2026-01-01')",
+            "INSERT INTO conversations (id, tenant_id, contact_id, mode, priority, "
+            "needs_attention, status, clarifications, created_at) "
+            "VALUES (1, 1, 1, 'bot', 'normal', 0, 'open', 0, '2026-01-01')",
+            "INSERT INTO messages (id, tenant_id, conversation_id, contact_id, direction, "
+            "provider_sid, status, status_rank, sensitive_kinds, redacted, created_at, "
+            "attempts, sweeps) "
+            "VALUES (1, 1, 1, 1, 'in', 'SM1', 'processed', 0, '[]', 0, '2026-01-01', 0, 0)",
+            "INSERT INTO bot_log (tenant_id, message_id, at, action, detail) "
+            "VALUES (1, 1, '2026-01-01', 'reply', '{}')",
+            # Contact 7 was erased before the migration: the ledger still names it.
+            "INSERT INTO consent_events (tenant_id, contact_id, subject_ref, event, at, "
+            "channel, actor) VALUES (1, 7, 'ref', 'granted', '2026-01-01', 'whatsapp', 'contact')",
+        ):
+            connection.exec_driver_sql(statement)
+    before = _sqlite_schema(path, PEOPLE_TABLES)
+
+    upgrade(db.engine)
+
+    after = _sqlite_schema(path, PEOPLE_TABLES)
+    assert after["foreign_keys"] == before["foreign_keys"]
+    assert after["triggers"] == before["triggers"]
+    assert after["indexes"] == before["indexes"]
+    with db.engine.begin() as connection:
+        assert [
+            connection.exec_driver_sql(f"SELECT COUNT(*) FROM {t}").scalar()  # noqa: S608
+            for t in ("contacts", "conversations", "messages", "bot_log", "consent_events")
+        ] == [1, 1, 1, 1, 1]
+        created = connection.exec_driver_sql(
+            "INSERT INTO contacts (tenant_id, wa_id, kind, source, consent, created_at) "
+            "VALUES (1, 'w2', 'unknown', 'whatsapp_inbound', 'none', '2026-01-02') RETURNING id"
+        ).scalar()
+        autoincrement = connection.exec_driver_sql(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND sql LIKE '%AUTOINCREMENT%'"
+        ).scalar()
+    assert created == 8  # above the erased contact the ledger names
+    assert autoincrement == len(PEOPLE_TABLES)
+    with pytest.raises(sqlalchemy.exc.DatabaseError), db.engine.begin() as connection:
+        connection.execute(text("UPDATE consent_events SET event = 'withdrawn'"))
+    db.dispose()
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_the_migrations_go_down_and_up_again(svc, tenant):
+    downgrade(svc.db.engine, "0002")
+    upgrade(svc.db.engine)
+
+    with svc.db.session() as session:
+        session.add(
+            ConsentEvent(
+                tenant_id=tenant.id,
+                subject_ref="ref",
+                event="imported",
+                channel="import",
+                actor="import",
+            )
+        )
+    assert count(svc, ConsentEvent.id) == 1
 
 
 # -- 16: the database, its WAL, media and exports are their owner's only ---------------

@@ -9,10 +9,11 @@ holds the keyword they sent, not their messages.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bot.exceptions import NotFound
@@ -33,7 +34,7 @@ from storage.models import (
     iso_utc,
     utcnow,
 )
-from storage.queries import contact_by_phone
+from storage.queries import contact_by_phone, contact_ledger
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,7 @@ def _contact_data(
         if thread_ids
         else []
     )
-    ledger = session.scalars(
-        select(ConsentEvent)
-        .where(ConsentEvent.tenant_id == tenant.id, ConsentEvent.contact_id == contact.id)
-        .order_by(ConsentEvent.id)
-    ).all()
+    ledger = contact_ledger(session, tenant, contact, svc.cipher)
     return {
         "contact": {
             "id": contact.id,
@@ -115,22 +112,23 @@ def _ledger_entry(svc: Services, event: ConsentEvent) -> dict[str, Any]:
     }
 
 
-def _office_records(svc: Services, session: Session, tenant: Tenant) -> dict[str, Any]:
+def _office_records(
+    svc: Services, session: Session, tenant: Tenant, contacts: Sequence[Contact]
+) -> dict[str, Any]:
     """What a whole-office export adds to the contacts: the records no contact holds."""
-    erased = session.scalars(
-        select(ConsentEvent)
-        .where(
-            ConsentEvent.tenant_id == tenant.id,
-            # The ledger cannot be updated, so an erased contact's rows keep its old id.
-            or_(
-                ConsentEvent.contact_id.is_(None),
-                ConsentEvent.contact_id.not_in(
-                    select(Contact.id).where(Contact.tenant_id == tenant.id)
-                ),
-            ),
+    # The ledger cannot be updated, so an erased contact's rows keep its old id, which
+    # before ids were never reused may name a live contact now: a row is a live
+    # contact's only when both its id and its keyed hash are that contact's.
+    live = {(c.id, svc.cipher.pseudonym(c.wa_id)) for c in contacts}
+    erased = [
+        e
+        for e in session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.tenant_id == tenant.id)
+            .order_by(ConsentEvent.id)
         )
-        .order_by(ConsentEvent.id)
-    ).all()
+        if (e.contact_id, e.subject_ref) not in live
+    ]
     audit = session.scalars(
         select(AuditEvent).where(AuditEvent.tenant_id == tenant.id).order_by(AuditEvent.id)
     ).all()
@@ -178,7 +176,7 @@ def export_data(
             "contacts": [_contact_data(svc, session, tenant, c) for c in contacts],
         }
         if contact_id is None:
-            data.update(_office_records(svc, session, tenant))
+            data.update(_office_records(svc, session, tenant, contacts))
         record_audit(
             session,
             tenant.id,

@@ -22,7 +22,6 @@ from bot.services import services
 from bot.web.errors import error_response
 from storage.models import (
     BotLogEntry,
-    ConsentEvent,
     Contact,
     Conversation,
     Message,
@@ -33,6 +32,7 @@ from storage.models import (
 )
 from storage.queries import (
     contact_by_phone,
+    contact_ledger,
     get_contact,
     get_conversation,
     open_conversation_for,
@@ -112,13 +112,10 @@ def consent_events(contact_id: int) -> Response:
     svc = services()
     tenant: Tenant = g.tenant
     with svc.db.read() as session:
-        if get_contact(session, tenant, contact_id) is None:
+        contact = get_contact(session, tenant, contact_id)
+        if contact is None:
             abort(404, "no such contact")
-        rows = session.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.tenant_id == tenant.id, ConsentEvent.contact_id == contact_id)
-            .order_by(ConsentEvent.id)
-        ).all()
+        rows = contact_ledger(session, tenant, contact, svc.cipher)
         events = [
             {
                 "event": e.event,
