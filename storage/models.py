@@ -320,6 +320,13 @@ class PrivacyNotice(Base):
 class ConsentEvent(Base):
     """Append-only consent ledger row (the database refuses UPDATE and DELETE).
 
+    It outlives the person's erasure, so it keeps only what proves consent: the
+    evidence is the keyword phrase they sent, or their message with identifiers and
+    health data redacted, its MessageSid, and the SHA-256 of the message as received
+    (anyone holding the original can show it is the one recorded). Rows written before
+    the ledger was minimised (migration 0004) hold the message as received, and keep it
+    until their office is deleted: the database refuses to update the ledger.
+
     A row names its person twice: ``contact_id`` while the contact exists, and
     ``subject_ref`` always. Read a live contact's rows by both
     (:func:`storage.queries.contact_ledger`).
@@ -340,6 +347,8 @@ class ConsentEvent(Base):
     channel: Mapped[Channel] = mapped_column(StoredWord(Channel, 32))
     evidence_text: Mapped[bytes | None] = mapped_column(LargeBinary)
     evidence_message_sid: Mapped[str | None] = mapped_column(String(64))
+    # Hex SHA-256 of the message body as received (UTF-8), when the evidence is a message.
+    evidence_sha256: Mapped[str | None] = mapped_column(String(64))
     notice_version: Mapped[str | None] = mapped_column(String(32))
     notice_sha256: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(64))

@@ -5,6 +5,7 @@ its owner's only."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy.exc
-from helpers import drain, send_inbound
+from helpers import RESIDENT, drain, make_tenant, send_inbound
 from sqlalchemy import func, select, text
 from test_retention import consented_with_photo
 
@@ -223,9 +224,68 @@ def test_the_migrations_go_down_and_up_again(svc, tenant):
                 event="imported",
                 channel="import",
                 actor="import",
+                evidence_sha256="1" * 64,
             )
         )
     assert count(svc, ConsentEvent.id) == 1
+
+
+# -- 8: the ledger keeps no identifier and no health data ------------------------------
+
+
+@pytest.mark.parametrize("redact_sensitive", [True, False])
+def test_an_acceptance_with_an_identifier_is_kept_redacted_with_its_hash(
+    client, svc, redact_sensitive
+):
+    tenant = make_tenant(svc, redact_sensitive=redact_sensitive)
+    headers = bearer(svc, tenant)
+    send_inbound(client, "buongiorno")
+    drain(svc)
+    body = f"Accetto, il mio codice fiscale è {CODICE_FISCALE}"
+    sent = send_inbound(client, body)
+    drain(svc)
+
+    [granted] = [e for e in ledger_rows(svc) if e.event == "granted"]
+    evidence = svc.cipher.decrypt(granted.evidence_text)
+    assert CODICE_FISCALE not in evidence and evidence.startswith("Accetto")
+    assert granted.evidence_sha256 == hashlib.sha256(body.encode("utf-8")).hexdigest()
+    assert granted.evidence_message_sid == sent["MessageSid"]
+    [api_granted] = [
+        e
+        for e in consent_events(client, headers, contact_id(client, headers, RESIDENT))
+        if e["event"] == "granted"
+    ]
+    assert api_granted["evidence"] == {
+        "text": evidence,
+        "message_sid": sent["MessageSid"],
+        "sha256": granted.evidence_sha256,
+    }
+
+
+def test_after_erasure_the_kept_ledger_rows_hold_no_identifier_or_health_data(
+    client, runner, svc
+):
+    tenant = make_tenant(svc)
+    bodies = [
+        f"Buongiorno, ho il diabete e il mio IBAN è {IBAN}",
+        f"Sì, accetto, ma il mio codice fiscale è {CODICE_FISCALE}",
+        "CANCELLA I MIEI DATI",
+    ]
+    for body in bodies:
+        send_inbound(client, body)
+        drain(svc)
+
+    erase(runner, tenant, RESIDENT)
+
+    kept = ledger_rows(svc)
+    assert [e.event for e in kept] == ["notice_sent", "granted", "erasure_requested"]
+    texts = [svc.cipher.decrypt(e.evidence_text) for e in kept]
+    for secret in (IBAN, CODICE_FISCALE, "diabete"):
+        assert not any(secret in t for t in texts), texts
+    assert texts[2] == "cancella i miei dati"
+    assert [e.evidence_sha256 for e in kept] == [
+        hashlib.sha256(b.encode("utf-8")).hexdigest() for b in bodies
+    ]
 
 
 # -- 16: the database, its WAL, media and exports are their owner's only ---------------

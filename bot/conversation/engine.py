@@ -28,12 +28,12 @@ from sqlalchemy import select
 from bot.conversation import rules
 from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
-from bot.conversation.keywords import KeywordBook
+from bot.conversation.keywords import KeywordBook, KeywordMatch
 from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
 from bot.exceptions import SendDeferred
 from bot.outbound import Outgoing, send_message
-from bot.privacy.consent import Evidence, active_notice, record_event
+from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
 from notify import MediaRefused, download_media
@@ -155,7 +155,7 @@ def _handle(
         message = session.get(Message, claimed.id)
         assert message is not None
         _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
-        _apply_ledger(svc, session, tenant, contact, plan, inbound)
+        _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings)
         events = _apply_plan(session, tenant, thread, message, plan, reading, now)
         message.status = MessageStatus.HANDLED
         session.add(
@@ -254,12 +254,17 @@ def _apply_ledger(
     contact: Contact,
     plan: rules.Plan,
     inbound: InboundMessage,
+    keyword: KeywordMatch | None,
+    findings: tuple[Finding, ...],
 ) -> None:
-    evidence = Evidence(
-        text=inbound.body
-        if not inbound.opt_out_type
-        else f"{inbound.opt_out_type}: {inbound.body}",
-        message_sid=inbound.message_sid,
+    if not plan.ledger:
+        return
+    evidence = message_evidence(
+        inbound.body,
+        inbound.message_sid,
+        keyword_only=keyword is not None and not keyword.rest,
+        findings=findings,
+        opt_out_type=inbound.opt_out_type,
     )
     notice = active_notice(session, tenant)
     for event in plan.ledger:

@@ -3,7 +3,8 @@
 Erasure deletes the contact, their conversations, messages, media files, tickets and
 events. The consent ledger is kept as it is: it proves what the person agreed to and
 when (art. 7(1) GDPR), names them only by a keyed hash once the contact is gone, and
-holds the keyword they sent, not their messages.
+holds the keyword they sent or their message redacted, with its SHA-256 (see
+:func:`bot.privacy.consent.message_evidence`).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def _ledger_entry(svc: Services, event: ConsentEvent) -> dict[str, Any]:
         "at": iso_utc(event.at),
         "channel": event.channel,
         "evidence_text": svc.cipher.decrypt(event.evidence_text) if event.evidence_text else None,
+        "evidence_sha256": event.evidence_sha256,
         "notice_version": event.notice_version,
         "notice_sha256": event.notice_sha256,
     }

@@ -125,6 +125,7 @@ def consent_events(contact_id: int) -> Response:
                 "evidence": {
                     "text": svc.cipher.decrypt(e.evidence_text) if e.evidence_text else None,
                     "message_sid": e.evidence_message_sid,
+                    "sha256": e.evidence_sha256,
                 },
                 "notice_version": e.notice_version,
                 "notice_sha256": e.notice_sha256,
