@@ -354,6 +354,22 @@ class ConsentEvent(Base):
     actor: Mapped[str] = mapped_column(String(64))
 
 
+class SidTombstone(Base):
+    """A tombstone of an inbound delivery already processed, by a keyed hash of its SID.
+
+    Written in the transaction that marks the message handled and kept beyond the
+    message's erasure or purge (only the office's deletion removes it), so that a
+    captured, signed delivery posted again creates nothing: no contact, no reply.
+    """
+
+    __tablename__ = "sid_tombstones"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    sid_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class BotLogEntry(Base):
     __tablename__ = "bot_log"
     __table_args__ = (Index(None, "tenant_id", "at"), IDS_NEVER_REUSED)

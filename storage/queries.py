@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from storage.crypto import BodyCipher
-from storage.models import ConsentEvent, Contact, Conversation, Message, Tenant
+from storage.models import ConsentEvent, Contact, Conversation, Message, SidTombstone, Tenant
 
 
 def tenant_by_slug(session: Session, slug: str) -> Tenant | None:
@@ -111,6 +111,23 @@ def contact_ledger(
     )
     order = ConsentEvent.id.desc() if newest_first else ConsentEvent.id
     return session.scalars(query.order_by(order).limit(limit)).all()
+
+
+def sid_already_processed(session: Session, tenant: Tenant | int, sid_hash: str) -> bool:
+    """Whether a delivery with this (keyed hash of) MessageSid was processed before."""
+    return session.get(SidTombstone, (_tid(tenant), sid_hash)) is not None
+
+
+def remember_processed_sid(session: Session, tenant: Tenant | int, sid_hash: str) -> None:
+    """Keep the tombstone of a delivery being handled (in the transaction handling it)."""
+    session.add(SidTombstone(tenant_id=_tid(tenant), sid_hash=sid_hash))
+
+
+def discard_message(session: Session, tenant: Tenant | int, message_id: int) -> None:
+    """Delete a stored inbound message that nothing refers to yet (a replayed delivery)."""
+    session.execute(
+        delete(Message).where(Message.tenant_id == _tid(tenant), Message.id == message_id)
+    )
 
 
 def _tid(tenant: Tenant | int) -> int:

@@ -11,25 +11,31 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy.exc
-from helpers import RESIDENT, drain, make_tenant, send_inbound
-from sqlalchemy import func, select, text
+from helpers import RESIDENT, drain, make_tenant, post_signed, send_inbound
+from sqlalchemy import func, select, text, update
 from test_retention import consented_with_photo
 
 from bot.config import load_config
 from bot.console.inbox import conversation_detail
 from bot.office.tokens import create_token
+from bot.privacy.retention import purge
 from bot.privacy.rights import export_data
 from bot.services import Services
 from storage.db import Database
 from storage.migrate import downgrade, upgrade
 from storage.models import (
     ConsentEvent,
+    Contact,
     Conversation,
+    Message,
+    SidTombstone,
     Tenant,
+    utcnow,
 )
 
 FIRST = "+393331110001"
@@ -217,6 +223,7 @@ def test_the_migrations_go_down_and_up_again(svc, tenant):
     upgrade(svc.db.engine)
 
     with svc.db.session() as session:
+        session.add(SidTombstone(tenant_id=tenant.id, sid_hash="0" * 64))
         session.add(
             ConsentEvent(
                 tenant_id=tenant.id,
@@ -227,7 +234,7 @@ def test_the_migrations_go_down_and_up_again(svc, tenant):
                 evidence_sha256="1" * 64,
             )
         )
-    assert count(svc, ConsentEvent.id) == 1
+    assert count(svc, SidTombstone.sid_hash) == 1
 
 
 # -- 8: the ledger keeps no identifier and no health data ------------------------------
@@ -286,6 +293,53 @@ def test_after_erasure_the_kept_ledger_rows_hold_no_identifier_or_health_data(
     assert [e.evidence_sha256 for e in kept] == [
         hashlib.sha256(b.encode("utf-8")).hexdigest() for b in bodies
     ]
+
+
+# -- 14: a replayed delivery creates nothing after an erasure or a purge ---------------
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_a_delivery_replayed_after_erasure_creates_no_contact_and_sends_nothing(
+    client, runner, svc, twilio, tenant
+):
+    captured = send_inbound(client, "buongiorno")
+    drain(svc)
+    assert len(twilio.messages) == 1
+    erase(runner, tenant, RESIDENT)
+
+    replay = post_signed(client, "/webhooks/twilio/messages", captured)
+    drain(svc)
+
+    assert replay.status_code == 200
+    assert count(svc, Contact.id) == 0
+    assert count(svc, Message.id) == 0  # the replay's row and payload are gone too
+    assert len(twilio.messages) == 1
+    with svc.db.read() as session:
+        [tombstone] = session.scalars(select(SidTombstone.sid_hash)).all()
+    assert len(tombstone) == 64 and captured["MessageSid"] not in tombstone
+
+
+def test_a_delivery_replayed_after_the_retention_purge_creates_nothing(
+    client, svc, twilio, tenant
+):
+    send_inbound(client, "buongiorno")
+    drain(svc)
+    captured = send_inbound(client, "accetto")
+    drain(svc)
+    assert len(twilio.messages) == 2
+    with svc.db.session() as session:
+        session.execute(update(Message).values(created_at=utcnow() - timedelta(days=400)))
+    purge(svc, utcnow())
+    assert count(svc, Message.id) == 0
+
+    replay = post_signed(client, "/webhooks/twilio/messages", captured)
+    drain(svc)
+
+    assert replay.status_code == 200
+    assert count(svc, Message.id) == 0
+    assert count(svc, Contact.id) == 1
+    assert len(twilio.messages) == 2
+    assert [e.event for e in ledger_rows(svc)] == ["notice_sent", "granted"]
 
 
 # -- 16: the database, its WAL, media and exports are their owner's only ---------------

@@ -1,9 +1,12 @@
 """Processing one stored inbound message: the worker's job, carried out in stages.
 
 1. Take the processing lease (one worker at a time; a dead worker's lease expires).
+   A delivery whose MessageSid was processed before (a replay, after the first one
+   was erased or purged) is deleted there and then: nothing else happens.
 2. Understand the text (keywords, sensitive data, intent) outside any transaction.
 3. In one transaction: contact, conversation, the message's body, consent ledger,
-   handoff, tickets and events, and the bot-log row that records the plan.
+   handoff, tickets and events, the bot-log row that records the plan, and the
+   tombstone of the MessageSid.
 4. Keep every media item, encrypted.
 5. Send the planned replies through the outbound gate, each under its own
    idempotency key, so a retry resends nothing that already went.
@@ -51,7 +54,13 @@ from storage.models import (
     Ticket,
     utcnow,
 )
-from storage.queries import contact_by_wa_id, open_conversation_for
+from storage.queries import (
+    contact_by_wa_id,
+    discard_message,
+    open_conversation_for,
+    remember_processed_sid,
+    sid_already_processed,
+)
 from storage.vocabulary import (
     Consent,
     ContactKind,
@@ -92,6 +101,8 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     if claimed.payload is not None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
     if inbound is not None and claimed.status != MessageStatus.HANDLED:
+        if _discard_replay(svc, claimed, inbound):
+            return
         handled = _handle(svc, claimed, inbound, started)
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
@@ -99,6 +110,22 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
         _keep_media(svc, claimed, inbound)
     _send_planned_replies(svc, claimed)
     mark_processed(svc.db, claimed.id)
+
+
+def _discard_replay(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> bool:
+    """A delivery processed before, posted again once its message was erased or purged
+    (the webhook's SID constraint no longer sees it): delete it, payload and row.
+
+    Only for a message not yet handled: a handled one wrote its own tombstone.
+    """
+    sid_hash = svc.cipher.message_sid_ref(inbound.message_sid)
+    with svc.db.read() as session:
+        if not sid_already_processed(session, claimed.tenant_id, sid_hash):
+            return False
+    with svc.db.session() as session:
+        discard_message(session, claimed.tenant_id, claimed.id)
+    log.warning("message %s replays a delivery already processed: discarded", claimed.id)
+    return True
 
 
 @dataclass(frozen=True)
@@ -158,6 +185,7 @@ def _handle(
         _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings)
         events = _apply_plan(session, tenant, thread, message, plan, reading, now)
         message.status = MessageStatus.HANDLED
+        remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
         session.add(
             BotLogEntry(
                 tenant_id=tenant.id,
