@@ -16,6 +16,7 @@ from typing import Any
 
 from notify.push import generate_vapid_key
 from storage.crypto import generate_key
+from storage.files import private_folder
 
 DEFAULTS: dict[str, Any] = {
     "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
@@ -101,7 +102,7 @@ def _instance_secret(instance: Path, name: str, make: Any) -> str:
     path = instance / name
     if path.exists():
         return path.read_text().strip()
-    instance.mkdir(parents=True, exist_ok=True)
+    private_folder(instance)
     value = make()
     # Created private: these files are keys.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -143,7 +144,8 @@ def load_config(
             instance, "vapid_private_key", generate_vapid_key
         )
     if not config.get("DATABASE_URL"):
-        instance.mkdir(parents=True, exist_ok=True)
+        # The folder of the keys, the database and the media: its owner's only.
+        private_folder(instance)
         config["DATABASE_URL"] = f"sqlite:///{instance / 'portineria.db'}"
     if not config.get("WHATSAPP_TRANSPORT"):
         has_credentials = config["TWILIO_ACCOUNT_SID"] and config["TWILIO_AUTH_TOKEN"]

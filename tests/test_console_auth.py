@@ -24,6 +24,7 @@ from bot.exceptions import InvalidAccount, NotFound
 from bot.office.accounts import change_password, disable_user
 from bot.office.throttle import AUDIT_WINDOW, POLICIES, LoginThrottle
 from bot.services import Services
+from bot.web.numbers import IdConverter
 from storage.models import AuditEvent, Tenant, User
 
 BOTH_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
@@ -453,6 +454,7 @@ def test_unknown_held_back_and_wrong_password_take_the_time_of_a_right_one(
 def routes() -> Flask:
     """The console's routes alone: enough for ``url_for``, no database or Redis."""
     bare = Flask(__name__)
+    bare.url_map.converters["id"] = IdConverter
     bare.register_blueprint(console_bp)
     return bare
 
