@@ -1083,7 +1083,7 @@ class SafetyNet:
 
     def __init__(self, nlp: Language, name: str = "safety") -> None:
         self.name = name
-        self.matcher = GatedMatcher(nlp.vocab)
+        self.matcher = GatedMatcher(nlp.vocab, per_pattern=True)
         self.conditions = Matcher(nlp.vocab)
         self.quiet = Matcher(nlp.vocab)
         # Matcher keys are "hazard#index": one hazard has several rules, each
