@@ -10,7 +10,7 @@ import json
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import intents.safety as safety
@@ -399,10 +399,14 @@ GATE_WORDS = (
     "acqua a fiotti soffitto allagato via Roma 12 viale Europa alle ore 10 10:30 lunedì 12 "
     "marzo domani pomeriggio non più Condominio Le Betulle calcinacci cadono intonaco ladri "
     "stanno forzando portone scintille incendio fuoco preso sono siamo chiusi quando piove "
-    "riparato fattura n. 45 euro 300 € il la e"
+    "riparato fattura n. 45 euro 300 € il la e sembra un fiume cascata monossido caldaia "
+    "mal testa signora risponde da giorni tv accesa crepa si allarga tubo scoppiato"
 ).split()
 
 
+# No deadline: the reference (ungated) Matcher tries every safety pattern, which
+# on a busy machine can outlast Hypothesis's default 200 ms for one example.
+@settings(deadline=None)
 @given(words=st.lists(st.sampled_from(GATE_WORDS), min_size=1, max_size=14))
 def test_matcher_gate_never_hides_a_match(rules_nlp, words: list[str]) -> None:
     doc = rules_nlp.get_pipe("normalizer")(rules_nlp.make_doc(" ".join(words)))
