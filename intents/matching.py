@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 
+from spacy.attrs import NORM, ORTH
 from spacy.matcher import Matcher
 from spacy.tokens import Doc, Span
 from spacy.vocab import Vocab
@@ -73,7 +74,8 @@ class GatedMatcher:
         self._tests: list[TokenTest] = []
         self._test_ids: dict[str, int] = {}
         self._needs: list[tuple[str, int]] = []  # per pattern: key, mask of required tests
-        self._cache: dict[tuple[str, str], int] = {}
+        # Token masks by the (ORTH, NORM) hashes, so a doc is read as one array.
+        self._cache: dict[tuple[int, int], int] = {}
 
     def add(self, key: str, patterns: Sequence[list[dict[str, object]]]) -> None:
         self.matcher.add(key, list(patterns))
@@ -102,15 +104,16 @@ class GatedMatcher:
                 mask |= 1 << self._test_ids[signature]
         return mask
 
-    def _token_mask(self, text: str, norm: str) -> int:
-        key = (text, norm)
+    def _token_mask(self, orth: int, norm: int) -> int:
+        key = (orth, norm)
         mask = self._cache.get(key)
         if mask is None:
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
+            text, norm_text = self.vocab.strings[orth], self.vocab.strings[norm]
             mask = 0
             for bit, test in enumerate(self._tests):
-                if test(text, norm):
+                if test(text, norm_text):
                     mask |= 1 << bit
             self._cache[key] = mask
         return mask
@@ -118,8 +121,10 @@ class GatedMatcher:
     def _possible(self, doc: Doc) -> list[int]:
         """Indexes of the patterns whose required tokens all occur in `doc`."""
         present = 0
-        for token in doc:
-            present |= self._token_mask(token.text, token.norm_)
+        for orth, norm in doc.to_array([ORTH, NORM]).tolist():
+            present |= self._token_mask(orth, norm)
+        if not present:
+            return []
         return [i for i, (_, needs) in enumerate(self._needs) if needs & ~present == 0]
 
     def could_match(self, doc: Doc) -> bool:

@@ -44,7 +44,6 @@ import threading
 from dataclasses import dataclass
 
 from spacy.language import Language
-from spacy.matcher import Matcher
 from spacy.tokens import Doc, Span
 from spacy.vocab import Vocab
 
@@ -1084,8 +1083,10 @@ class SafetyNet:
     def __init__(self, nlp: Language, name: str = "safety") -> None:
         self.name = name
         self.matcher = GatedMatcher(nlp.vocab, per_pattern=True)
-        self.conditions = Matcher(nlp.vocab)
-        self.quiet = Matcher(nlp.vocab)
+        # Vetoes, requirements and the quiet phrases are asked only when a rule
+        # matched, but there are many of them: they are gated pattern by pattern too.
+        self.conditions = GatedMatcher(nlp.vocab, per_pattern=True)
+        self.quiet = GatedMatcher(nlp.vocab, per_pattern=True)
         # Matcher keys are "hazard#index": one hazard has several rules, each
         # with its own vetoes and requirements.
         self.rules: dict[str, SafetyRule] = {}
@@ -1109,7 +1110,7 @@ class SafetyNet:
         matches = self.matcher(doc)
         if not matches or self._is_report_or_recurring(doc):
             return []
-        present = {span.label_ for span in self.conditions(doc, as_spans=True)}
+        present = {span.label_ for span in self.conditions(doc)}
         kept: dict[str, Span] = {}
         for span in sorted(matches, key=lambda s: (s.start, s.end)):
             key = span.label_
@@ -1129,7 +1130,7 @@ class SafetyNet:
 
     def _is_report_or_recurring(self, doc: Doc) -> bool:
         """The danger is reported as solved, or as something that happens now and then."""
-        return any(not self._negated(span) for span in self.quiet(doc, as_spans=True))
+        return any(not self._negated(span) for span in self.quiet(doc))
 
     @staticmethod
     def _negated(span: Span) -> bool:

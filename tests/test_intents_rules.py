@@ -410,6 +410,11 @@ GATE_WORDS = (
 @given(words=st.lists(st.sampled_from(GATE_WORDS), min_size=1, max_size=14))
 def test_matcher_gate_never_hides_a_match(rules_nlp, words: list[str]) -> None:
     doc = rules_nlp.get_pipe("normalizer")(rules_nlp.make_doc(" ".join(words)))
-    for name in ("entities", "safety"):
-        gated = rules_nlp.get_pipe(name).matcher
-        assert sorted(gated.matches(doc)) == sorted(gated.matcher(doc))
+    safety_net = rules_nlp.get_pipe("safety")
+    for gated in (
+        rules_nlp.get_pipe("entities").matcher,
+        safety_net.matcher,
+        safety_net.conditions,
+        safety_net.quiet,
+    ):
+        assert sorted(gated.matches(doc)) == sorted(set(gated.matcher(doc)))
