@@ -174,17 +174,27 @@ _FORCED = _re(
     r"rott[oaie]$)"
 )
 
-# Where an administrative or past-tense context makes a danger word a report.
-_PAPERWORK: tuple[Pattern, ...] = (
+# Where an administrative context makes a danger word a report: documents,
+# meetings, money. Insurance and police reports are left out on purpose: "chiamo
+# l'assicurazione?" is written while the water is still coming in.
+_DOCUMENTS: tuple[Pattern, ...] = (
     [
         _re(
-            r"^(fattur|preventiv|prezz|quota$|quote$|rata$|rate$|bollett|rendicont|bilanci|millesim|"
-            r"conguagli|perizia|verbale|assemblea|riunione|costerebb|costo$|costa$|offerta|"
-            r"denunci|assicurazion|polizz|sinistro|rimbors|certificat|libretto|relazione|"
-            r"rapporto|pagar|pagament|pagato|spesa$|spese$|foto$|perit[oi]$)"
+            r"^(perizia|perit[oi]$|verbale|certificat|libretto|relazione|rapporto|assemblea|"
+            r"riunione)"
         )
     ],
     [_in("ordine"), _in("del"), _in("giorno")],
+)
+_PAPERWORK: tuple[Pattern, ...] = (
+    *_DOCUMENTS,
+    [
+        _re(
+            r"^(fattur|preventiv|prezz|quota$|quote$|rata$|rate$|bollett|rendicont|bilanci|"
+            r"millesim|conguagli|costerebb|costo$|costa$|offerta|rimbors|pagar|pagament|"
+            r"pagato|spesa$|spese$)"
+        )
+    ],
 )
 _PAST: tuple[Pattern, ...] = (
     [_re(r"^(scors[oaie]$|passat[oa]$|ieri$|stanotte|settimana|mese$|mesi$|anno$)")],
@@ -276,9 +286,10 @@ def _gas_rules() -> tuple[SafetyRule, ...]:
                 [_SMELL, _gap(2), _re(r"^uov"), _re(r"^(marc|andat)")],
             ),
             not_after=frozenset({"bolletta", "bollette", "lettura", "ricerca"}),
+            # Gas is the one danger never to miss: only bills and documents quiet it.
             vetoes=(
                 [_in("bolletta", "bollette", "fattura", "lettura", "tariffa", "conguaglio")],
-                *_PAPERWORK,
+                *_DOCUMENTS,
             ),
         ),
     )
