@@ -94,7 +94,12 @@ _REAL_WORDS = frozenset(
     "bruciano bruciate boccata boccato casata cacata collata collato sventa svento".split()
 )
 # Misspellings outside the simple model above, seen often enough to list.
-_EXTRA_TYPOS: dict[str, str] = {"monoxido": "monossido", "aqua": "acqua", "acqa": "acqua"}
+EXTRA_TYPOS: dict[str, str] = {
+    "monoxido": "monossido",
+    "aqua": "acqua",
+    "acqa": "acqua",
+    "fumm": "fumo",  # Lombard
+}
 _CONSONANTS = frozenset("bcdfghjklmnpqrstvwxyz")
 
 
@@ -131,7 +136,7 @@ def _build_typo_map() -> dict[str, str]:
         # A variant shared by two words, or that is a word itself, stays as typed.
         if len(words) == 1 and variant not in lexicon and variant not in _REAL_WORDS
     }
-    typos.update(_EXTRA_TYPOS)
+    typos.update(EXTRA_TYPOS)
     return typos
 
 

@@ -119,7 +119,7 @@ _MASONRY = _re(
     r"^(intonac|cornicion|mattone|mattoni$|calcinacc|frontalin|tegol|soffitt|controsoffitt|"
     r"balcon|cemento|muratur|pietr|marmo|facciat|parete|pareti$|muro$|muri$|muretto|solaio|"
     r"gronda|comignol|cornice|lastr|pavimento|terrazz|tetto|trave|travi$|gradin|ringhiera|"
-    r"parapett|volta$|volte$|recinzion|architrav|davanzal|camino)"
+    r"parapett|volta$|volte$|recinzion|architrav|davanzal|camino|vetr[oi]$|vetrat|lucernar)"
 )
 # Between a falling verb and its subject: not a place ("cade sul balcone").
 _NOT_PLACE = {
@@ -140,9 +140,12 @@ _DOWN = _in("giu", "giu'", "addosso", "zo", "abbasso")
 _ELECTRIC = _re(
     r"^(pres[ae]$|spina|spine$|quadro|quadri$|contator|interruttor|cav[oi]$|fil[oi]$|"
     r"scatol|centralin|salvavita|differenzial|ciabatt|multipres|elettric|enel$|citofon|"
-    r"pulsantier|prolung|fusibil|misurator)"
+    r"pulsant|prolung|fusibil|misurator|morsett)"
 )
-_TUBE = _re(r"^(tub|condott|flessibil|colonna|autoclave|boiler|scaldabagno|raccord|manicott)")
+_TUBE = _re(
+    r"^(tub|condott|flessibil|colonna|autoclave|boiler|scaldabagno|raccord|manicott|radiator|"
+    r"termosifon|calorifer|collettor)"
+)
 _BURST = _re(
     r"^(scoppiat|scop+i|esplos|saltat|spaccat|squarciat|rutt[oa]$|partit[oa]$|sfondat|"
     r"ceduto$|ceduta$)"
@@ -154,7 +157,8 @@ _BURNT = _re(
 _PLACE = _re(
     r"^(soffitt|muro|muri|pareti|parete|porta|finestr|lampad|plafonier|scale|scala$|vano|"
     r"ascen[sz]or|quadro|tetto|sotto|sopra|pavimento|prese|presa|pulsantier|contator|"
-    r"gradin|pianerottol|androne|corridoi|cantin|garage|box|piano$|piani$|vicin)"
+    r"gradin|pianerottol|androne|corridoi|cantin|garage|box|piano$|piani$|vicin|interruttor|"
+    r"cabina)"
 )
 _PRESENCE = _re(
     r"^(dentro|ancora|rumor|passi$|sento|sentiamo|sentito|torcia|appena|rientrat|tornat|"
@@ -167,7 +171,8 @@ _DOOR = _re(
 )
 # Forced by someone: "hanno spaccato il portone" (not "rotto", which a ball can do).
 _FORCED_BY = _re(
-    r"^(forzat|scassinat|scassat|sfondat|scardinat|divelt|manomess|tranciat|spaccat|sfasciat)"
+    r"^(forzat|scassinat|scassat|sfondat|scardinat|divelt|manomess|tranciat|spaccat|sfasciat|"
+    r"tagliat)"
 )
 _FORCED = _re(
     r"^(forzat|scassinat|scassat|sfondat|scardinat|divelt|manomess|tranciat|spaccat|sfasciat|"
@@ -192,7 +197,7 @@ _PAPERWORK: tuple[Pattern, ...] = (
         _re(
             r"^(fattur|preventiv|prezz|quota$|quote$|rata$|rate$|bollett|rendicont|bilanci|"
             r"millesim|conguagli|costerebb|costo$|costa$|offerta|rimbors|pagar|pagament|"
-            r"pagato|spesa$|spese$)"
+            r"pagato|spesa$|spese$|stima$|stime$|votar|votazion)"
         )
     ],
 )
@@ -203,10 +208,11 @@ _PAST: tuple[Pattern, ...] = (
 # Phrases that report the danger as over: the message is a report, not an alarm.
 _RESOLVED: tuple[Pattern, ...] = (
     [
+        # Whole participles: "asciugatrice" and "aspiratore" report nothing.
         _re(
-            r"^(risolt|riparat|sistemat|ripristin|eliminat|domat|bonificat|sostituit|"
-            r"eseguit|completat|terminat|ultimat|asciugat|aspirat|sigillat|liberat[oaie]$|"
-            r"rimoss[oaie]$)"
+            r"^(risolt|riparat|sistemat|ripristinat|eliminat|domat|bonificat|sostituit|"
+            r"eseguit|completat|terminat|ultimat|asciugat|aspirat|sigillat|liberat|"
+            r"rimoss)[oaie]$"
         )
     ],
     [_re(r"^(mess|rimess)[oaie]$"), _in("in"), _in("sicurezza", "tensione", "funzione")],
@@ -216,7 +222,8 @@ _RESOLVED: tuple[Pattern, ...] = (
     [_in("tutto"), _in("ok", "okay", "risolto", "sistemato")],
     [_in("nella", "nei", "entro", "nelle"), _in("norma", "limiti", "norme")],
     [_re(r"^(verific|controll|intervent|lavor)"), _re(r"^(fatt[oaie]$|conclus|finit)")],
-    [_re(r"^(tirat[oaie]$|fatt[oaie]$)"), _gap(2), _in("fuori", "uscire")],
+    # "l'hanno tirata fuori"; not "ho fatto uscire i bambini", said while evacuating.
+    [_re(r"^tirat[oaie]$"), _gap(2), _in("fuori")],
     # Thanks for help already given.
     [_in("grazie"), _in("per", "dell'", "del"), _gap(2), _re(r"^(intervent|aiuto|venut|soccors)")],
 )
@@ -282,6 +289,12 @@ def _gas_rules() -> tuple[SafetyRule, ...]:
                 # A hissing gas pipe or meter.
                 [_GAS, _gap(4), _re(r"^(sibil|fisch|soffia)")],
                 [_re(r"^(sibil|fisch|soffia)"), _gap(5), _GAS],
+                # "URGENTE gas scala B", "gas!!!": the word alone, shouted.
+                [_re(r"^(urgent|aiut|emergenz|venite|correte)"), _gap(2), _GAS],
+                [_GAS, _re(r"^!{2,}$")],
+                # A gas detector going off.
+                [_GAS, _gap(4), _re(r"^(suona|suonando|scattat|fischia|allarm)")],
+                [_re(r"^(rilevator|sensor|allarm)"), _gap(2), _GAS, _gap(4), _re(r"^(suon|scatt)")],
                 # The odorant's rotten-egg smell, named without the word gas.
                 [_SMELL, _gap(2), _re(r"^uov"), _re(r"^(marc|andat)")],
             ),
@@ -316,12 +329,12 @@ _CO_SYMPTOM: tuple[Pattern, ...] = (
 # Appliances that burn fuel indoors.
 _CO_SOURCE = _re(
     r"^(caldai|scaldabagn|scaldino|stufa$|stufe$|stufetta|boiler|braciere|camino|fumaria|"
-    r"fumi$|monossido|fuliggin|generatore)"
+    r"fumi$|monossido|fuliggin|generatore|riscaldament|fornellett)"
 )
 
 
 def _carbon_monoxide_rules() -> tuple[SafetyRule, ...]:
-    alarm = _re(r"^(suon|fisch|scattat|lampegg|allarm|squill|bip|rosso|rossa|impazzit)")
+    alarm = _re(r"^(suon|fisch|scattat|lampegg|allarm|squill|bip|rosso|rossa|impazzit|segna$)")
     detector_quiet = (
         [_re(r"^(batteri|pila|pile$|scaric[ao]$|install|montat|mettere|comprare|acquist)")],
     )
@@ -376,6 +389,7 @@ def _fire_rules() -> tuple[SafetyRule, ...]:
                 [_in("lingue", "lingua"), _in("di"), fuoco],
                 [_in("c'", "ce", "c"), _in("e", "sta"), _gap(1), fuoco],
                 [_in("sta", "stanno", "stava"), _re(r"^bruciand")],
+                [fuoco, _in("nel", "nella", "nei", "nelle", "sul", "sulla", "in", "dal", "dalla")],
                 [
                     _re(r"^(brucia|bruciano)$"),
                     {"NORM": {"NOT_IN": ["la", "gola", "gli", "occhi", "mi", "ti", "ci"]}},
@@ -393,7 +407,11 @@ def _fire_rules() -> tuple[SafetyRule, ...]:
                     "pratica",
                 }
             ),
-            vetoes=_FIRE_VETO,
+            # A fire that belongs where it is: "fuoco nel camino", "nel barbecue".
+            vetoes=(
+                *_FIRE_VETO,
+                [_re(r"^(camino|caminett|barbecue|grigli|brace$|forno|stufa|fuochi|falo$)")],
+            ),
         ),
         # Calling the fire brigade is an alarm; their visit yesterday is a report.
         SafetyRule(
@@ -409,7 +427,7 @@ def _electrical_rules() -> tuple[SafetyRule, ...]:
     symptom = _re(
         r"^(sfrigol|frigg|crepit|friz|lamp[oi]$|flash|bagliori|bollent|rovent|scotta|annerit|"
         r"carbonizz|sciolt|fus[oaie]$|fumo$|fuma$|fumano|fumando|botto|scoppi|esplos|"
-        r"schiocc|fiamm|caldissim|favill|vampat)"
+        r"schiocc|fiamm|caldissim|favill|vampat|arco$)"
     )
     return (
         SafetyRule(
@@ -431,7 +449,7 @@ def _electrical_rules() -> tuple[SafetyRule, ...]:
         # Crackling, flashes, heat, smoke or a burnt smell at a socket, a wire, a panel.
         SafetyRule(
             "electrical",
-            ([_ELECTRIC, _gap(5), symptom], [symptom, _gap(5), _ELECTRIC]),
+            ([_ELECTRIC, _gap(6), symptom], [symptom, _gap(5), _ELECTRIC]),
             requires=(([_ELECTRIC],),),
             vetoes=(
                 [_re(r"^(sigarett|fumator|fumare$|lampadin|spia$|spie$|rilevator|sensor|install)")],
@@ -452,10 +470,12 @@ def _electrical_rules() -> tuple[SafetyRule, ...]:
 _SMOKE_VETO = (
     [
         _re(
-            r"^(sigarett|fumator|fumare$|barbecue|grigliat|spinell|canna$|svap|brace$|bracier|"
+            r"^(sigarett|fumator|fumare$|barbecue|grigliat|spinell|svap|brace$|bracier|"
             r"castagn|legna$|caminett|falo$|fuochi|pipa$|sigar[oi]$)"
         )
     ],
+    # A joint, not a flue: "canna fumaria" is where smoke should not come from.
+    [_in("canna", "canne"), {"NORM": {"NOT_IN": ["fumaria", "fumarie"]}}],
     # People smoking, not things: "i vicini fumano sul balcone".
     [
         _re(r"^(vicin|ragazz|gente$|qualcun|inquilin|signor|tizi|lui$|lei$)"),
@@ -491,8 +511,14 @@ def _smoke_rules() -> tuple[SafetyRule, ...]:
                         "nero",
                         "denso",
                         "densissimo",
+                        "densa",
                         "grigio",
+                        "grigia",
                         "bianco",
+                        "bianca",
+                        "nera",
+                        "scura",
+                        "scuro",
                         "acre",
                         "dal",
                         "dalla",
@@ -512,6 +538,15 @@ def _smoke_rules() -> tuple[SafetyRule, ...]:
                     ),
                 ],
                 [_in("fumaccio", "fumazza")],
+                # Smoke that spreads: "il fumo arriva al primo piano".
+                [
+                    smoke,
+                    _gap(1),
+                    _re(
+                        r"^(arriva|arrivando|sale|salendo|entra|entrando|invade|invadendo|esce|"
+                        r"uscendo|riempie|riempiendo)$"
+                    ),
+                ],
                 [_SMELL, _gap(3), _BURNT],
                 # Smoke described without the word: a grey, acrid, choking haze.
                 [
@@ -529,7 +564,7 @@ def _smoke_rules() -> tuple[SafetyRule, ...]:
                         r"^(vano|motore|cofano|cassonett|tetto|sottotetto|caldai|lavatric|"
                         r"asciugatric|forno|frigo|stufa|lampad|ascen[sz]or|contator|quadro)"
                     ),
-                    _gap(2),
+                    _gap(4),
                     _in("fuma", "fumano", "fumando", "fumava"),
                 ],
             ),
@@ -572,6 +607,9 @@ def _flooding_rules() -> tuple[SafetyRule, ...]:
                 r"lentament)"
             )
         ],
+        # "un filo d'acqua", "scende piano piano": a trickle.
+        [_in("filo", "filino", "velo"), _in("d'", "di"), _WATER],
+        [_in("piano"), _in("piano")],
     )
     return (
         SafetyRule(
@@ -590,7 +628,21 @@ def _flooding_rules() -> tuple[SafetyRule, ...]:
                 [_re(r"^(fiott|cascat|fium|torrent|secchiat|getto|zampill)"), _gap(3), _WATER],
                 [
                     _re(r"^(piove|piovendo)$"),
-                    _in("in", "dentro", "dal", "nel", "nella", "dalla", "come", "dall'"),
+                    _in(
+                        "in",
+                        "dentro",
+                        "dal",
+                        "nel",
+                        "nella",
+                        "dalla",
+                        "come",
+                        "dall'",
+                        "sul",
+                        "sulla",
+                        "sui",
+                        "sulle",
+                        "acqua",
+                    ),
                 ],
                 [
                     _re(
@@ -617,11 +669,22 @@ def _flooding_rules() -> tuple[SafetyRule, ...]:
                 ],
                 [
                     _WATER,
-                    _gap(2),
-                    _re(r"^(cola|colando|scorre|scorrendo|invade|invadendo|sgorga|sgorgando)$"),
+                    _gap(4),
+                    _re(
+                        r"^(cola|colando|scorre|scorrendo|invade|invadendo|sgorga|sgorgando|"
+                        r"scende|scendendo|entra|entrando|esce|uscendo)$"
+                    ),
                     _gap(3),
                     _PLACE,
                 ],
+                [_WATER, _gap(4), _in("litri")],
+                # Spraying everywhere, whatever broke.
+                [
+                    _re(r"^(spruzz|zampill|schizz)"),
+                    _gap(3),
+                    _re(r"^(dappertutto|ovunque|dovunque)$"),
+                ],
+                [_re(r"^(spruzz|zampill|schizz)"), _gap(1), _WATER],
                 [_re(r"^(pien|chin)[oaie]$"), _in("d'", "di", "de"), _WATER],
                 [_re(r"^riemp"), _gap(1), _in("d'", "di", "de"), _WATER],
                 # Water rising from drains and floors.
@@ -666,6 +729,30 @@ def _flooding_rules() -> tuple[SafetyRule, ...]:
                 [_re(r"^flessibil"), _gap(3), _re(r"^(rott[oa]$|rompe)")],
             ),
             vetoes=(*slow, *_PAPERWORK, *_PAST),
+        ),
+        # Water coming through a ceiling, a lamp, a socket: "acqua dal soffitto".
+        SafetyRule(
+            "flooding",
+            (
+                [
+                    _WATER,
+                    _gap(2),
+                    _FROM,
+                    _re(
+                        r"^(soffitt|tetto|lampadar|plafonier|controsoffitt|muro$|parete|pareti$|"
+                        r"prese$|presa$|interruttor|quadro)"
+                    ),
+                ],
+            ),
+            # An infiltration is a slow fault unless something else says otherwise.
+            vetoes=(*slow, *_PAPERWORK, [_re(r"^(infiltrazion|filtrazion)")]),
+        ),
+        # "già alta 20 cm": a depth of water.
+        SafetyRule(
+            "flooding",
+            ([{"LIKE_NUM": True}, _re(r"^(cm|centimetri|dita)$")],),
+            requires=(([_WATER],),),
+            vetoes=(*slow, *_PAPERWORK),
         ),
     )
 
@@ -715,7 +802,7 @@ def _structural_rules() -> tuple[SafetyRule, ...]:
                     _gap(5),
                     _re(
                         r"^(bilico|pend[eo]$|pendono|dondol|piegat|inclinat|oscill|appes|abbassat|"
-                        r"spanciat)"
+                        r"spanciat|sbriciol|sgretol)"
                     ),
                 ],
                 [_re(r"^(trave|travi$|architrav)"), _gap(2), _re(r"^(spezzat|rott[aei]$|crepat)")],
@@ -727,6 +814,21 @@ def _structural_rules() -> tuple[SafetyRule, ...]:
                 *_PAPERWORK,
                 [_re(r"^(scors[oaie]$|passat[oa]$)")],
                 *fixtures,
+            ),
+        ),
+        # Pieces falling or being lost, where masonry is named.
+        SafetyRule(
+            "structural",
+            (
+                [_re(r"^(pezz|frammenti|blocc[oh]i?$)"), _gap(3), _FALLING],
+                [_FALLING, _gap(2), _re(r"^(pezz|frammenti)")],
+                [_re(r"^(perde$|perdendo|perdono)$"), _gap(1), _re(r"^(pezz|calcinacc)")],
+            ),
+            requires=(([_MASONRY],),),
+            vetoes=(
+                [_re(r"^(prezz|borsa$|gocciol|goccia|gocce)")],
+                *_PAPERWORK,
+                [_re(r"^(scors[oaie]$|passat[oa]$)")],
             ),
         ),
         # Something came off a wall or a ceiling: "pezzi staccati dalla facciata".
@@ -807,6 +909,15 @@ def _person_trapped_rules() -> tuple[SafetyRule, ...]:
                 [_NOT, _re(r"^(riesc|riusc|pu[oò]$)"), _in("a", "ad", op="?"), _re(r"^usci")],
                 [_PERSON, _gap(3), _in("dentro")],
                 [_in("con", "co"), _in("dentro")],
+                [_STUCK, _in("in", "nel", "nell'", "nella", "dentro"), _gap(1), _LIFT],
+                [_PERSON, _gap(3), _in("nella", "nel", "nell'", "in"), _LIFT],
+                [
+                    _re(r"^(ferm|bloccat|piantat)"),
+                    _gap(3),
+                    _in("con", "co"),
+                    _gap(1),
+                    _PERSON,
+                ],
             ),
             requires=(([_LIFT],),),
             vetoes=lift_quiet,
@@ -817,6 +928,7 @@ def _person_trapped_rules() -> tuple[SafetyRule, ...]:
             (
                 [_PERSON, _gap(4), _STUCK, _gap(3), room],
                 [_in("sono", "siamo", "so"), _gap(1), _STUCK, _gap(3), room],
+                [_PERSON, _gap(2), _STUCK, _in("dentro")],
             ),
             requires=(cannot_open,),
             # Locked out, or a bike, a car, a pet locked in.
@@ -830,10 +942,14 @@ def _person_trapped_rules() -> tuple[SafetyRule, ...]:
                 ],
             ),
         ),
-        # Caught in something: "un ragazzo incastrato nel cancello".
+        # Caught in something: "un ragazzo incastrato nel cancello"; shut in with
+        # someone inside: "si è chiusa con dentro mio figlio".
         SafetyRule(
             "person_trapped",
-            ([_PERSON, _gap(4), _re(r"^(incastrat|intrappolat|schiacciat)")],),
+            (
+                [_PERSON, _gap(4), _re(r"^(incastrat|intrappolat|schiacciat)")],
+                [_in("con", "co"), _in("dentro"), _gap(1), _PERSON],
+            ),
         ),
     )
 
@@ -955,15 +1071,17 @@ def _person_unresponsive_rules() -> tuple[SafetyRule, ...]:
 def _break_in_rules() -> tuple[SafetyRule, ...]:
     intruder = _re(
         r"^(ladr|malvivent|intrus|qualcun|sconosciut|tizi$|tipo$|tipi$|gente$|uno$|due$|"
-        r"incappucciat|passamontagn|malintenzionat|individu)"
+        r"incappucciat|passamontagn|malintenzionat|individu|estrane|uom[oi]$|uomini$)"
     )
     acting = _re(
         r"^(armegg|forzand|scassin|sfondand|scavalc|arrampic|rubando|rubano|entrat[oaie]$|"
-        r"saltat[oaie]$|saltano|scardin|manomett)"
+        r"saltat[oaie]$|saltano|scardin|manomett|scappat[oaie]$)"
     )
-    trying = _re(r"^(prova|provano|provando|cerca|cercano|cercando|tenta|tentano|tentando)$")
+    trying = _re(
+        r"^(prova|provano|provando|provato|cerca|cercano|cercando|tenta|tentano|tentando)$"
+    )
     entering = _re(r"^(entra|forza|scassin|sfonda|apri|scavalc)")
-    breaking = _re(r"^(tagliand|segand|rompend|spaccand|svitand|sfondand|scardinand)")
+    breaking = _re(r"^(tagliand|segand|rompend|spaccand|svitand|sfondand|scardinand|buttand)")
     past = (
         [
             _re(
@@ -991,6 +1109,13 @@ def _break_in_rules() -> tuple[SafetyRule, ...]:
                 [intruder, _gap(5, negations=True), acting],
                 [intruder, _gap(7, negations=True), trying, _gap(2), entering],
                 [
+                    intruder,
+                    _gap(7, negations=True),
+                    trying,
+                    _gap(2),
+                    _re(r"^(maniglie|maniglia|porte$|porta$|serratur|finestr)"),
+                ],
+                [
                     _re(r"^(ladr|malvivent|intrus|scassinator)"),
                     _gap(4),
                     _in(
@@ -1014,6 +1139,7 @@ def _break_in_rules() -> tuple[SafetyRule, ...]:
                 [_in("ci"), _in("sono"), _gap(2), _re(r"^(ladr|malvivent|intrus)")],
                 [_re(r"^entrat"), _gap(2), _re(r"^(ladr|malvivent|intrus)")],
                 [_in("furto", "effrazione", "scasso"), _in("in"), _in("corso", "atto")],
+                [_in("in"), _in("corso"), _re(r"^(furt|effrazion|scass)")],
                 [_in("hanno", "han"), _gap(1), _FORCED_BY, _gap(3), _DOOR],
             ),
             vetoes=past,
