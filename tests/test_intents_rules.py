@@ -293,6 +293,12 @@ def test_safety_rule_stays_quiet_on_border_cases(rules_nlp, text: str) -> None:
         ("hanno spaccato il portone e c'è gente dentro", "break_in"),
         ("qualcuno è entrato nel mio box", "break_in"),
         ("la porta è stata forzata e sento rumori dentro", "break_in"),
+        # Evacuating, or a word that merely starts like "asciugato", is no report.
+        ("puzza di gas in scala, ho fatto uscire i bambini", "gas_smell"),
+        ("fumo nero dalla lavanderia, forse l'asciugatrice", "smoke"),
+        ("URGENTE gas scala B", "gas_smell"),
+        ("acqua dal soffitto sulle prese, aiuto", "flooding"),
+        ("la porta si è chiusa con dentro mio figlio", "person_trapped"),
     ],
 )
 def test_each_hazard_is_raised_and_named(rules_nlp, text: str, hazard: str) -> None:
@@ -326,6 +332,10 @@ def test_each_hazard_is_raised_and_named(rules_nlp, text: str, hazard: str) -> N
         "il tecnico ha tirato fuori la signora dall'ascensore",
         "c'è odore di fogna in cortile",
         "la porta della cantina è rotta e non chiude",
+        "un filo d'acqua scende lungo il muro del box",
+        "infiltrazione d'acqua dal soffitto della mansarda",
+        "quanto costa sistemare il muro che si sgretola?",
+        "c'è il fuoco nel camino del vicino e fa caldo",
     ],
 )
 def test_near_misses_raise_no_hazard(rules_nlp, text: str) -> None:
