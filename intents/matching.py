@@ -5,7 +5,7 @@ Most messages contain none of the words a rule needs ("gas", "calcinacci",
 predicate (regular expressions included) on every token. `GatedMatcher` keeps
 a plain `Matcher` for the actual matching and, in front of it, a necessary
 condition: for each pattern, the set of required token predicates; a token's
-predicates are evaluated once per distinct (text, norm) and cached. When no
+predicates are evaluated once per distinct (ORTH, NORM) pair and cached. When no
 pattern can have all its required tokens in a doc, the Matcher is skipped.
 The result is always the Matcher's own; the gate only decides whether to ask.
 
@@ -123,8 +123,6 @@ class GatedMatcher:
         present = 0
         for orth, norm in doc.to_array([ORTH, NORM]).tolist():
             present |= self._token_mask(orth, norm)
-        if not present:
-            return []
         return [i for i, (_, needs) in enumerate(self._needs) if needs & ~present == 0]
 
     def could_match(self, doc: Doc) -> bool:
