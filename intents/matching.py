@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from spacy.attrs import NORM, ORTH
 from spacy.matcher import Matcher
@@ -55,7 +56,7 @@ def _value_test(attr: str, value: object) -> TokenTest | None:
     return None
 
 
-def _is_required(token: dict[str, object]) -> bool:
+def _is_required(token: dict[str, Any]) -> bool:
     op = token.get("OP")
     if op is None or op in ("+", "1"):
         return True
@@ -77,7 +78,7 @@ class GatedMatcher:
         # Token masks by the (ORTH, NORM) hashes, so a doc is read as one array.
         self._cache: dict[tuple[int, int], int] = {}
 
-    def add(self, key: str, patterns: Sequence[list[dict[str, object]]]) -> None:
+    def add(self, key: str, patterns: Sequence[list[dict[str, Any]]]) -> None:
         self.matcher.add(key, list(patterns))
         for pattern in patterns:
             self._needs.append((key, self._pattern_needs(pattern)))
@@ -86,7 +87,7 @@ class GatedMatcher:
                 single.add(key, [pattern])
                 self._per_pattern.append(single)
 
-    def _pattern_needs(self, pattern: list[dict[str, object]]) -> int:
+    def _pattern_needs(self, pattern: list[dict[str, Any]]) -> int:
         mask = 0
         for token in pattern:
             if not _is_required(token):

@@ -106,8 +106,8 @@ def prediction_from_doc(doc: Doc, model_version: str) -> Prediction:
         scores = dict.fromkeys(INTENTS, 0.0)
         return Prediction("altro", 0.0, scores, (), None, model_version)
     scores = {intent: float(doc.cats.get(intent, 0.0)) for intent in INTENTS}
-    rules = doc.spans[SAFETY_SPAN_KEY] if SAFETY_SPAN_KEY in doc.spans else ()
-    fired = rules[0].label_ if len(rules) else None
+    rules = doc.spans[SAFETY_SPAN_KEY] if SAFETY_SPAN_KEY in doc.spans else None
+    fired = rules[0].label_ if rules is not None and len(rules) else None
     intent, confidence = decide(scores, fired)
     safety_rule = fired
     if fired is None and intent == EMERGENCY:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
@@ -70,8 +71,8 @@ NEGATIONS = frozenset("non nessun nessuna nessuno niente nulla senza mica".split
 _CLAUSE_BREAKS = frozenset(", . ; : ! ? ma pero".split())
 _NEGATION_WINDOW = 4
 
-Pattern = list[dict[str, object]]
-Token = dict[str, object]
+Pattern = list[dict[str, Any]]
+Token = dict[str, Any]
 
 
 def _re(regex: str, op: str | None = None) -> Token:

@@ -111,7 +111,7 @@ def contact_ledger(
 
 def contact_ledger_query(
     tenant: Tenant | int, contact: Contact, cipher: BodyCipher
-) -> Select[tuple[ConsentEvent]]:
+) -> Select[ConsentEvent]:
     """The rows of :func:`contact_ledger`, as a query a caller can order and page."""
     return select(ConsentEvent).where(
         ConsentEvent.tenant_id == _tid(tenant),
