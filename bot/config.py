@@ -54,6 +54,10 @@ DEFAULTS: dict[str, Any] = {
     "HUMAN_MODE_TIMEOUT_MINUTES": 30,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    # How many reverse proxies stand in front of the app and set X-Forwarded-For and
+    # -Proto: the client's address (sign-in limits, the audit trail) comes from them.
+    # 0 trusts no header. Signatures never depend on it (they use PUBLIC_BASE_URL).
+    "TRUSTED_PROXIES": 0,
     # Web Push to operators' devices: the VAPID key (base64url P-256 scalar; generated
     # into the instance folder when unset) and the contact push services may write to.
     "VAPID_PRIVATE_KEY": None,
@@ -82,6 +86,7 @@ _INTS = {
     "MEDIA_MAX_BYTES",
     "PUSHER_PORT",
     "HUMAN_MODE_TIMEOUT_MINUTES",
+    "TRUSTED_PROXIES",
 }
 _FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
 

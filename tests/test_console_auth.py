@@ -503,3 +503,27 @@ def test_next_outside_the_console_or_with_control_characters_goes_to_the_inbox(
 def test_next_inside_the_console_is_kept(routes: Flask, target):
     with routes.test_request_context():
         assert safe_next(target) == target
+
+
+@pytest.mark.parametrize(
+    ("app_config_extra", "recorded"),
+    [({"TRUSTED_PROXIES": 1}, "203.0.113.7"), ({"TRUSTED_PROXIES": 0}, "127.0.0.1")],
+    indirect=["app_config_extra"],
+)
+def test_the_client_address_comes_from_the_trusted_proxy_only(
+    client, svc, tenant, operator, recorded
+):
+    from sqlalchemy import select
+
+    from storage.models import AuditEvent
+
+    token = csrf_token(client)
+    client.post(
+        "/console/login",
+        data={"csrf_token": token, "email": operator.email, "password": PASSWORD, "studio": ""},
+        headers={"X-Forwarded-For": "203.0.113.7"},
+        environ_base={"REMOTE_ADDR": "127.0.0.1"},
+    )
+    with svc.db.read() as session:
+        login = session.scalars(select(AuditEvent).where(AuditEvent.action == "login")).one()
+    assert login.ip == recorded
