@@ -1,9 +1,11 @@
 """Benchmark of the intent pipeline: quality on an evaluation set, speed, size.
 
-    python bench/intents_bench.py [--eval PATH] [--json]
+    python bench/intents_bench.py [--eval PATH] [--challenge PATH] [--json]
 
 Prints macro-F1, emergenza recall and precision (classifier plus safety net,
-i.e. what `intents.classify` answers), throughput through `nlp.pipe` on one
+i.e. what `intents.classify` answers), the same emergenza figures on the
+emergency challenge set (hard emergencies and near misses, default the one
+shipped in intents/data/), throughput through `nlp.pipe` on one
 core, single-message latency of `intents.classify` (p50/p99), the time to
 import spaCy and to load the pipeline, and the model's size on disk. The
 process pins itself to one CPU and to one BLAS/OpenMP thread before numpy is
@@ -29,6 +31,7 @@ from typing import Any  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_EVAL = REPO.parent / "shared" / "eval" / "intents_dev.jsonl"
+DEFAULT_CHALLENGE = REPO / "intents" / "data" / "emergency_challenge.jsonl"
 THROUGHPUT_MESSAGES = 20_000
 LATENCY_CALLS = 2_000
 WARMUP_CALLS = 50
@@ -37,6 +40,8 @@ TARGETS = {
     "macro_f1": 0.90,
     "emergenza_recall": 0.98,
     "emergenza_precision": 0.85,
+    "challenge_emergenza_recall": 0.98,
+    "challenge_emergenza_precision": 0.90,
     "pipe_msgs_per_s": 2000,
     "latency_p99_ms": 5.0,
     "load_s": 1.0,
@@ -56,7 +61,33 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def run(eval_path: Path) -> dict[str, Any]:
+def _emergency_figures(nlp: Any, path: Path) -> dict[str, Any]:
+    """Emergenza recall and precision, and how often the hazard is named right."""
+    from intents.evaluation import read_jsonl, score
+    from intents.prediction import prediction_from_doc
+
+    records = read_jsonl(path)
+    predictions = [prediction_from_doc(doc, "") for doc in nlp.pipe(r["text"] for r in records)]
+    emergency = score([r["intent"] for r in records], [p.intent for p in predictions])[
+        "per_intent"
+    ]["emergenza"]
+    caught = [
+        (record, prediction)
+        for record, prediction in zip(records, predictions, strict=True)
+        if record["intent"] == "emergenza" and prediction.intent == "emergenza"
+    ]
+    named = sum(prediction.safety_rule == record.get("hazard") for record, prediction in caught)
+    return {
+        "file": str(path),
+        "messages": len(records),
+        "emergencies": emergency["support"],
+        "recall": round(emergency["recall"], 4),
+        "precision": round(emergency["precision"], 4),
+        "hazard_named": round(named / len(caught), 4) if caught else 0.0,
+    }
+
+
+def run(eval_path: Path, challenge_path: Path) -> dict[str, Any]:
     cpu = _pin_to_one_cpu()
     sys.path.insert(0, str(REPO))
 
@@ -81,6 +112,7 @@ def run(eval_path: Path) -> dict[str, Any]:
     predictions = [prediction_from_doc(doc, "") for doc in nlp.pipe(texts)]
     report = score([r["intent"] for r in records], [p.intent for p in predictions])
     emergency = report["per_intent"]["emergenza"]
+    challenge = _emergency_figures(nlp, challenge_path)
 
     rounds = max(1, THROUGHPUT_MESSAGES // len(texts))
     stream = texts * rounds
@@ -111,6 +143,9 @@ def run(eval_path: Path) -> dict[str, Any]:
         "emergenza_recall": round(emergency["recall"], 4),
         "emergenza_precision": round(emergency["precision"], 4),
         "per_intent_f1": {k: round(v["f1"], 4) for k, v in report["per_intent"].items()},
+        "challenge": challenge,
+        "challenge_emergenza_recall": challenge["recall"],
+        "challenge_emergenza_precision": challenge["precision"],
         "pipe_msgs_per_s": round(len(stream) / pipe_s),
         "pipe_messages": len(stream),
         "latency_p50_ms": round(statistics.median(latencies), 3),
@@ -146,6 +181,13 @@ def render(result: dict[str, Any]) -> str:
         f"accuracy            {result['accuracy']:.3f}",
         f"emergenza recall    {result['emergenza_recall']:.3f}{mark('emergenza_recall')}",
         f"emergenza precision {result['emergenza_precision']:.3f}{mark('emergenza_precision')}",
+        f"challenge: {result['challenge']['file']} ({result['challenge']['messages']} messages, "
+        f"{result['challenge']['emergencies']} emergencies)",
+        f"  emergenza recall    {result['challenge_emergenza_recall']:.3f}"
+        f"{mark('challenge_emergenza_recall')}",
+        f"  emergenza precision {result['challenge_emergenza_precision']:.3f}"
+        f"{mark('challenge_emergenza_precision')}",
+        f"  hazard named right  {result['challenge']['hazard_named']:.3f} of detected emergencies",
         f"nlp.pipe            {result['pipe_msgs_per_s']} msg/s over "
         f"{result['pipe_messages']} messages{mark('pipe_msgs_per_s')}",
         f"classify latency    p50 {result['latency_p50_ms']:.2f} ms, "
@@ -163,11 +205,18 @@ def render(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", type=Path, default=DEFAULT_EVAL, help="labelled JSONL file")
+    parser.add_argument(
+        "--challenge",
+        type=Path,
+        default=DEFAULT_CHALLENGE,
+        help="emergency challenge set (JSONL with text, intent, hazard)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    if not args.eval.is_file():
-        parser.error(f"evaluation file not found: {args.eval}")
-    result = run(args.eval)
+    for path in (args.eval, args.challenge):
+        if not path.is_file():
+            parser.error(f"file not found: {path}")
+    result = run(args.eval, args.challenge)
     result["targets_met"] = _meets(result)
     print(json.dumps(result, indent=2) if args.json else render(result))
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 __all__ = ["create_app"]
 
@@ -48,4 +49,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["DEV_MODE"]:
         app.register_blueprint(simulator.bp)
     cli.init_app(app)
+    proxies = int(app.config["TRUSTED_PROXIES"])
+    if proxies:
+        # Behind the README's TLS proxy: the real client address and scheme.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     return app

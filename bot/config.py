@@ -16,6 +16,7 @@ from typing import Any
 
 from notify.push import generate_vapid_key
 from storage.crypto import generate_key
+from storage.files import private_folder
 
 DEFAULTS: dict[str, Any] = {
     "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
@@ -55,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "PRIORITY_LANE": True,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
+    # How many reverse proxies stand in front of the app and set X-Forwarded-For and
+    # -Proto: the client's address (sign-in limits, the audit trail) comes from them.
+    # 0 trusts no header. Signatures never depend on it (they use PUBLIC_BASE_URL).
+    "TRUSTED_PROXIES": 0,
     # Web Push to operators' devices: the VAPID key (base64url P-256 scalar; generated
     # into the instance folder when unset) and the contact push services may write to.
     "VAPID_PRIVATE_KEY": None,
@@ -83,6 +88,7 @@ _INTS = {
     "MEDIA_MAX_BYTES",
     "PUSHER_PORT",
     "HUMAN_MODE_TIMEOUT_MINUTES",
+    "TRUSTED_PROXIES",
 }
 _FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
 
@@ -103,7 +109,7 @@ def _instance_secret(instance: Path, name: str, make: Any) -> str:
     path = instance / name
     if path.exists():
         return path.read_text().strip()
-    instance.mkdir(parents=True, exist_ok=True)
+    private_folder(instance)
     value = make()
     # Created private: these files are keys.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -145,7 +151,8 @@ def load_config(
             instance, "vapid_private_key", generate_vapid_key
         )
     if not config.get("DATABASE_URL"):
-        instance.mkdir(parents=True, exist_ok=True)
+        # The folder of the keys, the database and the media: its owner's only.
+        private_folder(instance)
         config["DATABASE_URL"] = f"sqlite:///{instance / 'portineria.db'}"
     if not config.get("WHATSAPP_TRANSPORT"):
         has_credentials = config["TWILIO_ACCOUNT_SID"] and config["TWILIO_AUTH_TOKEN"]

@@ -17,11 +17,12 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy
 from spacy.attrs import ENT_IOB, ENT_TYPE, IS_PUNCT, NORM
 from spacy.language import Language
-from spacy.strings import hash_string
+from spacy.strings import hash_string  # type: ignore[attr-defined]
 from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import registry
@@ -176,7 +177,7 @@ def read_corpus(path: Path | str) -> list[dict[str, str]]:
     folder = Path(path)
     if not folder.is_absolute():
         folder = Path(__file__).resolve().parent / folder
-    records = []
+    records: list[dict[str, Any]] = []
     for file in sorted(folder.glob("*.jsonl")):
         with file.open(encoding="utf-8") as lines:
             records.extend(json.loads(line) for line in lines if line.strip())

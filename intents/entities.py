@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from spacy.language import Language
 from spacy.tokens import Doc, Span
@@ -84,7 +85,7 @@ _REGEXES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
 )
 
-TokenPattern = list[dict[str, object]]
+TokenPattern = list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ class Rule:
     check: Callable[[Span], bool] | None = None
 
 
-def _norm_in(words: Iterable[str], op: str | None = None) -> dict[str, object]:
-    token: dict[str, object] = {"NORM": {"IN": list(words)}}
+def _norm_in(words: Iterable[str], op: str | None = None) -> dict[str, Any]:
+    token: dict[str, Any] = {"NORM": {"IN": list(words)}}
     if op:
         token["OP"] = op
     return token
@@ -134,7 +135,7 @@ def _is_building(span: Span) -> bool:
     return bool(names) and names[0].norm_ not in STREET_TYPES and _has_title_word(span)
 
 
-def _name_tokens(first: dict[str, object]) -> TokenPattern:
+def _name_tokens(first: dict[str, Any]) -> TokenPattern:
     """A capitalised name of one to four words, connectors allowed inside."""
     return [
         first,

@@ -59,7 +59,7 @@ def evaluate_records(
         for record, prediction in zip(records, predictions, strict=True)
         if prediction.intent != record["intent"]
     ]
-    report["safety_rule_fired"] = sum(p.safety_rule is not None for p in predictions)
+    report["safety_rule_fired"] = sum(p.rule_fired for p in predictions)
     return report
 
 

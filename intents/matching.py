@@ -5,9 +5,14 @@ Most messages contain none of the words a rule needs ("gas", "calcinacci",
 predicate (regular expressions included) on every token. `GatedMatcher` keeps
 a plain `Matcher` for the actual matching and, in front of it, a necessary
 condition: for each pattern, the set of required token predicates; a token's
-predicates are evaluated once per distinct (text, norm) and cached. When no
+predicates are evaluated once per distinct (ORTH, NORM) pair and cached. When no
 pattern can have all its required tokens in a doc, the Matcher is skipped.
 The result is always the Matcher's own; the gate only decides whether to ask.
+
+With `per_pattern=True` each pattern also gets a Matcher of its own and only the
+patterns that pass the gate are tried: the Matcher's cost grows with the number
+of patterns it tries on a doc, and a rule set of a few hundred patterns (the
+safety net) would otherwise pay for all of them whenever one of them could fit.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from typing import Any
 
+from spacy.attrs import NORM, ORTH
 from spacy.matcher import Matcher
 from spacy.tokens import Doc, Span
 from spacy.vocab import Vocab
@@ -49,7 +56,7 @@ def _value_test(attr: str, value: object) -> TokenTest | None:
     return None
 
 
-def _is_required(token: dict[str, object]) -> bool:
+def _is_required(token: dict[str, Any]) -> bool:
     op = token.get("OP")
     if op is None or op in ("+", "1"):
         return True
@@ -60,19 +67,27 @@ def _is_required(token: dict[str, object]) -> bool:
 class GatedMatcher:
     """`Matcher` plus a sound pre-check; same `add` and call signature subset."""
 
-    def __init__(self, vocab: Vocab) -> None:
+    def __init__(self, vocab: Vocab, per_pattern: bool = False) -> None:
+        self.vocab = vocab
+        # Every pattern, in one Matcher: the reference the gated answer equals.
         self.matcher = Matcher(vocab)
+        self._per_pattern: list[Matcher] | None = [] if per_pattern else None
         self._tests: list[TokenTest] = []
         self._test_ids: dict[str, int] = {}
-        self._needs: list[int] = []  # per pattern: bit mask of required tests
-        self._cache: dict[tuple[str, str], int] = {}
+        self._needs: list[tuple[str, int]] = []  # per pattern: key, mask of required tests
+        # Token masks by the (ORTH, NORM) hashes, so a doc is read as one array.
+        self._cache: dict[tuple[int, int], int] = {}
 
-    def add(self, key: str, patterns: Sequence[list[dict[str, object]]]) -> None:
+    def add(self, key: str, patterns: Sequence[list[dict[str, Any]]]) -> None:
         self.matcher.add(key, list(patterns))
         for pattern in patterns:
-            self._needs.append(self._pattern_needs(pattern))
+            self._needs.append((key, self._pattern_needs(pattern)))
+            if self._per_pattern is not None:
+                single = Matcher(self.vocab)
+                single.add(key, [pattern])
+                self._per_pattern.append(single)
 
-    def _pattern_needs(self, pattern: list[dict[str, object]]) -> int:
+    def _pattern_needs(self, pattern: list[dict[str, Any]]) -> int:
         mask = 0
         for token in pattern:
             if not _is_required(token):
@@ -90,33 +105,45 @@ class GatedMatcher:
                 mask |= 1 << self._test_ids[signature]
         return mask
 
-    def _token_mask(self, text: str, norm: str) -> int:
-        key = (text, norm)
+    def _token_mask(self, orth: int, norm: int) -> int:
+        key = (orth, norm)
         mask = self._cache.get(key)
         if mask is None:
             if len(self._cache) > _CACHE_LIMIT:
                 self._cache.clear()
+            text, norm_text = self.vocab.strings[orth], self.vocab.strings[norm]
             mask = 0
             for bit, test in enumerate(self._tests):
-                if test(text, norm):
+                if test(text, norm_text):
                     mask |= 1 << bit
             self._cache[key] = mask
         return mask
 
-    def could_match(self, doc: Doc) -> bool:
+    def _possible(self, doc: Doc) -> list[int]:
+        """Indexes of the patterns whose required tokens all occur in `doc`."""
         present = 0
-        for token in doc:
-            present |= self._token_mask(token.text, token.norm_)
-        return any(needs & ~present == 0 for needs in self._needs)
+        for orth, norm in doc.to_array([ORTH, NORM]).tolist():
+            present |= self._token_mask(orth, norm)
+        return [i for i, (_, needs) in enumerate(self._needs) if needs & ~present == 0]
 
-    def __call__(self, doc: Doc) -> list[Span]:
-        """The Matcher's matches as labelled spans (empty when none can exist)."""
-        if not self._needs or not self.could_match(doc):
-            return []
-        return list(self.matcher(doc, as_spans=True))
+    def could_match(self, doc: Doc) -> bool:
+        return bool(self._possible(doc))
 
     def matches(self, doc: Doc) -> list[tuple[int, int, int]]:
         """The Matcher's (match_id, start, end) tuples."""
-        if not self._needs or not self.could_match(doc):
+        possible = self._possible(doc)
+        if not possible:
             return []
-        return list(self.matcher(doc))
+        if self._per_pattern is None:
+            return list(self.matcher(doc))
+        # Two patterns of one key may find the same span; the Matcher reports it once.
+        found = {match for i in possible for match in self._per_pattern[i](doc)}
+        return sorted(found, key=lambda match: (match[1], match[2], match[0]))
+
+    def __call__(self, doc: Doc) -> list[Span]:
+        """The Matcher's matches as labelled spans (empty when none can exist)."""
+        strings = self.vocab.strings
+        return [
+            Span(doc, start, end, label=strings[match_id])
+            for match_id, start, end in self.matches(doc)
+        ]

@@ -52,7 +52,12 @@ class Entity:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What `intents.classify` says about one message."""
+    """What `intents.classify` says about one message.
+
+    `safety_rule` names the hazard (see `intents.safety.HAZARDS`): the rule that
+    fired, or, when the classifier alone chose `emergenza`, the hazard a weaker
+    cue points to (then `rule_fired` is False). None when neither applies.
+    """
 
     intent: str
     confidence: float
@@ -60,6 +65,7 @@ class Prediction:
     entities: tuple[Entity, ...] = ()
     safety_rule: str | None = None
     model_version: str = ""
+    rule_fired: bool = False
 
     @property
     def classifier_intent(self) -> str:
@@ -74,6 +80,7 @@ class Prediction:
             "scores": dict(self.scores),
             "entities": [asdict(entity) for entity in self.entities],
             "safety_rule": self.safety_rule,
+            "rule_fired": self.rule_fired,
             "model_version": self.model_version,
         }
 
@@ -99,9 +106,15 @@ def prediction_from_doc(doc: Doc, model_version: str) -> Prediction:
         scores = dict.fromkeys(INTENTS, 0.0)
         return Prediction("altro", 0.0, scores, (), None, model_version)
     scores = {intent: float(doc.cats.get(intent, 0.0)) for intent in INTENTS}
-    rules = doc.spans[SAFETY_SPAN_KEY] if SAFETY_SPAN_KEY in doc.spans else ()
-    safety_rule = rules[0].label_ if len(rules) else None
-    intent, confidence = decide(scores, safety_rule)
+    rules = doc.spans[SAFETY_SPAN_KEY] if SAFETY_SPAN_KEY in doc.spans else None
+    fired = rules[0].label_ if rules is not None and len(rules) else None
+    intent, confidence = decide(scores, fired)
+    safety_rule = fired
+    if fired is None and intent == EMERGENCY:
+        # Imported here: intents.safety imports spaCy, which a Doc implies anyway.
+        from intents.safety import hazard_cue
+
+        safety_rule = hazard_cue(doc)
     entities = tuple(
         Entity(label=ent.label_, text=ent.text, start=ent.start_char, end=ent.end_char)
         for ent in doc.ents
@@ -113,4 +126,5 @@ def prediction_from_doc(doc: Doc, model_version: str) -> Prediction:
         entities=entities,
         safety_rule=safety_rule,
         model_version=model_version,
+        rule_fired=fired is not None,
     )

@@ -24,4 +24,5 @@ fi
 .venv/bin/python -m pip install -q --require-hashes -r requirements-dev.lock
 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 .venv/bin/ruff check bot intents storage notify tests bench wsgi.py
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

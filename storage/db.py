@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.files import create_private_file, open_private_for_append
+
 BACKSTOP_CHECKPOINT_PAGES = 50_000
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 CHECKPOINT_TAKEOVER_SECONDS = 5.0
@@ -101,7 +103,7 @@ class SqliteWriteLock:
             raise NestedWriteTransaction("this thread already holds the SQLite write lock")
         handle = getattr(self._local, "handle", None)
         if handle is None:
-            handle = self._local.handle = open(self._path, "a")  # noqa: SIM115 - kept per thread
+            handle = self._local.handle = open_private_for_append(self._path)  # kept per thread
         fcntl.flock(handle, fcntl.LOCK_EX)
         self._local.holding = True
         try:
@@ -130,7 +132,7 @@ class WalCheckpointer(threading.Thread):
     def run(self) -> None:
         import sqlite3
 
-        with open(self._path + ".checkpoint-lock", "a") as lock:
+        with open_private_for_append(self._path + ".checkpoint-lock") as lock:
             while not self._has_lock(lock):
                 if self._stopped.wait(CHECKPOINT_TAKEOVER_SECONDS):
                     return
@@ -174,6 +176,10 @@ class Database:
         database = self.engine.url.database
         file_backed = self.is_sqlite and database is not None and database not in ("", ":memory:")
         self._database_path = database if file_backed else None
+        if database and file_backed and os.path.isdir(os.path.dirname(database) or "."):
+            # Created owner-only before SQLite opens it: SQLite would create it with the
+            # umask's mode (0644), and gives its -wal and -shm files the same mode.
+            create_private_file(database)
         self._write_lock = SqliteWriteLock(database) if database and file_backed else None
         self._checkpointer: WalCheckpointer | None = None
         self._checkpointer_pid = 0

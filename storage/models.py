@@ -59,6 +59,14 @@ NAMING = {
 }
 
 
+# Tables whose rows are deleted while their office lives (erasure, retention) and whose
+# ids live on outside them: in the ledger, the audit trail, the office's CRM and its
+# API cursors. SQLite would hand the highest such id to the next row (its rowid without
+# AUTOINCREMENT reuses it); an id must always name one record. PostgreSQL's sequences
+# never go back.
+IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -127,7 +135,11 @@ class Contact(Base):
     """A person writing to the office, keyed on their WhatsApp id, not their phone."""
 
     __tablename__ = "contacts"
-    __table_args__ = (UniqueConstraint("tenant_id", "wa_id"), Index(None, "tenant_id", "phone"))
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "wa_id"),
+        Index(None, "tenant_id", "phone"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -149,7 +161,10 @@ class Contact(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index(None, "tenant_id", "needs_attention", "last_message_at"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "needs_attention", "last_message_at"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -217,6 +232,7 @@ class Message(Base):
             sqlite_where=text("status = 'pending' AND direction = 'out'"),
             postgresql_where=text("status = 'pending' AND direction = 'out'"),
         ),
+        IDS_NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -278,6 +294,9 @@ class User(Base):
     locked_until: Mapped[datetime | None]
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Console sessions carry the version they were signed in under; bumping it
+    # (logout, password change, disabling the account) ends every one of them.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(Base):
@@ -308,7 +327,19 @@ class PrivacyNotice(Base):
 
 
 class ConsentEvent(Base):
-    """Append-only consent ledger row (the database refuses UPDATE and DELETE)."""
+    """Append-only consent ledger row (the database refuses UPDATE and DELETE).
+
+    It outlives the person's erasure, so it keeps only what proves consent: the
+    evidence is the keyword phrase they sent, or their message with identifiers and
+    health data redacted, its MessageSid, and the SHA-256 of the message as received
+    (anyone holding the original can show it is the one recorded). Rows written before
+    the ledger was minimised (migration 0004) hold the message as received, and keep it
+    until their office is deleted: the database refuses to update the ledger.
+
+    A row names its person twice: ``contact_id`` while the contact exists, and
+    ``subject_ref`` always. Read a live contact's rows by both
+    (:func:`storage.queries.contact_ledger`).
+    """
 
     __tablename__ = "consent_events"
     __table_args__ = (Index(None, "tenant_id", "contact_id", "id"),)
@@ -325,14 +356,32 @@ class ConsentEvent(Base):
     channel: Mapped[Channel] = mapped_column(StoredWord(Channel, 32))
     evidence_text: Mapped[bytes | None] = mapped_column(LargeBinary)
     evidence_message_sid: Mapped[str | None] = mapped_column(String(64))
+    # Hex SHA-256 of the message body as received (UTF-8), when the evidence is a message.
+    evidence_sha256: Mapped[str | None] = mapped_column(String(64))
     notice_version: Mapped[str | None] = mapped_column(String(32))
     notice_sha256: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(64))
 
 
+class SidTombstone(Base):
+    """A tombstone of an inbound delivery already processed, by a keyed hash of its SID.
+
+    Written in the transaction that marks the message handled and kept beyond the
+    message's erasure or purge (only the office's deletion removes it), so that a
+    captured, signed delivery posted again creates nothing: no contact, no reply.
+    """
+
+    __tablename__ = "sid_tombstones"
+
+    tenant_id: Mapped[int] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    sid_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class BotLogEntry(Base):
     __tablename__ = "bot_log"
-    __table_args__ = (Index(None, "tenant_id", "at"),)
+    __table_args__ = (Index(None, "tenant_id", "at"), IDS_NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -380,6 +429,7 @@ class Ticket(Base):
             sqlite_where=text("kind = 'emergency' AND acknowledged_at IS NULL"),
             postgresql_where=text("kind = 'emergency' AND acknowledged_at IS NULL"),
         ),
+        IDS_NEVER_REUSED,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -412,7 +462,7 @@ class TicketEvent(Base):
     """
 
     __tablename__ = "ticket_events"
-    __table_args__ = (Index(None, "ticket_id", "id"),)
+    __table_args__ = (Index(None, "ticket_id", "id"), IDS_NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -427,7 +477,7 @@ class Event(Base):
     """A visit or an access to schedule (from an ``appuntamento`` message)."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"), IDS_NEVER_REUSED)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
-from storage.models import Contact, Conversation, Message, Tenant
+from storage.crypto import BodyCipher
+from storage.models import ConsentEvent, Contact, Conversation, Message, SidTombstone, Tenant
 
 
 def tenant_by_slug(session: Session, slug: str) -> Tenant | None:
@@ -85,6 +86,55 @@ def conversation_messages(
         .order_by(Message.id)
         .limit(limit)
     ).all()
+
+
+def contact_ledger(
+    session: Session,
+    tenant: Tenant | int,
+    contact: Contact,
+    cipher: BodyCipher,
+    *,
+    newest_first: bool = False,
+    limit: int | None = None,
+) -> Sequence[ConsentEvent]:
+    """A live contact's consent ledger: its rows by id *and* by the keyed hash of its
+    WhatsApp id.
+
+    Ledger rows outlive an erasure with the erased contact's id in them; should that
+    id ever name another contact (SQLite reused the highest id before migration
+    0006_ids_never_reused), the erased person's rows must not become the new person's history.
+    """
+    query = contact_ledger_query(tenant, contact, cipher)
+    order = ConsentEvent.id.desc() if newest_first else ConsentEvent.id
+    return session.scalars(query.order_by(order).limit(limit)).all()
+
+
+def contact_ledger_query(
+    tenant: Tenant | int, contact: Contact, cipher: BodyCipher
+) -> Select[ConsentEvent]:
+    """The rows of :func:`contact_ledger`, as a query a caller can order and page."""
+    return select(ConsentEvent).where(
+        ConsentEvent.tenant_id == _tid(tenant),
+        ConsentEvent.contact_id == contact.id,
+        ConsentEvent.subject_ref == cipher.pseudonym(contact.wa_id),
+    )
+
+
+def sid_already_processed(session: Session, tenant: Tenant | int, sid_hash: str) -> bool:
+    """Whether a delivery with this (keyed hash of) MessageSid was processed before."""
+    return session.get(SidTombstone, (_tid(tenant), sid_hash)) is not None
+
+
+def remember_processed_sid(session: Session, tenant: Tenant | int, sid_hash: str) -> None:
+    """Keep the tombstone of a delivery being handled (in the transaction handling it)."""
+    session.add(SidTombstone(tenant_id=_tid(tenant), sid_hash=sid_hash))
+
+
+def discard_message(session: Session, tenant: Tenant | int, message_id: int) -> None:
+    """Delete a stored inbound message that nothing refers to yet (a replayed delivery)."""
+    session.execute(
+        delete(Message).where(Message.tenant_id == _tid(tenant), Message.id == message_id)
+    )
 
 
 def _tid(tenant: Tenant | int) -> int:

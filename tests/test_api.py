@@ -93,7 +93,7 @@ def _seed(svc: Services, tenant: Tenant, office: int) -> Office:
             ConsentEvent(
                 tenant_id=tenant.id,
                 contact_id=contact.id,
-                subject_ref=f"{office}-{n}-{contact.id}",
+                subject_ref=svc.cipher.pseudonym(contact.wa_id),
                 event="granted",
                 channel="whatsapp",
                 actor="contact",

@@ -56,8 +56,9 @@ def test_scripted_conversation_from_welcome_to_opt_out(client, svc, twilio, tena
     assert len(twilio.messages) == 2
     assert "consenso è registrato" in twilio.messages[1]["Body"]
     granted = [e for e in ledger(svc) if e.event == "granted"][0]
-    assert svc.cipher.decrypt(granted.evidence_text) == "Accetto!"
+    assert svc.cipher.decrypt(granted.evidence_text) == "accetto"  # the keyword phrase
     assert granted.evidence_message_sid == accepted["MessageSid"]
+    assert granted.evidence_sha256 == hashlib.sha256(b"Accetto!").hexdigest()
     assert granted.notice_version == "1" and len(granted.notice_sha256) == 64
     assert the_contact(svc).consent == "granted"
 
@@ -96,7 +97,8 @@ def test_consent_events_api_shows_the_evidence(client, svc, tenant):
 
     events = answer.get_json()["events"]
     assert [e["event"] for e in events] == ["notice_sent", "granted"]
-    assert events[1]["evidence"]["text"] == "sì"
+    assert events[1]["evidence"]["text"] == "si"
+    assert events[1]["evidence"]["sha256"] == hashlib.sha256("sì".encode()).hexdigest()
     assert events[1]["actor"] == "contact"
     assert events[1]["channel"] == "whatsapp"
     assert events[1]["at"].endswith("Z")

@@ -239,3 +239,11 @@ def test_a_pending_contacts_emergency_gets_the_advice_without_a_consent_reminder
     )
     assert [r.key for r in plan.replies] == ["emergency_gas"]
     assert plan.ledger == ["vital_interests_reply"]
+
+
+def test_every_hazard_the_safety_net_names_has_its_own_advice_and_words():
+    from bot.conversation.alerts import HAZARDS
+    from intents.safety import HAZARDS as NAMED
+
+    assert set(NAMED) <= set(EMERGENCY_REPLY) and set(NAMED) <= set(HAZARDS)
+    assert all(EMERGENCY_REPLY[name] != "emergency" for name in NAMED)

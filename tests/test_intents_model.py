@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 import intents
+from intents.evaluation import read_jsonl
 from intents.pipeline import MODEL_DIR, files_fingerprint
-from intents.training import META_KEY, corpus_fingerprint
+from intents.training import CORPUS_DIR, META_KEY, PACKAGE_DIR, corpus_fingerprint
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -161,8 +162,10 @@ def test_emergency_wordings_are_emergencies(nlp, text: str) -> None:
         "ho installato il rilevatore di fumo in corridoio",
     ],
 )
-def test_border_cases_raise_no_safety_rule(nlp, text: str) -> None:
-    assert intents.classify(text).safety_rule is None
+def test_border_cases_fire_no_safety_rule(nlp, text: str) -> None:
+    # safety_rule may still name a hazard from a cue if the classifier alone
+    # chose emergenza; what a border case must not do is fire a rule.
+    assert intents.classify(text).rule_fired is False
 
 
 def test_prediction_shape(nlp) -> None:
@@ -194,3 +197,93 @@ def test_classify_many_matches_classify(nlp) -> None:
     assert [p.intent for p in many] == [intents.classify(t).intent for t in texts]
     assert many[1].scores == pytest.approx(intents.classify(texts[1]).scores)
     assert (many[3].intent, many[3].confidence) == ("altro", 0.0)
+
+
+# --- the emergency challenge set ---------------------------------------------------
+
+CHALLENGE = PACKAGE_DIR / "data" / "emergency_challenge.jsonl"
+CHALLENGE_TARGETS = {"recall": 0.98, "precision": 0.90}
+# Two lines sharing this share of their words are one sentence reworded.
+NEAR_COPY_JACCARD = 0.5
+HAZARDS = (
+    "gas_smell",
+    "carbon_monoxide",
+    "fire",
+    "electrical",
+    "smoke",
+    "flooding",
+    "structural",
+    "person_trapped",
+    "person_unresponsive",
+    "break_in",
+)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.lower()))
+
+
+def _corpus_texts() -> list[str]:
+    return [
+        json.loads(line)["text"]
+        for file in sorted(CORPUS_DIR.glob("*.jsonl"))
+        for line in file.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+
+
+def test_challenge_set_has_enough_hard_cases_of_each_kind() -> None:
+    records = read_jsonl(CHALLENGE)
+    emergencies = [r for r in records if r["intent"] == "emergenza"]
+    others = [r for r in records if r["intent"] != "emergenza"]
+    assert len(emergencies) >= 80 and len(others) >= 80
+    assert {r["hazard"] for r in emergencies} == set(HAZARDS)
+    assert all(r["hazard"] is None for r in others)
+    assert {r["intent"] for r in records} <= set(intents.INTENTS)
+
+
+def test_challenge_lines_are_not_in_the_corpus() -> None:
+    corpus = _corpus_texts()
+    exact = {" ".join(text.lower().split()) for text in corpus}
+    corpus_words = [_words(text) for text in corpus]
+    for record in read_jsonl(CHALLENGE):
+        assert " ".join(record["text"].lower().split()) not in exact, record["text"]
+        words = _words(record["text"])
+        closest = max(len(words & other) / len(words | other) for other in corpus_words)
+        assert closest < NEAR_COPY_JACCARD, record["text"]
+
+
+def test_shipped_model_meets_the_emergency_targets_on_the_challenge_set(nlp) -> None:
+    records = read_jsonl(CHALLENGE)
+    predictions = intents.classify_many([r["text"] for r in records])
+    gold = [r["intent"] == "emergenza" for r in records]
+    said = [p.intent == "emergenza" for p in predictions]
+    hits = sum(g and s for g, s in zip(gold, said, strict=True))
+    assert hits / sum(gold) >= CHALLENGE_TARGETS["recall"]
+    assert hits / sum(said) >= CHALLENGE_TARGETS["precision"]
+
+
+def test_detected_challenge_emergencies_name_their_hazard(nlp) -> None:
+    records = [r for r in read_jsonl(CHALLENGE) if r["intent"] == "emergenza"]
+    predictions = intents.classify_many([r["text"] for r in records])
+    named = [
+        p.safety_rule == r["hazard"]
+        for r, p in zip(records, predictions, strict=True)
+        if p.intent == "emergenza"
+    ]
+    assert sum(named) / len(named) >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("text", "hazard"),
+    [
+        ("sembra un fiume in cantina, venite", "flooding"),
+        ("hanno spaccato il portone e ci sono due tizi dentro", "break_in"),
+        ("la signora del terzo piano non risponde da due giorni", "person_unresponsive"),
+        ("puzza de gas ner pianerottolo", "gas_smell"),
+        ("il rilevatore del monossido suona e ho mal di testa", "carbon_monoxide"),
+    ],
+)
+def test_raised_emergency_names_its_hazard(nlp, text: str, hazard: str) -> None:
+    prediction = intents.classify(text)
+    assert (prediction.intent, prediction.safety_rule) == ("emergenza", hazard)

@@ -24,7 +24,6 @@ from bot.conversation.emergency import (
 from bot.outbound.gate import GateDecision, evaluate
 from storage.crypto import BodyCipher
 from storage.models import (
-    ConsentEvent,
     Contact,
     Conversation,
     Event,
@@ -34,7 +33,7 @@ from storage.models import (
     TicketEvent,
     User,
 )
-from storage.queries import conversation_messages, get_contact, get_conversation
+from storage.queries import contact_ledger, conversation_messages, get_contact, get_conversation
 from storage.vocabulary import Purpose, TicketKind
 
 FILTERS: dict[str, str] = {
@@ -293,7 +292,7 @@ def conversation_detail(
     ).all()
     return ConversationDetail(
         conversation=conversation,
-        contact=_contact_view(session, tenant_id, contact),
+        contact=_contact_view(session, cipher, tenant_id, contact),
         contact_state=contact,
         holder=users.get(conversation.assigned_user_id) if conversation.assigned_user_id else None,
         messages=_message_views(
@@ -323,13 +322,11 @@ def _emergency_views(
     ]
 
 
-def _contact_view(session: Session, tenant_id: int, contact: Contact) -> ContactView:
-    last = session.scalar(
-        select(ConsentEvent)
-        .where(ConsentEvent.tenant_id == tenant_id, ConsentEvent.contact_id == contact.id)
-        .order_by(ConsentEvent.id.desc())
-        .limit(1)
-    )
+def _contact_view(
+    session: Session, cipher: BodyCipher, tenant_id: int, contact: Contact
+) -> ContactView:
+    newest = contact_ledger(session, tenant_id, contact, cipher, newest_first=True, limit=1)
+    last = newest[0] if newest else None
     return ContactView(
         id=contact.id,
         label=contact_label(contact),

@@ -24,12 +24,16 @@ from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from bot.console.auth import (
+    DEVICE_COOKIE,
     LOGIN_FAILED,
+    LoginAttempt,
+    SignIn,
     actor,
-    attempt_login,
-    audit_logout,
+    end_session,
+    login_throttle,
     operator,
     safe_next,
+    sign_in,
 )
 from bot.console.blueprint import bp
 from bot.console.inbox import (
@@ -46,6 +50,7 @@ from bot.console.reply import new_form_key, send_operator_reply
 from bot.conversation import handoff
 from bot.exceptions import InvalidInput, NotFound, Refused
 from bot.office.actor import Actor
+from bot.office.throttle import DEVICE_TOKEN_MAX_AGE
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
 from bot.web.numbers import parse_id
@@ -80,25 +85,39 @@ def login() -> Response | str | tuple[str, int]:
     email = request.form.get("email", "").strip()[:MAX_EMAIL]
     password = request.form.get("password", "")[:MAX_PASSWORD]
     studio = request.form.get("studio", "").strip()[:64] or None
-    who = None
+    result = SignIn(None)
     if email and password:
-        with services().db.session() as db:
-            who = attempt_login(db, studio, email, password, request.remote_addr)
-    if who is None:
+        attempt = LoginAttempt(
+            studio, email, password, request.remote_addr, request.cookies.get(DEVICE_COOKIE)
+        )
+        result = sign_in(services(), login_throttle(), attempt)
+    if result.operator is None:
         flash(LOGIN_FAILED, "error")
         return render_template("console/login.html", studio=studio or "", email=email), 401
     # A fresh session on sign-in: nothing from before it (CSRF token included) survives.
+    # Not permanent: a permanent session turns Flask-Login's strong protection off.
     session.clear()
     g.pop("csrf_token", None)
-    login_user(who)
-    session.permanent = True
-    return redirect(safe_next(request.args.get("next")))
+    login_user(result.operator)
+    response = redirect(safe_next(request.args.get("next")))
+    if result.device_token:
+        # Lets this browser's next sign-ins to the account skip limits others caused.
+        response.set_cookie(
+            DEVICE_COOKIE,
+            result.device_token,
+            max_age=DEVICE_TOKEN_MAX_AGE,
+            path=url_for("console.login"),
+            secure=bool(current_app.config.get("SESSION_COOKIE_SECURE")),
+            httponly=True,
+            samesite="Strict",
+        )
+    return response
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    with services().db.session() as db:
-        audit_logout(db, operator(), request.remote_addr)
+    # Every session of the account ends on the server, not only this cookie.
+    end_session(services(), operator(), request.remote_addr)
     logout_user()
     session.clear()
     g.pop("csrf_token", None)

@@ -1,10 +1,12 @@
 """Processing one stored inbound message: the worker's job, carried out in stages.
 
 1. Take the processing lease (one worker at a time; a dead worker's lease expires).
+   A delivery whose MessageSid was processed before (a replay, after the first one
+   was erased or purged) is deleted there and then: nothing else happens.
 2. Understand the text (keywords, sensitive data, intent) outside any transaction.
 3. In one transaction: contact, conversation, the message's body, consent ledger,
-   handoff, tickets (an emergency's with its timeline) and events, and the bot-log
-   row that records the plan.
+   handoff, tickets (an emergency's with its timeline) and events, the bot-log row
+   that records the plan, and the tombstone of the MessageSid.
 4. Send the planned replies through the outbound gate, each under its own
    idempotency key, so a retry resends nothing that already went. Safety advice
    is always the first of them.
@@ -20,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,17 +34,18 @@ from bot.conversation.alerts import alert_operators
 from bot.conversation.emergency import open_case
 from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
-from bot.conversation.keywords import KeywordBook
+from bot.conversation.keywords import KeywordBook, KeywordMatch
 from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
 from bot.exceptions import SendDeferred
 from bot.office.hours import OfficeClosed, closed_now
 from bot.outbound import Outgoing, send_message
-from bot.privacy.consent import Evidence, active_notice, record_event
+from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
 from notify import MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
+from storage.files import private_folder, write_private
 from storage.inbound import ClaimedMessage, claim_for_processing, mark_processed, release_lease
 from storage.models import (
     BotLogEntry,
@@ -55,7 +58,13 @@ from storage.models import (
     Ticket,
     utcnow,
 )
-from storage.queries import contact_by_wa_id, open_conversation_for
+from storage.queries import (
+    contact_by_wa_id,
+    discard_message,
+    open_conversation_for,
+    remember_processed_sid,
+    sid_already_processed,
+)
 from storage.vocabulary import (
     Consent,
     ContactKind,
@@ -97,6 +106,8 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     if claimed.payload is not None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
     if inbound is not None and claimed.status != MessageStatus.HANDLED:
+        if _discard_replay(svc, claimed, inbound):
+            return
         handled = _handle(svc, claimed, inbound, started)
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
@@ -105,6 +116,22 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     mark_processed(svc.db, claimed.id)
+
+
+def _discard_replay(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> bool:
+    """A delivery processed before, posted again once its message was erased or purged
+    (the webhook's SID constraint no longer sees it): delete it, payload and row.
+
+    Only for a message not yet handled: a handled one wrote its own tombstone.
+    """
+    sid_hash = svc.cipher.message_sid_ref(inbound.message_sid)
+    with svc.db.read() as session:
+        if not sid_already_processed(session, claimed.tenant_id, sid_hash):
+            return False
+    with svc.db.session() as session:
+        discard_message(session, claimed.tenant_id, claimed.id)
+    log.warning("message %s replays a delivery already processed: discarded", claimed.id)
+    return True
 
 
 @dataclass(frozen=True)
@@ -163,9 +190,10 @@ def _handle(
         message = session.get(Message, claimed.id)
         assert message is not None
         _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
-        _apply_ledger(svc, session, tenant, contact, plan, inbound)
+        _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings)
         events = _apply_plan(session, tenant, thread, message, plan, reading, now)
         message.status = MessageStatus.HANDLED
+        remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
         session.add(
             BotLogEntry(
                 tenant_id=tenant.id,
@@ -279,12 +307,17 @@ def _apply_ledger(
     contact: Contact,
     plan: rules.Plan,
     inbound: InboundMessage,
+    keyword: KeywordMatch | None,
+    findings: tuple[Finding, ...],
 ) -> None:
-    evidence = Evidence(
-        text=inbound.body
-        if not inbound.opt_out_type
-        else f"{inbound.opt_out_type}: {inbound.body}",
-        message_sid=inbound.message_sid,
+    if not plan.ledger:
+        return
+    evidence = message_evidence(
+        inbound.body,
+        inbound.message_sid,
+        keyword_only=keyword is not None and not keyword.rest,
+        findings=findings,
+        opt_out_type=inbound.opt_out_type,
     )
     notice = active_notice(session, tenant)
     for event in plan.ledger:
@@ -296,19 +329,13 @@ def _apply_ledger(
             event,
             channel=plan.ledger_channel,
             actor="contact",
-            evidence=_vital_interests_evidence(plan, inbound)
+            # The ledger outlives the messages: a vital-interests reply is proved by the
+            # report's SID and hash and its hazard, not its words (someone's health...).
+            evidence=replace(evidence, text=f"emergenza: {plan.hazard or 'non specificata'}")
             if event == LedgerEvent.VITAL_INTERESTS_REPLY
             else evidence,
             notice=notice,
         )
-
-
-def _vital_interests_evidence(plan: rules.Plan, inbound: InboundMessage) -> Evidence:
-    # The ledger outlives the messages: it names the emergency and the message that
-    # reported it, not the report's words (which may describe someone's health).
-    return Evidence(
-        text=f"emergenza: {plan.hazard or 'non specificata'}", message_sid=inbound.message_sid
-    )
 
 
 def _apply_plan(
@@ -436,10 +463,9 @@ def _prepare_access_export(svc: Services, handled: Handled) -> None:
 
     tenant, contact = handled.tenant, handled.contact
     data = export_data(svc, tenant, contact.id, actor="contact")
-    folder = Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_folder(Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports")
     target = folder / f"contact-{contact.id}-message-{handled.message_id}.json.enc"
-    target.write_bytes(svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
+    write_private(target, svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
 
 
 def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> None:
@@ -471,9 +497,8 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
             item.refused = refusal.reason
         else:
             digest = hashlib.sha256(downloaded.content).hexdigest()
-            root.mkdir(parents=True, exist_ok=True)
-            path = root / f"{claimed.id}-{position}-{digest[:16]}.bin"
-            path.write_bytes(svc.cipher.encrypt_bytes(downloaded.content))
+            path = private_folder(root) / f"{claimed.id}-{position}-{digest[:16]}.bin"
+            write_private(path, svc.cipher.encrypt_bytes(downloaded.content))
             item.content_type, item.size, item.sha256 = (
                 downloaded.content_type,
                 len(downloaded.content),

@@ -2,19 +2,26 @@
 
 Every change of a contact's consent writes a ledger row in the same transaction, so
 the state can always be proved from the ledger.
+
+The ledger outlives the person's erasure, so what it keeps of a message is minimised
+(:func:`message_evidence`): the keyword phrase, or the message with identifiers and
+health data redacted, its MessageSid and the SHA-256 of the message as received.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.conversation.keywords import normalise
 from bot.services import Services
+from intents.sensitive import Finding, redact
 from storage.models import ConsentEvent, Contact, Message, PrivacyNotice, Tenant, utcnow
 from storage.queries import get_contact
 from storage.vocabulary import Channel, Consent, LedgerEvent, LegalBasis
@@ -67,6 +74,31 @@ def active_notice(session: Session, tenant: Tenant) -> PrivacyNotice | None:
 class Evidence:
     text: str | None = None
     message_sid: str | None = None
+    # Hex SHA-256 of the message as received, when the evidence is a message.
+    sha256: str | None = None
+
+
+def message_evidence(
+    body: str,
+    message_sid: str,
+    *,
+    keyword_only: bool,
+    findings: Sequence[Finding],
+    opt_out_type: str | None = None,
+) -> Evidence:
+    """What the ledger keeps of a message that changed (or asked about) consent.
+
+    A message that is a keyword and nothing else is kept as its normalised phrase
+    ("accetto"); any other message ("Sì, accetto, ma il mio IBAN è ...") with its
+    identifiers and health data redacted, whatever the office's policy for stored
+    bodies, because the ledger outlives the erasure of everything else. The hash of
+    the body as received lets whoever holds the original prove it is this one.
+    """
+    text = normalise(body) if keyword_only else redact(body, list(findings))
+    if opt_out_type:
+        text = f"{opt_out_type}: {text}"
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return Evidence(text=text, message_sid=message_sid, sha256=digest)
 
 
 def record_event(
@@ -94,6 +126,7 @@ def record_event(
         actor=actor,
         evidence_text=svc.cipher.encrypt(evidence.text) if evidence.text is not None else None,
         evidence_message_sid=evidence.message_sid,
+        evidence_sha256=evidence.sha256,
         notice_version=notice.version if notice else None,
         notice_sha256=notice.sha256 if notice else None,
     )

@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot.office.accounts import LOCKOUT, MAX_FAILED_LOGINS
 from bot.office.lifecycle import EXPORT_WINDOW
 from bot.office.settings import effective_settings
+from bot.office.throttle import POLICIES
 from bot.privacy.audit import record_audit
 from bot.privacy.consent import active_notice
 from bot.services import Services
@@ -131,9 +131,11 @@ MEASURES: dict[str, str] = {
         "identificativo WhatsApp"
     ),
     "console_access": (
-        "Password degli operatori conservate con hash argon2; blocco dell'account per "
-        "{lockout_minutes} minuti dopo {max_failed} tentativi falliti; ruoli operatore e "
-        "amministratore; protezione CSRF su ogni modulo della console"
+        "Password degli operatori conservate con hash argon2; accessi falliti rallentati "
+        "con attese progressive per indirizzo, account e studio (fino a {ip_wait_minutes} "
+        "minuti), senza blocchi che un terzo possa provocare; sessioni revocate dal server "
+        "all'uscita, al cambio password e alla disattivazione dell'account; ruoli operatore "
+        "e amministratore; protezione CSRF su ogni modulo della console"
     ),
     "outbound_gate": (
         "Nessun messaggio a chi ha revocato il consenso o non ha accettato il canale; "
@@ -220,8 +222,7 @@ def _measure(key: str, ctx: _Context) -> str | None:
     if key == "sensitive":
         key = "sensitive_redacted" if ctx.redact_sensitive else "sensitive_flagged"
     return MEASURES[key].format(
-        lockout_minutes=int(LOCKOUT.total_seconds() // 60),
-        max_failed=MAX_FAILED_LOGINS,
+        ip_wait_minutes=int(POLICIES["ip"].cap // 60),
         media_max=ctx.media_max,
         human_timeout=ctx.human_timeout_minutes,
     )

@@ -3,16 +3,18 @@
 Erasure deletes the contact, their conversations, messages, media files, tickets and
 events. The consent ledger is kept as it is: it proves what the person agreed to and
 when (art. 7(1) GDPR), names them only by a keyed hash once the contact is gone, and
-holds the keyword they sent, not their messages.
+holds the keyword they sent or their message redacted, with its SHA-256 (see
+:func:`bot.privacy.consent.message_evidence`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bot.exceptions import NotFound
@@ -33,7 +35,7 @@ from storage.models import (
     iso_utc,
     utcnow,
 )
-from storage.queries import contact_by_phone
+from storage.queries import contact_by_phone, contact_ledger
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +63,7 @@ def _contact_data(
         if thread_ids
         else []
     )
-    ledger = session.scalars(
-        select(ConsentEvent)
-        .where(ConsentEvent.tenant_id == tenant.id, ConsentEvent.contact_id == contact.id)
-        .order_by(ConsentEvent.id)
-    ).all()
+    ledger = contact_ledger(session, tenant, contact, svc.cipher)
     return {
         "contact": {
             "id": contact.id,
@@ -110,27 +108,29 @@ def _ledger_entry(svc: Services, event: ConsentEvent) -> dict[str, Any]:
         "at": iso_utc(event.at),
         "channel": event.channel,
         "evidence_text": svc.cipher.decrypt(event.evidence_text) if event.evidence_text else None,
+        "evidence_sha256": event.evidence_sha256,
         "notice_version": event.notice_version,
         "notice_sha256": event.notice_sha256,
     }
 
 
-def _office_records(svc: Services, session: Session, tenant: Tenant) -> dict[str, Any]:
+def _office_records(
+    svc: Services, session: Session, tenant: Tenant, contacts: Sequence[Contact]
+) -> dict[str, Any]:
     """What a whole-office export adds to the contacts: the records no contact holds."""
-    erased = session.scalars(
-        select(ConsentEvent)
-        .where(
-            ConsentEvent.tenant_id == tenant.id,
-            # The ledger cannot be updated, so an erased contact's rows keep its old id.
-            or_(
-                ConsentEvent.contact_id.is_(None),
-                ConsentEvent.contact_id.not_in(
-                    select(Contact.id).where(Contact.tenant_id == tenant.id)
-                ),
-            ),
+    # The ledger cannot be updated, so an erased contact's rows keep its old id, which
+    # before ids were never reused may name a live contact now: a row is a live
+    # contact's only when both its id and its keyed hash are that contact's.
+    live = {(c.id, svc.cipher.pseudonym(c.wa_id)) for c in contacts}
+    erased = [
+        e
+        for e in session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.tenant_id == tenant.id)
+            .order_by(ConsentEvent.id)
         )
-        .order_by(ConsentEvent.id)
-    ).all()
+        if (e.contact_id, e.subject_ref) not in live
+    ]
     audit = session.scalars(
         select(AuditEvent).where(AuditEvent.tenant_id == tenant.id).order_by(AuditEvent.id)
     ).all()
@@ -178,7 +178,7 @@ def export_data(
             "contacts": [_contact_data(svc, session, tenant, c) for c in contacts],
         }
         if contact_id is None:
-            data.update(_office_records(svc, session, tenant))
+            data.update(_office_records(svc, session, tenant, contacts))
         record_audit(
             session,
             tenant.id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import unicodedata
 from pathlib import Path
@@ -16,6 +15,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from bot.exceptions import InvalidPhoneNumber, PortineriaError
 from bot.office import phone
 from bot.services import services
+from storage.files import write_private
 
 
 def main() -> None:
@@ -152,10 +152,7 @@ def tenant_terminate(slug: str, yes: bool) -> None:
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Personal data on disk: readable by its owner only, not even for a moment by all."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-    path.chmod(0o600)  # a file that already existed keeps its old mode otherwise
+    write_private(path, json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8"))
 
 
 def _tenant(slug: str):  # type: ignore[no-untyped-def]

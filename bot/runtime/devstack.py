@@ -24,6 +24,8 @@ from pathlib import Path
 import click
 from werkzeug.serving import run_simple
 
+from storage.files import private_folder, write_private
+
 DEMO_SLUG = "demo"
 DEMO_NUMBER = "+390212345678"
 
@@ -116,9 +118,8 @@ def wait_for_redis(url: str, timeout: float = 10.0) -> bool:
 def _dev_token(instance: Path) -> str:
     path = instance / "dev_twilio_token"
     if not path.exists():
-        instance.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(16))
-        path.chmod(0o600)
+        private_folder(instance)
+        write_private(path, secrets.token_hex(16).encode("ascii"))
     return path.read_text().strip()
 
 

@@ -50,6 +50,7 @@ from storage.models import (
 )
 from storage.queries import (
     contact_by_phone,
+    contact_ledger_query,
     get_contact,
     get_conversation,
     open_conversation_for,
@@ -162,12 +163,14 @@ def contact_lookup() -> Response:
 
 @bp.get("/contacts/<id:contact_id>/consent-events")
 def consent_events(contact_id: int) -> Response:
-    """Oldest first."""
-    _require(get_contact, contact_id, "contact")
-    query = select(ConsentEvent).where(
-        ConsentEvent.tenant_id == g.tenant.id, ConsentEvent.contact_id == contact_id
-    )
-    shape = partial(consent_event_json, cipher=services().cipher)
+    """Oldest first; only the rows that are this person's (by id and keyed hash)."""
+    svc = services()
+    with svc.db.read() as session:
+        contact = get_contact(session, g.tenant, contact_id)
+        if contact is None:
+            abort(404, "no such contact")
+        query = contact_ledger_query(g.tenant, contact, svc.cipher)
+    shape = partial(consent_event_json, cipher=svc.cipher)
     return _listing("events", query, ConsentEvent.id, shape)
 
 

@@ -52,6 +52,7 @@ def consent_event_json(event: ConsentEvent, cipher: BodyCipher) -> dict[str, Any
         "evidence": {
             "text": cipher.decrypt(event.evidence_text) if event.evidence_text else None,
             "message_sid": event.evidence_message_sid,
+            "sha256": event.evidence_sha256,
         },
         "notice_version": event.notice_version,
         "notice_sha256": event.notice_sha256,

@@ -2,22 +2,49 @@
 
 It posts to the real webhook over HTTP, signed exactly as Twilio signs, so the page
 exercises the whole inbound path.
+
+It shows only its own conversations: the numbers this browser wrote from, kept in
+its signed session with the time of its first message, and only the messages from
+that time on. Another contact's conversation is never served (not even after
+writing once from that contact's number: what came before stays hidden), so the page
+needs no console login, and the README's first step stays one click. Why not the
+console login: the simulator plays a resident, not an operator, and an operator
+reads conversations in the console, where every view is audited.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import requests
-from flask import Blueprint, Response, abort, jsonify, render_template, request
+from flask import Blueprint, Response, abort, jsonify, render_template, request, session
 from sqlalchemy import select
 
 from bot.office.phone import phone_from_address
 from bot.services import services
-from storage.models import Tenant
+from storage.models import Tenant, utcnow
 from storage.queries import contact_by_wa_id, conversation_messages, open_conversation_for
 
 bp = Blueprint("simulator", __name__, url_prefix="/dev/simulator")
+
+SESSION_KEY = "simulator_numbers"
+MAX_NUMBERS = 10  # a cookie is small; the oldest number is forgotten first
+
+
+def _remember(phone: str, since: datetime) -> None:
+    """This browser writes from ``phone``: it may read what happens from ``since`` on."""
+    numbers = dict(session.get(SESSION_KEY, {}))
+    if phone in numbers:
+        return
+    numbers[phone] = since.isoformat()
+    session[SESSION_KEY] = dict(list(numbers.items())[-MAX_NUMBERS:])
+
+
+def _since(phone: str) -> datetime | None:
+    """From when this browser may read ``phone``'s conversation (None: not its own)."""
+    value = session.get(SESSION_KEY, {}).get(phone)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _demo_tenant() -> Tenant:
@@ -41,6 +68,7 @@ def send() -> Response:
     if phone_from_address(phone) is None or not body.strip():
         abort(400, "phone (E.164) and body are required")
     tenant = _demo_tenant()
+    _remember(phone, utcnow())
     params = {
         "MessageSid": "SM" + uuid.uuid4().hex,
         "AccountSid": "AC" + "0" * 32,
@@ -61,12 +89,16 @@ def send() -> Response:
 @bp.get("/messages")
 def messages() -> Response:
     svc = services()
-    phone = request.args.get("phone", "")
+    phone = request.args.get("phone", "").strip()
     tenant = _demo_tenant()
-    with svc.db.read() as session:
-        contact = contact_by_wa_id(session, tenant, phone.lstrip("+"))
-        thread = open_conversation_for(session, tenant, contact) if contact else None
-        rows = conversation_messages(session, tenant, thread.id) if thread else []
+    since = _since(phone)
+    if since is None:
+        # Not a number this browser wrote from: the same answer as a number nobody used.
+        return jsonify(messages=[], consent="none", mode=None)
+    with svc.db.read() as db:
+        contact = contact_by_wa_id(db, tenant, phone.lstrip("+"))
+        thread = open_conversation_for(db, tenant, contact) if contact else None
+        rows = conversation_messages(db, tenant, thread.id) if thread else []
         items = [
             {
                 "id": m.id,
@@ -76,6 +108,7 @@ def messages() -> Response:
                 "body": svc.cipher.decrypt(m.body) if m.body else "",
             }
             for m in rows
+            if m.created_at >= since
         ]
         state = {
             "consent": contact.consent if contact else "none",

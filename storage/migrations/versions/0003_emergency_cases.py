@@ -1,7 +1,7 @@
 """emergencies as cases: a ticket timeline, acknowledgement, the handoff reminder
 
 Revision ID: 0003_emergency_cases
-Revises: 0004_oncall_escalation
+Revises: 0008_sid_tombstones
 Create Date: 2026-11-24 10:00:00
 
 An emergency opens a ticket that records its hazard and stays unacknowledged until
@@ -18,11 +18,12 @@ from alembic import op
 import storage.models
 
 revision = "0003_emergency_cases"
-down_revision = "0004_oncall_escalation"
+down_revision = "0008_sid_tombstones"
 branch_labels = None
 depends_on = None
 
 _UNACKNOWLEDGED = "kind = 'emergency' AND acknowledged_at IS NULL"
+_KEEP_IDS = {"sqlite_autoincrement": True}
 
 
 def upgrade() -> None:
@@ -69,6 +70,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ticket_events")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("ticket_events", schema=None) as batch_op:
         batch_op.create_index(
@@ -80,10 +82,12 @@ def downgrade() -> None:
     with op.batch_alter_table("ticket_events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ticket_events_ticket_id"))
     op.drop_table("ticket_events")
-    with op.batch_alter_table("conversations", schema=None) as batch_op:
+    # Dropping a column rebuilds the table on SQLite: it keeps its AUTOINCREMENT
+    # (0006_ids_never_reused).
+    with op.batch_alter_table("conversations", table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.drop_column("handoff_reminded_at")
         batch_op.drop_column("handoff_at")
-    with op.batch_alter_table("tickets", schema=None) as batch_op:
+    with op.batch_alter_table("tickets", table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.drop_index("ix_tickets_unacknowledged")
         batch_op.drop_column("acknowledged_at")
         batch_op.drop_column("hazard")
