@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     # A stored message is swept only if this old, so the webhook's hand-off wins.
     "SWEEP_GRACE_SECONDS": 10.0,
     "MAX_PROCESSING_ATTEMPTS": 5,
+    # The whole download of one media item (redirects included) must end within this.
+    "MEDIA_FETCH_DEADLINE_SECONDS": 30.0,
     "MEDIA_MAX_BYTES": 16 * 1024 * 1024,
     "MEDIA_ALLOWED_TYPES": (
         "image/jpeg,image/png,image/webp,image/gif,application/pdf,"
@@ -66,7 +68,7 @@ _INTS = {
     "PUSHER_PORT",
     "HUMAN_MODE_TIMEOUT_MINUTES",
 }
-_FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
+_FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS", "MEDIA_FETCH_DEADLINE_SECONDS"}
 
 
 def _coerce(key: str, value: Any) -> Any:

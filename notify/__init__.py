@@ -1,7 +1,7 @@
 """The outside world's pipes: WhatsApp transports (Twilio REST, console), media download,
 operator notifications. No business rules live here."""
 
-from notify.media import DownloadedMedia, MediaRefused, download_media
+from notify.media import DownloadedMedia, MediaAccount, MediaRefused, download_media
 from notify.whatsapp import (
     ConsoleTransport,
     OutboundRequest,
@@ -14,6 +14,7 @@ from notify.whatsapp import (
 __all__ = [
     "ConsoleTransport",
     "DownloadedMedia",
+    "MediaAccount",
     "MediaRefused",
     "OutboundRequest",
     "SendError",

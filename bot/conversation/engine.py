@@ -36,7 +36,7 @@ from bot.outbound import Outgoing, send_message
 from bot.privacy.consent import Evidence, active_notice, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
-from notify import MediaRefused, download_media
+from notify import MediaAccount, MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.inbound import ClaimedMessage, claim_for_processing, mark_processed, release_lease
 from storage.models import (
@@ -411,6 +411,12 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
             session.scalars(select(MediaItem.position).where(MediaItem.message_id == claimed.id))
         )
     allowed = frozenset(t.strip() for t in str(svc.config["MEDIA_ALLOWED_TYPES"]).split(","))
+    credentials = svc.twilio_auth
+    # Only this account's media under the configured API base is fetched, and only
+    # there do the credentials go (notify.media).
+    account = (
+        MediaAccount(str(svc.config["TWILIO_API_BASE_URL"]), *credentials) if credentials else None
+    )
     root = Path(svc.config["MEDIA_ROOT"]) / str(claimed.tenant_id)
     for position, media in enumerate(inbound.media):
         if position in kept:
@@ -424,9 +430,10 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
         try:
             downloaded = download_media(
                 media.url,
-                auth=svc.twilio_auth,
+                account=account,
                 max_bytes=int(svc.config["MEDIA_MAX_BYTES"]),
                 allowed_types=allowed,
+                deadline_seconds=float(svc.config["MEDIA_FETCH_DEADLINE_SECONDS"]),
             )
         except MediaRefused as refusal:
             item.refused = refusal.reason
