@@ -1,6 +1,8 @@
 """Processing one stored inbound message: the worker's job, carried out in stages.
 
 1. Take the processing lease (one worker at a time; a dead worker's lease expires).
+   A message of an office terminated since the webhook stored it (the number
+   directory caches routes for a while) ends here: processed, nothing created.
 2. Understand the text (keywords, sensitive data, intent) outside any transaction.
 3. In one transaction: contact, conversation, the message's body, consent ledger,
    handoff, tickets and events, and the bot-log row that records the plan.
@@ -90,13 +92,32 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     inbound = None
     if claimed.payload is not None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
+    if _office_terminated(svc, claimed.tenant_id):
+        _drop_for_terminated_office(svc, claimed)
+        return
     if inbound is not None and claimed.status != MessageStatus.HANDLED:
         handled = _handle(svc, claimed, inbound, started)
+        if handled is None:
+            _drop_for_terminated_office(svc, claimed)
+            return
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     _send_planned_replies(svc, claimed)
+    mark_processed(svc.db, claimed.id)
+
+
+def _office_terminated(svc: Services, tenant_id: int) -> bool:
+    with svc.db.read() as session:
+        tenant = session.get(Tenant, tenant_id)
+        return tenant is None or tenant.terminated_at is not None
+
+
+def _drop_for_terminated_office(svc: Services, claimed: ClaimedMessage) -> None:
+    # The office's service has ended: no contact, conversation, ledger row or reply
+    # for it; the message itself is marked processed and its payload dropped.
+    log.info("message %s of a terminated office: processed, nothing created", claimed.id)
     mark_processed(svc.db, claimed.id)
 
 
@@ -112,7 +133,8 @@ class Handled:
 
 def _handle(
     svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float
-) -> Handled:
+) -> Handled | None:
+    """Decide and record; ``None`` if the office was terminated meanwhile (nothing written)."""
     now = utcnow()
     # Understanding is CPU work: done before the write transaction, not inside it.
     with svc.db.read() as session:
@@ -135,8 +157,12 @@ def _handle(
         else None
     )
     with svc.db.session() as session:
-        tenant = session.get(Tenant, claimed.tenant_id)
-        assert tenant is not None
+        # Checked again inside the transaction that creates the data. On PostgreSQL
+        # the shared row lock makes a termination wait for this message's
+        # transaction (SQLite's single writer already orders them).
+        tenant = session.get(Tenant, claimed.tenant_id, with_for_update={"read": True})
+        if tenant is None or tenant.terminated_at is not None:
+            return None
         contact = _contact_for(session, tenant, inbound, now)
         thread = _conversation_for(session, tenant, contact, now)
         turn = rules.Turn(
