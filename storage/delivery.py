@@ -1,12 +1,15 @@
-"""Outbound messages' delivery: the claim before a send, its result, and Twilio's
-status callbacks, applied monotonically."""
+"""Outbound messages' delivery: the claim before a send, its result, Twilio's status
+callbacks applied monotonically, and what is stuck before the provider."""
 
 from __future__ import annotations
 
-from sqlalchemy import Table, update
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Table, func, select, text, update
 
 from storage.db import Database
-from storage.models import Message, utcnow
+from storage.models import PENDING_OUT, SENDING_OUT, Message, utcnow
 from storage.vocabulary import Direction, MessageStatus
 
 # Twilio's callbacks can arrive out of order: a late "sent" must not overwrite
@@ -86,3 +89,30 @@ def record_send_result(
         values["error_code"] = error_code
     with db.begin() as connection:
         connection.execute(update(_messages).where(_messages.c.id == message_id).values(**values))
+
+
+# -- what is stuck -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StuckOutbound:
+    """Outbound rows still ``pending`` or ``sending`` past their grace."""
+
+    count: int
+    oldest_created_at: datetime | None
+
+
+def stuck_outbound(db: Database, older_than: datetime) -> StuckOutbound:
+    """Count the stuck rows, through the two partial indexes (cheap on a big table)."""
+    count, oldest = 0, None
+    with db.connect() as connection:
+        for predicate in (PENDING_OUT, SENDING_OUT):
+            row = connection.execute(
+                select(func.count(), func.min(_messages.c.created_at)).where(
+                    text(predicate), _messages.c.created_at < older_than
+                )
+            ).one()
+            count += int(row[0])
+            if row[1] is not None and (oldest is None or row[1] < oldest):
+                oldest = row[1]
+    return StuckOutbound(count=count, oldest_created_at=oldest)

@@ -57,6 +57,14 @@ NAMING = {
 }
 
 
+# The predicates of the messages' partial indexes. Queries that must use an index
+# put the same text in their WHERE clause: a bound parameter (``direction = $1``)
+# does not prove the index's predicate to PostgreSQL's generic plans.
+UNPROCESSED_IN = "processed_at IS NULL AND direction = 'in'"
+PENDING_OUT = "status = 'pending' AND direction = 'out'"
+SENDING_OUT = "status = 'sending' AND direction = 'out'"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -202,14 +210,21 @@ class Message(Base):
         Index(
             "ix_messages_unprocessed",
             "created_at",
-            sqlite_where=text("processed_at IS NULL AND direction = 'in'"),
-            postgresql_where=text("processed_at IS NULL AND direction = 'in'"),
+            sqlite_where=text(UNPROCESSED_IN),
+            postgresql_where=text(UNPROCESSED_IN),
         ),
         Index(
             "ix_messages_pending_out",
             "created_at",
-            sqlite_where=text("status = 'pending' AND direction = 'out'"),
-            postgresql_where=text("status = 'pending' AND direction = 'out'"),
+            sqlite_where=text(PENDING_OUT),
+            postgresql_where=text(PENDING_OUT),
+        ),
+        # Replies caught mid-send: /readyz counts them, the sweeper reconciles them.
+        Index(
+            "ix_messages_sending_out",
+            "created_at",
+            sqlite_where=text(SENDING_OUT),
+            postgresql_where=text(SENDING_OUT),
         ),
     )
 
