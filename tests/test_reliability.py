@@ -1,15 +1,28 @@
-"""What survives what: a message whose office was terminated after it was stored."""
+"""What survives what: a Redis outage under a running worker, a message whose office
+was terminated after it was stored."""
 
 from __future__ import annotations
+
+import logging
+import signal
+import time
 
 import pytest
 from helpers import (
     drain,
+    running_worker,
     send_inbound,
+    start_worker,
+    stop_worker,
+    worker_env,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from servers import wait_until
 from sqlalchemy import func, select
 
 from bot.office.lifecycle import terminate_tenant
+from bot.runtime.queueing import RedisOutage, run_each
+from bot.runtime.worker import FoldRedisRetries
 from storage.models import ConsentEvent, Contact, Conversation, Message, utcnow
 
 pytestmark = pytest.mark.usefixtures("tenant")
@@ -34,6 +47,135 @@ def outbound(svc) -> list[Message]:
 def all_processed(svc, count: int) -> bool:
     messages = inbound(svc)
     return len(messages) == count and all(m.processed_at is not None for m in messages)
+
+
+# -- Redis goes away under a running worker ------------------------------------------------
+
+
+def test_worker_outlives_redis_restarting_mid_job_and_answers_every_message_once(
+    client, svc, twilio, app_config, redis_server, tmp_path
+):
+    log = tmp_path / "worker.log"
+    twilio.delay_next(3.0)  # the first reply is in flight when Redis goes away
+    send_inbound(client, "Buongiorno", sender=RESIDENTS[0])
+    # A lease long enough that RQ's job timeout (half of it) lets the slow send finish.
+    with running_worker(worker_env(app_config, PROCESSING_LEASE_SECONDS=20), log) as worker:
+        assert wait_until(lambda: twilio.create_attempts >= 1, timeout=60)
+        redis_server.stop()
+        try:
+            send_inbound(client, "Buongiorno", sender=RESIDENTS[1])  # stored, not handed off
+            time.sleep(5)  # the job ends and RQ's bookkeeping fails; Redis stays away
+            assert worker.poll() is None
+        finally:
+            redis_server.start()  # back, and empty: what was queued there is gone
+        send_inbound(client, "Buongiorno", sender=RESIDENTS[2])
+
+        assert wait_until(lambda: all_processed(svc, 3) and len(twilio.messages) >= 3, timeout=60)
+        time.sleep(1)  # room for a duplicate to show up
+        assert worker.poll() is None
+    assert worker.returncode == 0  # and it still stops when asked
+
+    assert sorted(m["To"] for m in twilio.messages) == [f"whatsapp:{r}" for r in RESIDENTS]
+    assert twilio.create_attempts == 3
+    assert sorted(m.provider_sid for m in outbound(svc)) == sorted(
+        m["sid"] for m in twilio.messages
+    )
+    lines = log.read_text().splitlines()
+    assert len([line for line in lines if "redis unavailable (" in line]) == 1
+    assert len([line for line in lines if "redis answers again" in line]) == 1
+    assert not [line for line in lines if "Traceback" in line]
+
+
+def test_worker_started_while_redis_is_down_waits_for_it_and_then_answers(
+    client, svc, twilio, app_config, redis_server
+):
+    redis_server.stop()
+    try:
+        send_inbound(client, "Buongiorno")
+        worker = start_worker(worker_env(app_config))
+        time.sleep(4)  # long enough to have started, failed to reach Redis, and retried
+        assert worker.poll() is None
+    finally:
+        redis_server.start()
+    try:
+        assert wait_until(lambda: all_processed(svc, 1), timeout=60)
+        assert len(twilio.wait_for_messages(1, timeout=10)) == 1
+    finally:
+        assert stop_worker(worker) == 0
+
+
+def test_worker_waiting_for_redis_stops_at_once_when_asked(app_config, redis_server, tmp_path):
+    log = tmp_path / "worker.log"
+    redis_server.stop()
+    try:
+        worker = start_worker(worker_env(app_config), log)
+        waiting = lambda: log.exists() and "redis unavailable (" in log.read_text()  # noqa: E731
+        assert wait_until(waiting, timeout=60)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=15)
+    finally:
+        redis_server.start()
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0
+    assert time.monotonic() - started < 10
+
+
+def test_a_redis_outage_is_logged_once_not_per_try(caplog):
+    outage = RedisOutage()
+    with caplog.at_level(logging.WARNING, logger="bot.runtime.queueing"):
+        for _ in range(5):
+            outage.failed("relay")
+            outage.failed("sweeper")
+        outage.recovered()
+        outage.recovered()
+        outage.failed("sweeper")
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 3
+    assert messages[0].startswith("redis unavailable (relay)")
+    assert messages[1].startswith("redis answers again after")
+    assert messages[2].startswith("redis unavailable (sweeper)")
+
+
+def test_rq_reconnection_lines_are_folded_into_the_outage():
+    outage = RedisOutage()
+    fold = FoldRedisRetries(outage)
+    retry = logging.LogRecord(
+        "rq.worker",
+        logging.ERROR,
+        __file__,
+        1,
+        "Worker %s: could not connect to Redis instance: %s retrying in %d seconds...",
+        ("w", "refused", 2),
+        None,
+    )
+    try:
+        raise RedisConnectionError("refused")
+    except RedisConnectionError as error:
+        gave_up = logging.LogRecord(
+            "rq.worker", logging.ERROR, __file__, 1, "quitting", (), (type(error), error, None)
+        )
+    other = logging.LogRecord("rq.worker", logging.ERROR, __file__, 1, "job failed", (), None)
+
+    assert fold.filter(retry) is False
+    assert fold.filter(gave_up) is False
+    assert fold.filter(other) is True
+    assert outage.down
+
+
+def test_every_duty_runs_even_when_one_fails_on_redis():
+    ran: list[str] = []
+
+    def needs_redis() -> None:
+        ran.append("redis")
+        raise RedisConnectionError("down")
+
+    with pytest.raises(RedisConnectionError):
+        run_each([needs_redis, lambda: ran.append("database")])
+
+    assert ran == ["redis", "database"]
 
 
 # -- an office terminated after the webhook stored its message ---------------------------
