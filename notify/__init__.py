@@ -5,6 +5,8 @@ from notify.media import DownloadedMedia, MediaAccount, MediaRefused, download_m
 from notify.whatsapp import (
     ConsoleTransport,
     OutboundRequest,
+    ProviderMessage,
+    ProviderUnavailable,
     SendError,
     SendReceipt,
     TwilioTransport,
@@ -17,6 +19,8 @@ __all__ = [
     "MediaAccount",
     "MediaRefused",
     "OutboundRequest",
+    "ProviderMessage",
+    "ProviderUnavailable",
     "SendError",
     "SendReceipt",
     "TwilioTransport",

@@ -11,6 +11,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import requests
@@ -39,6 +40,22 @@ class SendReceipt:
     status: str
 
 
+@dataclass(frozen=True)
+class ProviderMessage:
+    """A message as the provider's list shows it (for reconciling an unconfirmed send)."""
+
+    provider_sid: str
+    status: str
+    to_address: str
+    from_address: str
+    body: str
+    sent_at: datetime | None
+
+
+class ProviderUnavailable(Exception):
+    """The provider could not be asked; try again later."""
+
+
 class SendError(Exception):
     """The provider refused the message; ``retryable`` says whether trying later can help."""
 
@@ -53,6 +70,14 @@ class WhatsAppTransport(Protocol):
     name: str
 
     def send(self, request: OutboundRequest) -> SendReceipt: ...
+
+    def sent_messages(
+        self, *, to_address: str, from_address: str, sent_after: datetime, limit: int = 50
+    ) -> list[ProviderMessage]:
+        """What the provider sent from ``from_address`` to ``to_address`` since
+        ``sent_after``, newest first, at most ``limit``; ProviderUnavailable if it
+        cannot be asked."""
+        ...
 
 
 def _is_retryable(status: int | None) -> bool:
@@ -122,6 +147,32 @@ class TwilioTransport:
             raise SendError("twilio unreachable", status=None, code=None, retryable=True) from error
         return SendReceipt(provider_sid=str(message.sid), status=str(message.status or "queued"))
 
+    def sent_messages(
+        self, *, to_address: str, from_address: str, sent_after: datetime, limit: int = 50
+    ) -> list[ProviderMessage]:
+        """Twilio's Messages list, filtered by To, From and ``DateSent>=``.
+
+        Twilio fills ``date_sent`` once it has handed a message on, so one still
+        queued there is not found yet: a caller looks again later.
+        """
+        try:
+            found = self._client.messages.list(
+                to=to_address, from_=from_address, date_sent_after=sent_after, limit=limit
+            )
+        except (TwilioRestException, requests.RequestException) as error:
+            raise ProviderUnavailable("twilio's message list could not be read") from error
+        return [
+            ProviderMessage(
+                provider_sid=str(message.sid),
+                status=str(message.status or ""),
+                to_address=str(message.to or ""),
+                from_address=str(message.from_ or ""),
+                body=str(message.body or ""),
+                sent_at=message.date_sent,
+            )
+            for message in found
+        ]
+
 
 @dataclass
 class ConsoleTransport:
@@ -136,3 +187,10 @@ class ConsoleTransport:
         sid = "CM" + uuid.uuid4().hex
         log.info("console transport: message %s recorded, not sent", sid)
         return SendReceipt(provider_sid=sid, status="sent")
+
+    def sent_messages(
+        self, *, to_address: str, from_address: str, sent_after: datetime, limit: int = 50
+    ) -> list[ProviderMessage]:
+        # Nothing outlives the process that "sent" it: a send its worker died in
+        # cannot be confirmed, and is left for an operator.
+        return []

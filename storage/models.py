@@ -36,6 +36,7 @@ from storage.vocabulary import (
     ContactKind,
     ConversationStatus,
     DataSource,
+    DeliveryFailure,
     Direction,
     LedgerEvent,
     LegalBasis,
@@ -63,6 +64,7 @@ NAMING = {
 UNPROCESSED_IN = "processed_at IS NULL AND direction = 'in'"
 PENDING_OUT = "status = 'pending' AND direction = 'out'"
 SENDING_OUT = "status = 'sending' AND direction = 'out'"
+UNCONFIRMED_OUT = "failure_reason IS NOT NULL"
 
 
 def utcnow() -> datetime:
@@ -226,6 +228,14 @@ class Message(Base):
             sqlite_where=text(SENDING_OUT),
             postgresql_where=text(SENDING_OUT),
         ),
+        # Sends we failed ourselves (never confirmed): few, and each wants an operator.
+        Index(
+            "ix_messages_failure_reason",
+            "tenant_id",
+            "id",
+            sqlite_where=text(UNCONFIRMED_OUT),
+            postgresql_where=text(UNCONFIRMED_OUT),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -255,6 +265,10 @@ class Message(Base):
     lease_until: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sweeps: Mapped[int] = mapped_column(Integer, default=0)
+    # Outbound only: a send we marked failed ourselves, and why (for an operator).
+    failure_reason: Mapped[DeliveryFailure | None] = mapped_column(StoredWord(DeliveryFailure, 32))
+    # Outbound only: how often the provider's list was searched for a stale send.
+    reconcile_looks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class MediaItem(Base):

@@ -10,7 +10,7 @@ from helpers import add_message, make_contact, make_conversation, send_inbound
 from sqlalchemy import event, select, text, update
 
 from bot.web.health import readiness
-from storage.delivery import stuck_outbound
+from storage.delivery import stale_sends, stuck_outbound
 from storage.inbound import inbound_backlog, pending_outbound, unprocessed_for_sweep
 from storage.models import PENDING_OUT, SENDING_OUT, UNPROCESSED_IN, Message, utcnow
 
@@ -162,10 +162,11 @@ def plan(svc, statement: str, parameters: object) -> str:
             lambda svc: stuck_outbound(svc.db, utcnow()),
             ["ix_messages_pending_out", "ix_messages_sending_out"],
         ),
+        (lambda svc: stale_sends(svc.db, utcnow()), ["ix_messages_sending_out"]),
         (lambda svc: unprocessed_for_sweep(svc.db, utcnow(), 5), ["ix_messages_unprocessed"]),
         (lambda svc: pending_outbound(svc.db, utcnow()), ["ix_messages_pending_out"]),
     ],
-    ids=["inbound_backlog", "stuck_outbound", "sweep", "pending_outbound"],
+    ids=["inbound_backlog", "stuck_outbound", "stale_sends", "sweep", "pending_outbound"],
 )
 def test_backlog_queries_read_the_partial_indexes_not_the_table(svc, query, indexes):
     statements = captured_statements(svc, lambda: query(svc))

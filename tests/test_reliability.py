@@ -1,15 +1,23 @@
-"""What survives what: a Redis outage under a running worker, a message whose office
-was terminated after it was stored."""
+"""What survives what: a Redis outage under a running worker, a worker killed in the
+middle of a send, a message whose office was terminated after it was stored."""
 
 from __future__ import annotations
 
 import logging
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 from helpers import (
+    OFFICE_NUMBER,
+    RESIDENT,
+    add_message,
     drain,
+    kill_worker_mid_send,
+    make_contact,
+    make_conversation,
+    make_tenant,
     running_worker,
     send_inbound,
     start_worker,
@@ -18,11 +26,14 @@ from helpers import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from servers import wait_until
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.office.lifecycle import terminate_tenant
+from bot.outbound.send import reconcile_stale_sends
 from bot.runtime.queueing import RedisOutage, run_each
-from bot.runtime.worker import FoldRedisRetries
+from bot.runtime.worker import FoldRedisRetries, make_sweeper
+from notify import OutboundRequest
+from storage.delivery import outbound_needing_attention
 from storage.models import ConsentEvent, Contact, Conversation, Message, utcnow
 
 pytestmark = pytest.mark.usefixtures("tenant")
@@ -176,6 +187,178 @@ def test_every_duty_runs_even_when_one_fails_on_redis():
         run_each([needs_redis, lambda: ran.append("database")])
 
     assert ran == ["redis", "database"]
+
+
+# -- a reply whose worker died mid-send --------------------------------------------------
+
+
+def stale_send(svc, tenant, body: str = "Grazie, la contatteremo.", age: float = 600) -> Message:
+    """An outbound row left ``sending`` by a worker that died ``age`` seconds ago."""
+    conversation = make_conversation(svc, tenant, make_contact(svc, tenant), mode="bot")
+    long_ago = utcnow() - timedelta(seconds=age)
+    return add_message(
+        svc,
+        conversation,
+        body,
+        direction="out",
+        idempotency_key=f"reply:test:{age}",
+        status="sending",
+        status_rank=2,
+        purpose="reply",
+        created_at=long_ago,
+        status_at=long_ago,
+    )
+
+
+def twilio_send(svc, body: str, to: str = RESIDENT) -> str:
+    """A message that reached Twilio (through the real SDK), as the dead worker's did."""
+    request = OutboundRequest(
+        from_address=f"whatsapp:{OFFICE_NUMBER}", to_address=f"whatsapp:{to}", body=body
+    )
+    return svc.transport.send(request).provider_sid
+
+
+def reload_message(svc, message_id: int) -> Message:
+    with svc.db.read() as session:
+        message = session.get(Message, message_id)
+        assert message is not None
+        return message
+
+
+def age_status(svc, message_id: int, seconds: float) -> None:
+    with svc.db.session() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(status_at=utcnow() - timedelta(seconds=seconds))
+        )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_stale_send_found_in_twilios_list_gets_its_sid_and_status(svc, tenant, twilio):
+    message = stale_send(svc, tenant)
+    twilio_send(svc, "Un altro messaggio")  # same resident, another text
+    sid = twilio_send(svc, "Grazie, la contatteremo.")
+
+    assert reconcile_stale_sends(svc, utcnow()) == 1
+
+    found = reload_message(svc, message.id)
+    assert (found.provider_sid, found.status) == (sid, "sent")
+    assert twilio.create_attempts == 2  # asking the list sends nothing
+
+
+def test_a_twin_already_recorded_on_another_row_is_not_taken(svc, tenant, twilio):
+    message = stale_send(svc, tenant)
+    first = twilio_send(svc, "Grazie, la contatteremo.")
+    second = twilio_send(svc, "Grazie, la contatteremo.")
+    with svc.db.read() as session:
+        conversation = session.get(Conversation, message.conversation_id)
+    # An earlier reply with the same text, confirmed by its own worker.
+    add_message(svc, conversation, "Grazie, la contatteremo.", direction="out", provider_sid=first)
+
+    reconcile_stale_sends(svc, utcnow())
+
+    assert reload_message(svc, message.id).provider_sid == second
+
+
+def test_a_send_twilio_never_shows_is_marked_never_confirmed_after_a_second_look(
+    svc, tenant, twilio
+):
+    message = stale_send(svc, tenant)
+
+    assert reconcile_stale_sends(svc, utcnow()) == 0  # first look: not there yet
+    first = reload_message(svc, message.id)
+    assert (first.status, first.reconcile_looks) == ("sending", 1)
+    assert reconcile_stale_sends(svc, utcnow()) == 0  # the second look waits a lease
+    age_status(svc, message.id, 600)
+    assert reconcile_stale_sends(svc, utcnow()) == 1
+
+    final = reload_message(svc, message.id)
+    assert (final.status, final.failure_reason) == ("failed", "never_confirmed")
+    assert final.provider_sid is None
+    assert twilio.create_attempts == 0  # never resent
+
+
+def test_a_send_younger_than_the_lease_is_left_alone(svc, tenant, twilio):
+    message = stale_send(svc, tenant, age=5)
+
+    assert reconcile_stale_sends(svc, utcnow()) == 0
+
+    assert reload_message(svc, message.id).reconcile_looks == 0
+
+
+def test_reconciliation_runs_through_a_redis_outage(app, svc, tenant, twilio, redis_server):
+    message = stale_send(svc, tenant)
+    sid = twilio_send(svc, "Grazie, la contatteremo.")
+    with app.app_context():
+        sweeper = make_sweeper(app)
+    redis_server.stop()
+    try:
+        with pytest.raises(RedisConnectionError):
+            sweeper.run_pass()  # the sweep needs Redis; reconciling does not
+    finally:
+        redis_server.start()
+
+    assert reload_message(svc, message.id).provider_sid == sid
+
+
+def test_a_reply_cut_off_by_a_killed_worker_is_confirmed_from_twilios_list(
+    client, svc, twilio, app_config
+):
+    env = worker_env(app_config, SENDING_LEASE_SECONDS=1)
+    kill_worker_mid_send(client, twilio, env)
+    sid = twilio.messages[0]["sid"]  # Twilio took it all the same
+    assert [m.status for m in outbound(svc)] == ["sending"]
+
+    with running_worker(env):
+        assert wait_until(lambda: outbound(svc)[0].provider_sid is not None, timeout=60)
+        assert wait_until(lambda: all_processed(svc, 1), timeout=60)
+
+    reply = outbound(svc)
+    assert [(m.provider_sid, m.status) for m in reply] == [(sid, "sent")]
+    assert twilio.create_attempts == 1
+
+
+def test_a_reply_twilio_never_received_is_marked_for_an_operator_and_not_resent(
+    client, svc, twilio, app_config
+):
+    env = worker_env(app_config, SENDING_LEASE_SECONDS=1)
+    kill_worker_mid_send(client, twilio, env)
+    twilio.reset()  # as if the request had died before Twilio created the message
+
+    with running_worker(env):
+        assert wait_until(lambda: outbound(svc)[0].status == "failed", timeout=60)
+        assert wait_until(lambda: all_processed(svc, 1), timeout=60)
+
+    reply = outbound(svc)
+    assert [(m.status, m.failure_reason, m.provider_sid) for m in reply] == [
+        ("failed", "never_confirmed", None)
+    ]
+    assert twilio.create_attempts == 0
+
+
+def test_the_sends_an_operator_should_look_at_are_listed_per_office(svc, tenant):
+    stuck = stale_send(svc, tenant)
+    with svc.db.read() as session:
+        conversation = session.get(Conversation, stuck.conversation_id)
+    unconfirmed = add_message(
+        svc,
+        conversation,
+        "Buongiorno",
+        direction="out",
+        status="failed",
+        failure_reason="never_confirmed",
+    )
+    add_message(svc, conversation, "Consegnato", direction="out", status="delivered")
+    fresh = add_message(svc, conversation, "In corso", direction="out", status="sending")
+    other = make_tenant(svc, slug="studio-bianchi", number="+390298765432")
+
+    grace = utcnow() - timedelta(seconds=120)
+    listed = outbound_needing_attention(svc.db, tenant.id, grace)
+
+    assert listed == [unconfirmed.id, stuck.id]
+    assert fresh.id not in listed
+    assert outbound_needing_attention(svc.db, other.id, grace) == []
 
 
 # -- an office terminated after the webhook stored its message ---------------------------

@@ -32,6 +32,7 @@ from rq import SimpleWorker
 from rq.scheduler import RQScheduler
 
 from bot.conversation.handoff import release_idle_conversations
+from bot.outbound.send import reconcile_stale_sends
 from bot.privacy.retention import purge_if_due
 from bot.runtime.queueing import (
     BackgroundLoop,
@@ -70,9 +71,9 @@ RELEASE_CHECK_SECONDS = 60.0
 
 
 def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoop:
-    """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
-    once a day (across all workers): the retention purge. Duties that need only the
-    database run through a Redis outage."""
+    """Every few seconds: enqueue lost messages and reconcile stale sends; every
+    minute: release idle handoffs; once a day (across all workers): the retention
+    purge. Duties that need only the database run through a Redis outage."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -98,6 +99,7 @@ def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoo
         run_each(
             (
                 sweep,
+                lambda: reconcile_stale_sends(svc, utcnow()),
                 lambda: purge_if_due(svc, utcnow()),
                 release_idle,
             )

@@ -1,11 +1,13 @@
-"""outbound messages caught mid-send: an index to find them
+"""outbound messages caught mid-send: an index to find them, and what reconciling them found
 
 Revision ID: 0003_outbound_reconciliation
 Revises: 0002
 Create Date: 2026-11-24 10:00:00
 
-Replies left ``sending`` by a worker that died mid-send are counted by /readyz; a
-partial index keeps that cheap on a big table.
+A worker that dies while handing a reply to Twilio leaves the row ``sending`` with no
+SID. The sweeper looks for such rows (a partial index keeps that cheap on a big
+table), searches Twilio's list of messages for them, counts its looks, and marks one
+it never finds failed with a reason an operator can read.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ branch_labels = None
 depends_on = None
 
 SENDING_OUT = "status = 'sending' AND direction = 'out'"
+UNCONFIRMED_OUT = "failure_reason IS NOT NULL"
 
 
 def upgrade() -> None:
+    op.add_column("messages", sa.Column("failure_reason", sa.String(length=32), nullable=True))
+    op.add_column(
+        "messages",
+        sa.Column("reconcile_looks", sa.Integer(), nullable=False, server_default="0"),
+    )
     op.create_index(
         "ix_messages_sending_out",
         "messages",
@@ -30,7 +38,19 @@ def upgrade() -> None:
         sqlite_where=sa.text(SENDING_OUT),
         postgresql_where=sa.text(SENDING_OUT),
     )
+    op.create_index(
+        "ix_messages_failure_reason",
+        "messages",
+        ["tenant_id", "id"],
+        unique=False,
+        sqlite_where=sa.text(UNCONFIRMED_OUT),
+        postgresql_where=sa.text(UNCONFIRMED_OUT),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_messages_failure_reason", table_name="messages")
     op.drop_index("ix_messages_sending_out", table_name="messages")
+    with op.batch_alter_table("messages") as batch:
+        batch.drop_column("reconcile_looks")
+        batch.drop_column("failure_reason")
