@@ -1,12 +1,17 @@
 """What survives what: a Redis outage under a running worker, a worker killed in the
-middle of a send, a message whose office was terminated after it was stored."""
+middle of a send, a message whose office was terminated after it was stored; and the
+systemd units that bring the processes back from anything else."""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from helpers import (
@@ -382,3 +387,63 @@ def test_a_message_of_an_office_terminated_after_storing_creates_nothing(
             assert session.scalar(select(func.count()).select_from(model)) == 0
     assert outbound(svc) == []
     assert twilio.create_attempts == 0
+
+
+# -- supervision: the systemd units the README ships --------------------------------------
+
+UNITS = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+
+
+def unit_settings(name: str) -> dict[str, list[str]]:
+    """``key: [values]`` of a unit file's [Service] and [Unit] sections (keys repeat)."""
+    settings: dict[str, list[str]] = {}
+    for line in (UNITS / name).read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+@pytest.mark.parametrize("name", ["portineria-web.service", "portineria-worker@.service"])
+def test_each_unit_restarts_always_as_its_own_user_with_the_hardening(name):
+    settings = unit_settings(name)
+
+    assert settings["Restart"] == ["always"]
+    assert settings["StartLimitIntervalSec"] == ["0"]  # never gives up restarting
+    assert settings["EnvironmentFile"] == ["/etc/portineria/portineria.env"]
+    assert settings["User"] == ["portineria"]
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "UMask": "0077",
+        "CapabilityBoundingSet": "",
+    }.items():
+        assert settings[key] == [value], key
+
+
+def test_the_worker_unit_gives_a_job_in_hand_time_to_finish():
+    settings = unit_settings("portineria-worker@.service")
+
+    assert settings["KillSignal"] == ["SIGTERM"]  # RQ's warm shutdown
+    # RQ's job timeout is half the processing lease (120 s by default).
+    assert int(settings["TimeoutStopSec"][0]) > 60
+    assert settings["ExecStart"][0].endswith("portineria worker")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze here")
+def test_the_units_pass_systemd_analyze_verify(tmp_path):
+    # Point the units at this checkout's executables: verify checks they exist.
+    bin_dir = str(Path(sys.executable).parent)
+    for unit in UNITS.glob("*.service"):
+        text = unit.read_text().replace("/opt/portineria/.venv/bin", bin_dir)
+        (tmp_path / unit.name).write_text(text)
+    units = sorted(str(p) for p in tmp_path.glob("*.service"))
+
+    found = subprocess.run(
+        ["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60
+    )
+
+    assert found.returncode == 0, found.stderr
+    assert found.stderr.strip() == ""
