@@ -38,7 +38,7 @@ from bot.conversation.keywords import KeywordBook, KeywordMatch
 from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
 from bot.exceptions import SendDeferred
-from bot.outbound import Outgoing, send_message
+from bot.outbound import Envelope, Outgoing, send_message
 from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
@@ -537,14 +537,8 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
     }
     for index, (key, purpose) in enumerate(entry.detail.get("replies", [])):
         text = render(key, tenant.settings, **values)
-        outcome = send_message(
-            svc,
-            tenant,
-            contact,
-            thread,
-            Outgoing(text=text, purpose=purpose),
-            idempotency_key=f"reply:{claimed.id}:{index}",
-        )
+        envelope = Envelope(tenant, contact, thread, idempotency_key=f"reply:{claimed.id}:{index}")
+        outcome = send_message(svc, envelope, Outgoing(text=text, purpose=purpose))
         if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
             # Over the office's send rate: try again shortly, not never. Replies
             # already sent keep their idempotency keys and are not sent again.

@@ -46,6 +46,19 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Envelope:
+    """Where a message goes and on whose behalf: the office, the contact, the
+    conversation it belongs to, the idempotency key that makes a retry find the row it
+    already wrote, and the operator who wrote it (``None`` for the bot and the API)."""
+
+    tenant: Tenant
+    contact: Contact
+    conversation: Conversation | None
+    idempotency_key: str
+    sender_user_id: int | None = None
+
+
+@dataclass(frozen=True)
 class SendOutcome:
     message_id: int | None
     status: MessageStatus | None  # None: refused by the gate, or no such message
@@ -56,60 +69,36 @@ class SendOutcome:
         return self.refusal is not None
 
 
-def send_message(
-    svc: Services,
-    tenant: Tenant,
-    contact: Contact,
-    conversation: Conversation | None,
-    outgoing: Outgoing,
-    idempotency_key: str,
-    sender_user_id: int | None = None,
-) -> SendOutcome:
+def send_message(svc: Services, envelope: Envelope, outgoing: Outgoing) -> SendOutcome:
     """Gate, record and deliver now (the worker's way)."""
-    outcome = queue_message(
-        svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id
-    )
+    outcome = queue_message(svc, envelope, outgoing)
     if outcome.refused or outcome.message_id is None or outcome.status != MessageStatus.PENDING:
         return outcome
     return deliver(svc, outcome.message_id)
 
 
-def queue_message(
-    svc: Services,
-    tenant: Tenant,
-    contact: Contact,
-    conversation: Conversation | None,
-    outgoing: Outgoing,
-    idempotency_key: str,
-    sender_user_id: int | None = None,
-) -> SendOutcome:
+def queue_message(svc: Services, envelope: Envelope, outgoing: Outgoing) -> SendOutcome:
     """Gate and record; delivery is :func:`deliver`'s (now, or from a job)."""
+    tenant, key = envelope.tenant, envelope.idempotency_key
     with svc.db.read() as session:
-        existing = message_by_idempotency_key(session, tenant, idempotency_key)
+        existing = message_by_idempotency_key(session, tenant, key)
     if existing is not None:
         return SendOutcome(message_id=existing.id, status=existing.status)
-    decision = check_outbound(svc, tenant, contact, outgoing)
+    decision = check_outbound(svc, tenant, envelope.contact, outgoing)
     if not decision.allowed:
         log.info("outbound refused by the gate: %s", decision.reason)
         return SendOutcome(message_id=None, status=None, refusal=decision)
-    message = _record(svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id)
+    message = _record(svc, envelope, outgoing)
     return SendOutcome(message_id=message.id, status=message.status)
 
 
-def _record(
-    svc: Services,
-    tenant: Tenant,
-    contact: Contact,
-    conversation: Conversation | None,
-    outgoing: Outgoing,
-    key: str,
-    sender_user_id: int | None,
-) -> Message:
+def _record(svc: Services, envelope: Envelope, outgoing: Outgoing) -> Message:
+    tenant, conversation, key = envelope.tenant, envelope.conversation, envelope.idempotency_key
     text = outgoing.text if outgoing.template is None else json.dumps(outgoing.template.variables)
     message = Message(
         tenant_id=tenant.id,
         conversation_id=conversation.id if conversation else None,
-        contact_id=contact.id,
+        contact_id=envelope.contact.id,
         direction=Direction.OUT,
         idempotency_key=key,
         body=svc.cipher.encrypt(text or ""),
@@ -117,7 +106,7 @@ def _record(
         status=MessageStatus.PENDING,
         status_rank=0,
         purpose=outgoing.purpose,
-        sender_user_id=sender_user_id,
+        sender_user_id=envelope.sender_user_id,
     )
     try:
         with svc.db.session() as session:
