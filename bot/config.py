@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "TWILIO_AUTH_TOKEN": None,
     "WHATSAPP_TRANSPORT": None,
     "DATABASE_URL": None,
+    # Media files; by default in the instance folder.
+    "MEDIA_ROOT": None,
     "REDIS_URL": None,
     "PUSHER_APP_ID": None,
     "PUSHER_KEY": None,
