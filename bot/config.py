@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "TWILIO_AUTH_TOKEN": None,
     "WHATSAPP_TRANSPORT": None,
     "DATABASE_URL": None,
+    # Media files; by default in the instance folder.
+    "MEDIA_ROOT": None,
     "REDIS_URL": None,
     "PUSHER_APP_ID": None,
     "PUSHER_KEY": None,
@@ -43,6 +45,14 @@ DEFAULTS: dict[str, Any] = {
     # A stored message is swept only if this old, so the webhook's hand-off wins.
     "SWEEP_GRACE_SECONDS": 10.0,
     "MAX_PROCESSING_ATTEMPTS": 5,
+    # An outbound message still pending or sending this long is stuck (/readyz); a
+    # sending one is then looked up in Twilio's list, never sent again by itself.
+    # Keep it above the longest send (the transport's timeouts and retries, ~45 s).
+    "SENDING_LEASE_SECONDS": 120.0,
+    # /readyz answers 503 once a stored inbound message has waited this long.
+    "READY_MAX_BACKLOG_SECONDS": 120.0,
+    # The whole download of one media item (redirects included) must end within this.
+    "MEDIA_FETCH_DEADLINE_SECONDS": 30.0,
     "MEDIA_MAX_BYTES": 16 * 1024 * 1024,
     "MEDIA_ALLOWED_TYPES": (
         "image/jpeg,image/png,image/webp,image/gif,application/pdf,"
@@ -90,7 +100,13 @@ _INTS = {
     "HUMAN_MODE_TIMEOUT_MINUTES",
     "TRUSTED_PROXIES",
 }
-_FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
+_FLOATS = {
+    "SWEEP_INTERVAL_SECONDS",
+    "SWEEP_GRACE_SECONDS",
+    "SENDING_LEASE_SECONDS",
+    "READY_MAX_BACKLOG_SECONDS",
+    "MEDIA_FETCH_DEADLINE_SECONDS",
+}
 
 
 def _coerce(key: str, value: Any) -> Any:

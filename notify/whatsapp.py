@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 import requests
@@ -51,6 +52,22 @@ class CallRequest:
     twiml: str
 
 
+@dataclass(frozen=True)
+class ProviderMessage:
+    """A message as the provider's list shows it (for reconciling an unconfirmed send)."""
+
+    provider_sid: str
+    status: str
+    to_address: str
+    from_address: str
+    body: str
+    sent_at: datetime | None
+
+
+class ProviderUnavailable(Exception):
+    """The provider could not be asked; try again later."""
+
+
 class SendError(Exception):
     """The provider refused the message; ``retryable`` says whether trying later can help."""
 
@@ -67,6 +84,13 @@ class WhatsAppTransport(Protocol):
     def send(self, request: OutboundRequest) -> SendReceipt: ...
 
     def call(self, request: CallRequest) -> SendReceipt: ...
+    def sent_messages(
+        self, *, to_address: str, from_address: str, sent_after: datetime, limit: int = 50
+    ) -> list[ProviderMessage]:
+        """What the provider sent from ``from_address`` to ``to_address`` since
+        ``sent_after``, newest first, at most ``limit``; ProviderUnavailable if it
+        cannot be asked."""
+        ...
 
 
 def _is_retryable(status: int | None) -> bool:
@@ -140,6 +164,32 @@ class TwilioTransport:
             )
         return SendReceipt(provider_sid=str(call.sid), status=str(call.status or "queued"))
 
+    def sent_messages(
+        self, *, to_address: str, from_address: str, sent_after: datetime, limit: int = 50
+    ) -> list[ProviderMessage]:
+        """Twilio's Messages list, filtered by To, From and ``DateSent>=``.
+
+        Twilio fills ``date_sent`` once it has handed a message on, so one still
+        queued there is not found yet: a caller looks again later.
+        """
+        try:
+            found = self._client.messages.list(
+                to=to_address, from_=from_address, date_sent_after=sent_after, limit=limit
+            )
+        except (TwilioRestException, requests.RequestException) as error:
+            raise ProviderUnavailable("twilio's message list could not be read") from error
+        return [
+            ProviderMessage(
+                provider_sid=str(message.sid),
+                status=str(message.status or ""),
+                to_address=str(message.to or ""),
+                from_address=str(message.from_ or ""),
+                body=str(message.body or ""),
+                sent_at=message.date_sent,
+            )
+            for message in found
+        ]
+
 
 @contextmanager
 def _twilio_errors(what: str) -> Iterator[None]:
@@ -178,3 +228,10 @@ class ConsoleTransport:
         sid = "CA" + uuid.uuid4().hex
         log.info("console transport: call %s recorded, not placed", sid)
         return SendReceipt(provider_sid=sid, status="queued")
+
+    def sent_messages(
+        self, *, to_address: str, from_address: str, sent_after: datetime, limit: int = 50
+    ) -> list[ProviderMessage]:
+        # Nothing outlives the process that "sent" it: a send its worker died in
+        # cannot be confirmed, and is left for an operator.
+        return []

@@ -1,13 +1,17 @@
-"""Outbound messages' delivery: the claim before a send, its result, and Twilio's
-status callbacks, applied monotonically."""
+"""Outbound messages' delivery: the claim before a send, its result, Twilio's status
+callbacks applied monotonically, and the sends a dead worker left unconfirmed."""
 
 from __future__ import annotations
 
-from sqlalchemy import Table, update
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
-from storage.db import Database
-from storage.models import Message, utcnow
-from storage.vocabulary import Direction, MessageStatus
+from sqlalchemy import ColumnElement, Table, func, select, text, update
+
+from storage.db import Database, rows_affected
+from storage.models import PENDING_OUT, SENDING_OUT, UNCONFIRMED_OUT, Message, utcnow
+from storage.vocabulary import DeliveryFailure, Direction, MessageStatus
 
 # Twilio's callbacks can arrive out of order: a late "sent" must not overwrite
 # "delivered" or "read". Failure outranks progress short of delivery.
@@ -86,3 +90,146 @@ def record_send_result(
         values["error_code"] = error_code
     with db.begin() as connection:
         connection.execute(update(_messages).where(_messages.c.id == message_id).values(**values))
+
+
+# -- sends a dead worker left behind ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StuckOutbound:
+    """Outbound rows still ``pending`` or ``sending`` past their grace."""
+
+    count: int
+    oldest_created_at: datetime | None
+
+
+def stuck_outbound(db: Database, older_than: datetime) -> StuckOutbound:
+    """Count the stuck rows, through the two partial indexes (cheap on a big table)."""
+    count, oldest = 0, None
+    with db.connect() as connection:
+        for predicate in (PENDING_OUT, SENDING_OUT):
+            row = connection.execute(
+                select(func.count(), func.min(_messages.c.created_at)).where(
+                    text(predicate), _messages.c.created_at < older_than
+                )
+            ).one()
+            count += int(row[0])
+            if row[1] is not None and (oldest is None or row[1] < oldest):
+                oldest = row[1]
+    return StuckOutbound(count=count, oldest_created_at=oldest)
+
+
+@dataclass(frozen=True)
+class StaleSend:
+    """A row claimed for sending whose attempt never recorded what the provider said."""
+
+    id: int
+    tenant_id: int
+    contact_id: int | None
+    created_at: datetime
+    body: bytes | None
+    template_sid: str | None
+    reconcile_looks: int
+
+
+def stale_sends(db: Database, touched_before: datetime, limit: int = 50) -> list[StaleSend]:
+    """``sending`` rows untouched since ``touched_before`` (the sending lease), oldest first."""
+    columns = [_messages.c[name] for name in StaleSend.__dataclass_fields__]
+    statement = (
+        select(*columns)
+        .where(text(SENDING_OUT), _messages.c.status_at < touched_before)
+        # In the index's own order: sorting by id would make SQLite scan the table.
+        .order_by(_messages.c.created_at, _messages.c.id)
+        .limit(limit)
+    )
+    with db.connect() as connection:
+        return [StaleSend(*row) for row in connection.execute(statement)]
+
+
+def known_provider_sids(db: Database, tenant_id: int, sids: Iterable[str]) -> set[str]:
+    """Which of these provider SIDs our rows already carry (they belong to other sends)."""
+    wanted = list(sids)
+    if not wanted:
+        return set()
+    statement = select(_messages.c.provider_sid).where(
+        _messages.c.tenant_id == tenant_id, _messages.c.provider_sid.in_(wanted)
+    )
+    with db.connect() as connection:
+        return {sid for sid in connection.scalars(statement) if sid}
+
+
+def _still_sending(message_id: int) -> list[ColumnElement[bool]]:
+    return [
+        _messages.c.id == message_id,
+        _messages.c.direction == Direction.OUT,
+        _messages.c.status == MessageStatus.SENDING,
+    ]
+
+
+def confirm_send(db: Database, message_id: int, provider_sid: str, status: MessageStatus) -> bool:
+    """The provider's list shows the send: record its SID and status (if still unknown)."""
+    with db.begin() as connection:
+        result = connection.execute(
+            update(_messages)
+            .where(*_still_sending(message_id))
+            .values(
+                provider_sid=provider_sid,
+                status=status,
+                status_rank=STATUS_RANK[status],
+                status_at=utcnow(),
+            )
+        )
+    return rows_affected(result) == 1
+
+
+def note_reconcile_look(db: Database, message_id: int, looks: int) -> bool:
+    """Count a look that found nothing; the next one waits a lease from now.
+
+    ``False`` if another sweeper counted this look first.
+    """
+    with db.begin() as connection:
+        result = connection.execute(
+            update(_messages)
+            .where(*_still_sending(message_id), _messages.c.reconcile_looks == looks)
+            .values(reconcile_looks=looks + 1, status_at=utcnow())
+        )
+    return rows_affected(result) == 1
+
+
+def mark_never_confirmed(db: Database, message_id: int) -> bool:
+    """Give up on a send the provider never showed: failed, for an operator to decide.
+
+    Never resent by itself: it may have reached the resident all the same.
+    """
+    with db.begin() as connection:
+        result = connection.execute(
+            update(_messages)
+            .where(*_still_sending(message_id))
+            .values(
+                status=MessageStatus.FAILED,
+                status_rank=STATUS_RANK[MessageStatus.FAILED],
+                status_at=utcnow(),
+                failure_reason=DeliveryFailure.NEVER_CONFIRMED,
+            )
+        )
+    return rows_affected(result) == 1
+
+
+def outbound_needing_attention(
+    db: Database, tenant_id: int, older_than: datetime, limit: int = 200
+) -> list[int]:
+    """An office's outbound messages an operator should look at, newest first: stuck in
+    ``pending``/``sending`` past their grace, or never confirmed by the provider.
+
+    One query per partial index, so each stays cheap however large the table grows.
+    """
+    found: set[int] = set()
+    with db.connect() as connection:
+        for predicate, aged in ((PENDING_OUT, True), (SENDING_OUT, True), (UNCONFIRMED_OUT, False)):
+            statement = select(_messages.c.id).where(
+                text(predicate), _messages.c.tenant_id == tenant_id
+            )
+            if aged:
+                statement = statement.where(_messages.c.created_at < older_than)
+            found.update(connection.scalars(statement.order_by(_messages.c.id.desc()).limit(limit)))
+    return sorted(found, reverse=True)[:limit]

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select, update
+from sqlalchemy import Table, and_, case, func, or_, select, text, update
 
 from storage.db import Database
-from storage.models import Message, utcnow
+from storage.models import PENDING_OUT, UNPROCESSED_IN, Message, utcnow
 from storage.vocabulary import Direction, MessageStatus
 
 _messages: Table = Message.__table__  # type: ignore[assignment]
@@ -198,13 +198,12 @@ def unprocessed_for_sweep(
     statement = (
         select(_messages.c.id, _messages.c.sweeps)
         .where(
-            _messages.c.direction == Direction.IN,
-            _messages.c.processed_at.is_(None),
+            text(UNPROCESSED_IN),
             _messages.c.created_at < older_than,
             _messages.c.attempts < max_attempts,
             or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < now),
         )
-        .order_by(_messages.c.id)
+        .order_by(_messages.c.created_at, _messages.c.id)  # the partial index's order
         .limit(limit)
     )
     with db.connect() as connection:
@@ -220,8 +219,7 @@ def give_up_exhausted(db: Database, max_attempts: int) -> list[int]:
     statement = (
         update(_messages)
         .where(
-            _messages.c.direction == Direction.IN,
-            _messages.c.processed_at.is_(None),
+            text(UNPROCESSED_IN),
             _messages.c.attempts >= max_attempts,
             _messages.c.status != MessageStatus.FAILED,
             or_(_messages.c.lease_until.is_(None), _messages.c.lease_until < utcnow()),
@@ -248,13 +246,35 @@ def pending_outbound(db: Database, older_than: datetime, limit: int = 500) -> li
     """Recorded outbound messages that were never handed to a delivery job."""
     statement = (
         select(_messages.c.id)
-        .where(
-            _messages.c.direction == Direction.OUT,
-            _messages.c.status == MessageStatus.PENDING,
-            _messages.c.created_at < older_than,
-        )
-        .order_by(_messages.c.id)
+        .where(text(PENDING_OUT), _messages.c.created_at < older_than)
+        .order_by(_messages.c.created_at, _messages.c.id)  # the partial index's order
         .limit(limit)
     )
     with db.connect() as connection:
         return list(connection.scalars(statement))
+
+
+@dataclass(frozen=True)
+class InboundBacklog:
+    """Stored inbound messages not processed yet, from the database (not Redis)."""
+
+    # Still to be processed (by a worker now, or by the sweeper later).
+    unprocessed: int
+    oldest_created_at: datetime | None
+    # Every attempt failed on these: stored, not retried, an operator's to look at.
+    given_up: int
+
+
+def inbound_backlog(db: Database) -> InboundBacklog:
+    """One pass over the partial index of unprocessed messages (it shrinks as they go)."""
+    failed = _messages.c.status == MessageStatus.FAILED
+    statement = select(
+        func.count(),
+        func.min(case((failed, None), else_=_messages.c.created_at)),
+        func.coalesce(func.sum(case((failed, 1), else_=0)), 0),
+    ).where(text(UNPROCESSED_IN))
+    with db.connect() as connection:
+        total, oldest, given_up = connection.execute(statement).one()
+    return InboundBacklog(
+        unprocessed=int(total) - int(given_up), oldest_created_at=oldest, given_up=int(given_up)
+    )

@@ -37,6 +37,7 @@ from storage.vocabulary import (
     ContactKind,
     ConversationStatus,
     DataSource,
+    DeliveryFailure,
     Direction,
     LedgerEvent,
     LegalBasis,
@@ -65,6 +66,15 @@ NAMING = {
 # AUTOINCREMENT reuses it); an id must always name one record. PostgreSQL's sequences
 # never go back.
 IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
+
+
+# The predicates of the messages' partial indexes. Queries that must use an index
+# put the same text in their WHERE clause: a bound parameter (``direction = $1``)
+# does not prove the index's predicate to PostgreSQL's generic plans.
+UNPROCESSED_IN = "processed_at IS NULL AND direction = 'in'"
+PENDING_OUT = "status = 'pending' AND direction = 'out'"
+SENDING_OUT = "status = 'sending' AND direction = 'out'"
+UNCONFIRMED_OUT = "failure_reason IS NOT NULL"
 
 
 def utcnow() -> datetime:
@@ -223,14 +233,29 @@ class Message(Base):
         Index(
             "ix_messages_unprocessed",
             "created_at",
-            sqlite_where=text("processed_at IS NULL AND direction = 'in'"),
-            postgresql_where=text("processed_at IS NULL AND direction = 'in'"),
+            sqlite_where=text(UNPROCESSED_IN),
+            postgresql_where=text(UNPROCESSED_IN),
         ),
         Index(
             "ix_messages_pending_out",
             "created_at",
-            sqlite_where=text("status = 'pending' AND direction = 'out'"),
-            postgresql_where=text("status = 'pending' AND direction = 'out'"),
+            sqlite_where=text(PENDING_OUT),
+            postgresql_where=text(PENDING_OUT),
+        ),
+        # Replies caught mid-send: /readyz counts them, the sweeper reconciles them.
+        Index(
+            "ix_messages_sending_out",
+            "created_at",
+            sqlite_where=text(SENDING_OUT),
+            postgresql_where=text(SENDING_OUT),
+        ),
+        # Sends we failed ourselves (never confirmed): few, and each wants an operator.
+        Index(
+            "ix_messages_failure_reason",
+            "tenant_id",
+            "id",
+            sqlite_where=text(UNCONFIRMED_OUT),
+            postgresql_where=text(UNCONFIRMED_OUT),
         ),
         IDS_NEVER_REUSED,
     )
@@ -262,6 +287,10 @@ class Message(Base):
     lease_until: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sweeps: Mapped[int] = mapped_column(Integer, default=0)
+    # Outbound only: a send we marked failed ourselves, and why (for an operator).
+    failure_reason: Mapped[DeliveryFailure | None] = mapped_column(StoredWord(DeliveryFailure, 32))
+    # Outbound only: how often the provider's list was searched for a stale send.
+    reconcile_looks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class MediaItem(Base):

@@ -20,6 +20,7 @@ __all__ = [
     "Consent",
     "ConversationStatus",
     "DataSource",
+    "DeliveryFailure",
     "Direction",
     "Handoff",
     "KeywordKind",
@@ -121,6 +122,14 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
     UNDELIVERED = "undelivered"
     CANCELED = "canceled"
+
+
+class DeliveryFailure(StrEnum):
+    """Why we marked an outbound message failed ourselves, without a provider's error."""
+
+    # The worker died while handing it to the provider, and the provider's own list
+    # of messages never showed it: perhaps sent, perhaps not; never resent by itself.
+    NEVER_CONFIRMED = "never_confirmed"
 
 
 class Purpose(StrEnum):

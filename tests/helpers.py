@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flask.testing import FlaskClient
+from servers import wait_until
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 from werkzeug.test import TestResponse
@@ -14,6 +22,7 @@ from werkzeug.test import TestResponse
 from bot.office.accounts import create_user
 from bot.office.actor import Actor
 from bot.office.lifecycle import create_tenant
+from bot.runtime.devstack import stop_process
 from bot.runtime.worker import make_rq_worker
 from bot.services import Services
 from storage.models import AuditEvent, Contact, Conversation, Message, Tenant, User, utcnow
@@ -89,6 +98,78 @@ def drain(svc: Services) -> None:
             worker.work(burst=True, logging_level="WARNING")
         finally:
             worker.connection.close()
+
+
+# -- a real ``portineria worker`` process ------------------------------------------------
+
+_WORKER_SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "ENCRYPTION_KEYS",
+    "PUBLIC_BASE_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_API_BASE_URL",
+    "WHATSAPP_TRANSPORT",
+    "MEDIA_ROOT",
+    "QUEUE_NAME",
+)
+
+
+def worker_env(app_config: dict[str, Any], **settings: object) -> dict[str, str]:
+    """The environment of a worker process on the test's servers: short leases, a fast
+    sweeper, and ``settings`` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "TWILIO_"))}
+    env.update({key: str(app_config[key]) for key in _WORKER_SETTINGS})
+    env.update(PROCESSING_LEASE_SECONDS="4", SWEEP_INTERVAL_SECONDS="0.5", SWEEP_GRACE_SECONDS="0")
+    env.update({key: str(value) for key, value in settings.items()})
+    return env
+
+
+def start_worker(env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """``portineria worker`` as its own process; its log lines go to ``log`` if given."""
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", "worker"], env=env, stdout=out, stderr=out
+        )
+    finally:
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
+
+
+def stop_worker(process: subprocess.Popen[bytes], timeout: float = 15) -> int | None:
+    """SIGTERM (a warm shutdown), SIGKILL if it outlasts ``timeout``; its exit status."""
+    stop_process(process, timeout)
+    return process.wait(timeout=timeout)
+
+
+def kill_worker_mid_send(client: FlaskClient, twilio: Any, env: dict[str, str]) -> None:
+    """A real worker takes a new message and dies by SIGKILL while Twilio, which has
+    the reply, holds its answer back (the reply is recorded as ``sending``, no SID)."""
+    twilio.delay_next(3.0)
+    send_inbound(client, "Buongiorno")
+    worker = start_worker(env)
+    try:
+        # Recorded means Twilio has the whole request: it holds only the answer back.
+        assert wait_until(lambda: len(twilio.messages) >= 1, timeout=60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+@contextmanager
+def running_worker(
+    env: dict[str, str], log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_worker(env, log)
+    try:
+        yield process
+    finally:
+        stop_worker(process)
 
 
 def count_messages(svc: Services, **filters: Any) -> int:

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from fake_twilio import FakeTwilio
 from helpers import (
     OFFICE_NUMBER,
     RESIDENT,
     count_messages,
     drain,
     inbound_params,
+    kill_worker_mid_send,
     post_signed,
+    running_worker,
     send_inbound,
+    worker_env,
 )
 from redis.exceptions import RedisError
 from servers import wait_until
@@ -297,62 +295,19 @@ def test_status_callback_for_an_unknown_sid_is_accepted_and_ignored(client):
     assert post_signed(client, STATUS, params).status_code == 204
 
 
-def _worker_env(app_config: dict[str, str], twilio: FakeTwilio) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "TWILIO_"))}
-    for key in (
-        "DATABASE_URL",
-        "REDIS_URL",
-        "SECRET_KEY",
-        "ENCRYPTION_KEYS",
-        "PUBLIC_BASE_URL",
-        "TWILIO_ACCOUNT_SID",
-        "TWILIO_AUTH_TOKEN",
-        "WHATSAPP_TRANSPORT",
-        "MEDIA_ROOT",
-        "QUEUE_NAME",
-    ):
-        env[key] = str(app_config[key])
-    env["TWILIO_API_BASE_URL"] = twilio.base_url
-    env["PROCESSING_LEASE_SECONDS"] = "4"
-    env["SWEEP_INTERVAL_SECONDS"] = "0.5"
-    env["SWEEP_GRACE_SECONDS"] = "0"
-    return env
-
-
 def test_worker_killed_mid_job_does_not_send_the_reply_twice(client, svc, twilio, app_config):
-    env = _worker_env(app_config, twilio)
-    twilio.delay_next(3.0)  # the reply is in flight when the worker dies
-    send_inbound(client, "Buongiorno")
-    command = [sys.executable, "-m", "bot", "worker"]
-    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: twilio.create_attempts >= 1, timeout=60)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    twilio.wait_for_messages(1, timeout=10)  # Twilio accepted it after all
+    env = worker_env(app_config)
+    kill_worker_mid_send(client, twilio, env)  # the reply is in flight when the worker dies
 
-    second = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    def processed() -> bool:
+        with svc.db.session() as session:
+            return (
+                session.scalar(select(Message.processed_at).where(Message.direction == "in"))
+                is not None
+            )
 
-        def processed() -> bool:
-            with svc.db.session() as session:
-                return (
-                    session.scalar(select(Message.processed_at).where(Message.direction == "in"))
-                    is not None
-                )
-
+    with running_worker(env):
         wait_until(processed, timeout=60)
-    finally:
-        second.send_signal(signal.SIGTERM)
-        try:
-            second.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            second.kill()
 
     time.sleep(0.5)
     assert len(twilio.messages) == 1

@@ -130,3 +130,13 @@ def test_objects_read_stay_usable_after_the_read(database):
     with database.read() as reader:
         tenant = reader.scalar(select(Tenant).where(Tenant.slug == "c"))
     assert tenant is not None and tenant.name == "Studio C"
+
+
+def test_media_root_and_the_instance_folder_come_from_the_environment(tmp_path):
+    from bot.config import instance_folder, load_config
+
+    environ = {"MEDIA_ROOT": str(tmp_path / "media"), "PORTINERIA_INSTANCE_PATH": "var/state"}
+    config = load_config(str(tmp_path / "instance"), environ=environ)
+
+    assert config["MEDIA_ROOT"] == str(tmp_path / "media")
+    assert instance_folder(environ) == str(Path("var/state").resolve())

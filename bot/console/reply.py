@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bot.conversation.handoff import CLOSED, load_conversation
 from bot.exceptions import Refused
 from bot.office.actor import Actor
-from bot.outbound import Outgoing, queue_message
+from bot.outbound import Envelope, Outgoing, queue_message
 from bot.privacy.audit import record_actor_audit
 from bot.services import Services
 from storage.models import Contact, Conversation, Tenant
@@ -47,15 +47,14 @@ def send_operator_reply(
         raise Refused(f"Il messaggio è troppo lungo (al massimo {MAX_REPLY_CHARS} caratteri).")
     tenant, contact, conversation = _held_conversation(svc, actor, conversation_id)
     key = form_key if _FORM_KEY.match(form_key or "") else new_form_key()
-    outcome = queue_message(
-        svc,
+    envelope = Envelope(
         tenant,
         contact,
         conversation,
-        Outgoing(text=text, purpose=Purpose.OPERATOR),
         idempotency_key=f"operator:{conversation.id}:{key}",
         sender_user_id=actor.user_id,
     )
+    outcome = queue_message(svc, envelope, Outgoing(text=text, purpose=Purpose.OPERATOR))
     refusal = outcome.refusal
     with svc.db.session() as session:
         record_actor_audit(

@@ -3,6 +3,8 @@
 1. Take the processing lease (one worker at a time; a dead worker's lease expires).
    A delivery whose MessageSid was processed before (a replay, after the first one
    was erased or purged) is deleted there and then: nothing else happens.
+   A message of an office terminated since the webhook stored it (the number
+   directory caches routes for a while) ends here: processed, nothing created.
 2. Understand the text (keywords, sensitive data, intent) outside any transaction.
 3. In one transaction: contact, conversation, the message's body, consent ledger,
    handoff, tickets (an emergency's with its timeline) and events, the bot-log row
@@ -39,11 +41,11 @@ from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
 from bot.exceptions import SendDeferred
 from bot.office.hours import OfficeClosed, closed_now
-from bot.outbound import Outgoing, send_message
+from bot.outbound import Envelope, Outgoing, send_message
 from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
-from notify import MediaRefused, download_media
+from notify import MediaAccount, MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.files import private_folder, write_private
 from storage.inbound import ClaimedMessage, claim_for_processing, mark_processed, release_lease
@@ -105,10 +107,16 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     inbound = None
     if claimed.payload is not None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
+    if _office_terminated(svc, claimed.tenant_id):
+        _drop_for_terminated_office(svc, claimed)
+        return
     if inbound is not None and claimed.status != MessageStatus.HANDLED:
         if _discard_replay(svc, claimed, inbound):
             return
         handled = _handle(svc, claimed, inbound, started)
+        if handled is None:
+            _drop_for_terminated_office(svc, claimed)
+            return
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
     # Replies before media: a photo's download must not hold back safety advice.
@@ -134,6 +142,19 @@ def _discard_replay(svc: Services, claimed: ClaimedMessage, inbound: InboundMess
     return True
 
 
+def _office_terminated(svc: Services, tenant_id: int) -> bool:
+    with svc.db.read() as session:
+        tenant = session.get(Tenant, tenant_id)
+        return tenant is None or tenant.terminated_at is not None
+
+
+def _drop_for_terminated_office(svc: Services, claimed: ClaimedMessage) -> None:
+    # The office's service has ended: no contact, conversation, ledger row or reply
+    # for it; the message itself is marked processed and its payload dropped.
+    log.info("message %s of a terminated office: processed, nothing created", claimed.id)
+    mark_processed(svc.db, claimed.id)
+
+
 @dataclass(frozen=True)
 class Handled:
     """What deciding a message produced, for the stages after the transaction."""
@@ -146,7 +167,8 @@ class Handled:
 
 def _handle(
     svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float
-) -> Handled:
+) -> Handled | None:
+    """Decide and record; ``None`` if the office was terminated meanwhile (nothing written)."""
     now = utcnow()
     # Understanding is CPU work: done before the write transaction, not inside it.
     with svc.db.read() as session:
@@ -170,8 +192,12 @@ def _handle(
     )
     closed = closed_now(tenant.settings, now)
     with svc.db.session() as session:
-        tenant = session.get(Tenant, claimed.tenant_id)
-        assert tenant is not None
+        # Checked again inside the transaction that creates the data. On PostgreSQL
+        # the shared row lock makes a termination wait for this message's
+        # transaction (SQLite's single writer already orders them).
+        tenant = session.get(Tenant, claimed.tenant_id, with_for_update={"read": True})
+        if tenant is None or tenant.terminated_at is not None:
+            return None
         contact = _contact_for(session, tenant, inbound, now)
         thread = _conversation_for(session, tenant, contact, now)
         turn = rules.Turn(
@@ -476,6 +502,12 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
             session.scalars(select(MediaItem.position).where(MediaItem.message_id == claimed.id))
         )
     allowed = frozenset(t.strip() for t in str(svc.config["MEDIA_ALLOWED_TYPES"]).split(","))
+    credentials = svc.twilio_auth
+    # Only this account's media under the configured API base is fetched, and only
+    # there do the credentials go (notify.media).
+    account = (
+        MediaAccount(str(svc.config["TWILIO_API_BASE_URL"]), *credentials) if credentials else None
+    )
     root = Path(svc.config["MEDIA_ROOT"]) / str(claimed.tenant_id)
     for position, media in enumerate(inbound.media):
         if position in kept:
@@ -489,9 +521,10 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
         try:
             downloaded = download_media(
                 media.url,
-                auth=svc.twilio_auth,
+                account=account,
                 max_bytes=int(svc.config["MEDIA_MAX_BYTES"]),
                 allowed_types=allowed,
+                deadline_seconds=float(svc.config["MEDIA_FETCH_DEADLINE_SECONDS"]),
             )
         except MediaRefused as refusal:
             item.refused = refusal.reason
@@ -537,13 +570,9 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
         text = render(key, tenant.settings, **values)
         if suffix:
             text += "\n\n" + render(suffix[0], tenant.settings, **values)
+        envelope = Envelope(tenant, contact, thread, idempotency_key=f"reply:{claimed.id}:{index}")
         outcome = send_message(
-            svc,
-            tenant,
-            contact,
-            thread,
-            Outgoing(text=text, purpose=purpose, answers=claimed.id),
-            idempotency_key=f"reply:{claimed.id}:{index}",
+            svc, envelope, Outgoing(text=text, purpose=purpose, answers=claimed.id)
         )
         if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
             # Over the office's send rate: try again shortly, not never. Replies

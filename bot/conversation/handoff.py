@@ -32,7 +32,7 @@ from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.office.hours import hours_sentence
 from bot.office.settings import handoff_reminder_minutes
-from bot.outbound import Outgoing, queue_message
+from bot.outbound import Envelope, Outgoing, queue_message
 from bot.privacy.audit import record_actor_audit, record_audit
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
@@ -467,13 +467,11 @@ def _send_reminder(svc: Services, waiting: _Waiting, now: datetime) -> bool:
         contact = get_contact(session, tenant, conversation.contact_id)
         assert contact is not None
     text = render("handoff_reminder", tenant.settings, hours=hours_sentence(tenant.settings, now))
+    key = f"handoff-reminder:{conversation.id}:{int(waiting.handoff_at.timestamp())}"
     outcome = queue_message(
         svc,
-        tenant,
-        contact,
-        conversation,
+        Envelope(tenant, contact, conversation, idempotency_key=key),
         Outgoing(text=text, purpose=Purpose.REPLY),
-        idempotency_key=f"handoff-reminder:{conversation.id}:{int(waiting.handoff_at.timestamp())}",
     )
     refusal = outcome.refusal.reason if outcome.refusal else None
     if refusal == Refusal.RATE_LIMITED:

@@ -2,9 +2,10 @@
 recorded messages, exactly once, through a transport."""
 
 from bot.outbound.gate import GateDecision, Outgoing, Template, check_outbound, evaluate
-from bot.outbound.send import SendOutcome, deliver, queue_message, send_message
+from bot.outbound.send import Envelope, SendOutcome, deliver, queue_message, send_message
 
 __all__ = [
+    "Envelope",
     "GateDecision",
     "Outgoing",
     "SendOutcome",

@@ -4,6 +4,11 @@ It asks the outbound gate first and records the message under an idempotency key
 before anything touches the network. :func:`deliver` then claims the recorded row
 and hands it to the transport; a retried job finds the row it already wrote and
 never sends the same message twice.
+
+At most once, even when a worker dies mid-send: the row stays ``sending`` with no
+SID, and nothing sends it again. :func:`reconcile_stale_sends` (the sweeper's) then
+asks the provider's own list whether it went: found, its SID and status are
+recorded; not found twice, a lease apart, it is marked failed for an operator.
 """
 
 from __future__ import annotations
@@ -11,19 +16,46 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
 from bot.exceptions import SendDeferred
 from bot.outbound.gate import GateDecision, Outgoing, check_outbound
 from bot.services import Services
-from notify import OutboundRequest, SendError
-from storage.delivery import STATUS_RANK, claim_for_sending, record_send_result
+from notify import OutboundRequest, ProviderMessage, ProviderUnavailable, SendError
+from storage.delivery import (
+    STATUS_RANK,
+    StaleSend,
+    claim_for_sending,
+    confirm_send,
+    known_provider_sids,
+    mark_never_confirmed,
+    note_reconcile_look,
+    record_send_result,
+    stale_sends,
+)
 from storage.models import Contact, Conversation, Message, Tenant
 from storage.queries import get_contact, message_by_idempotency_key
 from storage.vocabulary import Direction, MessageStatus
 
+# How much earlier than our row the provider's DateSent may read: clocks differ.
+CLOCK_SKEW = timedelta(minutes=2)
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Where a message goes and on whose behalf: the office, the contact, the
+    conversation it belongs to, the idempotency key that makes a retry find the row it
+    already wrote, and the operator who wrote it (``None`` for the bot and the API)."""
+
+    tenant: Tenant
+    contact: Contact
+    conversation: Conversation | None
+    idempotency_key: str
+    sender_user_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -37,60 +69,36 @@ class SendOutcome:
         return self.refusal is not None
 
 
-def send_message(
-    svc: Services,
-    tenant: Tenant,
-    contact: Contact,
-    conversation: Conversation | None,
-    outgoing: Outgoing,
-    idempotency_key: str,
-    sender_user_id: int | None = None,
-) -> SendOutcome:
+def send_message(svc: Services, envelope: Envelope, outgoing: Outgoing) -> SendOutcome:
     """Gate, record and deliver now (the worker's way)."""
-    outcome = queue_message(
-        svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id
-    )
+    outcome = queue_message(svc, envelope, outgoing)
     if outcome.refused or outcome.message_id is None or outcome.status != MessageStatus.PENDING:
         return outcome
     return deliver(svc, outcome.message_id)
 
 
-def queue_message(
-    svc: Services,
-    tenant: Tenant,
-    contact: Contact,
-    conversation: Conversation | None,
-    outgoing: Outgoing,
-    idempotency_key: str,
-    sender_user_id: int | None = None,
-) -> SendOutcome:
+def queue_message(svc: Services, envelope: Envelope, outgoing: Outgoing) -> SendOutcome:
     """Gate and record; delivery is :func:`deliver`'s (now, or from a job)."""
+    tenant, key = envelope.tenant, envelope.idempotency_key
     with svc.db.read() as session:
-        existing = message_by_idempotency_key(session, tenant, idempotency_key)
+        existing = message_by_idempotency_key(session, tenant, key)
     if existing is not None:
         return SendOutcome(message_id=existing.id, status=existing.status)
-    decision = check_outbound(svc, tenant, contact, outgoing)
+    decision = check_outbound(svc, tenant, envelope.contact, outgoing)
     if not decision.allowed:
         log.info("outbound refused by the gate: %s", decision.reason)
         return SendOutcome(message_id=None, status=None, refusal=decision)
-    message = _record(svc, tenant, contact, conversation, outgoing, idempotency_key, sender_user_id)
+    message = _record(svc, envelope, outgoing)
     return SendOutcome(message_id=message.id, status=message.status)
 
 
-def _record(
-    svc: Services,
-    tenant: Tenant,
-    contact: Contact,
-    conversation: Conversation | None,
-    outgoing: Outgoing,
-    key: str,
-    sender_user_id: int | None,
-) -> Message:
+def _record(svc: Services, envelope: Envelope, outgoing: Outgoing) -> Message:
+    tenant, conversation, key = envelope.tenant, envelope.conversation, envelope.idempotency_key
     text = outgoing.text if outgoing.template is None else json.dumps(outgoing.template.variables)
     message = Message(
         tenant_id=tenant.id,
         conversation_id=conversation.id if conversation else None,
-        contact_id=contact.id,
+        contact_id=envelope.contact.id,
         direction=Direction.OUT,
         idempotency_key=key,
         body=svc.cipher.encrypt(text or ""),
@@ -98,7 +106,7 @@ def _record(
         status=MessageStatus.PENDING,
         status_rank=0,
         purpose=outgoing.purpose,
-        sender_user_id=sender_user_id,
+        sender_user_id=envelope.sender_user_id,
     )
     try:
         with svc.db.session() as session:
@@ -129,9 +137,10 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
         assert tenant is not None and contact is not None
         body = svc.cipher.decrypt(message.body) if message.body else ""
         template_sid = message.template_sid
+    from_address, to_address = _addresses(tenant, contact)
     request = OutboundRequest(
-        from_address=f"whatsapp:{tenant.whatsapp_number}",
-        to_address=f"whatsapp:{contact.phone or contact.wa_id}",
+        from_address=from_address,
+        to_address=to_address,
         body=None if template_sid else body,
         content_sid=template_sid,
         content_variables=body if template_sid else None,
@@ -153,8 +162,80 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
 
             record_delivery_error(svc, tenant.id, message_id, error.code)
         return SendOutcome(message_id=message_id, status=MessageStatus.FAILED)
-    status = (
-        MessageStatus(receipt.status) if receipt.status in STATUS_RANK else MessageStatus.QUEUED
-    )
+    status = _provider_status(receipt.status)
     record_send_result(svc.db, message_id, status, provider_sid=receipt.provider_sid)
     return SendOutcome(message_id=message_id, status=status)
+
+
+def _addresses(tenant: Tenant, contact: Contact) -> tuple[str, str]:
+    """``(from, to)`` as the provider writes them."""
+    return f"whatsapp:{tenant.whatsapp_number}", f"whatsapp:{contact.phone or contact.wa_id}"
+
+
+def _provider_status(status: str) -> MessageStatus:
+    return MessageStatus(status) if status in STATUS_RANK else MessageStatus.QUEUED
+
+
+def reconcile_stale_sends(svc: Services, now: datetime) -> int:
+    """Settle the sends a dead worker left ``sending``; returns how many were settled.
+
+    Nothing is ever sent from here: a send the provider never shows is marked
+    failed (``never_confirmed``) for an operator, who can tell whether the resident
+    got it. Two looks a lease apart, since the provider lists a message by the time
+    it went out, and one still queued there shows only later.
+    """
+    lease = timedelta(seconds=float(svc.config["SENDING_LEASE_SECONDS"]))
+    settled = 0
+    for stale in stale_sends(svc.db, now - lease):
+        try:
+            settled += _reconcile(svc, stale)
+        except ProviderUnavailable:
+            log.warning("stale sends not reconciled: the provider could not be asked")
+            break
+    return settled
+
+
+def _reconcile(svc: Services, stale: StaleSend) -> bool:
+    with svc.db.read() as session:
+        tenant = session.get(Tenant, stale.tenant_id)
+        contact = (
+            get_contact(session, stale.tenant_id, stale.contact_id) if stale.contact_id else None
+        )
+    found = None
+    if tenant is not None and contact is not None:
+        found = _find_on_provider(svc, stale, *_addresses(tenant, contact))
+    if found is not None:
+        if confirm_send(svc.db, stale.id, found.provider_sid, _provider_status(found.status)):
+            log.info("stale send %s confirmed by the provider (%s)", stale.id, found.status)
+            return True
+        return False
+    if stale.reconcile_looks == 0:
+        note_reconcile_look(svc.db, stale.id, 0)
+        return False
+    if mark_never_confirmed(svc.db, stale.id):
+        log.error(
+            "outbound message %s was never confirmed by the provider: "
+            "marked failed for an operator, not resent",
+            stale.id,
+        )
+        return True
+    return False
+
+
+def _find_on_provider(
+    svc: Services, stale: StaleSend, from_address: str, to_address: str
+) -> ProviderMessage | None:
+    """The provider's record of this send: same sender, recipient and (for free text)
+    body, sent after the row was written, and not already another row's."""
+    listed = svc.transport.sent_messages(
+        to_address=to_address, from_address=from_address, sent_after=stale.created_at - CLOCK_SKEW
+    )
+    taken = known_provider_sids(svc.db, stale.tenant_id, [m.provider_sid for m in listed])
+    candidates = [m for m in listed if m.provider_sid not in taken]
+    if stale.template_sid is None:
+        text = svc.cipher.decrypt(stale.body) if stale.body else ""
+        candidates = [m for m in candidates if m.body == text]
+        # Newest first: the oldest match is this send; a later twin is another's.
+        return candidates[-1] if candidates else None
+    # A template's rendered text is not ours to compare: only an unambiguous match.
+    return candidates[0] if len(candidates) == 1 else None

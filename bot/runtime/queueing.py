@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from datetime import UTC, timedelta
 from functools import partial
 from typing import Any
@@ -257,43 +258,124 @@ def sweep_once(
     return enqueued
 
 
+class RedisOutage:
+    """One process's view of whether Redis answers, so an outage is logged once.
+
+    Every part of a worker (the RQ loop, the relay, the sweeper) reports here: the
+    first failure of an outage is logged, every further try is not, and the first
+    success after it says how long Redis was away.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, where: str) -> None:
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        log.warning("redis unavailable (%s): retrying with backoff until it answers", where)
+
+    def recovered(self) -> None:
+        with self._lock:
+            if self._since is None:
+                return
+            lasted, self._since = time.monotonic() - self._since, None
+        log.warning("redis answers again after %.1fs", lasted)
+
+
+class Backoff:
+    """Pauses that double from ``first`` up to ``cap`` while failures go on."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self._first = first
+        self._cap = max(cap, first)
+        self._next = first
+
+    def next(self) -> float:
+        pause = self._next
+        self._next = min(self._next * 2, self._cap)
+        return pause
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
 class BackgroundLoop(threading.Thread):
     """Runs one pass of a worker's background duty again and again until stopped.
 
-    ``pause`` follows every pass; after a failed pass it is at least ``error_pause``,
-    so that an outage is retried, not spun on.
+    ``pause`` follows every pass. After a failed pass the pause is a backoff that
+    starts at ``error_pause`` and doubles up to ``max_error_pause``, so an outage is
+    retried, not spun on; a Redis failure is reported to ``outage`` (logged once per
+    outage), anything else is logged with its traceback.
     """
 
     def __init__(
-        self, name: str, run_pass: Callable[[], object], pause: float, error_pause: float = 1.0
+        self,
+        name: str,
+        run_pass: Callable[[], object],
+        pause: float,
+        error_pause: float = 1.0,
+        max_error_pause: float = 5.0,
+        outage: RedisOutage | None = None,
     ) -> None:
         super().__init__(name=f"portineria-{name}", daemon=True)
-        self._run_pass = run_pass
+        self.run_pass = run_pass  # one pass, for whoever needs to run it by hand
         self._pause = pause
-        self._error_pause = error_pause
+        self._backoff = Backoff(error_pause, max_error_pause)
+        self._outage = outage or RedisOutage()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
             pause = self._pause
             try:
-                self._run_pass()
+                self.run_pass()
             except RedisError:
-                log.warning("%s: redis unavailable, will retry", self.name)
-                pause = max(pause, self._error_pause)
+                self._outage.failed(self.name)
+                pause = max(pause, self._backoff.next())
             except Exception:
                 log.exception("%s pass failed", self.name)
-                pause = max(pause, self._error_pause)
+                pause = max(pause, self._backoff.next())
+            else:
+                self._backoff.reset()
+                self._outage.recovered()
             self._stop_event.wait(pause)
 
     def stop(self) -> None:
         self._stop_event.set()
 
 
-def inbound_relay(queue: JobQueue) -> BackgroundLoop:
+def run_each(duties: Iterable[Callable[[], object]]) -> None:
+    """Run every duty even if an earlier one fails; then raise the first failure.
+
+    A sweeper pass mixes duties that need Redis with duties that need only the
+    database: a Redis outage must not stop the second kind.
+    """
+    failure: Exception | None = None
+    for duty in duties:
+        try:
+            duty()
+        except Exception as error:
+            if failure is None:
+                failure = error
+            elif not isinstance(error, RedisError):
+                log.exception("background duty failed")
+    if failure is not None:
+        raise failure
+
+
+def inbound_relay(queue: JobQueue, outage: RedisOutage | None = None) -> BackgroundLoop:
     """Turns the webhook's hand-offs into RQ jobs as they arrive.
 
     Each pass blocks on Redis for up to a second (below the client's socket timeout),
     so there is no pause between passes.
     """
-    return BackgroundLoop("relay", partial(queue.relay, wait_seconds=1.0), pause=0)
+    return BackgroundLoop(
+        "relay", partial(queue.relay, wait_seconds=1.0), pause=0, error_pause=0.5, outage=outage
+    )

@@ -2,26 +2,59 @@
 
 The worker does not fork per job: forking costs more than our jobs do, and the
 spaCy pipeline stays loaded once for the life of the process.
+
+It outlives Redis. RQ retries by itself only while it waits for a job; a Redis
+failure anywhere else (a heartbeat, the bookkeeping after a job, its own teardown)
+makes ``work()`` give up. The process then waits for Redis with a backoff and
+starts a fresh RQ worker, as often as it takes, until it is told to stop. Nothing
+is lost meanwhile: the database is the record of what must be processed, and the
+sweeper hands it to RQ again once Redis answers (a restarted Redis may be empty).
+
+RQ's scheduler (it enqueues retries when their delay is over) runs as a thread of
+this process, like the relay and the sweeper, not as the child RQ would fork: a
+fork of a process with threads and open database connections is unsafe, and that
+child dies at the first Redis failure, with a traceback, until RQ notices.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
+from contextlib import suppress
 from functools import partial
+from typing import Any
 
 from flask import Flask
+from redis.exceptions import RedisError
 from rq import SimpleWorker
+from rq.scheduler import RQScheduler
 
 from bot.conversation.emergency import urgent_among
 from bot.conversation.escalation import escalate_unacknowledged
 from bot.conversation.handoff import release_idle_conversations, send_handoff_reminders
+from bot.outbound.send import reconcile_stale_sends
 from bot.privacy.retention import purge_if_due
-from bot.runtime.queueing import BackgroundLoop, connect_redis, inbound_relay, sweep_once
+from bot.runtime.queueing import (
+    BackgroundLoop,
+    Backoff,
+    RedisOutage,
+    connect_redis,
+    inbound_relay,
+    run_each,
+    sweep_once,
+)
 from bot.services import Services, services
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
+
+# RQ retries a lost connection while it waits for jobs, doubling up to this (its own
+# default is a minute: far too long to notice that Redis is back).
+RQ_RECONNECT_CAP_SECONDS = 5.0
+# A worker that ran this long before it gave up resets the restart backoff.
+STEADY_RUN_SECONDS = 60.0
 
 
 def preload_language() -> None:
@@ -40,11 +73,12 @@ RELEASE_CHECK_SECONDS = 60.0
 REMINDER_CHECK_SECONDS = 30.0
 
 
-def make_sweeper(app: Flask) -> BackgroundLoop:
-    """Every few seconds: enqueue lost messages and call the on-call people about
-    unacknowledged emergencies; every minute: release idle handoffs; every half minute:
-    remind residents waiting for an operator; once a day (across all workers): the
-    retention purge."""
+def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoop:
+    """Every few seconds: enqueue lost messages, reconcile stale sends and call the
+    on-call people about unacknowledged emergencies; every minute: release idle
+    handoffs; every half minute: remind residents waiting for an operator; once a day
+    (across all workers): the retention purge. Duties that need only the database run
+    through a Redis outage."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -57,55 +91,245 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
     )
     last_release = last_reminder = 0.0
 
-    def housekeeping() -> None:
-        nonlocal last_release, last_reminder
-        sweep()
+    def release_idle() -> None:
+        nonlocal last_release
+        if time.monotonic() - last_release < RELEASE_CHECK_SECONDS:
+            return
+        last_release = time.monotonic()
+        released = release_idle_conversations(svc, utcnow())
+        if released:
+            log.info("released %d idle conversation(s) to the bot", released)
+
+    def remind_waiting() -> None:
+        nonlocal last_reminder
+        if time.monotonic() - last_reminder < REMINDER_CHECK_SECONDS:
+            return
+        last_reminder = time.monotonic()
+        reminded = send_handoff_reminders(svc, utcnow())
+        if reminded:
+            log.info("reminded %d resident(s) waiting for an operator", reminded)
+
+    def escalate() -> None:
         # Each call is claimed by a row first: several workers never place the same one.
         placed = escalate_unacknowledged(svc, utcnow())
         if placed:
             log.info("placed %d escalation call(s)", len(placed))
-        purge_if_due(svc, utcnow())
-        if time.monotonic() - last_release >= RELEASE_CHECK_SECONDS:
-            last_release = time.monotonic()
-            released = release_idle_conversations(svc, utcnow())
-            if released:
-                log.info("released %d idle conversation(s) to the bot", released)
-        if time.monotonic() - last_reminder >= REMINDER_CHECK_SECONDS:
-            last_reminder = time.monotonic()
-            reminded = send_handoff_reminders(svc, utcnow())
-            if reminded:
-                log.info("reminded %d resident(s) waiting for an operator", reminded)
 
-    return BackgroundLoop("sweeper", housekeeping, pause=float(config["SWEEP_INTERVAL_SECONDS"]))
+    def housekeeping() -> None:
+        run_each(
+            (
+                sweep,
+                escalate,
+                lambda: reconcile_stale_sends(svc, utcnow()),
+                lambda: purge_if_due(svc, utcnow()),
+                release_idle,
+                remind_waiting,
+            )
+        )
+
+    return BackgroundLoop(
+        "sweeper", housekeeping, pause=float(config["SWEEP_INTERVAL_SECONDS"]), outage=outage
+    )
 
 
-def make_rq_worker(svc: Services) -> SimpleWorker:
+class PortineriaWorker(SimpleWorker):
+    """RQ's non-forking worker, made to let go cleanly when Redis fails under it.
+
+    ``shutdown_requested`` tells a stop asked for by a signal from RQ leaving its
+    loop because Redis failed: only the first ends the process.
+    """
+
+    max_connection_wait_time = RQ_RECONNECT_CAP_SECONDS
+
+    def __init__(self, *args: Any, stop: threading.Event | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shutdown_requested = False
+        self._stop = stop
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        if self._stop is not None and self._stop.is_set():
+            # A signal that came while this worker was being built, before RQ listened.
+            self.shutdown_requested = True
+            self._stop_requested = True
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.shutdown_requested = True
+        super().request_stop(signum, frame)
+
+    def set_shutdown_requested_date(self) -> None:
+        # Runs inside the signal handler: a Redis failure here would be raised into
+        # the job being finished, which a warm shutdown is meant to let complete.
+        with suppress(RedisError):
+            super().set_shutdown_requested_date()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        except RedisError:
+            # The registration expires by itself; what runs locally must stop now.
+            self.let_go()
+            raise
+
+    def let_go(self) -> None:
+        """Stop the pubsub thread without asking Redis; safe after a clean teardown too."""
+        thread = self.pubsub_thread
+        if thread is not None:
+            thread.stop()
+            thread.join(timeout=1)
+            self.pubsub_thread = None
+            if self.pubsub is not None:
+                with suppress(RedisError, OSError):
+                    self.pubsub.close()
+
+
+def make_scheduler(svc: Services, outage: RedisOutage | None = None) -> BackgroundLoop:
+    """RQ's scheduler as a thread: every second, move the retries that are due to the queue.
+
+    One worker at a time holds the queue's scheduler lock (RQ's own); the others
+    try again now and then, and take over if its holder is gone. After a Redis
+    restart the holder's heartbeat takes the lock back.
+    """
+    # Both queues: a retried emergency waits in the urgent queue's scheduled registry.
+    scheduler = RQScheduler(svc.jobs.queues, connection=svc.redis, logging_level="WARNING")
+
+    def tick() -> None:
+        if scheduler.should_reacquire_locks:
+            scheduler.acquire_locks()
+        elif scheduler.acquired_locks:
+            scheduler.heartbeat()
+        if scheduler.acquired_locks:
+            scheduler.enqueue_scheduled_jobs()
+
+    return BackgroundLoop("scheduler", tick, pause=1.0, outage=outage)
+
+
+def make_rq_worker(svc: Services, stop: threading.Event | None = None) -> PortineriaWorker:
     """The RQ worker, listening on a Redis client of its own.
 
     RQ raises the socket timeout of the client it is given above its blocking wait
     (minutes). On the app's shared client that would let a job's Redis call hang for
     minutes in an outage, and connections opened before the change would still time
     out mid-wait, making the worker drop and retry its listen.
+
+    Building it talks to Redis (RQ names its connection): RedisError if Redis is down.
     """
     listener = connect_redis(svc.redis_url, socket_timeout=None)
-    return SimpleWorker(svc.jobs.queues, connection=listener)
+    return PortineriaWorker(svc.jobs.queues, connection=listener, stop=stop)
+
+
+class FoldRedisRetries(logging.Filter):
+    """Turns RQ's own lines about a lost Redis into one report to the outage.
+
+    RQ logs every reconnection try (and, when it gives up, a traceback); the
+    worker's :class:`RedisOutage` says it once per outage instead.
+    """
+
+    _MARKERS = ("could not connect to Redis", "Redis connection timeout")
+
+    def __init__(self, outage: RedisOutage) -> None:
+        super().__init__()
+        self._outage = outage
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, RedisError) or any(m in record.getMessage() for m in self._MARKERS):
+            self._outage.failed("rq worker")
+            return False
+        return True
+
+
+class StopSignal:
+    """SIGTERM/SIGINT while no RQ worker is listening for them (between workers)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True if a stop was asked for meanwhile."""
+        return self.event.wait(seconds)
+
+
+def wait_for_redis(svc: Services, outage: RedisOutage, stop: StopSignal) -> bool:
+    """Ping Redis with a backoff until it answers; False if told to stop first."""
+    backoff = Backoff(0.25, RQ_RECONNECT_CAP_SECONDS)
+    while not stop.event.is_set():
+        try:
+            svc.redis.ping()
+        except RedisError:
+            outage.failed("worker")
+            if stop.wait(backoff.next()):
+                return False
+            continue
+        outage.recovered()
+        return True
+    return False
+
+
+def work_through_outages(svc: Services, outage: RedisOutage, stop: StopSignal) -> None:
+    """Run RQ workers one after another until a stop is asked for.
+
+    Each one works until it is stopped or Redis fails under it; then, once Redis
+    answers, the next one starts. Restarts back off so a persistent failure is
+    retried, not spun on.
+    """
+    restarts = Backoff(0.5, 30.0)
+    while not stop.event.is_set():
+        started = time.monotonic()
+        worker: PortineriaWorker | None = None
+        try:
+            worker = make_rq_worker(svc, stop.event)
+            worker.work(logging_level="WARNING")
+        except RedisError:
+            outage.failed("rq worker")
+        finally:
+            if worker is not None:
+                worker.let_go()
+            # RQ's handlers point at a worker that is gone: listen ourselves.
+            stop.install()
+        if worker is not None and worker.shutdown_requested:
+            return
+        if time.monotonic() - started >= STEADY_RUN_SECONDS:
+            restarts.reset()
+        if stop.wait(restarts.next()) or not wait_for_redis(svc, outage, stop):
+            return
 
 
 def run_worker(app: Flask, *, burst: bool = False) -> None:
+    stop = StopSignal()
+    stop.install()
     preload_language()
     svc = services()
     if app.config["PRIORITY_LANE"]:
         # Emergencies overtake queued work: read before queueing, with the model loaded.
         svc.jobs.triage = partial(urgent_among, svc)
-    sweeper = make_sweeper(app)
-    relay = inbound_relay(svc.jobs)
-    if burst:
-        svc.jobs.relay_waiting()
-    else:
-        relay.start()
-    sweeper.start()
+    outage = RedisOutage()
+    fold = FoldRedisRetries(outage)
+    rq_logger = logging.getLogger("rq.worker")
+    rq_logger.addFilter(fold)
+    loops = [
+        inbound_relay(svc.jobs, outage),
+        make_sweeper(app, outage),
+        make_scheduler(svc, outage),
+    ]
     try:
-        make_rq_worker(svc).work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        if burst:
+            svc.jobs.relay_waiting()
+            for loop in loops[1:]:
+                loop.run_pass()
+            make_rq_worker(svc).work(burst=True, logging_level="WARNING")
+            return
+        for loop in loops:
+            loop.start()
+        work_through_outages(svc, outage, stop)
     finally:
-        relay.stop()
-        sweeper.stop()
+        for loop in loops:
+            loop.stop()
+        rq_logger.removeFilter(fold)

@@ -24,7 +24,7 @@ from bot.conversation.emergency import acknowledge_emergency, open_emergencies
 from bot.exceptions import InvalidInput, NotFound
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
-from bot.outbound import Outgoing, Template, queue_message
+from bot.outbound import Envelope, Outgoing, Template, queue_message
 from bot.privacy.register import export_register
 from bot.services import services
 from bot.web.api_serialisers import (
@@ -280,7 +280,7 @@ def send() -> tuple[Response, int] | Response:
         if contact is None:
             return error_response(404, "unknown_contact", "no contact with this number")
         thread = open_conversation_for(session, tenant, contact)
-    outcome = queue_message(svc, tenant, contact, thread, outgoing, key)
+    outcome = queue_message(svc, Envelope(tenant, contact, thread, key), outgoing)
     if outcome.refusal is not None:
         reason = outcome.refusal.reason or "refused"
         return error_response(

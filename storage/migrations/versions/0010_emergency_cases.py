@@ -1,7 +1,7 @@
 """emergencies as cases: a ticket timeline, acknowledgement, the handoff reminder
 
-Revision ID: 0003_emergency_cases
-Revises: 0008_sid_tombstones
+Revision ID: 0010_emergency_cases
+Revises: 0009_outbound_reconciliation
 Create Date: 2026-11-24 10:00:00
 
 An emergency opens a ticket that records its hazard and stays unacknowledged until
@@ -17,8 +17,8 @@ from alembic import op
 
 import storage.models
 
-revision = "0003_emergency_cases"
-down_revision = "0008_sid_tombstones"
+revision = "0010_emergency_cases"
+down_revision = "0009_outbound_reconciliation"
 branch_labels = None
 depends_on = None
 
