@@ -53,7 +53,7 @@ from bot.services import services
 from bot.web.numbers import parse_id
 from storage.models import utcnow
 
-OPEN_ENDPOINTS = frozenset({"console.login"})
+OPEN_ENDPOINTS = frozenset({"console.login", "console.set_password"})
 MAX_EMAIL = 254
 MAX_PASSWORD = 1024
 NOT_A_COLLEAGUE = "Collega non valido: sceglilo dall'elenco."
