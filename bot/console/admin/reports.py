@@ -10,14 +10,15 @@ reading exact values.
 from __future__ import annotations
 
 import base64
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
+from types import ModuleType
 from typing import Any
 
-import pygal
 from flask import render_template, request
-from pygal.style import Style
 from werkzeug.wrappers import Response
 
 from bot.console.admin.access import admin_required, csv_download
@@ -29,27 +30,50 @@ from bot.privacy.audit import record_actor_audit
 from bot.services import services
 from storage.models import utcnow
 
-STYLE = Style(
-    background="#ffffff",
-    plot_background="#ffffff",
-    foreground="#1d2330",
-    foreground_strong="#1d2330",
-    foreground_subtle="#8a90a0",
-    font_family="system-ui, sans-serif",
-    colors=(
-        "#1f5fbf",
-        "#c62828",
-        "#2e7d32",
-        "#f9a825",
-        "#6a1b9a",
-        "#00838f",
-        "#ef6c00",
-        "#5d4037",
-        "#455a64",
-        "#ad1457",
-        "#7cb342",
-    ),
-)
+
+@cache
+def _pygal() -> ModuleType:
+    """pygal, imported when a chart is first drawn (web processes that never draw one
+    never load it), without the import hook it installs for its map plugins.
+
+    That hook (``pygal.PluginImportFixer`` on ``sys.meta_path``) implements only the
+    legacy ``find_module``, so every later failed import in the process raises an
+    ImportWarning on Python 3.11; we draw no maps and take it off again.
+    """
+    import pygal
+
+    sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "PluginImportFixer"]
+    return pygal
+
+
+@cache
+def _style() -> Any:
+    _pygal()  # first: the hook comes off before anything else is imported
+    from pygal.style import Style
+
+    return Style(
+        background="#ffffff",
+        plot_background="#ffffff",
+        foreground="#1d2330",
+        foreground_strong="#1d2330",
+        foreground_subtle="#8a90a0",
+        font_family="system-ui, sans-serif",
+        colors=(
+            "#1f5fbf",
+            "#c62828",
+            "#2e7d32",
+            "#f9a825",
+            "#6a1b9a",
+            "#00838f",
+            "#ef6c00",
+            "#5d4037",
+            "#455a64",
+            "#ad1457",
+            "#7cb342",
+        ),
+    )
+
+
 NO_DATA = "Nessun dato nel periodo"
 
 
@@ -87,7 +111,7 @@ def _image(chart: Any) -> str:
 
 def _config(**extra: Any) -> dict[str, Any]:
     return {
-        "style": STYLE,
+        "style": _style(),
         "js": [],  # no script: the page's policy would refuse it anyway
         "width": 800,
         "height": 360,
@@ -101,7 +125,7 @@ def _config(**extra: Any) -> dict[str, Any]:
 
 
 def _weeks_chart(weeks: list[date], counts: list[reports.WeekIntent]) -> str:
-    chart = pygal.StackedBar(**_config(x_label_rotation=30, y_title="messaggi"))
+    chart = _pygal().StackedBar(**_config(x_label_rotation=30, y_title="messaggi"))
     chart.x_labels = [w.strftime("%d/%m") for w in weeks]
     for intent in sorted({c.intent or "" for c in counts}):
         by_week = {c.week: c.count for c in counts if (c.intent or "") == intent}
@@ -114,7 +138,7 @@ def _intent(value: str | None) -> str:
 
 
 def _operators_chart(times: list[reports.OperatorTimes]) -> str:
-    chart = pygal.HorizontalBar(
+    chart = _pygal().HorizontalBar(
         **_config(x_title="minuti (mediana)", value_formatter=lambda v: f"{v:.0f} min")
     )
     chart.x_labels = [t.email for t in times]
@@ -128,7 +152,7 @@ def _minutes(seconds: float | None) -> float | None:
 
 
 def _places_chart(places: list[reports.PlaceEmergencies]) -> str:
-    chart = pygal.Bar(**_config(y_title="emergenze", x_label_rotation=20))
+    chart = _pygal().Bar(**_config(y_title="emergenze", x_label_rotation=20))
     chart.x_labels = [p.place for p in places[:15]]
     chart.add("emergenze", [p.count for p in places[:15]])
     chart.add("confermate", [p.acknowledged for p in places[:15]])
@@ -136,7 +160,7 @@ def _places_chart(places: list[reports.PlaceEmergencies]) -> str:
 
 
 def _share_chart(share: reports.BotShare) -> str:
-    chart = pygal.Pie(**_config(inner_radius=0.45, height=300))
+    chart = _pygal().Pie(**_config(inner_radius=0.45, height=300))
     if share.conversations:
         chart.add("solo il bot", share.bot_only)
         chart.add("con un operatore", share.conversations - share.bot_only)
@@ -144,7 +168,7 @@ def _share_chart(share: reports.BotShare) -> str:
 
 
 def _ages_chart(ages: list[reports.AgeCount]) -> str:
-    chart = pygal.StackedBar(**_config(y_title="ticket aperti"))
+    chart = _pygal().StackedBar(**_config(y_title="ticket aperti"))
     buckets = [name for _, name in reports.AGE_BUCKETS]
     chart.x_labels = buckets
     for kind in sorted({a.kind for a in ages}):
