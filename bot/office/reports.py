@@ -140,10 +140,12 @@ def messages_by_week(session: Session, tenant_id: int, period: Period) -> list[W
         .group_by(week, BotLogEntry.intent)
         .order_by(week, BotLogEntry.intent)
     ).all()
-    return [
+    found = [
         WeekIntent(period.first_monday + timedelta(weeks=int(index or 0)), intent, int(count))
         for index, intent, count in rows
     ]
+    # The dialects order NULL differently: messages with no intent first, everywhere.
+    return sorted(found, key=lambda w: (w.week, w.intent is not None, w.intent or ""))
 
 
 # -- operators: first response and resolution -------------------------------------------
@@ -193,9 +195,9 @@ def operator_times(session: Session, tenant_id: int, period: Period) -> list[Ope
         .scalar_subquery()
     )
     answered = session.execute(
-        select(reply.sender_user_id, reply.created_at, before).join(
-            reply, reply.id == first.c.reply_id
-        )
+        select(reply.sender_user_id, reply.created_at, before)
+        .select_from(first)
+        .join(reply, reply.id == first.c.reply_id)
     ).all()
     waits: dict[int | None, list[float]] = {}
     for user_id, replied_at, asked_at in answered:
