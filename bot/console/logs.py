@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from bot.console.labels import OFFICE_ZONE
@@ -89,7 +89,7 @@ def _fraction(raw: str | None, problems: list[str], what: str) -> float | None:
     return value
 
 
-def audit_query(tenant_id: int, wanted: LogFilter) -> Select[tuple[AuditEvent]]:
+def audit_query(tenant_id: int, wanted: LogFilter) -> Select[AuditEvent]:
     """The audit rows the filter keeps, newest first (the page takes a page, the CSV all)."""
     query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
     if wanted.since:
@@ -125,7 +125,7 @@ def _bot_log_where(tenant_id: int, wanted: LogFilter) -> list[ColumnElement[bool
     return conditions
 
 
-def bot_log_query(tenant_id: int, wanted: LogFilter) -> Select[tuple[BotLogEntry, int | None]]:
+def bot_log_query(tenant_id: int, wanted: LogFilter) -> Select[BotLogEntry, int | None]:
     """Entries, newest first, each with its message's conversation (for a link)."""
     return (
         select(BotLogEntry, Message.conversation_id)
@@ -137,7 +137,7 @@ def bot_log_query(tenant_id: int, wanted: LogFilter) -> Select[tuple[BotLogEntry
 
 def bot_log(
     session: Session, tenant_id: int, wanted: LogFilter
-) -> Sequence[tuple[BotLogEntry, int | None]]:
+) -> Sequence[Row[BotLogEntry, int | None]]:
     return session.execute(bot_log_query(tenant_id, wanted).limit(PAGE_SIZE)).all()
 
 

@@ -209,7 +209,7 @@ def operator_times(session: Session, tenant_id: int, period: Period) -> list[Ope
     for user_id, *_rest in answered:
         counts[user_id] += 1
     resolutions = _resolutions(session, tenant_id, period)
-    emails = dict(
+    emails: dict[int | None, str] = dict(
         session.execute(select(User.id, User.email).where(User.tenant_id == tenant_id)).all()
     )
     out = []
@@ -336,7 +336,8 @@ def _first_takeovers(
     ).all()
     out: dict[int, list[datetime]] = {}
     for target, at in rows:
-        out.setdefault(int(target), []).append(at)
+        if target is not None:
+            out.setdefault(int(target), []).append(at)
     return out
 
 

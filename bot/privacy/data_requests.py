@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bot.exceptions import NotFound, Refused
@@ -348,9 +348,10 @@ def _exports_of(svc: Services, session: Session, tenant_id: int, contact_id: int
         if path
     ]
     session.execute(
-        DataRequest.__table__.update()
+        update(DataRequest)
         .where(DataRequest.tenant_id == tenant_id, DataRequest.contact_id == contact_id)
         .values(export_path=None)
+        .execution_options(synchronize_session=False)
     )
     return list(dict.fromkeys(paths))
 

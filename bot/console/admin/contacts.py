@@ -38,7 +38,12 @@ class ContactFilter:
     after: int | None = None
 
     def args(self, **changes: object) -> dict[str, object]:
-        wanted = {"q": self.query, "tipo": self.kind, "base": self.basis, "consenso": self.consent}
+        wanted: dict[str, object] = {
+            "q": self.query,
+            "tipo": self.kind,
+            "base": self.basis,
+            "consenso": self.consent,
+        }
         wanted.update(changes)
         return {key: value for key, value in wanted.items() if value}
 
@@ -61,7 +66,7 @@ def parse_contact_filter(args: Mapping[str, str]) -> ContactFilter:
     )
 
 
-def contacts_query(tenant_id: int, wanted: ContactFilter) -> Select[tuple[Contact]]:
+def contacts_query(tenant_id: int, wanted: ContactFilter) -> Select[Contact]:
     query = select(Contact).where(Contact.tenant_id == tenant_id)
     if wanted.query:
         if _DIGITS.fullmatch(wanted.query):

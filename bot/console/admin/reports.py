@@ -58,6 +58,7 @@ def _style() -> Any:
         foreground_strong="#1d2330",
         foreground_subtle="#8a90a0",
         font_family="system-ui, sans-serif",
+        no_data_font_size=18,
         colors=(
             "#1f5fbf",
             "#c62828",
@@ -139,7 +140,11 @@ def _intent(value: str | None) -> str:
 
 def _operators_chart(times: list[reports.OperatorTimes]) -> str:
     chart = _pygal().HorizontalBar(
-        **_config(x_title="minuti (mediana)", value_formatter=lambda v: f"{v:.0f} min")
+        **_config(
+            x_title="minuti (mediana)",
+            value_formatter=lambda v: f"{v:.0f} min",
+            height=max(260, 120 + 60 * len(times)),
+        )
     )
     chart.x_labels = [t.email for t in times]
     chart.add("prima risposta", [_minutes(t.median_first_response_s) for t in times])

@@ -6,8 +6,11 @@ never stored in clear): the colleague sets their own password through it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import flash, redirect, render_template, request, url_for
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 from bot.console.admin.access import admin_required, office
@@ -91,11 +94,13 @@ def admin_user_reset(user_id: int) -> str:
     return _link_page(email, token, PasswordLinkPurpose.RESET)
 
 
-def _account_move(user_id: int, action: str, message: str, move: object) -> Response:
+def _account_move(
+    user_id: int, action: str, message: str, move: Callable[[Session, int, int], None]
+) -> Response:
     who = actor()
     try:
         with services().db.session() as db:
-            move(db, who.tenant_id, user_id)  # type: ignore[operator]
+            move(db, who.tenant_id, user_id)
             record_actor_audit(db, who, action, "user", user_id)
     except Refused as refusal:
         flash(refusal.message, "error")
