@@ -395,6 +395,9 @@ def test_a_published_version_is_shown_in_full_on_the_public_page(app, svc, tenan
     preview = text(post(as_admin, "/console/admin/notice/preview", form))
     assert "Studio Rossi, via Roma 1." in preview and "<li>cancellazione</li>" in preview
 
+    back = text(post(as_admin, "/console/admin/notice/edit", form))
+    assert "Breve di {office}." in back and "via Roma 1." in back  # the edits are kept
+
     published = post(as_admin, "/console/admin/notice/publish", form, follow_redirects=True)
     assert "versione 2 pubblicata" in text(published)
 

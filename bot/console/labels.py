@@ -6,6 +6,7 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from bot.conversation.alerts import HAZARDS
 from storage.models import utcnow
 
 CONSENT = {
@@ -110,19 +111,14 @@ ENTITY = {
     "MONEY": "importo",
     "INVOICE_NO": "fattura n.",
 }
+# The hazards the console names (the conversation layer's words), and the safety
+# net's other rule names (intents.safety).
 SAFETY_RULE = {
-    "gas_smell": "odore di gas",
+    **HAZARDS,
     "carbon_monoxide": "monossido di carbonio",
-    "fire": "incendio",
     "electrical": "guasto elettrico pericoloso",
-    "smoke": "fumo",
-    "flooding": "allagamento",
     "structural": "danno strutturale",
-    "person_trapped": "persona bloccata",
     "person_unresponsive": "persona che non risponde",
-    "break_in": "effrazione",
-    "falling_masonry": "caduta di calcinacci",
-    "sparks": "scintille o cortocircuito",
 }
 BOT_ACTION = {
     "consent_withdrawn": "consenso revocato",

@@ -321,15 +321,7 @@ def erase_for_request(svc: Services, who: Actor, request_id: int) -> dict[str, i
         )
         session.flush()  # the contact goes; its requests keep their keyed hash
         request.contact_id, request.export_path = None, None
-        _close(request, who, RequestStatus.DONE, _erasure_outcome(removed))
-        record_actor_audit(
-            session,
-            who,
-            "data_request.close",
-            "data_request",
-            request_id,
-            detail={"status": "done"},
-        )
+        _close(session, request, who, RequestStatus.DONE, _erasure_outcome(removed))
     delete_files(files + exports)
     return removed
 
@@ -379,19 +371,21 @@ def close_request(
         request = _request(session, who.tenant_id, request_id)
         if request.status != RequestStatus.OPEN:
             raise Refused("La richiesta è già chiusa.")
-        _close(request, who, status, outcome)
-        record_actor_audit(
-            session,
-            who,
-            "data_request.close",
-            "data_request",
-            request_id,
-            detail={"status": str(status)},
-        )
+        _close(session, request, who, status, outcome)
 
 
-def _close(request: DataRequest, who: Actor, status: RequestStatus, outcome: str) -> None:
+def _close(
+    session: Session, request: DataRequest, who: Actor, status: RequestStatus, outcome: str
+) -> None:
     request.status = status
     request.outcome = outcome
     request.closed_at = utcnow()
     request.closed_by_user_id = who.user_id
+    record_actor_audit(
+        session,
+        who,
+        "data_request.close",
+        "data_request",
+        request.id,
+        detail={"status": str(status)},
+    )

@@ -3,6 +3,9 @@ audit trail's chain check and CSV, the bot log's CSV, and the retention preview.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flask import render_template, request
 from werkzeug.wrappers import Response
 
@@ -17,12 +20,13 @@ from bot.console.auth import actor
 from bot.console.blueprint import bp
 from bot.console.labels import AUDIT_ACTION, TARGET_TYPE, bot_action, label, local_time
 from bot.console.logs import audit_query, bot_log_query, parse_filter, tenant_users
+from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit, verify_chain
 from bot.privacy.register import export_register
 from bot.privacy.retention import preview_purge, terms_for
 from bot.privacy.rights import export_data
-from bot.services import services
-from storage.models import iso_utc, utcnow
+from bot.services import Services, services
+from storage.models import Tenant, iso_utc, utcnow
 
 CSV_LIMIT = 100_000  # rows per CSV; a wider range is cut, and the page says so
 
@@ -33,30 +37,37 @@ def admin_data() -> str:
     return render_template("console/admin/data.html")
 
 
-@bp.get("/admin/data/export.json")
-@admin_required
-def admin_export() -> Response:
+Build = Callable[[Services, Tenant, Actor], dict[str, Any]]
+
+
+def _office_download(kind: str, build: Build) -> Response:
+    """A download of the whole office's data (``build`` audits it, with who and where)."""
     svc, who = services(), actor()
     with svc.db.read() as db:
         tenant = office(db)
-    data = export_data(
-        svc, tenant, None, actor=f"user:{who.user_id}", user_id=who.user_id, ip=who.ip
-    )
     stamp = utcnow().strftime("%Y%m%d")
-    return json_download(f"portineria-{tenant.slug}-esportazione-{stamp}.json", data)
+    return json_download(f"portineria-{tenant.slug}-{kind}-{stamp}.json", build(svc, tenant, who))
+
+
+def _by(who: Actor) -> dict[str, Any]:
+    return {"actor": who.audit_name, "user_id": who.user_id, "ip": who.ip}
+
+
+@bp.get("/admin/data/export.json")
+@admin_required
+def admin_export() -> Response:
+    return _office_download(
+        "esportazione", lambda svc, tenant, who: export_data(svc, tenant, None, **_by(who))
+    )
 
 
 @bp.get("/admin/data/register.json")
 @admin_required
 def admin_register() -> Response:
-    svc, who = services(), actor()
-    with svc.db.read() as db:
-        tenant = office(db)
-    register = export_register(
-        svc, tenant, utcnow(), actor=f"user:{who.user_id}", user_id=who.user_id, ip=who.ip
+    return _office_download(
+        "registro-trattamenti",
+        lambda svc, tenant, who: export_register(svc, tenant, utcnow(), **_by(who)),
     )
-    stamp = utcnow().strftime("%Y%m%d")
-    return json_download(f"portineria-{tenant.slug}-registro-trattamenti-{stamp}.json", register)
 
 
 @bp.post("/admin/audit/verify")

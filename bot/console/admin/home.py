@@ -23,6 +23,7 @@ LARGER_BODIES = {
     "/console/admin/contacts/import": 3 * 1024 * 1024,
     "/console/admin/notice/preview": 256 * 1024,
     "/console/admin/notice/publish": 256 * 1024,
+    "/console/admin/notice/edit": 256 * 1024,
 }
 
 

@@ -91,6 +91,13 @@ def admin_notice_preview() -> str | tuple[str, int]:
     )
 
 
+@bp.post("/admin/notice/edit")
+@admin_required
+def admin_notice_edit() -> str:
+    """Back from the preview to the editor, with the texts as they were."""
+    return _editor(*_form(), [])
+
+
 @bp.post("/admin/notice/publish")
 @admin_required
 def admin_notice_publish() -> Response | tuple[str, int]:

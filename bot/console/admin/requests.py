@@ -70,12 +70,16 @@ def admin_request_open() -> Response:
     return redirect(url_for("console.admin_requests"))
 
 
+def _request_page(template: str, request_id: int) -> str:
+    with services().db.read() as db:
+        row = queue.request_row(db, actor().tenant_id, request_id)
+    return render_template(template, row=row, erase_word=ERASE_WORD)
+
+
 @bp.get("/admin/requests/<id:request_id>")
 @admin_required
 def admin_request(request_id: int) -> str:
-    with services().db.read() as db:
-        row = queue.request_row(db, actor().tenant_id, request_id)
-    return render_template("console/admin/request.html", row=row, erase_word=ERASE_WORD)
+    return _request_page("console/admin/request.html", request_id)
 
 
 def _back(request_id: int) -> Response:
@@ -108,9 +112,7 @@ def admin_request_download(request_id: int) -> Response:
 @bp.get("/admin/requests/<id:request_id>/erase")
 @admin_required
 def admin_request_erase_confirm(request_id: int) -> str:
-    with services().db.read() as db:
-        row = queue.request_row(db, actor().tenant_id, request_id)
-    return render_template("console/admin/request_erase.html", row=row, erase_word=ERASE_WORD)
+    return _request_page("console/admin/request_erase.html", request_id)
 
 
 @bp.post("/admin/requests/<id:request_id>/erase")
