@@ -43,8 +43,12 @@ from storage.vocabulary import (
     LegalBasis,
     MessageStatus,
     Mode,
+    PasswordLinkPurpose,
     Priority,
     Purpose,
+    RequestKind,
+    RequestOrigin,
+    RequestStatus,
     Role,
     TicketEventKind,
     TicketKind,
@@ -173,6 +177,8 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         Index(None, "tenant_id", "needs_attention", "last_message_at"),
+        # The reports' date ranges ("conversations opened between ...").
+        Index("ix_conversations_tenant_id_created_at", "tenant_id", "created_at"),
         IDS_NEVER_REUSED,
     )
 
@@ -340,7 +346,10 @@ class ApiToken(Base):
 
 
 class PrivacyNotice(Base):
-    """An immutable version of a tenant's short privacy notice."""
+    """An immutable version of a tenant's privacy notice: the short text the welcome
+    carries (``text``, whose SHA-256 the ledger records) and the full notice that
+    ``/privacy/<slug>`` shows (``full_text``; None for versions published before the
+    full text was kept, which then show the short one)."""
 
     __tablename__ = "privacy_notices"
     __table_args__ = (UniqueConstraint("tenant_id", "version"),)
@@ -349,6 +358,9 @@ class PrivacyNotice(Base):
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     version: Mapped[str] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
+    full_text: Mapped[str | None] = mapped_column(Text)
+    # Hex SHA-256 of the full text, listed with the version (None without a full text).
+    full_sha256: Mapped[str | None] = mapped_column(String(64))
     full_notice_url: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -429,7 +441,11 @@ class AuditEvent(Base):
     """Hash-chained per tenant: each row's hash covers its content and the previous hash."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index(None, "tenant_id", "id"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "id"),
+        # "When was this conversation first taken over?" (the reports), per action.
+        Index("ix_audit_events_tenant_id_action", "tenant_id", "action", "target_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -587,3 +603,72 @@ class EscalationCall(Base):
         StoredWord(CallOutcome, 16), default=CallOutcome.CLAIMED
     )
     acknowledged_at: Mapped[datetime | None]
+
+
+class PasswordLink(Base):
+    """A one-time link to set a console password (an invitation or a reset).
+
+    Only the SHA-256 of the link's token is kept: the admin sees the link once, and a
+    copy of the database cannot be turned into a working link. It works once
+    (``used_at``) and until ``expires_at``; a newer link for the same account
+    replaces the older ones.
+    """
+
+    __tablename__ = "password_links"
+    __table_args__ = (Index(None, "tenant_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    purpose: Mapped[PasswordLinkPurpose] = mapped_column(StoredWord(PasswordLinkPurpose, 16))
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class DataRequest(Base):
+    """A data-subject request (access or erasure) in the admin's queue, due in 30 days.
+
+    From chat it is opened from the ledger event that recorded it (``ledger_event_id``,
+    unique per office, so it is opened once); entered by hand it has none. It outlives
+    an erasure as the record that the request was answered: the contact link goes
+    (SET NULL) and the person stays named only by the ledger's keyed hash and a masked
+    number.
+    """
+
+    __tablename__ = "data_requests"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "ledger_event_id"),
+        Index(None, "tenant_id", "status", "due_at"),
+        IDS_NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    subject_ref: Mapped[str] = mapped_column(String(64))
+    masked_phone: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[RequestKind] = mapped_column(StoredWord(RequestKind, 16))
+    origin: Mapped[RequestOrigin] = mapped_column(StoredWord(RequestOrigin, 16))
+    status: Mapped[RequestStatus] = mapped_column(
+        StoredWord(RequestStatus, 16), default=RequestStatus.OPEN
+    )
+    ledger_event_id: Mapped[int | None] = mapped_column(Integer)
+    # How a request entered by hand arrived (a letter, an email, at the desk).
+    received_via: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    # The encrypted export prepared for an access request (by chat, or by the admin).
+    export_path: Mapped[str | None] = mapped_column(String(500))
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    closed_at: Mapped[datetime | None]
+    closed_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    outcome: Mapped[str | None] = mapped_column(Text)

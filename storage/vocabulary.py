@@ -30,7 +30,11 @@ __all__ = [
     "Mode",
     "Priority",
     "Purpose",
+    "PasswordLinkPurpose",
     "Refusal",
+    "RequestKind",
+    "RequestOrigin",
+    "RequestStatus",
     "Role",
     "TicketEventKind",
     "TicketKind",
@@ -286,3 +290,30 @@ class CallOutcome(StrEnum):
     PLACED = "placed"  # Twilio took the call
     FAILED = "failed"  # Twilio refused it or could not be reached
     ACKNOWLEDGED = "acknowledged"  # the callee pressed 1
+
+
+class RequestKind(StrEnum):
+    """A data-subject request the office must answer (artt. 15 and 17 GDPR)."""
+
+    ACCESS = "access"
+    ERASURE = "erasure"
+
+
+class RequestOrigin(StrEnum):
+    """Where a data-subject request came from."""
+
+    CHAT = "chat"  # a keyword on WhatsApp (the ledger's access/erasure_requested)
+    CONSOLE = "console"  # entered by an admin (a letter, an email, at the desk)
+
+
+class RequestStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"  # carried out: the export handed over, the data erased
+    REFUSED = "refused"  # not carried out, with the reason in the outcome
+
+
+class PasswordLinkPurpose(StrEnum):
+    """Why a one-time set-password link was made."""
+
+    INVITE = "invite"
+    RESET = "reset"

@@ -392,7 +392,7 @@ def test_conversation_view_shows_the_history_and_is_audited(signed_in, svc, tena
         "testo oscurato",
         "non consegnato",
         "errore 63016",
-        "ADDRESS: via Roma 3",
+        "indirizzo: via Roma 3",
         "consenso revocato",
         "contratto",
         "#1 guasto",

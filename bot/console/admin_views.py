@@ -1,35 +1,27 @@
-"""Admin pages: the audit trail and the bot log. Operators get 403."""
+"""Admin pages: the audit trail and the bot log here; the rest of the administration
+(users, settings, notice, contacts, requests, data, reports) in :mod:`bot.console.admin`.
+Operators get 403 on every one of them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar, cast
+from flask import render_template, request
 
-from flask import abort, render_template, request
-
-from bot.console.auth import actor, operator
+from bot.console.admin.access import admin_required
+from bot.console.admin.access import filters_for_audit as _filters_for_audit
+from bot.console.auth import actor
 from bot.console.blueprint import bp
-from bot.console.logs import audit_actions, audit_events, bot_log, parse_filter, tenant_users
+from bot.console.logs import (
+    audit_actions,
+    audit_events,
+    bot_log,
+    bot_log_totals,
+    parse_filter,
+    tenant_users,
+)
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
 
-View = TypeVar("View", bound=Callable[..., Any])
-
-
-def admin_required(view: View) -> View:
-    @wraps(view)
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        if not operator().is_admin:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return cast(View, guarded)
-
-
-def _filters_for_audit() -> dict[str, str]:
-    # Bounded: the query string is the client's, the audit row is forever.
-    return {key[:32]: value[:100] for key, value in list(request.args.items())[:10] if value}
+__all__ = ["admin_required"]
 
 
 @bp.get("/admin/audit")
@@ -58,7 +50,11 @@ def bot_log_page() -> str:
     who, wanted = actor(), parse_filter(request.args)
     with services().db.session() as db:
         entries = bot_log(db, who.tenant_id, wanted)
+        totals = bot_log_totals(db, who.tenant_id, wanted)
         record_actor_audit(db, who, "bot_log.view", detail={"filters": _filters_for_audit()})
     return render_template(
-        "console/bot_log.html", entries=entries, wanted=wanted, args=request.args
+        "console/bot_log.html", entries=entries, totals=totals, wanted=wanted, args=request.args
     )
+
+
+from bot.console import admin  # noqa: E402, F401  (the administration's routes)

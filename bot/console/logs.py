@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from bot.console.labels import OFFICE_ZONE
@@ -88,7 +89,8 @@ def _fraction(raw: str | None, problems: list[str], what: str) -> float | None:
     return value
 
 
-def audit_events(session: Session, tenant_id: int, wanted: LogFilter) -> Sequence[AuditEvent]:
+def audit_query(tenant_id: int, wanted: LogFilter) -> Select[AuditEvent]:
+    """The audit rows the filter keeps, newest first (the page takes a page, the CSV all)."""
     query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
     if wanted.since:
         query = query.where(AuditEvent.at >= wanted.since)
@@ -99,31 +101,83 @@ def audit_events(session: Session, tenant_id: int, wanted: LogFilter) -> Sequenc
     if wanted.action:
         # "conversation" finds every conversation.* action.
         query = query.where(AuditEvent.action.startswith(wanted.action, autoescape=True))
-    return session.scalars(query.order_by(AuditEvent.id.desc()).limit(PAGE_SIZE)).all()
+    return query.order_by(AuditEvent.id.desc())
+
+
+def audit_events(session: Session, tenant_id: int, wanted: LogFilter) -> Sequence[AuditEvent]:
+    return session.scalars(audit_query(tenant_id, wanted).limit(PAGE_SIZE)).all()
+
+
+def _bot_log_where(tenant_id: int, wanted: LogFilter) -> list[ColumnElement[bool]]:
+    conditions = [BotLogEntry.tenant_id == tenant_id]
+    if wanted.since:
+        conditions.append(BotLogEntry.at >= wanted.since)
+    if wanted.until:
+        conditions.append(BotLogEntry.at < wanted.until)
+    if wanted.intent:
+        conditions.append(BotLogEntry.intent == wanted.intent)
+    if wanted.action:
+        conditions.append(BotLogEntry.action.startswith(wanted.action, autoescape=True))
+    if wanted.min_confidence is not None:
+        conditions.append(BotLogEntry.confidence >= wanted.min_confidence)
+    if wanted.max_confidence is not None:
+        conditions.append(BotLogEntry.confidence <= wanted.max_confidence)
+    return conditions
+
+
+def bot_log_query(tenant_id: int, wanted: LogFilter) -> Select[BotLogEntry, int | None]:
+    """Entries, newest first, each with its message's conversation (for a link)."""
+    return (
+        select(BotLogEntry, Message.conversation_id)
+        .outerjoin(Message, Message.id == BotLogEntry.message_id)
+        .where(*_bot_log_where(tenant_id, wanted))
+        .order_by(BotLogEntry.id.desc())
+    )
 
 
 def bot_log(
     session: Session, tenant_id: int, wanted: LogFilter
-) -> Sequence[tuple[BotLogEntry, int | None]]:
-    """Entries, newest first, each with its message's conversation (for a link)."""
-    query = (
-        select(BotLogEntry, Message.conversation_id)
-        .outerjoin(Message, Message.id == BotLogEntry.message_id)
-        .where(BotLogEntry.tenant_id == tenant_id)
+) -> Sequence[Row[BotLogEntry, int | None]]:
+    return session.execute(bot_log_query(tenant_id, wanted).limit(PAGE_SIZE)).all()
+
+
+@dataclass(frozen=True)
+class BotLogTotals:
+    entries: int
+    by_intent: list[tuple[str | None, int]]
+    by_action: list[tuple[str, int]]
+    mean_confidence: float | None
+    mean_duration_ms: float | None
+
+
+def bot_log_totals(session: Session, tenant_id: int, wanted: LogFilter) -> BotLogTotals:
+    """What the filtered log adds up to, counted in the database."""
+    where = _bot_log_where(tenant_id, wanted)
+    entries, confidence, duration = session.execute(
+        select(
+            func.count(BotLogEntry.id),
+            func.avg(BotLogEntry.confidence),
+            func.avg(BotLogEntry.duration_ms),
+        ).where(*where)
+    ).one()
+
+    def counted(column: Any) -> list[Any]:
+        rows = session.execute(
+            select(column, func.count(BotLogEntry.id))
+            .where(*where)
+            .group_by(column)
+            .order_by(func.count(BotLogEntry.id).desc())
+            .limit(30)
+        ).all()
+        return [(value, int(count)) for value, count in rows]
+
+    return BotLogTotals(
+        entries=int(entries or 0),
+        by_intent=counted(BotLogEntry.intent),
+        by_action=counted(BotLogEntry.action),
+        mean_confidence=float(confidence) if confidence is not None else None,
+        mean_duration_ms=float(duration) if duration is not None else None,
     )
-    if wanted.since:
-        query = query.where(BotLogEntry.at >= wanted.since)
-    if wanted.until:
-        query = query.where(BotLogEntry.at < wanted.until)
-    if wanted.intent:
-        query = query.where(BotLogEntry.intent == wanted.intent)
-    if wanted.action:
-        query = query.where(BotLogEntry.action.startswith(wanted.action, autoescape=True))
-    if wanted.min_confidence is not None:
-        query = query.where(BotLogEntry.confidence >= wanted.min_confidence)
-    if wanted.max_confidence is not None:
-        query = query.where(BotLogEntry.confidence <= wanted.max_confidence)
-    return session.execute(query.order_by(BotLogEntry.id.desc()).limit(PAGE_SIZE)).all()
 
 
 def tenant_users(session: Session, tenant_id: int) -> dict[int, str]:

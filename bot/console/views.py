@@ -57,9 +57,9 @@ from bot.web.numbers import parse_id
 from storage.models import utcnow
 from storage.vocabulary import Refusal
 
-OPEN_ENDPOINTS = frozenset({"console.login"})
 # Refusals that retrying will not cure: the operator is told to phone instead.
 LASTING_REFUSALS = frozenset({Refusal.OPTED_OUT, Refusal.NO_CONSENT, Refusal.OUTSIDE_WINDOW})
+OPEN_ENDPOINTS = frozenset({"console.login", "console.set_password"})
 MAX_EMAIL = 254
 MAX_PASSWORD = 1024
 NOT_A_COLLEAGUE = "Collega non valido: sceglilo dall'elenco."

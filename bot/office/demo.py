@@ -1,4 +1,5 @@
-"""The demo operator ``portineria dev`` seeds and prints."""
+"""The demo accounts ``portineria dev`` seeds and prints: an admin and an operator, so
+a newcomer sees both the administration and what an operator sees."""
 
 from __future__ import annotations
 
@@ -11,25 +12,35 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 
 from bot.office.accounts import create_user, hash_password
+from bot.office.settings import update_settings
 from bot.services import Services
 from storage.models import Tenant, User
+from storage.vocabulary import Role
+
+# The account's name in the demo office, per role.
+DEMO_NAMES = {Role.ADMIN: "amministratore", Role.OPERATOR: "operatore"}
+# Named in the welcome (see bot.office.readiness): the demo office is live.
+DEMO_PROPER_CHANNEL = "l'email info@studio-demo.example o la PEC studio-demo@pec.example"
 
 
-def demo_credentials(secret_key: str, tenant: Tenant) -> tuple[str, str]:
+def demo_credentials(secret_key: str, tenant: Tenant, role: str = Role.OPERATOR) -> tuple[str, str]:
     """Derived from the instance's secret key: stable across restarts, unique per install."""
+    name = DEMO_NAMES[Role(role)]
+    salt = "portineria-demo-operator" if role == Role.OPERATOR else f"portineria-demo-{role}"
     digest = hmac.new(
-        secret_key.encode(), f"portineria-demo-operator:{tenant.slug}".encode(), hashlib.sha256
+        secret_key.encode(), f"{salt}:{tenant.slug}".encode(), hashlib.sha256
     ).digest()
     password = base64.b32encode(digest).decode().lower()[:16]
-    return f"operatore@{tenant.slug}.example", password
+    return f"{name}@{tenant.slug}.example", password
 
 
 def seed_demo_operator(svc: Services, tenant: Tenant, role: str = "operator") -> tuple[str, str]:
-    """Make sure the demo operator exists, active, unlocked, with the derived password.
+    """Make sure the demo account of ``role`` exists, active, unlocked, with that role
+    and the derived password.
 
     Idempotent: a second call finds the account and returns the same credentials.
     """
-    email, password = demo_credentials(str(svc.config["SECRET_KEY"]), tenant)
+    email, password = demo_credentials(str(svc.config["SECRET_KEY"]), tenant, role)
     with svc.db.session() as session:
         user = session.scalar(select(User).where(User.tenant_id == tenant.id, User.email == email))
         if user is None:
@@ -37,8 +48,25 @@ def seed_demo_operator(svc: Services, tenant: Tenant, role: str = "operator") ->
             return email, password
         if not _matches(user.password_hash, password):
             user.password_hash = hash_password(password)
+        # An older demo made the "operatore" an admin: it is an operator now.
+        user.role = Role(role)
         user.active, user.failed_logins, user.locked_until = True, 0, None
     return email, password
+
+
+def seed_demo_accounts(svc: Services, tenant: Tenant) -> dict[Role, tuple[str, str]]:
+    """The demo admin and the demo operator (email, password), admin first."""
+    return {role: seed_demo_operator(svc, tenant, role) for role in (Role.ADMIN, Role.OPERATOR)}
+
+
+def make_demo_office_live(svc: Services, tenant: Tenant) -> None:
+    """Give the demo office the proper channel its welcome names (once: an admin may
+    change it from the console afterwards)."""
+    if (tenant.settings or {}).get("proper_channel"):
+        return
+    update_settings(
+        svc, tenant.id, {"proper_channel": DEMO_PROPER_CHANNEL}, actor="system:portineria-dev"
+    )
 
 
 def _matches(password_hash: str, password: str) -> bool:

@@ -6,6 +6,7 @@ typo on the command line is an error message, not a purge run with the wrong ter
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +96,50 @@ def emergency_settings(tenant: Tenant) -> dict[str, Any]:
     }
 
 
+# -- WhatsApp templates (Twilio Content API) ----------------------------------------------
+
+_CONTENT_SID = re.compile(r"HX[0-9a-fA-F]{32}")
+MAX_TEMPLATES = 50
+MAX_TEMPLATE_NAME = 80
+
+
+def _content_sid(raw: str) -> str:
+    value = raw.strip()
+    if not _CONTENT_SID.fullmatch(value):
+        raise InvalidSetting("expected a ContentSid: HX followed by 32 hexadecimal digits")
+    return value
+
+
+def _template_list(raw: str) -> list[dict[str, str]]:
+    """``Name|HX…`` items, one per line or separated by ``;``: the approved templates
+    an operator may send once the 24-hour window has closed."""
+    items: list[dict[str, str]] = []
+    for part in re.split(r"[;\n]", raw):
+        if not part.strip():
+            continue
+        name, sep, sid = part.rpartition("|")
+        name = " ".join(name.split())
+        if not sep or not name or len(name) > MAX_TEMPLATE_NAME:
+            raise InvalidSetting(
+                f"expected NAME|ContentSid, the name 1 to {MAX_TEMPLATE_NAME} long"
+            )
+        items.append({"name": name, "content_sid": _content_sid(sid)})
+    if len(items) > MAX_TEMPLATES:
+        raise InvalidSetting(f"at most {MAX_TEMPLATES} templates")
+    if len({item["name"].lower() for item in items}) < len(items):
+        raise InvalidSetting("two templates have the same name")
+    return items
+
+
+TEMPLATE_PARSERS: dict[str, Callable[[str], Any]] = {
+    # The approved template a supplier's work order goes out with (quick replies).
+    "templates.work_order": _content_sid,
+    # The approved template that tells a resident their ticket moved on.
+    "templates.ticket_update": _content_sid,
+    "approved_templates": _template_list,
+}
+
+
 # -- every key ------------------------------------------------------------------------------
 
 PARSERS: dict[str, Callable[[str], Any]] = {
@@ -113,9 +158,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "closed_days": parse_closed_days,
     # 0 turns the reminder off.
     "handoff.reminder_minutes": _whole_number(0, MAX_HANDOFF_REMINDER_MINUTES),
+    **TEMPLATE_PARSERS,
 }
 # Keys written as GROUP.NAME are kept nested: settings[GROUP][NAME].
-NESTED_GROUPS = ("retention", "emergency", "hours", "handoff")
+NESTED_GROUPS = ("retention", "emergency", "hours", "handoff", "templates")
 
 
 def parse_assignment(assignment: str) -> tuple[str, Any]:
@@ -147,6 +193,8 @@ def effective_settings(tenant: Tenant) -> dict[str, Any]:
         "hours": {day: (settings.get("hours") or {}).get(day, []) for day in WEEKDAYS},
         "closed_days": list(settings.get("closed_days") or []),
         "handoff": {"reminder_minutes": handoff_reminder_minutes(settings)},
+        "templates": dict(settings.get("templates") or {}),
+        "approved_templates": list(settings.get("approved_templates") or []),
     }
 
 

@@ -43,10 +43,56 @@ def notice_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+MAX_VERSION = 32
+MAX_SHORT_TEXT = 1500  # it travels inside the welcome, a WhatsApp message (1,600 max)
+MAX_FULL_TEXT = 60_000
+
+
+def notice_problems(
+    session: Session, tenant: Tenant, version: str, text: str, full_text: str | None
+) -> list[str]:
+    """Why a new notice version cannot be published, in Italian (none: it can)."""
+    problems = []
+    if not version.strip() or len(version.strip()) > MAX_VERSION:
+        problems.append(f"La versione va indicata (al massimo {MAX_VERSION} caratteri).")
+    elif session.scalar(
+        select(PrivacyNotice.id).where(
+            PrivacyNotice.tenant_id == tenant.id, PrivacyNotice.version == version.strip()
+        )
+    ):
+        problems.append("Questa versione esiste già: ogni versione pubblicata resta com'è.")
+    if not text.strip() or len(text) > MAX_SHORT_TEXT:
+        problems.append(
+            f"L'informativa breve va scritta (al massimo {MAX_SHORT_TEXT} caratteri: "
+            "viaggia nel messaggio di benvenuto)."
+        )
+    if full_text is not None and (not full_text.strip() or len(full_text) > MAX_FULL_TEXT):
+        problems.append(
+            f"L'informativa completa va scritta (al massimo {MAX_FULL_TEXT} caratteri)."
+        )
+    for body in (text, full_text or ""):
+        try:
+            # The welcome fills in the office's name; any other brace would break it.
+            body.format(office="")
+        except (KeyError, IndexError, ValueError):
+            problems.append(
+                "Le parentesi graffe sono riservate a {office} (il nome dello studio): "
+                "toglile dal testo."
+            )
+            break
+    return problems
+
+
 def publish_notice(
-    session: Session, tenant: Tenant, version: str, text: str, full_url: str
+    session: Session,
+    tenant: Tenant,
+    version: str,
+    text: str,
+    full_url: str,
+    full_text: str | None = None,
 ) -> PrivacyNotice:
-    """Add an immutable notice version and make it the active one."""
+    """Add an immutable notice version (the short text and, if given, the full one)
+    and make it the active one. Check it first with :func:`notice_problems`."""
     for notice in session.scalars(
         select(PrivacyNotice).where(PrivacyNotice.tenant_id == tenant.id)
     ):
@@ -55,6 +101,8 @@ def publish_notice(
         tenant_id=tenant.id,
         version=version,
         text=text,
+        full_text=full_text,
+        full_sha256=notice_sha256(full_text) if full_text is not None else None,
         full_notice_url=full_url,
         sha256=notice_sha256(text),
         active=True,
@@ -62,6 +110,15 @@ def publish_notice(
     session.add(notice)
     session.flush()
     return notice
+
+
+def notice_versions(session: Session, tenant: Tenant) -> Sequence[PrivacyNotice]:
+    """Every version the office published, newest first."""
+    return session.scalars(
+        select(PrivacyNotice)
+        .where(PrivacyNotice.tenant_id == tenant.id)
+        .order_by(PrivacyNotice.id.desc())
+    ).all()
 
 
 def active_notice(session: Session, tenant: Tenant) -> PrivacyNotice | None:

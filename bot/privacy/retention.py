@@ -65,6 +65,11 @@ def purge(svc: Services, now: datetime, *, dry_run: bool = False) -> list[PurgeR
     return reports
 
 
+def preview_purge(svc: Services, tenant: Tenant, now: datetime) -> PurgeReport:
+    """What the next purge would delete of this office (nothing is deleted)."""
+    return _purge_tenant(svc, tenant, now, dry_run=True)
+
+
 def _purge_tenant(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -> PurgeReport:
     terms = terms_for(tenant)
     report = PurgeReport(tenant.slug)

@@ -207,20 +207,37 @@ def erase_contact(
         if contact is None:
             raise NotFound("no contact with this number")
         contact_id = contact.id
-        removed, files = erase_in_session(session, tenant, contact)
-        record_audit(
-            session,
-            tenant.id,
-            "erasure",
-            actor=actor,
-            user_id=user_id,
-            target_type="contact",
-            target_id=contact_id,
-            detail=removed,
-        )
+        removed, files = erase_audited(session, tenant, contact, actor=actor, user_id=user_id)
     delete_files(files)
     log.info("contact %s erased: %s", contact_id, removed)
     return removed
+
+
+def erase_audited(
+    session: Session,
+    tenant: Tenant,
+    contact: Contact,
+    *,
+    actor: str,
+    user_id: int | None = None,
+    ip: str | None = None,
+) -> tuple[dict[str, int], list[str]]:
+    """:func:`erase_in_session` with its audit row; the caller deletes the files after
+    the commit (:func:`delete_files`)."""
+    contact_id = contact.id
+    removed, files = erase_in_session(session, tenant, contact)
+    record_audit(
+        session,
+        tenant.id,
+        "erasure",
+        actor=actor,
+        user_id=user_id,
+        ip=ip,
+        target_type="contact",
+        target_id=contact_id,
+        detail=removed,
+    )
+    return removed, files
 
 
 def erase_in_session(

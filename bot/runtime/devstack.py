@@ -156,7 +156,7 @@ def _watch_worker(worker: subprocess.Popen[bytes]) -> None:
 def run_dev(port: int) -> None:
     from bot import create_app
     from bot.exceptions import TenantExists
-    from bot.office.demo import seed_demo_operator
+    from bot.office.demo import make_demo_office_live, seed_demo_accounts
     from bot.office.lifecycle import create_tenant
     from bot.services import services
     from storage.migrate import upgrade
@@ -185,13 +185,17 @@ def run_dev(port: int) -> None:
         with svc.db.read() as session:
             tenant = tenant_by_slug(session, DEMO_SLUG)
         assert tenant is not None
-        email, password = seed_demo_operator(svc, tenant, role="admin")
+        make_demo_office_live(svc, tenant)
+        accounts = seed_demo_accounts(svc, tenant)
 
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())  # noqa: S603
     atexit.register(stop_process, worker)
     threading.Thread(target=_watch_worker, args=(worker,), daemon=True).start()
     click.echo(f"Portineria is running on {base}")
     click.echo(f"  simulator: {base}/dev/simulator (demo office {DEMO_NUMBER})")
-    click.echo(f"  console:   {base}/console/  login {email} / {password}")
+    click.echo(f"  console:   {base}/console/")
+    for role, (email, password) in accounts.items():
+        who = "admin:   " if role == "admin" else "operator:"
+        click.echo(f"    {who} login {email} / {password}")
     # werkzeug directly: Flask's app.run() refuses to start inside the flask CLI.
     run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)

@@ -1,28 +1,43 @@
-"""Pages anyone may open: the office's full privacy notice."""
+"""Pages anyone may open: the office's full privacy notice, and ``/`` (to the console)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, redirect, render_template, url_for
+from werkzeug.wrappers import Response
 
 from bot.privacy.consent import active_notice
+from bot.privacy.full_notice import blocks
 from bot.services import services
 from storage.queries import tenant_by_slug
 
 bp = Blueprint("public", __name__)
 
 
+@bp.get("/")
+def home() -> Response:
+    # Nothing public lives at the root: whoever opens it is looking for the console.
+    return redirect(url_for("console.inbox"))
+
+
 @bp.get("/privacy/<slug>")
 def privacy_notice(slug: str) -> str:
+    """The full notice of the version in force (its short text, for a version
+    published before full texts were kept)."""
     with services().db.read() as session:
         tenant = tenant_by_slug(session, slug)
         notice = active_notice(session, tenant) if tenant else None
         if tenant is None or notice is None:
             abort(404)
-        text = notice.text.format(office=tenant.name)
+        full = notice.full_text is not None
+        text = (notice.full_text if full else notice.text) or ""
         return render_template(
             "privacy.html",
             office=tenant.name,
-            text=text,
+            blocks=blocks(text.replace("{office}", tenant.name)),
+            short_text=notice.text.replace("{office}", tenant.name),
+            full=full,
             version=notice.version,
             sha256=notice.sha256,
+            full_sha256=notice.full_sha256,
+            published_at=notice.created_at,
         )
