@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -64,6 +65,10 @@ class NestedWriteTransaction(RuntimeError):
     """A thread asked for a write transaction while holding one (it would deadlock)."""
 
 
+class WriteLockTimeout(TimeoutError):
+    """The SQLite write lock stayed held by another writer past the caller's deadline."""
+
+
 def rows_affected(result: Result[Any]) -> int:
     """How many rows an UPDATE or DELETE changed (its result is a cursor result)."""
     assert isinstance(result, CursorResult)
@@ -98,19 +103,46 @@ class SqliteWriteLock:
         self._local = threading.local()
 
     @contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self, timeout: float | None = None) -> Iterator[None]:
+        """The lock, waited for in the kernel; with ``timeout``, for that long at most
+        (then :class:`WriteLockTimeout`)."""
         if getattr(self._local, "holding", False):
             raise NestedWriteTransaction("this thread already holds the SQLite write lock")
         handle = getattr(self._local, "handle", None)
         if handle is None:
             handle = self._local.handle = open_private_for_append(self._path)  # kept per thread
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        if timeout is None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        else:
+            _flock_within(handle, timeout)
         self._local.holding = True
         try:
             yield
         finally:
             self._local.holding = False
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _flock_within(handle: Any, timeout: float) -> None:
+    """``flock`` has no timeout: try without blocking, then poll with short, growing
+    pauses. Uncontended, this is the same single call as a blocking ``flock``."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + timeout
+    pause = 0.0001
+    while True:
+        time.sleep(pause)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                held = f"the SQLite write lock stayed held for {timeout:g}s"
+                raise WriteLockTimeout(held) from None
+            pause = min(pause * 2, 0.002)
 
 
 class WalCheckpointer(threading.Thread):
@@ -185,14 +217,18 @@ class Database:
         self._checkpointer_pid = 0
 
     @contextmanager
-    def write_lock(self) -> Iterator[None]:
-        """Serialise SQLite writers efficiently; nothing to do on PostgreSQL."""
+    def write_lock(self, timeout: float | None = None) -> Iterator[None]:
+        """Serialise SQLite writers efficiently; nothing to do on PostgreSQL.
+
+        With ``timeout``, a writer that cannot wait long (the webhook) gets
+        :class:`WriteLockTimeout` instead of waiting behind a long transaction.
+        """
         if self._write_lock is None:
             yield
             return
         if self._checkpointer_pid != os.getpid():
             self._start_checkpointer()
-        with self._write_lock.held():
+        with self._write_lock.held(timeout):
             yield
 
     def _start_checkpointer(self) -> None:

@@ -30,6 +30,8 @@ __all__ = [
     "Purpose",
     "Refusal",
     "Role",
+    "SpoolKind",
+    "SpoolOutcome",
     "TicketKind",
     "TicketStatus",
 ]
@@ -248,3 +250,20 @@ class CallOutcome(StrEnum):
     PLACED = "placed"  # Twilio took the call
     FAILED = "failed"  # Twilio refused it or could not be reached
     ACKNOWLEDGED = "acknowledged"  # the callee pressed 1
+
+
+class SpoolKind(StrEnum):
+    """What a spooled webhook delivery was (kept while the database could not take it)."""
+
+    MESSAGE = "message"
+    STATUS = "status"
+
+
+class SpoolOutcome(StrEnum):
+    """What draining did with one spooled delivery."""
+
+    STORED = "stored"  # a new inbound message, handed on to the workers
+    DUPLICATE = "duplicate"  # its MessageSid was already stored: nothing to do
+    APPLIED = "applied"  # a status callback, applied by the monotonic rule
+    UNROUTED = "unrouted"  # the number no longer belongs to that office: dropped
+    REJECTED = "rejected"  # unreadable, or refused by the database for good: set aside

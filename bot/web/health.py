@@ -36,5 +36,11 @@ def readyz() -> tuple[Response, int]:
         # Not fatal for the webhook (messages are stored and swept), but worth a signal.
         checks["redis"] = "unavailable"
     ready = checks["database"] == "ok"
-    body = jsonify(status="ok" if ready else "unavailable", checks=checks, backlog=backlog)
+    body = jsonify(
+        status="ok" if ready else "unavailable",
+        checks=checks,
+        backlog=backlog,
+        # Deliveries kept while the database could not take them (Redis, this host's files).
+        spool=svc.spool.status(),
+    )
     return body, 200 if ready else 503
