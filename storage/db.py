@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.files import create_private_file, open_private_for_append
 
 BACKSTOP_CHECKPOINT_PAGES = 50_000
+BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 CHECKPOINT_TAKEOVER_SECONDS = 5.0
 
@@ -37,7 +38,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Checkpoints are the background checkpointer's job (see WalCheckpointer):
     # an automatic one would run inside a writer's commit, while it holds the
     # write lock. The large mark is only a backstop should that thread be stuck.
@@ -49,12 +50,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 READ_ONLY = "portineria_read_only"
 
 
+BUSY_TIMEOUT = "portineria_busy_timeout_ms"
+
+
 def _begin(connection: Any) -> None:
     # Reads begin deferred (no write lock); writes take it up front.
-    if connection.get_execution_options().get(READ_ONLY):
+    options = connection.get_execution_options()
+    if options.get(READ_ONLY):
         connection.exec_driver_sql("BEGIN")
-    else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    # Within a deadline (Database.deadline) SQLite's busy wait for another program's
+    # write transaction is bounded too; the pooled connection gets the default back after.
+    wanted = int(options.get(BUSY_TIMEOUT, BUSY_TIMEOUT_MS))
+    if connection.info.get(BUSY_TIMEOUT, BUSY_TIMEOUT_MS) != wanted:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={wanted}")
+        connection.info[BUSY_TIMEOUT] = wanted
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class WriteInReadTransaction(RuntimeError):
@@ -215,6 +226,7 @@ class Database:
         self._write_lock = SqliteWriteLock(database) if database and file_backed else None
         self._checkpointer: WalCheckpointer | None = None
         self._checkpointer_pid = 0
+        self._deadline = threading.local()
 
     @contextmanager
     def write_lock(self, timeout: float | None = None) -> Iterator[None]:
@@ -228,8 +240,23 @@ class Database:
             return
         if self._checkpointer_pid != os.getpid():
             self._start_checkpointer()
+        if timeout is None:
+            timeout = getattr(self._deadline, "seconds", None)
         with self._write_lock.held(timeout):
             yield
+
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[None]:
+        """Within it, this thread's writes wait at most ``seconds`` for the write lock
+        (:class:`WriteLockTimeout`) and for another program's SQLite write transaction:
+        for a caller that must answer in time (a webhook) through code that takes no
+        timeout of its own."""
+        previous = getattr(self._deadline, "seconds", None)
+        self._deadline.seconds = seconds
+        try:
+            yield
+        finally:
+            self._deadline.seconds = previous
 
     def _start_checkpointer(self) -> None:
         # Per process and started on first write: a forked worker needs its own.
@@ -249,7 +276,11 @@ class Database:
         With ``dry_run`` it is rolled back in any case: the work can count what it
         would change (deleted rows, say) and leave everything as it was.
         """
-        with self.write_lock(), self._sessions() as session, session.begin() as transaction:
+        with (
+            self.write_lock(),
+            self._sessions(bind=self._write_engine()) as session,
+            session.begin() as transaction,
+        ):
             yield session
             if dry_run:
                 transaction.rollback()
@@ -281,8 +312,15 @@ class Database:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A Core connection in a write transaction, under the write lock."""
-        with self.write_lock(), self.engine.begin() as connection:
+        with self.write_lock(), self._write_engine().begin() as connection:
             yield connection
+
+    def _write_engine(self) -> Engine:
+        """The engine, or within a deadline an engine whose SQLite busy wait keeps to it."""
+        seconds = getattr(self._deadline, "seconds", None)
+        if seconds is None or not self.is_sqlite:
+            return self.engine
+        return self.engine.execution_options(**{BUSY_TIMEOUT: max(1, int(seconds * 1000))})
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

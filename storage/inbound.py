@@ -193,13 +193,21 @@ class InboundWriter:
         cursor.close()
 
     def _after_error(self, connection: Any, error: Exception) -> None:
+        dbapi_error = self._engine.dialect.loaded_dbapi.Error
         try:
             connection.rollback()
-        except self._engine.dialect.loaded_dbapi.Error:
+        except dbapi_error:
             pass
-        if self._engine.dialect.is_disconnect(error, connection, None):  # type: ignore[arg-type]
-            # The server went away: the next delivery opens a fresh connection.
+        disconnected = self._engine.dialect.is_disconnect(error, connection, None)  # type: ignore[arg-type]
+        if disconnected or database_unavailable(error):
+            # The server went away, or this connection may be stuck in what it found
+            # (SQLite opens a read-only file read-only for good): the next delivery
+            # opens a fresh connection.
             self._local.connection = None
+            try:
+                connection.close()
+            except dbapi_error:
+                pass
 
 
 @dataclass(frozen=True)

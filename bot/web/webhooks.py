@@ -164,10 +164,12 @@ def delivery_status() -> Response:
     svc = services()
     message_id = None
     try:
-        message_id = apply_status(svc.db, tenant_id, sid, status, error_code)
-        if message_id is not None and error_code is not None:
-            record_delivery_error(svc, tenant_id, message_id, error_code)
-    except SQLAlchemyError as error:
+        # Bounded like a message's insert: a callback must not hold a web worker long.
+        with svc.db.deadline(svc.config["WEBHOOK_DB_TIMEOUT_SECONDS"]):
+            message_id = apply_status(svc.db, tenant_id, sid, status, error_code)
+            if message_id is not None and error_code is not None:
+                record_delivery_error(svc, tenant_id, message_id, error_code)
+    except Exception as error:
         if not database_unavailable(error):
             raise
         # Applied already? Then only the delivery error is left to record on drain.
