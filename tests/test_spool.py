@@ -127,6 +127,14 @@ def spooled_lines(svc: Services) -> int:
 # -- the webhook keeps what the database cannot take --------------------------------------
 
 
+def test_a_database_that_answers_takes_the_delivery_and_no_spool_is_made(client, svc, tenant):
+    response = post_signed(client, WEBHOOK, inbound_params("Buongiorno"))
+
+    assert response.status_code == 200
+    assert count_messages(svc, direction="in") == 1
+    assert not Path(svc.config["SPOOL_DIR"]).exists()
+
+
 def test_a_delivery_behind_another_programs_write_lock_is_spooled_and_answered_200(
     client, svc, tenant, twilio
 ):
@@ -431,6 +439,20 @@ def test_the_gate_waits_for_the_database_and_opens_by_itself(own_postgres):
         restart.cancel()
         own_postgres.start()
         db.dispose()
+
+
+def test_a_job_that_fails_on_the_database_closes_the_gate(svc, tenant):
+    gate = DatabaseGate(svc.db)
+    with sqlite_write_held(sqlite_path(svc)), pytest.raises(Exception) as failure:
+        with svc.db.deadline(0.1), svc.db.begin() as connection:
+            connection.execute(text("SELECT 1"))
+    gate.note_job_failure(None, ValueError, ValueError("not the database"), None)
+    assert not gate.down
+
+    gate.note_job_failure(None, failure.type, failure.value, None)
+
+    assert gate.down
+    assert gate.probe()  # a read answers: the next wait opens it again
 
 
 # -- served apps: a real deployment's processes ----------------------------------------------

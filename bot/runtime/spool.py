@@ -52,11 +52,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot.runtime.queueing import BackgroundLoop
 from storage.files import FILE_MODE, private_folder
-from storage.inbound import StoreUnavailable, database_unavailable
+from storage.inbound import database_unavailable
 from storage.models import utcnow
 from storage.vocabulary import SpoolKind, SpoolOutcome
 
@@ -170,7 +169,7 @@ def _apply_guarded(apply: Apply, raw: bytes | str) -> SpoolOutcome:
     try:
         return apply(record)
     except Exception as error:
-        if isinstance(error, SQLAlchemyError | StoreUnavailable) and database_unavailable(error):
+        if database_unavailable(error):
             raise _DatabaseDown from error
         log.exception("spool: a %s record the database refuses was set aside", record.kind)
         return SpoolOutcome.REJECTED

@@ -181,6 +181,8 @@ class PausingWorker(SimpleWorker):
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
         self.gate.wait(lambda: self._stop_requested, self._keep_registered)
+        if self._stop_requested:
+            return None  # asked to stop while paused: take no job (RQ then stops)
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
 
     def _keep_registered(self) -> None:
