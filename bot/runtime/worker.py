@@ -8,6 +8,7 @@ spaCy pipeline stays loaded once for the life of the process.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -194,6 +195,55 @@ class PausingWorker(SimpleWorker):
             pass
 
 
+def serve_jobs(svc: Services, gate: DatabaseGate, *, burst: bool = False) -> None:
+    """Run RQ's worker loop until asked to stop; start it again when it quits by itself.
+
+    RQ's loop gives up ("found an unhandled exception, quitting") when Redis fails
+    under it, e.g. while it records a job that failed because the database was away
+    too. The process would then end with the relay, the sweeper and the spool's drain.
+    Instead it waits (growing pauses, as the gate's, and until Redis answers) and
+    starts a new RQ worker: a stop request (SIGTERM, SIGINT, RQ's shutdown command)
+    or a burst ends it, nothing else does.
+    """
+    pause = DatabaseGate.FIRST_PAUSE
+    while True:
+        worker = make_rq_worker(svc, gate)
+        started = time.monotonic()
+        try:
+            worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        except RedisError as error:
+            log.warning("the RQ worker stopped on a Redis error: %s", error)
+        if burst or worker._shutdown_requested_date is not None or worker._stop_requested:
+            return
+        if time.monotonic() - started >= DatabaseGate.SETTLED_SECONDS:
+            pause = DatabaseGate.FIRST_PAUSE
+        log.warning("the RQ worker quit by itself; it starts again once Redis answers")
+        if not _wait_for_redis(svc, pause):
+            return
+        pause = min(pause * 2, DatabaseGate.MAX_PAUSE)
+
+
+def _wait_for_redis(svc: Services, pause: float) -> bool:
+    """Pause, then until Redis answers (pauses growing to the gate's longest);
+    ``False`` if a stop was asked meanwhile (RQ's signal handlers are gone now)."""
+    stopping = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stopping.set()) for s in STOP_SIGNALS}
+    try:
+        while not stopping.wait(pause):
+            try:
+                svc.redis.ping()
+                return True
+            except RedisError:
+                pause = min(pause * 2, DatabaseGate.MAX_PAUSE)
+        return False
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def run_worker(app: Flask, *, burst: bool = False) -> None:
     preload_language()
     svc = services()
@@ -213,8 +263,7 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
     else:
         spool_drain.start()
     try:
-        worker = make_rq_worker(svc, gate)
-        worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        serve_jobs(svc, gate, burst=burst)
     finally:
         spool_drain.stop()
         relay.stop()
