@@ -195,6 +195,10 @@ class PausingWorker(SimpleWorker):
             pass
 
 
+# What asks the worker to stop while RQ's loop is not running (it has its own handlers).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def serve_jobs(svc: Services, gate: DatabaseGate, *, burst: bool = False) -> None:
     """Run RQ's worker loop until asked to stop; start it again when it quits by itself.
 
@@ -212,6 +216,8 @@ def serve_jobs(svc: Services, gate: DatabaseGate, *, burst: bool = False) -> Non
         try:
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
         except RedisError as error:
+            if burst:
+                raise  # a one-off run reports its failure
             log.warning("the RQ worker stopped on a Redis error: %s", error)
         if burst or worker._shutdown_requested_date is not None or worker._stop_requested:
             return
@@ -239,9 +245,6 @@ def _wait_for_redis(svc: Services, pause: float) -> bool:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def run_worker(app: Flask, *, burst: bool = False) -> None:
