@@ -639,71 +639,72 @@ def postgres_stack(own_postgres, app_config, tmp_path, twilio) -> Iterator[tuple
     own_postgres.drop_database(name)
 
 
-def test_a_postgres_restart_under_paced_traffic_loses_nothing(
-    postgres_stack, own_postgres, aof_redis_url, tmp_path, twilio
-):
+@pytest.fixture
+def served(postgres_stack, aof_redis_url, tmp_path) -> Iterator[tuple[Deployment, str, str]]:
+    """gunicorn (two workers) and a worker on the stack's PostgreSQL and the AOF Redis:
+    the deployment, its base URL, the database URL."""
     config, url = postgres_stack
     deployment = Deployment(tmp_path, stack_config(config, tmp_path, REDIS_URL=aof_redis_url))
     port = free_port()
     try:
         deployment.gunicorn(port, workers=2)
         deployment.worker()
-        # Down about five seconds (fast shutdown, then the time it takes to start).
-        down = outage((2.0, own_postgres.stop), (5.0, own_postgres.start))
-        results = paced_stream(f"http://127.0.0.1:{port}", count=60, per_second=6)
-        down.join(timeout=30)
-
-        assert_every_accepted_delivery_answered_exactly_once(results, twilio, url, deployment)
-        spooled = deployment.count_in_logs("spooled (redis)")
-        print(f"\npostgres restart: {len(results)} deliveries, {spooled} spooled in redis")
-        assert spooled > 0, deployment.logs()
-        assert deployment.count_in_logs("spooled (file)") == 0
-        assert Redis.from_url(aof_redis_url).llen("portineria:spool:test") == 0
-        assert deployment.alive("worker"), deployment.logs()
+        yield deployment, f"http://127.0.0.1:{port}", url
     finally:
         deployment.close()
+
+
+def test_a_postgres_restart_under_paced_traffic_loses_nothing(
+    served, own_postgres, aof_redis_url, twilio
+):
+    deployment, base_url, url = served
+    # Down about five seconds (fast shutdown, then the time it takes to start).
+    down = outage((2.0, own_postgres.stop), (5.0, own_postgres.start))
+    results = paced_stream(base_url, count=60, per_second=6)
+    down.join(timeout=30)
+
+    assert_every_accepted_delivery_answered_exactly_once(results, twilio, url, deployment)
+    spooled = deployment.count_in_logs("spooled (redis)")
+    print(f"\npostgres restart: {len(results)} deliveries, {spooled} spooled in redis")
+    assert spooled > 0, deployment.logs()
+    assert deployment.count_in_logs("spooled (file)") == 0
+    assert Redis.from_url(aof_redis_url).llen("portineria:spool:test") == 0
+    assert deployment.alive("worker"), deployment.logs()
 
 
 def test_postgres_and_redis_down_together_spool_to_files_and_lose_nothing(
-    postgres_stack, own_postgres, aof_redis, aof_redis_url, tmp_path, twilio
+    served, own_postgres, aof_redis, tmp_path, twilio
 ):
-    config, url = postgres_stack
-    deployment = Deployment(tmp_path, stack_config(config, tmp_path, REDIS_URL=aof_redis_url))
-    port = free_port()
-    try:
-        deployment.gunicorn(port, workers=2)
-        deployment.worker()
-        down = outage(
-            (2.0, aof_redis.stop),
-            (0.0, own_postgres.stop),
-            (5.0, own_postgres.start),  # the web processes drain their files into it
-            (2.0, aof_redis.start),  # then hand-offs and the sweeper work again
-        )
-        results = paced_stream(f"http://127.0.0.1:{port}", count=60, per_second=6)
-        down.join(timeout=30)
+    deployment, base_url, url = served
+    down = outage(
+        (2.0, aof_redis.stop),
+        (0.0, own_postgres.stop),
+        (5.0, own_postgres.start),  # the web processes drain their files into it
+        (2.0, aof_redis.start),  # then hand-offs and the sweeper work again
+    )
+    results = paced_stream(base_url, count=60, per_second=6)
+    down.join(timeout=30)
 
-        assert_every_accepted_delivery_answered_exactly_once(results, twilio, url, deployment)
-        spooled = deployment.count_in_logs("spooled (file)")
-        restarts = deployment.count_in_logs("the RQ worker quit by itself")
-        print(
-            f"\npostgres and redis down: {len(results)} deliveries, {spooled} spooled in files,"
-            f" RQ's loop started again {restarts} time(s) inside the worker"
-        )
-        assert spooled > 0, deployment.logs()
-        # RQ's own loop may give up when Redis fails under it; the worker process does not.
-        assert deployment.alive("worker"), deployment.logs()
-        worker = deployment.processes["worker"]
-        worker.terminate()  # and it still stops when asked
-        assert worker.wait(timeout=20) == 0, deployment.logs()
-        assert wait_until(
-            lambda: (
-                not any(Path(tmp_path / "spool").glob("*.jsonl"))
-                or all(p.stat().st_size == 0 for p in Path(tmp_path / "spool").glob("*.jsonl"))
-            ),
-            10,
-        )
-    finally:
-        deployment.close()
+    assert_every_accepted_delivery_answered_exactly_once(results, twilio, url, deployment)
+    spooled = deployment.count_in_logs("spooled (file)")
+    restarts = deployment.count_in_logs("the RQ worker quit by itself")
+    print(
+        f"\npostgres and redis down: {len(results)} deliveries, {spooled} spooled in files,"
+        f" RQ's loop started again {restarts} time(s) inside the worker"
+    )
+    assert spooled > 0, deployment.logs()
+    # RQ's own loop may give up when Redis fails under it; the worker process does not.
+    assert deployment.alive("worker"), deployment.logs()
+    worker = deployment.processes["worker"]
+    worker.terminate()  # and it still stops when asked
+    assert worker.wait(timeout=20) == 0, deployment.logs()
+    assert wait_until(
+        lambda: (
+            not any(Path(tmp_path / "spool").glob("*.jsonl"))
+            or all(p.stat().st_size == 0 for p in Path(tmp_path / "spool").glob("*.jsonl"))
+        ),
+        10,
+    )
 
 
 def test_a_killed_web_process_leaves_its_spool_to_its_successor(app_config, tmp_path, svc, tenant):

@@ -43,12 +43,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -175,6 +175,30 @@ def _apply_guarded(apply: Apply, raw: bytes | str) -> SpoolOutcome:
         return SpoolOutcome.REJECTED
 
 
+_Raw = TypeVar("_Raw", bound=bytes | str)
+
+
+def _apply_in_order(
+    records: Sequence[_Raw], apply: Apply, set_aside: Callable[[_Raw], None]
+) -> tuple[int, DrainReport]:
+    """Apply ``records`` oldest first, until the database stops the drain; returns how
+    many were done with (applied, dropped or set aside: none of them is kept)."""
+    report = DrainReport()
+    done = 0
+    for raw in records:
+        if raw:  # an empty line: a torn record sealed off, nothing to apply
+            try:
+                outcome = _apply_guarded(apply, raw)
+            except _DatabaseDown:
+                report.database_down = True
+                break
+            if outcome == SpoolOutcome.REJECTED:
+                set_aside(raw)
+            report.outcomes[outcome] += 1
+        done += 1
+    return done, report
+
+
 # -- Redis ----------------------------------------------------------------------------------
 
 # Push only below the bound, in one step (no other client can slip in between).
@@ -272,17 +296,8 @@ class RedisSpool:
                 batch = self.redis.lrange(self.key, 0, DRAIN_BATCH - 1)
                 if not batch:
                     break
-                applied = 0
-                for raw in batch:
-                    try:
-                        outcome = _apply_guarded(apply, raw)
-                    except _DatabaseDown:
-                        report.database_down = True
-                        break
-                    if outcome == SpoolOutcome.REJECTED:
-                        self.redis.rpush(self._rejected_key, raw)
-                    report.outcomes[outcome] += 1
-                    applied += 1
+                applied, part = _apply_in_order(batch, apply, self._set_aside)
+                report.add(part)
                 if applied and not self._trim(
                     keys=[self._lock_key, self.key], args=[token, applied, DRAIN_LOCK_MS]
                 ):
@@ -292,6 +307,9 @@ class RedisSpool:
         finally:
             self._release(keys=[self._lock_key], args=[token])
         return report
+
+    def _set_aside(self, raw: bytes | str) -> None:
+        self.redis.rpush(self._rejected_key, raw)
 
 
 _TALLIED = {SpoolOutcome.UNROUTED, SpoolOutcome.REJECTED}
@@ -369,20 +387,9 @@ def _drain_lines(
     data: bytes, apply: Apply, set_aside: Callable[[bytes], None]
 ) -> tuple[int, DrainReport]:
     """Apply the records in ``data`` in order; returns how many bytes were consumed."""
-    report = DrainReport()
-    consumed = 0
-    for line in _lines(data):
-        if line:
-            try:
-                outcome = _apply_guarded(apply, line)
-            except _DatabaseDown:
-                report.database_down = True
-                break
-            if outcome == SpoolOutcome.REJECTED:
-                set_aside(line)
-            report.outcomes[outcome] += 1
-        consumed += len(line) + 1
-    return consumed, report
+    lines = _lines(data)
+    done, report = _apply_in_order(lines, apply, set_aside)
+    return sum(len(line) + 1 for line in lines[:done]), report
 
 
 @dataclass(frozen=True)
