@@ -43,7 +43,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from bot import create_app
 from bot.office.lifecycle import terminate_tenant
-from bot.runtime.devstack import start_embedded_redis, stop_process
+from bot.runtime.devstack import describe_spool, start_embedded_redis, stop_process
 from bot.runtime.spool import SpooledDelivery, drain_spools
 from bot.runtime.worker import DatabaseGate
 from bot.services import Services
@@ -404,6 +404,16 @@ def test_the_embedded_redis_keeps_its_append_only_file_in_the_given_folder(tmp_p
     finally:
         stop_process(process)
     assert os.stat(folder).st_mode & 0o077 == 0
+
+
+def test_portineria_dev_says_where_the_spool_is_and_its_bound(svc, tmp_path):
+    embedded = describe_spool(svc.spool, tmp_path, embedded_redis=True)
+    external = describe_spool(svc.spool, tmp_path, embedded_redis=False)
+
+    assert "portineria:spool:test" in embedded and str(tmp_path / "redis") in embedded
+    assert svc.config["SPOOL_DIR"] in embedded
+    assert str(svc.config["SPOOL_FILE_MAX_BYTES"]) in embedded
+    assert "only if that Redis keeps an append-only file" in external
 
 
 # -- the worker's pause while the database is away ----------------------------------------

@@ -173,7 +173,7 @@ def _watch_worker(worker: subprocess.Popen[bytes]) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _spool_place(spool: Spool, instance: Path, embedded_redis: bool) -> str:
+def describe_spool(spool: Spool, instance: Path, embedded_redis: bool) -> str:
     """Where deliveries go while the database cannot take them, said once at start."""
     redis = f"redis list {spool.redis.key}"
     if embedded_redis:
@@ -226,7 +226,7 @@ def run_dev(port: int) -> None:
     click.echo(f"Portineria is running on {base}")
     click.echo(f"  simulator: {base}/dev/simulator (demo office {DEMO_NUMBER})")
     click.echo(f"  console:   {base}/console/  login {email} / {password}")
-    click.echo(f"  spool:     {_spool_place(svc.spool, instance, embedded_redis)}")
+    click.echo(f"  spool:     {describe_spool(svc.spool, instance, embedded_redis)}")
     # Drain what an earlier run spooled and could not store, now rather than at the
     # first request.
     ensure_web_drain(svc)
