@@ -84,6 +84,20 @@ DEFAULTS: dict[str, Any] = {
     "PUSHER_BEAMS_SECRET_KEY": None,
     "PUSHER_BEAMS_ENDPOINT": None,
     "PUSHER_BEAMS_CA_BUNDLE": None,
+    # A delivery the database cannot take within this many seconds (write lock, busy
+    # wait, statement) is spooled instead: well under Twilio's 15 s wait.
+    "WEBHOOK_DB_TIMEOUT_SECONDS": 3.0,
+    # The spool: a Redis list when Redis keeps an append-only file ("auto"; "on" trusts
+    # Redis without asking, "off" never uses it), else one file per web process here
+    # (default: instance/spool), each at most this many bytes; past that, 503.
+    "SPOOL_REDIS": "auto",
+    "SPOOL_REDIS_MAX_ENTRIES": 100_000,
+    "SPOOL_DIR": None,
+    "SPOOL_FILE_MAX_BYTES": 64 * 1024 * 1024,
+    # How often workers and web processes try to move spooled deliveries into the
+    # database; and the Retry-After of a 503 when no spool could keep a delivery.
+    "SPOOL_DRAIN_INTERVAL_SECONDS": 2.0,
+    "SPOOL_RETRY_AFTER_SECONDS": 5,
 }
 
 _ENV_KEYS = [
@@ -93,6 +107,9 @@ _ENV_KEYS = [
 ] + ["SECRET_KEY"]
 _BOOLS = {"PUSHER_SSL", "DEV_MODE", "PUSH_ALLOW_LOOPBACK_ENDPOINTS", "PRIORITY_LANE"}
 _INTS = {
+    "SPOOL_REDIS_MAX_ENTRIES",
+    "SPOOL_FILE_MAX_BYTES",
+    "SPOOL_RETRY_AFTER_SECONDS",
     "PROCESSING_LEASE_SECONDS",
     "MAX_PROCESSING_ATTEMPTS",
     "MEDIA_MAX_BYTES",
@@ -106,6 +123,8 @@ _FLOATS = {
     "SENDING_LEASE_SECONDS",
     "READY_MAX_BACKLOG_SECONDS",
     "MEDIA_FETCH_DEADLINE_SECONDS",
+    "WEBHOOK_DB_TIMEOUT_SECONDS",
+    "SPOOL_DRAIN_INTERVAL_SECONDS",
 }
 
 
@@ -175,6 +194,10 @@ def load_config(
         config["WHATSAPP_TRANSPORT"] = "twilio" if has_credentials else "console"
     config["PUBLIC_BASE_URL"] = str(config["PUBLIC_BASE_URL"]).rstrip("/")
     config["MEDIA_ROOT"] = config.get("MEDIA_ROOT") or str(instance / "media")
+    config["SPOOL_DIR"] = config.get("SPOOL_DIR") or str(instance / "spool")
+    if str(config["SPOOL_REDIS"]).lower() not in {"auto", "on", "off"}:
+        raise ValueError("SPOOL_REDIS must be auto, on or off")
+    config["SPOOL_REDIS"] = str(config["SPOOL_REDIS"]).lower()
     return config
 
 

@@ -15,6 +15,7 @@ from bot.config import encryption_keys, float_list
 from bot.conversation.understanding import Reader, read_with_model
 from bot.office.directory import TenantDirectory
 from bot.runtime.queueing import JobQueue, connect_redis
+from bot.runtime.spool import Spool, build_spool
 from notify import ConsoleTransport, TwilioTransport, WhatsAppTransport
 from notify.operators import OperatorNotifier, PusherNotifier, RedisStreamNotifier
 from notify.push import BeamsPublisher, WebPushSender
@@ -37,6 +38,8 @@ class Services:
     request_validator: RequestValidator | None
     notifier: OperatorNotifier
     inbound_writer: InboundWriter
+    # Where a delivery goes when the database cannot take it (Redis, else a local file).
+    spool: Spool
     # Web Push to operators' devices, signed with the instance's VAPID key.
     push: WebPushSender
 
@@ -120,7 +123,8 @@ def init_app(app: Flask) -> Services:
         # No token, no valid signature: webhooks answer 403 rather than fail open.
         request_validator=RequestValidator(token) if token else None,
         notifier=build_notifier(config, redis),
-        inbound_writer=InboundWriter(db),
+        inbound_writer=InboundWriter(db, timeout=float(config["WEBHOOK_DB_TIMEOUT_SECONDS"])),
+        spool=build_spool(config, redis),
         push=WebPushSender(config["VAPID_PRIVATE_KEY"]),
         beams=build_beams(config),
     )

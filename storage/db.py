@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.files import create_private_file, open_private_for_append
 
 BACKSTOP_CHECKPOINT_PAGES = 50_000
+BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 CHECKPOINT_TAKEOVER_SECONDS = 5.0
 
@@ -36,7 +38,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Checkpoints are the background checkpointer's job (see WalCheckpointer):
     # an automatic one would run inside a writer's commit, while it holds the
     # write lock. The large mark is only a backstop should that thread be stuck.
@@ -48,12 +50,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 READ_ONLY = "portineria_read_only"
 
 
+BUSY_TIMEOUT = "portineria_busy_timeout_ms"
+
+
 def _begin(connection: Any) -> None:
     # Reads begin deferred (no write lock); writes take it up front.
-    if connection.get_execution_options().get(READ_ONLY):
+    options = connection.get_execution_options()
+    if options.get(READ_ONLY):
         connection.exec_driver_sql("BEGIN")
-    else:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    # Within a deadline (Database.deadline) SQLite's busy wait for another program's
+    # write transaction is bounded too; the pooled connection gets the default back after.
+    wanted = int(options.get(BUSY_TIMEOUT, BUSY_TIMEOUT_MS))
+    if connection.info.get(BUSY_TIMEOUT, BUSY_TIMEOUT_MS) != wanted:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={wanted}")
+        connection.info[BUSY_TIMEOUT] = wanted
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class WriteInReadTransaction(RuntimeError):
@@ -62,6 +74,10 @@ class WriteInReadTransaction(RuntimeError):
 
 class NestedWriteTransaction(RuntimeError):
     """A thread asked for a write transaction while holding one (it would deadlock)."""
+
+
+class WriteLockTimeout(TimeoutError):
+    """The SQLite write lock stayed held by another writer past the caller's deadline."""
 
 
 def rows_affected(result: Result[Any]) -> int:
@@ -98,19 +114,46 @@ class SqliteWriteLock:
         self._local = threading.local()
 
     @contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self, timeout: float | None = None) -> Iterator[None]:
+        """The lock, waited for in the kernel; with ``timeout``, for that long at most
+        (then :class:`WriteLockTimeout`)."""
         if getattr(self._local, "holding", False):
             raise NestedWriteTransaction("this thread already holds the SQLite write lock")
         handle = getattr(self._local, "handle", None)
         if handle is None:
             handle = self._local.handle = open_private_for_append(self._path)  # kept per thread
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        if timeout is None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        else:
+            _flock_within(handle, timeout)
         self._local.holding = True
         try:
             yield
         finally:
             self._local.holding = False
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _flock_within(handle: Any, timeout: float) -> None:
+    """``flock`` has no timeout: try without blocking, then poll with short, growing
+    pauses. Uncontended, this is the same single call as a blocking ``flock``."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + timeout
+    pause = 0.0001
+    while True:
+        time.sleep(pause)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                held = f"the SQLite write lock stayed held for {timeout:g}s"
+                raise WriteLockTimeout(held) from None
+            pause = min(pause * 2, 0.002)
 
 
 class WalCheckpointer(threading.Thread):
@@ -183,17 +226,37 @@ class Database:
         self._write_lock = SqliteWriteLock(database) if database and file_backed else None
         self._checkpointer: WalCheckpointer | None = None
         self._checkpointer_pid = 0
+        self._deadline = threading.local()
 
     @contextmanager
-    def write_lock(self) -> Iterator[None]:
-        """Serialise SQLite writers efficiently; nothing to do on PostgreSQL."""
+    def write_lock(self, timeout: float | None = None) -> Iterator[None]:
+        """Serialise SQLite writers efficiently; nothing to do on PostgreSQL.
+
+        With ``timeout``, a writer that cannot wait long (the webhook) gets
+        :class:`WriteLockTimeout` instead of waiting behind a long transaction.
+        """
         if self._write_lock is None:
             yield
             return
         if self._checkpointer_pid != os.getpid():
             self._start_checkpointer()
-        with self._write_lock.held():
+        if timeout is None:
+            timeout = getattr(self._deadline, "seconds", None)
+        with self._write_lock.held(timeout):
             yield
+
+    @contextmanager
+    def deadline(self, seconds: float | None) -> Iterator[None]:
+        """Within it, this thread's writes wait at most ``seconds`` for the write lock
+        (:class:`WriteLockTimeout`) and for another program's SQLite write transaction:
+        for a caller that must answer in time (a webhook) through code that takes no
+        timeout of its own."""
+        previous = getattr(self._deadline, "seconds", None)
+        self._deadline.seconds = seconds
+        try:
+            yield
+        finally:
+            self._deadline.seconds = previous
 
     def _start_checkpointer(self) -> None:
         # Per process and started on first write: a forked worker needs its own.
@@ -213,7 +276,11 @@ class Database:
         With ``dry_run`` it is rolled back in any case: the work can count what it
         would change (deleted rows, say) and leave everything as it was.
         """
-        with self.write_lock(), self._sessions() as session, session.begin() as transaction:
+        with (
+            self.write_lock(),
+            self._sessions(bind=self._write_engine()) as session,
+            session.begin() as transaction,
+        ):
             yield session
             if dry_run:
                 transaction.rollback()
@@ -245,8 +312,15 @@ class Database:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A Core connection in a write transaction, under the write lock."""
-        with self.write_lock(), self.engine.begin() as connection:
+        with self.write_lock(), self._write_engine().begin() as connection:
             yield connection
+
+    def _write_engine(self) -> Engine:
+        """The engine, or within a deadline an engine whose SQLite busy wait keeps to it."""
+        seconds = getattr(self._deadline, "seconds", None)
+        if seconds is None or not self.is_sqlite:
+            return self.engine
+        return self.engine.execution_options(**{BUSY_TIMEOUT: max(1, int(seconds * 1000))})
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

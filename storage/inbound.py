@@ -1,5 +1,12 @@
 """The durable half of the inbound path: one short transaction per webhook delivery,
-and the leases that let exactly one worker process a stored message at a time."""
+and the leases that let exactly one worker process a stored message at a time.
+
+It also says which database errors mean "the database cannot take a write right now"
+(:func:`database_unavailable`): a refused or dropped connection, a failover, a write
+lock held past the writer's deadline, a full disk, a read-only file. The webhook keeps
+such a delivery elsewhere (the spool) instead of answering 500; any other error is a
+bug and propagates.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +17,48 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, case, func, or_, select, text, update
+from sqlalchemy import exc as sa_exc
 
-from storage.db import Database
+from storage.db import Database, WriteLockTimeout
 from storage.models import PENDING_OUT, UNPROCESSED_IN, Message, utcnow
 from storage.vocabulary import Direction, MessageStatus
 
 _messages: Table = Message.__table__  # type: ignore[assignment]
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot take the write now; the cause is chained (``__cause__``)."""
+
+
+# SQLite's primary result codes that describe the database's state, not the statement:
+# BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL. (SQLITE_ERROR, such as
+# "no such table", is a bug or a missing migration, and is not retried elsewhere.)
+_SQLITE_UNAVAILABLE = {5, 6, 7, 8, 10, 13, 14, 15}
+# PostgreSQL SQLSTATE classes: connection exception, insufficient resources (disk full,
+# too many connections), operator intervention (shutdown, "starting up", statement or
+# lock timeout cancelled), system error (I/O); plus a read-only transaction (a standby
+# after a failover) and a lock not available.
+_PG_UNAVAILABLE_CLASSES = {"08", "53", "57", "58"}
+_PG_UNAVAILABLE_STATES = {"25006", "55P03"}
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot take a write now (and may later)."""
+    if isinstance(error, StoreUnavailable | WriteLockTimeout | sa_exc.TimeoutError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig if error.orig is not None else error
+    sqlite_code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return sqlite_code & 0xFF in _SQLITE_UNAVAILABLE
+    sqlstate = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in _PG_UNAVAILABLE_CLASSES or sqlstate in _PG_UNAVAILABLE_STATES
+    # No code at all: a driver error raised before the server answered (refused, reset).
+    names = {cls.__name__ for cls in type(error).__mro__}
+    return bool(names & {"OperationalError", "InterfaceError"})
 
 
 class InboundWriter:
@@ -43,8 +86,12 @@ class InboundWriter:
         "created_at",
     )
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, timeout: float | None = None) -> None:
         self._db = db
+        # How long a delivery may wait for the database (write lock, SQLite's busy
+        # wait, a PostgreSQL statement) before it is kept elsewhere: well under
+        # Twilio's 15 s, so the webhook still answers in time.
+        self._timeout = timeout
         self._local = threading.local()
         self._engine = engine = db.engine
         dialect = engine.dialect
@@ -63,11 +110,20 @@ class InboundWriter:
             for name in self._COLUMNS
         ]
 
-    def store(self, tenant_id: int, provider_sid: str, payload: bytes) -> int | None:
+    def store(
+        self,
+        tenant_id: int,
+        provider_sid: str,
+        payload: bytes,
+        received_at: datetime | None = None,
+    ) -> int | None:
         """Insert the delivery; ``None`` when this ``MessageSid`` was already stored.
 
         The unique constraint on (tenant, provider SID) is the real deduplication:
-        two concurrent deliveries of the same message cannot both insert.
+        two concurrent deliveries of the same message cannot both insert. A
+        delivery drained from the spool gives the time it was received.
+
+        Raises :class:`StoreUnavailable` when the database cannot take it now.
         """
         values: tuple[object, ...] = (
             tenant_id,
@@ -80,11 +136,16 @@ class InboundWriter:
             False,
             0,
             0,
-            utcnow(),
+            received_at or utcnow(),
         )
         params = tuple(p(v) if p else v for p, v in zip(self._process, values, strict=True))
-        with self._db.write_lock():
-            return self._insert(params)
+        try:
+            with self._db.write_lock(self._timeout):
+                return self._insert(params)
+        except Exception as error:
+            if database_unavailable(error):
+                raise StoreUnavailable("the database cannot take the delivery now") from error
+            raise
 
     def _insert(self, params: tuple[object, ...]) -> int | None:
         connection = self._connection()
@@ -105,19 +166,48 @@ class InboundWriter:
         connection = getattr(self._local, "connection", None)
         if connection is None or self._local.pid != os.getpid():
             pooled = self._engine.raw_connection()
-            connection = self._local.connection = pooled.driver_connection
+            connection = pooled.driver_connection
+            assert connection is not None
             pooled.detach()  # ours for the life of the thread, outside the pool
+            try:
+                self._bound(connection)
+            except Exception:
+                connection.close()
+                raise
+            self._local.connection = connection
             self._local.pid = os.getpid()
         return connection
 
+    def _bound(self, connection: Any) -> None:
+        """This connection waits at most the writer's timeout, whatever holds it up."""
+        if self._timeout is None:
+            return
+        milliseconds = max(1, int(self._timeout * 1000))
+        cursor = connection.cursor()
+        if self._begin:
+            cursor.execute(f"PRAGMA busy_timeout = {milliseconds}")
+        else:
+            cursor.execute(f"SET statement_timeout = {milliseconds}")
+            cursor.execute(f"SET lock_timeout = {milliseconds}")
+            connection.commit()
+        cursor.close()
+
     def _after_error(self, connection: Any, error: Exception) -> None:
+        dbapi_error = self._engine.dialect.loaded_dbapi.Error
         try:
             connection.rollback()
-        except self._engine.dialect.loaded_dbapi.Error:
+        except dbapi_error:
             pass
-        if self._engine.dialect.is_disconnect(error, connection, None):  # type: ignore[arg-type]
-            # The server went away: the next delivery opens a fresh connection.
+        disconnected = self._engine.dialect.is_disconnect(error, connection, None)  # type: ignore[arg-type]
+        if disconnected or database_unavailable(error):
+            # The server went away, or this connection may be stuck in what it found
+            # (SQLite opens a read-only file read-only for good): the next delivery
+            # opens a fresh connection.
             self._local.connection = None
+            try:
+                connection.close()
+            except dbapi_error:
+                pass
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ __all__ = [
     "RequestStatus",
     "Role",
     "TicketEventKind",
+    "SpoolKind",
+    "SpoolOutcome",
     "TicketKind",
     "TicketStatus",
 ]
@@ -317,3 +319,18 @@ class PasswordLinkPurpose(StrEnum):
 
     INVITE = "invite"
     RESET = "reset"
+class SpoolKind(StrEnum):
+    """What a spooled webhook delivery was (kept while the database could not take it)."""
+
+    MESSAGE = "message"
+    STATUS = "status"
+
+
+class SpoolOutcome(StrEnum):
+    """What draining did with one spooled delivery."""
+
+    STORED = "stored"  # a new inbound message, handed on to the workers
+    DUPLICATE = "duplicate"  # its MessageSid was already stored: nothing to do
+    APPLIED = "applied"  # a status callback, applied by the monotonic rule
+    UNROUTED = "unrouted"  # the number no longer belongs to that office: dropped
+    REJECTED = "rejected"  # unreadable, or refused by the database for good: set aside

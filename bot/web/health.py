@@ -83,6 +83,10 @@ def healthz() -> Response:
 def readyz() -> tuple[Response, int]:
     state = readiness(services(), utcnow())
     body = jsonify(
-        status="ok" if state.ready else "unavailable", checks=state.checks, backlog=state.backlog
+        status="ok" if state.ready else "unavailable",
+        checks=state.checks,
+        backlog=state.backlog,
+        # Deliveries kept while the database could not take them (Redis, this host's files).
+        spool=services().spool.status(),
     )
     return body, 200 if state.ready else 503
