@@ -32,6 +32,8 @@ __all__ = [
     "Role",
     "TicketKind",
     "TicketStatus",
+    "WebhookDeliveryStatus",
+    "WebhookEventType",
 ]
 
 
@@ -248,3 +250,26 @@ class CallOutcome(StrEnum):
     PLACED = "placed"  # Twilio took the call
     FAILED = "failed"  # Twilio refused it or could not be reached
     ACKNOWLEDGED = "acknowledged"  # the callee pressed 1
+
+
+class WebhookEventType(StrEnum):
+    """What the office's CRM can be told (``bot.crm``); adding a type is one line here,
+    plus the call that records it where the change happens."""
+
+    MESSAGE_RECEIVED = "message.received"
+    MESSAGE_STATUS = "message.status"
+    CONVERSATION_NEEDS_ATTENTION = "conversation.needs_attention"
+    CONVERSATION_ACKNOWLEDGED = "conversation.acknowledged"
+    TICKET_CREATED = "ticket.created"
+    TICKET_UPDATED = "ticket.updated"
+    CONSENT_CHANGED = "consent.changed"
+    EMERGENCY_OPENED = "emergency.opened"
+    CONTACT_ERASED = "contact.erased"
+
+
+class WebhookDeliveryStatus(StrEnum):
+    """One event's delivery to one CRM endpoint."""
+
+    PENDING = "pending"  # to be attempted (or being attempted, under a lease)
+    DELIVERED = "delivered"  # the CRM answered 2xx
+    FAILED = "failed"  # given up: the retry window passed without a 2xx
