@@ -68,6 +68,18 @@ DEFAULTS: dict[str, Any] = {
     "PUSHER_BEAMS_SECRET_KEY": None,
     "PUSHER_BEAMS_ENDPOINT": None,
     "PUSHER_BEAMS_CA_BUNDLE": None,
+    # Outbound webhooks to the offices' CRMs (bot.crm): the timeout of one attempt; how
+    # long a delivery is retried, which is also how long an endpoint may keep failing
+    # before it is disabled; the backoff's first and longest wait; how often the
+    # dispatcher looks for due deliveries when nothing woke it; sends in parallel; and a
+    # CA file to trust for the CRMs' certificates (a private CA), besides the system's.
+    "CRM_TIMEOUT_SECONDS": 10.0,
+    "CRM_RETRY_WINDOW_SECONDS": 24 * 3600.0,
+    "CRM_BACKOFF_SECONDS": 10.0,
+    "CRM_BACKOFF_MAX_SECONDS": 3600.0,
+    "CRM_POLL_SECONDS": 1.0,
+    "CRM_PARALLEL_SENDS": 8,
+    "CRM_CA_BUNDLE": None,
 }
 
 _ENV_KEYS = [
@@ -82,8 +94,17 @@ _INTS = {
     "MEDIA_MAX_BYTES",
     "PUSHER_PORT",
     "HUMAN_MODE_TIMEOUT_MINUTES",
+    "CRM_PARALLEL_SENDS",
 }
-_FLOATS = {"SWEEP_INTERVAL_SECONDS", "SWEEP_GRACE_SECONDS"}
+_FLOATS = {
+    "SWEEP_INTERVAL_SECONDS",
+    "SWEEP_GRACE_SECONDS",
+    "CRM_TIMEOUT_SECONDS",
+    "CRM_RETRY_WINDOW_SECONDS",
+    "CRM_BACKOFF_SECONDS",
+    "CRM_BACKOFF_MAX_SECONDS",
+    "CRM_POLL_SECONDS",
+}
 
 
 def _coerce(key: str, value: Any) -> Any:

@@ -103,9 +103,12 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "dpo_contact": _text(200),
     **{f"retention.{term}": _whole_number(1, MAX_RETENTION_DAYS) for term in DEFAULT_TERMS},
     **EMERGENCY_PARSERS,
+    # What the events pushed to the office's CRM may carry besides ids (bot.crm).
+    "webhooks.include_text": _boolean,
+    "webhooks.include_phone": _boolean,
 }
 # Keys written as GROUP.NAME are kept nested: settings[GROUP][NAME].
-NESTED_GROUPS = ("retention", "emergency")
+NESTED_GROUPS = ("retention", "emergency", "webhooks")
 
 
 def parse_assignment(assignment: str) -> tuple[str, Any]:
@@ -126,6 +129,7 @@ def parse_assignment(assignment: str) -> tuple[str, Any]:
 def effective_settings(tenant: Tenant) -> dict[str, Any]:
     """What the office's bot runs with: its own values, or the defaults."""
     settings = tenant.settings or {}
+    webhooks = settings.get("webhooks") or {}
     return {
         "send_rate_per_second": int(settings.get("send_rate_per_second", DEFAULT_SEND_RATE)),
         "redact_sensitive": bool(settings.get("redact_sensitive", True)),
@@ -134,6 +138,10 @@ def effective_settings(tenant: Tenant) -> dict[str, Any]:
         "dpo_contact": settings.get("dpo_contact"),
         "retention": terms_for(tenant),
         "emergency": emergency_settings(tenant),
+        "webhooks": {
+            "include_text": bool(webhooks.get("include_text", False)),
+            "include_phone": bool(webhooks.get("include_phone", False)),
+        },
     }
 
 
