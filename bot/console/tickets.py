@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.crm import record_ticket_change
 from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit
@@ -48,4 +49,5 @@ def change_ticket_status(
     record_actor_audit(
         session, actor, "ticket.status", "ticket", ticket.id, {"from": previous, "to": status}
     )
+    record_ticket_change(session, actor.tenant_id, ticket, previous, actor.user_id)
     return ticket

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from bot.crm import record_acknowledged
 from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit, record_audit
@@ -111,6 +112,7 @@ def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime
         holder = _email(session, actor.tenant_id, conversation.assigned_user_id)
         return Takeover(f"La conversazione è già stata presa in carico da {holder}.")
     _audit(session, actor, "conversation.takeover", conversation.id)
+    record_acknowledged(session, conversation, actor.user_id)
     return Takeover(
         "Hai preso in carico la conversazione: il bot non risponderà più.",
         events=[_updated(session, conversation, "takeover")],

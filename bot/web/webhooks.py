@@ -10,6 +10,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.conversation.escalation import MAX_ATTEMPTS, answer_keypress
 from bot.conversation.inbound import check_required, encode_payload
+from bot.crm import record_message_status
 from bot.exceptions import InvalidInput, MalformedWebhook
 from bot.office.phone import strip_channel
 from bot.privacy.consent import record_delivery_error
@@ -86,7 +87,9 @@ def delivery_status() -> Response:
         abort(400, "missing MessageSid, MessageStatus or From")
     error_code = _error_code(params.get("ErrorCode"))
     tenant_id = _tenant_for(params["From"])
-    message_id = apply_status(services().db, tenant_id, sid, status, error_code)
+    message_id = apply_status(
+        services().db, tenant_id, sid, status, error_code, then=record_message_status
+    )
     if message_id is not None and error_code is not None:
         record_delivery_error(services(), tenant_id, message_id, error_code)
     return Response(status=204)
