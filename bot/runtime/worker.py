@@ -1,4 +1,5 @@
-"""``portineria worker``: a non-forking RQ worker, the relay and the sweeper, in one process.
+"""``portineria worker``: a non-forking RQ worker, the relay, the sweeper and the CRM
+dispatcher, in one process.
 
 The worker does not fork per job: forking costs more than our jobs do, and the
 spaCy pipeline stays loaded once for the life of the process.
@@ -14,6 +15,7 @@ from flask import Flask
 from rq import SimpleWorker
 
 from bot.conversation.handoff import release_idle_conversations
+from bot.crm.delivery import CrmThread
 from bot.privacy.retention import purge_if_due
 from bot.runtime.queueing import BackgroundLoop, connect_redis, inbound_relay, sweep_once
 from bot.services import Services, services
@@ -82,13 +84,18 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
     svc = services()
     sweeper = make_sweeper(app)
     relay = inbound_relay(svc.jobs)
+    crm = CrmThread(svc)  # the outbox to the offices' CRMs (bot.crm.delivery)
     if burst:
         svc.jobs.relay_waiting()
     else:
         relay.start()
+        crm.start()
     sweeper.start()
     try:
         make_rq_worker(svc).work(burst=burst, with_scheduler=True, logging_level="WARNING")
+        if burst:
+            crm.dispatcher.deliver_due()
     finally:
         relay.stop()
         sweeper.stop()
+        crm.stop()
