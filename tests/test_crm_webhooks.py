@@ -40,6 +40,7 @@ from bot.console.tickets import change_ticket_status
 from bot.crm import record_event
 from bot.crm.delivery import CrmDispatcher, CrmThread, backoff, next_attempt
 from bot.crm.endpoints import By, NewSecret, add_endpoint, address_kind, check_url, rotate_secret
+from bot.crm.events import wake_key
 from bot.exceptions import InvalidEndpoint
 from bot.office.actor import Actor
 from bot.office.tokens import create_token
@@ -323,6 +324,7 @@ def test_a_fault_message_reaches_the_crm_as_a_verified_ticket_created(
     consented(client, svc)
     send_inbound(client, "Buongiorno, il portone non si chiude più, la serratura è rotta")
     drain(svc)
+    assert svc.redis.exists(wake_key(svc.config["QUEUE_NAME"]))  # the dispatchers were woken
 
     dispatcher.deliver_due()
 
