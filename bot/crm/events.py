@@ -132,22 +132,35 @@ def record_event(
     db.execute(
         insert(_deliveries),
         [
-            {
-                "tenant_id": tenant_id,
-                "endpoint_id": endpoint_id,
-                "event_id": event_id,
-                "conversation_id": conversation_id,
-                "status": WebhookDeliveryStatus.PENDING,
-                "replay": False,
-                "attempts": 0,
-                "created_at": now,
-                "retry_from": now,
-                "next_attempt_at": now,
-            }
+            pending_delivery(tenant_id, endpoint_id, event_id, conversation_id, now)
             for endpoint_id in endpoints
         ],
     )
     return len(endpoints)
+
+
+def pending_delivery(
+    tenant_id: int,
+    endpoint_id: int,
+    event_id: int,
+    conversation_id: int | None,
+    now: datetime,
+    *,
+    replay: bool = False,
+) -> dict[str, Any]:
+    """A new delivery row: due now, its retry window starting now."""
+    return {
+        "tenant_id": tenant_id,
+        "endpoint_id": endpoint_id,
+        "event_id": event_id,
+        "conversation_id": conversation_id,
+        "status": WebhookDeliveryStatus.PENDING,
+        "replay": replay,
+        "attempts": 0,
+        "created_at": now,
+        "retry_from": now,
+        "next_attempt_at": now,
+    }
 
 
 def nudge(svc: Services) -> None:
@@ -434,18 +447,3 @@ def event_body(
         "data": {**data, **(private or {})},
     }
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-__all__ = [
-    "event_body",
-    "forget_contact",
-    "nudge",
-    "purge_events",
-    "record_acknowledged",
-    "record_event",
-    "record_message_status",
-    "record_ticket_change",
-    "record_turn",
-    "wake_after_commit",
-    "wake_key",
-]

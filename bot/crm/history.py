@@ -16,7 +16,7 @@ from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
 from bot.crm.endpoints import By
-from bot.crm.events import nudge
+from bot.crm.events import nudge, pending_delivery
 from bot.exceptions import InvalidInput, NotFound
 from bot.privacy.audit import record_audit
 from bot.services import Services
@@ -108,18 +108,7 @@ def replay(
         if endpoint_id is not None and not endpoints:
             raise NotFound(f"no webhook endpoint {endpoint_id} in this office")
         rows = [
-            {
-                "tenant_id": tenant_id,
-                "endpoint_id": target,
-                "event_id": event_id,
-                "conversation_id": conversation_id,
-                "status": WebhookDeliveryStatus.PENDING,
-                "replay": True,
-                "attempts": 0,
-                "created_at": now,
-                "retry_from": now,
-                "next_attempt_at": now,
-            }
+            pending_delivery(tenant_id, target, event_id, conversation_id, now, replay=True)
             for event_id, type, conversation_id in events
             for target, types in endpoints
             if not types or type in types
