@@ -56,6 +56,7 @@ from storage.vocabulary import (
 )
 
 Writer = Session | Connection
+Endpoint = tuple[int, list[str]]  # an endpoint's id and the types it takes
 
 _events: Table = WebhookEvent.__table__  # type: ignore[assignment]
 _deliveries: Table = WebhookDelivery.__table__  # type: ignore[assignment]
@@ -92,22 +93,19 @@ def record_event(
     private: dict[str, Any] | None = None,
     cipher: BodyCipher | None = None,
     now: datetime | None = None,
+    endpoints: Sequence[Endpoint] | None = None,
 ) -> int:
     """Write one event and its deliveries in the caller's transaction; how many deliveries.
 
     ``data`` is sent as it is (ids, states, a summary). ``private`` (the message's text,
     the contact's number) is stored encrypted with ``cipher`` and sent inside ``data``.
     Deliveries to disabled endpoints are written too: they wait for the endpoint to be
-    enabled again instead of being lost.
+    enabled again instead of being lost. ``endpoints`` spares a caller that records
+    several events the same query (:func:`office_endpoints`).
     """
-    endpoints = [
-        endpoint_id
-        for endpoint_id, types in db.execute(
-            select(_endpoints.c.id, _endpoints.c.events).where(_endpoints.c.tenant_id == tenant_id)
-        )
-        if not types or type in types
-    ]
-    if not endpoints:
+    offered = office_endpoints(db, tenant_id) if endpoints is None else endpoints
+    targets = [endpoint_id for endpoint_id, types in offered if not types or type in types]
+    if not targets:
         return 0
     now = now or utcnow()
     sealed = None
@@ -133,10 +131,18 @@ def record_event(
         insert(_deliveries),
         [
             pending_delivery(tenant_id, endpoint_id, event_id, conversation_id, now)
-            for endpoint_id in endpoints
+            for endpoint_id in targets
         ],
     )
-    return len(endpoints)
+    return len(targets)
+
+
+def office_endpoints(db: Writer, tenant_id: int) -> list[Endpoint]:
+    """The office's endpoints as ``(id, types)``; no types means every type."""
+    rows = db.execute(
+        select(_endpoints.c.id, _endpoints.c.events).where(_endpoints.c.tenant_id == tenant_id)
+    )
+    return [(endpoint_id, list(types or [])) for endpoint_id, types in rows]
 
 
 def pending_delivery(
@@ -209,8 +215,13 @@ def record_turn(
 ) -> None:
     """The events of one inbound message the engine has just decided, in its transaction:
     ``message.received``, then ``consent.changed`` per ledger event, ``ticket.created``
-    and ``ticket.updated``, ``conversation.needs_attention`` and ``emergency.opened``."""
-    emit = _Emitter(svc, session, tenant.id, thread.id, contact.id, now)
+    and ``ticket.updated``, ``conversation.needs_attention`` and ``emergency.opened``.
+
+    An office without endpoints costs one query here, and nothing else."""
+    endpoints = office_endpoints(session, tenant.id)
+    if not endpoints:
+        return
+    emit = _Emitter(svc, session, tenant.id, thread.id, contact.id, now, endpoints)
     options = _options(tenant)
     private: dict[str, Any] = {}
     if options.get("include_text") and message.body is not None:
@@ -367,8 +378,9 @@ class _Emitter:
         conversation_id: int,
         contact_id: int,
         now: datetime,
+        endpoints: list[Endpoint],
     ) -> None:
-        self.svc, self.session, self.now = svc, session, now
+        self.svc, self.session, self.now, self.endpoints = svc, session, now, endpoints
         self.tenant_id, self.conversation_id = tenant_id, conversation_id
         self.contact_id = contact_id
         self.queued = 0
@@ -386,6 +398,7 @@ class _Emitter:
             private=private or None,
             cipher=self.svc.cipher,
             now=self.now,
+            endpoints=self.endpoints,
         )
 
 
