@@ -48,6 +48,7 @@ from bot.privacy.retention import purge
 from bot.privacy.rights import erase_contact
 from bot.services import Services
 from notify.crm import signature_header
+from notify.operators import user_channel
 from storage.models import (
     Tenant,
     Ticket,
@@ -567,6 +568,11 @@ def test_each_office_receives_only_its_own_events(svc, tenant, crm, dispatcher):
 def test_an_endpoint_down_for_the_whole_window_is_disabled_and_the_admin_told(
     client, svc, tenant, crm, endpoint, worker_thread
 ):
+    admin = make_user(svc, tenant, "admin@studio.it", "admin")
+    operator = make_user(svc, tenant, "op@studio.it", "operator")
+    live = {
+        user.id: svc.notifier.read((user_channel(user.id),), None) for user in (admin, operator)
+    }
     crm.down()
     emit(svc, tenant)
 
@@ -575,7 +581,13 @@ def test_an_endpoint_down_for_the_whole_window_is_disabled_and_the_admin_told(
     assert disabled is not None
     assert wait_until(lambda: deliveries(svc)[0].status == "failed")
     assert "webhook.disabled" in audit_actions(svc, tenant)
-    admin = make_user(svc, tenant, "admin@studio.it", "admin")
+    heard = {
+        user_id: [
+            e["event"] for e in svc.notifier.read((user_channel(user_id),), now.cursor).events
+        ]
+        for user_id, now in live.items()
+    }
+    assert heard == {admin.id: ["webhook.disabled"], operator.id: []}
     login(client, admin.email)
     page = client.get("/console/admin/webhooks").get_data(as_text=True)
     assert "è stato disattivato" in page

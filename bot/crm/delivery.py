@@ -43,6 +43,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from bot.conversation.handoff import publish
 from bot.crm.endpoints import Resolver, check_url, host_of, resolve_host, signing_secrets
 from bot.crm.events import event_body, wake_key
 from bot.exceptions import InvalidEndpoint
@@ -50,9 +51,17 @@ from bot.privacy.audit import record_audit
 from bot.runtime.queueing import BackgroundLoop, connect_redis
 from bot.services import Services
 from notify.crm import CrmAttempt, CrmDestination, CrmSender
+from notify.operators import OperatorEvent, user_channel
 from storage.db import rows_affected
-from storage.models import Tenant, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
-from storage.vocabulary import WebhookDeliveryStatus
+from storage.models import (
+    Tenant,
+    User,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+    utcnow,
+)
+from storage.vocabulary import Role, WebhookDeliveryStatus
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,7 @@ BATCH = 100
 MAX_ROUNDS = 50
 LEASE_MARGIN_SECONDS = 30.0
 MAX_ERROR = 200
+DISABLED_EVENT = "webhook.disabled"  # the audit action and the consoles' live event
 
 
 # -- the rules (plain functions) ----------------------------------------------------------
@@ -247,6 +257,7 @@ class CrmDispatcher:
         return self.sender.post(destination, claimed.body, claimed.event_uid, claimed.secrets)
 
     def _record(self, claimed: _Claimed, attempt: CrmAttempt, at: datetime) -> None:
+        disabled: str | None = None
         with self.svc.db.session() as session:
             delivery = session.get(WebhookDelivery, claimed.delivery_id)
             if delivery is None or delivery.status != PENDING:
@@ -281,9 +292,14 @@ class CrmDispatcher:
                 if endpoint.disabled_at is None and should_disable(
                     endpoint.failing_since, endpoint.last_success_at, at, self.window, given_up
                 ):
-                    self._disable(session, endpoint, at, delivery.last_error)
+                    disabled = self._disable(session, endpoint, at, delivery.last_error)
+        if disabled is not None:
+            tell_admins_disabled(self.svc, claimed.tenant_id, claimed.endpoint_id, disabled)
 
-    def _disable(self, session: Any, endpoint: WebhookEndpoint, at: datetime, error: str) -> None:
+    def _disable(
+        self, session: Any, endpoint: WebhookEndpoint, at: datetime, error: str
+    ) -> str | None:
+        """Disable the endpoint unless another worker just did; the host if this one did."""
         disabled = rows_affected(
             session.execute(
                 update(WebhookEndpoint)
@@ -293,12 +309,12 @@ class CrmDispatcher:
             )
         )
         if not disabled:
-            return
+            return None
         host = host_of(endpoint.url)
         record_audit(
             session,
             endpoint.tenant_id,
-            "webhook.disabled",
+            DISABLED_EVENT,
             actor="system",
             target_type="webhook_endpoint",
             target_id=endpoint.id,
@@ -311,6 +327,7 @@ class CrmDispatcher:
             },
         )
         log.warning("crm endpoint %s (%s) disabled after a window of failures", endpoint.id, host)
+        return host
 
     # -- waiting -----------------------------------------------------------------------------
 
@@ -342,6 +359,21 @@ class CrmDispatcher:
         self.sender.close()
         if self._listener is not None:
             self._listener.close()
+
+
+def tell_admins_disabled(svc: Services, tenant_id: int, endpoint_id: int, host: str) -> None:
+    """After the commit: every active admin's open console hears ``webhook.disabled`` on
+    their own channel at once (operators are not told: only admins can act on it)."""
+    with svc.db.read() as session:
+        admins = session.scalars(
+            select(User.id)
+            .where(User.tenant_id == tenant_id, User.role == Role.ADMIN, User.active.is_(True))
+            .order_by(User.id)
+        ).all()
+    if admins:
+        data = {"endpoint_id": endpoint_id, "host": host}
+        channels = tuple(user_channel(user_id) for user_id in admins)
+        publish(svc, [OperatorEvent(channels, DISABLED_EVENT, data)])
 
 
 class CrmThread(BackgroundLoop):
