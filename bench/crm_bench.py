@@ -57,6 +57,7 @@ MESSAGES = (
     "grazie, a presto",
 )
 RESIDENTS = 400
+WARM_UP_SECONDS = 120.0
 
 
 def setup_office(env: dict[str, str], crm_url: str) -> str:
@@ -98,7 +99,7 @@ class Sender:
         self.failed = 0
         self._turn = 0
 
-    def post_one(self) -> None:
+    def post_one(self, timeout: float = 10.0) -> None:
         resident, step = divmod(self._turn, len(MESSAGES))
         self._turn += 1
         number = f"+39333{resident % RESIDENTS:07d}"
@@ -115,7 +116,7 @@ class Sender:
         signature = self.validator.compute_signature(PUBLIC + PATH, params)
         self.sent[params["MessageSid"]] = time.time()
         answer = self.session.post(
-            self.url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
+            self.url, data=params, headers={"X-Twilio-Signature": signature}, timeout=timeout
         )
         if answer.status_code != 200:
             self.failed += 1
@@ -241,7 +242,9 @@ def main() -> int:
             [sys.executable, "-m", "bot", "worker"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
         )
         sender = Sender(port)
-        sender.post_one()  # warm-up: the worker loads the language model first
+        # Warm-up: gunicorn's workers import the app after the port opens, and the worker
+        # loads the language model; on a busy machine that takes longer than one timeout.
+        sender.post_one(timeout=WARM_UP_SECONDS)
         wait_for(receiver, set(sender.sent), db, 120)
         for _ in range(args.rounds):
             rounds.append(measure_round(receiver, sender, db, args.rate, args.duration))
