@@ -10,8 +10,9 @@ messages per conversation) arrive at a steady rate; every one makes a
 
 Reported per round and as medians of the rounds (p50 and p99, milliseconds):
 
-* change -> CRM: from the event's ``created_at`` (the worker's transaction that
-  records the change) to its arrival at the receiver: what the outbox adds;
+* change -> CRM: from the event's ``created_at`` to its arrival at the receiver;
+  ``created_at`` is the turn's clock, read before the model reads the message and
+  before the write transaction, so this bounds from above what the outbox adds;
 * webhook -> change: from the resident's POST to the event's ``created_at``: the
   pipeline before it, measured in the same run as the baseline;
 * webhook -> CRM: from the resident's POST to the arrival of its ``message.received``;
