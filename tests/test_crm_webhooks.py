@@ -369,6 +369,26 @@ def test_the_text_and_the_number_go_only_when_the_office_turns_them_on(
     assert stored.private is not None and b"citofono" not in stored.private
 
 
+def test_a_photo_never_reaches_the_crm_even_with_the_text_turned_on(
+    client, svc, crm, dispatcher, twilio
+):
+    tenant = make_tenant(svc, webhooks={"include_text": True, "include_phone": True})
+    made = add(svc, tenant, crm.url, "message.received")
+    consented(client, svc)
+    photo = b"\x89PNG la crepa nel muro"
+    url = twilio.add_media(photo, "image/png")
+    send_inbound(client, "la crepa", NumMedia="1", MediaUrl0=url, MediaContentType0="image/png")
+    drain(svc)
+
+    with signing_with(crm, made.secret):
+        dispatcher.deliver_due()
+
+    last = crm.events[-1]
+    assert last.body["data"]["text"] == "la crepa"  # the text, as the office asked
+    assert url.encode() not in last.raw and photo not in last.raw
+    assert not any("media" in key for key in last.body["data"])
+
+
 def test_an_emergency_and_its_takeover_reach_the_crm(
     client, svc, tenant, crm, endpoint, dispatcher
 ):
