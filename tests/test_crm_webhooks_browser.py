@@ -21,10 +21,11 @@ from test_console_browser import (  # noqa: F401
     pytestmark,
     sign_in,
     svc,
+    wait_for_live_connection,
 )
 from test_crm_webhooks import add, emit, signing_with
 
-from bot.crm.delivery import CrmDispatcher
+from bot.crm.delivery import CrmDispatcher, tell_admins_disabled
 from bot.services import Services
 from storage.models import Tenant
 
@@ -92,3 +93,20 @@ def test_an_admin_reads_the_delivery_log_on_a_phone_replays_and_rotates(
         assert secret.startswith("whsec_") and secret != made.secret and _fits(page)
     finally:
         dispatcher.close()
+
+
+def test_an_admins_open_console_is_told_at_once_when_an_endpoint_is_disabled(
+    page: Any, svc: Services, tenant: Tenant, crm: FakeCrmReceiver
+) -> None:
+    from playwright.sync_api import expect
+
+    admin = make_user(svc, tenant, "admin@studio-rossi.it", "admin")
+    made = add(svc, tenant, crm.url)
+    sign_in(page, admin.email)
+    wait_for_live_connection(page)
+
+    tell_admins_disabled(svc, tenant.id, made.endpoint.id, "crm.studio-rossi.it")
+
+    expect(page.locator("#live-banner")).to_contain_text("Webhook CRM disattivato")
+    expect(page.locator("#live-banner")).to_contain_text("crm.studio-rossi.it")
+    expect(page.locator("#menu-webhooks .badge")).to_have_text("disattivato")
