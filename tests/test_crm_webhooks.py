@@ -62,6 +62,7 @@ from storage.vocabulary import WebhookEventType
 BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 OTHER_NUMBER = "+390298765432"
 # Short waits, so retries, timeouts and the retry window fit in a test.
+# A test that sets a longer backoff sets its cap too: the cap bounds every wait.
 FAST = {
     "CRM_BACKOFF_SECONDS": 0.05,
     "CRM_BACKOFF_MAX_SECONDS": 0.2,
@@ -486,7 +487,9 @@ def test_a_crm_failing_twice_gets_the_event_once_more_with_the_same_id(
 
 
 @pytest.mark.parametrize(
-    "app_config_extra", [{"CRM_TIMEOUT_SECONDS": 0.3, "CRM_BACKOFF_SECONDS": 0.5}], indirect=True
+    "app_config_extra",
+    [{"CRM_TIMEOUT_SECONDS": 0.3, "CRM_BACKOFF_SECONDS": 0.5, "CRM_BACKOFF_MAX_SECONDS": 0.5}],
+    indirect=True,
 )
 def test_a_crm_answering_too_late_gets_the_event_again(svc, tenant, crm, endpoint, dispatcher):
     crm.delay_next(1.5)
@@ -535,7 +538,9 @@ def test_a_conversations_events_arrive_in_order_even_when_one_is_retried(
     assert [e.body["data"]["ticket_id"] for e in events] == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("app_config_extra", [{"CRM_BACKOFF_SECONDS": 30}], indirect=True)
+@pytest.mark.parametrize(
+    "app_config_extra", [{"CRM_BACKOFF_SECONDS": 30, "CRM_BACKOFF_MAX_SECONDS": 60}], indirect=True
+)
 def test_other_conversations_do_not_wait_for_a_retried_one(svc, tenant, crm, endpoint, dispatcher):
     stuck = make_conversation(svc, tenant)
     other = make_conversation(svc, tenant, make_contact(svc, tenant, "+393339998877"))
