@@ -98,6 +98,18 @@ DEFAULTS: dict[str, Any] = {
     # database; and the Retry-After of a 503 when no spool could keep a delivery.
     "SPOOL_DRAIN_INTERVAL_SECONDS": 2.0,
     "SPOOL_RETRY_AFTER_SECONDS": 5,
+    # Outbound webhooks to the offices' CRMs (bot.crm): the timeout of one attempt; how
+    # long a delivery is retried, which is also how long an endpoint may keep failing
+    # before it is disabled; the backoff's first and longest wait; how often the
+    # dispatcher looks for due deliveries when nothing woke it; sends in parallel; and a
+    # CA file to trust for the CRMs' certificates (a private CA), besides the system's.
+    "CRM_TIMEOUT_SECONDS": 10.0,
+    "CRM_RETRY_WINDOW_SECONDS": 24 * 3600.0,
+    "CRM_BACKOFF_SECONDS": 10.0,
+    "CRM_BACKOFF_MAX_SECONDS": 3600.0,
+    "CRM_POLL_SECONDS": 1.0,
+    "CRM_PARALLEL_SENDS": 8,
+    "CRM_CA_BUNDLE": None,
 }
 
 _ENV_KEYS = [
@@ -116,6 +128,7 @@ _INTS = {
     "PUSHER_PORT",
     "HUMAN_MODE_TIMEOUT_MINUTES",
     "TRUSTED_PROXIES",
+    "CRM_PARALLEL_SENDS",
 }
 _FLOATS = {
     "SWEEP_INTERVAL_SECONDS",
@@ -125,6 +138,11 @@ _FLOATS = {
     "MEDIA_FETCH_DEADLINE_SECONDS",
     "WEBHOOK_DB_TIMEOUT_SECONDS",
     "SPOOL_DRAIN_INTERVAL_SECONDS",
+    "CRM_TIMEOUT_SECONDS",
+    "CRM_RETRY_WINDOW_SECONDS",
+    "CRM_BACKOFF_SECONDS",
+    "CRM_BACKOFF_MAX_SECONDS",
+    "CRM_POLL_SECONDS",
 }
 
 

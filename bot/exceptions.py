@@ -9,6 +9,7 @@
     │   ├── InvalidSetting               an office setting that cannot be stored
     │   ├── InvalidAccount               a console account that cannot be created
     │   ├── InvalidSubscription          a browser's push subscription we will not store
+    │   ├── InvalidEndpoint              a CRM webhook URL we will not post to
     │   ├── OnCallExists                 that number is already on the office's rota
     │   └── InvalidImport                a contacts file that cannot be read
     ├── NotFound (LookupError)           no such record *in the caller's office*
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "InvalidAccount",
+    "InvalidEndpoint",
     "InvalidImport",
     "InvalidInput",
     "InvalidPhoneNumber",
@@ -68,6 +70,10 @@ class InvalidAccount(InvalidInput):
 
 class InvalidSubscription(InvalidInput):
     """A Web Push subscription we will not store: not HTTPS, or keys that are not keys."""
+
+
+class InvalidEndpoint(InvalidInput):
+    """A CRM webhook URL we will not post to: not HTTPS, or an address not allowed."""
 
 
 class OnCallExists(InvalidInput):

@@ -3,11 +3,11 @@ callbacks applied monotonically, and the sends a dead worker left unconfirmed.""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Table, func, select, text, update
+from sqlalchemy import ColumnElement, Connection, Table, func, select, text, update
 
 from storage.db import Database, rows_affected
 from storage.models import PENDING_OUT, SENDING_OUT, UNCONFIRMED_OUT, Message, utcnow
@@ -32,10 +32,31 @@ STATUS_RANK: dict[str, int] = {
 _messages: Table = Message.__table__  # type: ignore[assignment]
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """A status that moved an outbound message forward."""
+
+    tenant_id: int
+    message_id: int
+    conversation_id: int | None
+    contact_id: int | None
+    status: str
+    error_code: int | None
+
+
 def apply_status(
-    db: Database, tenant_id: int, provider_sid: str, status: str, error_code: int | None
+    db: Database,
+    tenant_id: int,
+    provider_sid: str,
+    status: str,
+    error_code: int | None,
+    *,
+    then: Callable[[Connection, StatusChange], None] | None = None,
 ) -> int | None:
-    """Record a status if it moves the message forward; returns the message id if it did."""
+    """Record a status if it moves the message forward; returns the message id if it did.
+
+    ``then`` runs in the same transaction when it did (the CRM's outbox is written there).
+    """
     rank = STATUS_RANK.get(status)
     if rank is None:
         return None
@@ -48,10 +69,18 @@ def apply_status(
             _messages.c.status_rank < rank,
         )
         .values(status=status, status_rank=rank, error_code=error_code, status_at=utcnow())
-        .returning(_messages.c.id)
+        .returning(_messages.c.id, _messages.c.conversation_id, _messages.c.contact_id)
     )
     with db.begin() as connection:
-        return connection.execute(statement).scalar()
+        row = connection.execute(statement).first()
+        if row is None:
+            return None
+        if then is not None:
+            change = StatusChange(
+                tenant_id, row.id, row.conversation_id, row.contact_id, status, error_code
+            )
+            then(connection, change)
+        return int(row.id)
 
 
 def claim_for_sending(db: Database, message_id: int) -> bool:

@@ -53,6 +53,8 @@ from storage.vocabulary import (
     TicketEventKind,
     TicketKind,
     TicketStatus,
+    WebhookDeliveryStatus,
+    WebhookEventType,
 )
 
 NAMING = {
@@ -672,3 +674,123 @@ class DataRequest(Base):
         ForeignKey("users.id", ondelete="SET NULL")
     )
     outcome: Mapped[str | None] = mapped_column(Text)
+
+
+# -- the office's CRM: outbound webhooks ---------------------------------------------------
+
+_PENDING_DELIVERY = text("status = 'pending'")
+
+
+class WebhookEndpoint(Base):
+    """A URL of the office's CRM that receives signed events (``bot.crm``).
+
+    The signing secret is stored encrypted, not hashed: every delivery is signed with
+    it. During a rotation the previous secret signs too, until ``previous_secret_until``.
+    ``events`` lists the types it receives; empty means every type. An endpoint failing
+    for the whole retry window is disabled (``disabled_at``): its deliveries wait,
+    recorded, until an admin enables it again.
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index(None, "tenant_id"), IDS_NEVER_REUSED)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_until: Mapped[datetime | None]
+    # Explicit exceptions to "public HTTPS only", chosen when the endpoint was added.
+    allow_loopback: Mapped[bool] = mapped_column(Boolean, default=False)
+    allow_private: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # First failed attempt since the last success: the clock of the disabling rule.
+    failing_since: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class WebhookEvent(Base):
+    """The outbox: one event for the office's CRM, written in the transaction of the
+    change it reports, so that no change goes untold and nothing untrue is told.
+
+    ``uid`` is the id receivers see (and dedupe on). ``data`` holds ids and a short
+    summary; what the office chose to add (the message's text, the contact's number)
+    is kept apart, encrypted, in ``private``. ``conversation_id`` orders deliveries;
+    it and ``contact_id`` are plain ids (no foreign key) so that erasure finds the
+    events of the person it erases.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        Index(None, "tenant_id", "created_at"),
+        Index("ix_webhook_events_tenant_id_contact_id", "tenant_id", "contact_id"),
+        IDS_NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    uid: Mapped[str] = mapped_column(String(40), unique=True)
+    type: Mapped[WebhookEventType] = mapped_column(StoredWord(WebhookEventType, 64))
+    conversation_id: Mapped[int | None] = mapped_column(Integer)
+    contact_id: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    private: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event's delivery to one endpoint, and its log (attempts, latency, last error).
+
+    Due when pending, ``next_attempt_at`` has come and no earlier pending delivery of
+    the same conversation waits for the same endpoint; a worker claims it with a lease
+    (``lease_until``), so a dead worker's claim expires and the delivery is retried.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index(None, "tenant_id", "id"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_event_id", "event_id"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=_PENDING_DELIVERY,
+            postgresql_where=_PENDING_DELIVERY,
+        ),
+        Index(
+            "ix_webhook_deliveries_pending_order",
+            "endpoint_id",
+            "conversation_id",
+            "id",
+            sqlite_where=_PENDING_DELIVERY,
+            postgresql_where=_PENDING_DELIVERY,
+        ),
+        IDS_NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[WebhookDeliveryStatus] = mapped_column(
+        StoredWord(WebhookDeliveryStatus, 16), default=WebhookDeliveryStatus.PENDING
+    )
+    replay: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Where its retry window starts (written, replayed, or its endpoint enabled again):
+    # a delivery still failing a window later is given up.
+    retry_from: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(200))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    delivered_at: Mapped[datetime | None]
+
+    event: Mapped[WebhookEvent] = relationship(lazy="joined")

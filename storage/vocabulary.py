@@ -41,6 +41,8 @@ __all__ = [
     "SpoolOutcome",
     "TicketKind",
     "TicketStatus",
+    "WebhookDeliveryStatus",
+    "WebhookEventType",
 ]
 
 
@@ -319,6 +321,8 @@ class PasswordLinkPurpose(StrEnum):
 
     INVITE = "invite"
     RESET = "reset"
+
+
 class SpoolKind(StrEnum):
     """What a spooled webhook delivery was (kept while the database could not take it)."""
 
@@ -334,3 +338,26 @@ class SpoolOutcome(StrEnum):
     APPLIED = "applied"  # a status callback, applied by the monotonic rule
     UNROUTED = "unrouted"  # the number no longer belongs to that office: dropped
     REJECTED = "rejected"  # unreadable, or refused by the database for good: set aside
+
+
+class WebhookEventType(StrEnum):
+    """What the office's CRM can be told (``bot.crm``); adding a type is one line here,
+    plus the call that records it where the change happens."""
+
+    MESSAGE_RECEIVED = "message.received"
+    MESSAGE_STATUS = "message.status"
+    CONVERSATION_NEEDS_ATTENTION = "conversation.needs_attention"
+    CONVERSATION_ACKNOWLEDGED = "conversation.acknowledged"
+    TICKET_CREATED = "ticket.created"
+    TICKET_UPDATED = "ticket.updated"
+    CONSENT_CHANGED = "consent.changed"
+    EMERGENCY_OPENED = "emergency.opened"
+    CONTACT_ERASED = "contact.erased"
+
+
+class WebhookDeliveryStatus(StrEnum):
+    """One event's delivery to one CRM endpoint."""
+
+    PENDING = "pending"  # to be attempted (or being attempted, under a lease)
+    DELIVERED = "delivered"  # the CRM answered 2xx
+    FAILED = "failed"  # given up: the retry window passed without a 2xx

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.conversation.emergency import record_ticket_event
+from bot.crm import record_ticket_change
 from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit
@@ -58,4 +59,5 @@ def change_ticket_status(
     record_actor_audit(
         session, actor, "ticket.status", "ticket", ticket.id, {"from": previous, "to": status}
     )
+    record_ticket_change(session, actor.tenant_id, ticket, previous, actor.user_id)
     return ticket

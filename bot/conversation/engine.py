@@ -39,6 +39,7 @@ from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordBook, KeywordMatch
 from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
+from bot.crm import record_turn
 from bot.exceptions import SendDeferred
 from bot.office.hours import OfficeClosed, closed_now
 from bot.outbound import Envelope, Outgoing, send_message
@@ -236,6 +237,7 @@ def _handle(
         )
         session.flush()
         events.append(_message_event(tenant, thread, message))
+        record_turn(svc, session, tenant, contact, thread, message, plan, reading, now)
     publish(svc, events)
     alert_operators(svc, tenant.id, events, reading)
     return Handled(tenant=tenant, contact=contact, message_id=claimed.id, ledger=tuple(plan.ledger))

@@ -28,6 +28,7 @@ from bot.conversation.emergency import (
     record_on_open_emergencies,
 )
 from bot.conversation.replies import render
+from bot.crm import record_acknowledged
 from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.office.hours import hours_sentence
@@ -141,6 +142,7 @@ def takeover(session: Session, actor: Actor, conversation_id: int, now: datetime
     _audit(session, actor, "conversation.takeover", conversation.id)
     # Taking the conversation over is taking charge of its emergency.
     acknowledged = _acknowledge(session, actor, conversation.id, AckVia.TAKEOVER, now)
+    record_acknowledged(session, conversation, actor.user_id)
     message = "Hai preso in carico la conversazione: il bot non risponderà più."
     if acknowledged:
         message = "Hai preso in carico la conversazione e l'emergenza: il bot non risponderà più."

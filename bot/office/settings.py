@@ -159,9 +159,12 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     # 0 turns the reminder off.
     "handoff.reminder_minutes": _whole_number(0, MAX_HANDOFF_REMINDER_MINUTES),
     **TEMPLATE_PARSERS,
+    # What the events pushed to the office's CRM may carry besides ids (bot.crm).
+    "webhooks.include_text": _boolean,
+    "webhooks.include_phone": _boolean,
 }
 # Keys written as GROUP.NAME are kept nested: settings[GROUP][NAME].
-NESTED_GROUPS = ("retention", "emergency", "hours", "handoff", "templates")
+NESTED_GROUPS = ("retention", "emergency", "hours", "handoff", "templates", "webhooks")
 
 
 def parse_assignment(assignment: str) -> tuple[str, Any]:
@@ -182,6 +185,7 @@ def parse_assignment(assignment: str) -> tuple[str, Any]:
 def effective_settings(tenant: Tenant) -> dict[str, Any]:
     """What the office's bot runs with: its own values, or the defaults."""
     settings = tenant.settings or {}
+    webhooks = settings.get("webhooks") or {}
     return {
         "send_rate_per_second": int(settings.get("send_rate_per_second", DEFAULT_SEND_RATE)),
         "redact_sensitive": bool(settings.get("redact_sensitive", True)),
@@ -195,6 +199,10 @@ def effective_settings(tenant: Tenant) -> dict[str, Any]:
         "handoff": {"reminder_minutes": handoff_reminder_minutes(settings)},
         "templates": dict(settings.get("templates") or {}),
         "approved_templates": list(settings.get("approved_templates") or []),
+        "webhooks": {
+            "include_text": bool(webhooks.get("include_text", False)),
+            "include_phone": bool(webhooks.get("include_phone", False)),
+        },
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.crm.endpoints import endpoint_hosts
 from bot.office.lifecycle import EXPORT_WINDOW
 from bot.office.settings import effective_settings
 from bot.office.throttle import POLICIES
@@ -87,6 +88,22 @@ RECIPIENTS: dict[str, dict[str, str]] = {
             "contatti, conversazioni, messaggi, ticket ed eventi di consenso"
         ),
     },
+    "crm_webhooks": {
+        "name": "Gestionale dello studio che riceve gli eventi (webhook)",
+        "description": (
+            "Sistemi dello studio a cui il servizio invia eventi firmati (messaggi ricevuti, "
+            "esiti di consegna, ticket, consensi, richieste di operatore, emergenze) agli "
+            "indirizzi configurati, elencati per host: identificativi di messaggi, "
+            "conversazioni, contatti e ticket, stati e un breve riepilogo; {extra}; mai gli "
+            "allegati"
+        ),
+    },
+}
+WEBHOOK_EXTRA = {
+    (False, False): "senza il testo dei messaggi né il numero del contatto",
+    (True, False): "con il testo dei messaggi (scelta dello studio), senza il numero del contatto",
+    (False, True): "con il numero del contatto (scelta dello studio), senza il testo dei messaggi",
+    (True, True): "con il testo dei messaggi e il numero del contatto (scelta dello studio)",
 }
 
 THIRD_COUNTRY_SAFEGUARD = (
@@ -167,6 +184,11 @@ MEASURES: dict[str, str] = {
     "pusher_private_channels": (
         "Notifiche su canali privati autorizzati solo per lo studio dell'operatore"
     ),
+    "signed_outbound_webhooks": (
+        "Eventi verso il gestionale dello studio firmati con HMAC-SHA256 e un segreto per "
+        "indirizzo, inviati solo su HTTPS a indirizzi pubblici salvo eccezione esplicita "
+        "dello studio (stessa macchina o rete privata), con il minimo dei dati"
+    ),
 }
 
 # -- what the office's settings and the running configuration say ---------------------
@@ -177,6 +199,10 @@ class _Context:
     twilio: bool
     pusher: bool
     api_tokens: int
+    # Hosts of the office's CRM webhook endpoints, and what their events carry.
+    webhook_hosts: tuple[str, ...]
+    webhook_text: bool
+    webhook_phone: bool
     https: bool
     store_profile_name: bool
     redact_sensitive: bool
@@ -189,16 +215,26 @@ class _Context:
             "twilio": self.twilio,
             "pusher": self.pusher,
             "crm": self.api_tokens > 0,
+            "crm_webhooks": bool(self.webhook_hosts),
         }.get(recipient, True)
 
 
-def _context(svc: Services, settings: dict[str, Any], api_tokens: int) -> _Context:
+def _context(
+    svc: Services,
+    settings: dict[str, Any],
+    api_tokens: int,
+    webhook_hosts: tuple[str, ...],
+    webhook_options: dict[str, Any],
+) -> _Context:
     return _Context(
         # The live objects, built from WHATSAPP_TRANSPORT and the Pusher settings, are
         # what actually sends: the register follows them, not the raw variables.
         twilio=svc.transport.name == "twilio",
         pusher=svc.notifier.name == "pusher",
         api_tokens=api_tokens,
+        webhook_hosts=webhook_hosts,
+        webhook_text=bool(webhook_options.get("include_text")),
+        webhook_phone=bool(webhook_options.get("include_phone")),
         https=str(svc.config.get("PUBLIC_BASE_URL", "")).startswith("https://"),
         store_profile_name=settings["store_profile_name"],
         redact_sensitive=settings["redact_sensitive"],
@@ -216,6 +252,8 @@ def _measure(key: str, ctx: _Context) -> str | None:
     if key == "https" and not ctx.https:
         return None
     if key == "pusher_private_channels" and not ctx.pusher:
+        return None
+    if key == "signed_outbound_webhooks" and not ctx.webhook_hosts:
         return None
     if key == "profile_name_not_stored" and ctx.store_profile_name:
         return None
@@ -262,6 +300,12 @@ def _messages_retention(t: dict[str, int]) -> list[dict[str, Any]]:
             "Registro del bot (richiesta riconosciuta, affidabilità, azione)",
             t["bot_log_days"],
             f"{t['bot_log_days']} giorni",
+        ),
+        _term(
+            "Eventi per il gestionale dello studio (webhook) e registro delle consegne",
+            min(t["webhook_days"], t["messages_days"]),
+            f"{min(t['webhook_days'], t['messages_days'])} giorni dall'evento; cancellati "
+            "prima con il contatto a cui si riferiscono",
         ),
         _term(
             "Contatti che hanno scritto senza mai accettare e senza altra base giuridica",
@@ -384,7 +428,7 @@ ACTIVITIES: tuple[_Activity, ...] = (
             "Eventuali dati particolari o identificativi inviati spontaneamente "
             "dall'interessato (trattati come indicato nelle misure)",
         ),
-        recipients=("operators", "processor", "meta", "twilio", "pusher", "crm"),
+        recipients=("operators", "processor", "meta", "twilio", "pusher", "crm", "crm_webhooks"),
         retention=_messages_retention,
         measures=(
             "encryption_at_rest",
@@ -397,6 +441,7 @@ ACTIVITIES: tuple[_Activity, ...] = (
             "sensitive",
             "media_limits",
             "retention_purge",
+            "signed_outbound_webhooks",
         ),
         holds_contact_identity=True,
     ),
@@ -422,7 +467,7 @@ ACTIVITIES: tuple[_Activity, ...] = (
             "Versione e impronta SHA-256 dell'informativa mostrata",
             "Autore dell'evento (interessato, operatore, importazione, fornitore)",
         ),
-        recipients=("admins", "processor", "crm"),
+        recipients=("admins", "processor", "crm", "crm_webhooks"),
         retention=_consent_retention,
         measures=("consent_append_only", "encryption_at_rest", "tenant_segregation", "https"),
     ),
@@ -447,7 +492,7 @@ ACTIVITIES: tuple[_Activity, ...] = (
             "Notifiche agli operatori: identificativi di conversazione e messaggio, motivo, "
             "priorità",
         ),
-        recipients=("operators", "processor", "meta", "twilio", "pusher"),
+        recipients=("operators", "processor", "meta", "twilio", "pusher", "crm_webhooks"),
         retention=_handoff_retention,
         measures=(
             "human_mode_silence",
@@ -508,6 +553,15 @@ def _transfers(recipients: list[str]) -> dict[str, Any]:
     return {"summary": TRANSFERS_IN_USE if abroad else NO_TRANSFERS, "transfers": abroad}
 
 
+def _recipient(key: str, ctx: _Context) -> dict[str, Any]:
+    entry: dict[str, Any] = {"id": key, **RECIPIENTS[key]}
+    if key == "crm_webhooks":
+        extra = WEBHOOK_EXTRA[(ctx.webhook_text, ctx.webhook_phone)]
+        entry["description"] = entry["description"].format(extra=extra)
+        entry["hosts"] = list(ctx.webhook_hosts)
+    return entry
+
+
 def _activity(activity: _Activity, ctx: _Context) -> dict[str, Any]:
     recipients = [key for key in activity.recipients if ctx.uses(key)]
     measures = [_measure(key, ctx) for key in activity.measures]
@@ -518,16 +572,20 @@ def _activity(activity: _Activity, ctx: _Context) -> dict[str, Any]:
         "legal_basis": list(activity.legal_basis),
         "data_subjects": list(activity.data_subjects),
         "personal_data": _personal_data(activity, ctx),
-        "recipients": [{"id": key, **RECIPIENTS[key]} for key in recipients],
+        "recipients": [_recipient(key, ctx) for key in recipients],
         "third_country_transfers": _transfers(recipients),
         "retention": [*activity.retention(ctx.terms), _termination_term()],
         "security_measures": [m for m in measures if m is not None],
     }
 
 
-def _stored_state(svc: Services, tenant: Tenant) -> tuple[dict[str, Any] | None, int]:
-    """The notice in force and how many API tokens can read the office's data."""
+def _stored_state(
+    svc: Services, tenant: Tenant
+) -> tuple[dict[str, Any] | None, int, tuple[str, ...]]:
+    """The notice in force, how many API tokens can read the office's data, and the
+    hosts its events are pushed to."""
     with svc.db.read() as session:
+        hosts = tuple(endpoint_hosts(session, tenant.id))
         notice = active_notice(session, tenant)
         tokens = session.scalar(
             select(func.count(ApiToken.id)).where(
@@ -544,7 +602,7 @@ def _stored_state(svc: Services, tenant: Tenant) -> tuple[dict[str, Any] | None,
             if notice is not None
             else None
         )
-    return in_force, int(tokens or 0)
+    return in_force, int(tokens or 0), hosts
 
 
 def _service_state(tenant: Tenant) -> dict[str, str | None]:
@@ -557,9 +615,10 @@ def _service_state(tenant: Tenant) -> dict[str, str | None]:
 
 def processing_register(svc: Services, tenant: Tenant, now: datetime) -> dict[str, Any]:
     """The office's art. 30(1) register, as the service is configured right now."""
-    notice, api_tokens = _stored_state(svc, tenant)
+    notice, api_tokens, webhook_hosts = _stored_state(svc, tenant)
     settings = effective_settings(tenant)
-    ctx = _context(svc, settings, api_tokens)
+    webhook_options = (tenant.settings or {}).get("webhooks") or {}
+    ctx = _context(svc, settings, api_tokens, webhook_hosts, webhook_options)
     activities = [_activity(activity, ctx) for activity in ACTIVITIES]
     measures = list(dict.fromkeys(m for a in activities for m in a["security_measures"]))
     return {
@@ -579,6 +638,7 @@ def processing_register(svc: Services, tenant: Tenant, now: datetime) -> dict[st
             "whatsapp_transport": svc.transport.name,
             "operator_notifications": svc.notifier.name,
             "api_tokens_active": ctx.api_tokens,
+            "crm_webhook_hosts": list(ctx.webhook_hosts),
             "store_profile_name": ctx.store_profile_name,
             "redact_sensitive": ctx.redact_sensitive,
         },

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from bot.crm import purge_events
 from bot.office.lifecycle import delete_expired_tenants
 from bot.privacy.audit import record_audit
 from bot.privacy.rights import delete_files, delete_rows, erase_in_session, media_files
@@ -34,6 +35,8 @@ DEFAULT_TERMS: dict[str, int] = {
     # Wrote once, never accepted, no other legal basis: nothing justifies keeping them.
     "never_consented_days": 30,
     "inactive_contact_days": 730,
+    # Events for the office's CRM and their delivery log (bot.crm).
+    "webhook_days": 30,
 }
 PURGE_EVERY = timedelta(days=1)
 _LAST_RUN_KEY = "portineria:retention:last-run"
@@ -86,6 +89,7 @@ def _purge_tenant(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -
             BotLogEntry.at < now - timedelta(days=terms["bot_log_days"]),
         )
         files += _expired_contacts(session, tenant, now, terms, report)
+        report.removed["webhook_events"] = purge_events(session, tenant.id, now, terms)
         if not dry_run:
             record_audit(
                 session,

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from bot.crm import forget_contact
 from bot.exceptions import NotFound
 from bot.privacy.audit import record_audit
 from bot.services import Services
@@ -276,6 +277,7 @@ def erase_in_session(
     removed["conversations"] = delete_rows(
         session, Conversation, tenant, Conversation.id.in_(thread_ids)
     )
+    removed["webhook_events"] = forget_contact(session, tenant.id, contact.id, thread_ids)
     session.delete(contact)
     return removed, files
 

@@ -34,6 +34,7 @@ def init_app(app: Flask) -> None:
         token_group,
         contacts_group,
         oncall_group,
+        webhooks_group,
         worker_command,
         intents_group,
         audit_group,
@@ -260,6 +261,173 @@ def oncall_remove(slug: str, phone: str) -> None:
     except PortineriaError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"removed {person.name} from the rota")
+
+
+# -- CRM webhooks ---------------------------------------------------------------------
+
+
+@click.group("webhooks", help="Signed events pushed to the office's CRM.")
+def webhooks_group() -> None:
+    pass
+
+
+def _iso_option(value: str | None, name: str):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint=name) from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@webhooks_group.command("add", help="Add an endpoint; prints its signing secret, once, last.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--url", required=True, help="https://… (http only on loopback)")
+@click.option("--events", default=None, help="Comma-separated event types (default: all).")
+@click.option("--allow-loopback", is_flag=True, help="Accept 127.0.0.1/localhost (same host).")
+@click.option("--allow-private", is_flag=True, help="Accept private/link-local addresses.")
+@with_appcontext
+def webhooks_add(
+    slug: str, url: str, events: str | None, allow_loopback: bool, allow_private: bool
+) -> None:
+    from bot.crm.endpoints import By, add_endpoint
+
+    tenant = _tenant(slug)
+    try:
+        made = add_endpoint(
+            services(),
+            tenant.id,
+            url,
+            events,
+            allow_loopback=allow_loopback,
+            allow_private=allow_private,
+            by=By("cli"),
+        )
+    except PortineriaError as error:
+        raise click.ClickException(str(error)) from error
+    endpoint = made.endpoint
+    click.echo(f"endpoint {endpoint.id} for {slug}: {endpoint.url}")
+    click.echo(f"events: {', '.join(endpoint.events) or 'all'}")
+    click.echo("signing secret: store it now, it is not shown again")
+    click.echo(made.secret)
+
+
+@webhooks_group.command("list", help="The office's endpoints.")
+@click.option("--tenant", "slug", required=True)
+@with_appcontext
+def webhooks_list(slug: str) -> None:
+    from bot.crm.endpoints import list_endpoints
+    from storage.models import iso_utc
+
+    endpoints = list_endpoints(services(), _tenant(slug).id)
+    if not endpoints:
+        click.echo("no endpoints")
+    for e in endpoints:
+        state = "active" if e.active else f"DISABLED since {iso_utc(e.disabled_at)}"
+        extra = [
+            f"events: {', '.join(e.events) or 'all'}",
+            f"last success: {iso_utc(e.last_success_at) or '-'}",
+        ]
+        if e.failing_since:
+            extra.append(f"failing since {iso_utc(e.failing_since)}")
+        if e.rotating_until:
+            extra.append(f"previous secret valid until {iso_utc(e.rotating_until)}")
+        click.echo(f"{e.id}\t{state}\t{e.url}\t" + "; ".join(extra))
+
+
+@webhooks_group.command("remove", help="Remove an endpoint and its delivery log.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--id", "endpoint_id", required=True, type=int)
+@with_appcontext
+def webhooks_remove(slug: str, endpoint_id: int) -> None:
+    from bot.crm.endpoints import By, remove_endpoint
+
+    try:
+        removed = remove_endpoint(services(), _tenant(slug).id, endpoint_id, by=By("cli"))
+    except PortineriaError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"removed endpoint {removed.id} ({removed.url})")
+
+
+@webhooks_group.command(
+    "rotate-secret", help="A new signing secret (last line); the old one signs too for a while."
+)
+@click.option("--tenant", "slug", required=True)
+@click.option("--id", "endpoint_id", required=True, type=int)
+@click.option(
+    "--overlap-hours",
+    default=24.0,
+    show_default=True,
+    type=float,
+    help="How long deliveries carry both signatures (0: the old secret stops now).",
+)
+@with_appcontext
+def webhooks_rotate(slug: str, endpoint_id: int, overlap_hours: float) -> None:
+    from bot.crm.endpoints import By, rotate_secret
+
+    try:
+        made = rotate_secret(services(), _tenant(slug).id, endpoint_id, overlap_hours, by=By("cli"))
+    except PortineriaError as error:
+        raise click.ClickException(str(error)) from error
+    until = made.endpoint.rotating_until
+    click.echo(
+        f"endpoint {endpoint_id}: the previous secret stays valid until {until:%Y-%m-%d %H:%M} UTC"
+        if until
+        else f"endpoint {endpoint_id}: the previous secret is no longer valid"
+    )
+    click.echo("new signing secret: store it now, it is not shown again")
+    click.echo(made.secret)
+
+
+@webhooks_group.command("enable", help="Deliver again to an endpoint that was disabled.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--id", "endpoint_id", required=True, type=int)
+@with_appcontext
+def webhooks_enable(slug: str, endpoint_id: int) -> None:
+    from bot.crm.endpoints import By, enable_endpoint
+
+    try:
+        endpoint = enable_endpoint(services(), _tenant(slug).id, endpoint_id, by=By("cli"))
+    except PortineriaError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"endpoint {endpoint.id} is active: what waited for it is delivered first")
+
+
+@webhooks_group.command("replay", help="Deliver stored events again: one, or a time range.")
+@click.option("--tenant", "slug", required=True)
+@click.option("--event", "event_uid", default=None, help="An event id (evt_…).")
+@click.option("--since", default=None, help="ISO 8601 time: the events from then on.")
+@click.option("--until", default=None, help="ISO 8601 time: the events before then.")
+@click.option("--id", "endpoint_id", default=None, type=int, help="Only to this endpoint.")
+@with_appcontext
+def webhooks_replay(
+    slug: str,
+    event_uid: str | None,
+    since: str | None,
+    until: str | None,
+    endpoint_id: int | None,
+) -> None:
+    from bot.crm.endpoints import By
+    from bot.crm.history import replay
+
+    if (event_uid is None) == (since is None):
+        raise click.UsageError("give either --event ID or --since ISO [--until ISO]")
+    try:
+        queued = replay(
+            services(),
+            _tenant(slug).id,
+            by=By("cli"),
+            event_uid=event_uid,
+            since=_iso_option(since, "--since"),
+            until=_iso_option(until, "--until"),
+            endpoint_id=endpoint_id,
+        )
+    except PortineriaError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{queued} deliveries queued")
 
 
 # -- contacts and rights --------------------------------------------------------------

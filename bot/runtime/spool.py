@@ -681,6 +681,7 @@ def _store_message(svc: Services, tenant_id: int, record: SpooledDelivery) -> Sp
 
 
 def _apply_status(svc: Services, tenant_id: int, record: SpooledDelivery) -> SpoolOutcome:
+    from bot.crm import record_message_status
     from bot.privacy.consent import record_delivery_error
     from storage.delivery import apply_status
 
@@ -688,7 +689,14 @@ def _apply_status(svc: Services, tenant_id: int, record: SpooledDelivery) -> Spo
         raise ValueError("a spooled status callback without its status")
     message_id = record.message_id
     if message_id is None:
-        message_id = apply_status(svc.db, tenant_id, record.sid, record.status, record.error_code)
+        message_id = apply_status(
+            svc.db,
+            tenant_id,
+            record.sid,
+            record.status,
+            record.error_code,
+            then=record_message_status,
+        )
     if message_id is not None and record.error_code is not None:
         record_delivery_error(svc, tenant_id, message_id, record.error_code)
     return SpoolOutcome.APPLIED

@@ -1,5 +1,5 @@
-"""``portineria worker``: a non-forking RQ worker, the relay, the sweeper and the spool's
-drain, in one process.
+"""``portineria worker``: a non-forking RQ worker, the relay, the sweeper, the spool's
+drain and the CRM dispatcher, in one process.
 
 The worker does not fork per job: forking costs more than our jobs do, and the
 spaCy pipeline stays loaded once for the life of the process.
@@ -43,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.conversation.emergency import urgent_among
 from bot.conversation.escalation import escalate_unacknowledged
 from bot.conversation.handoff import release_idle_conversations, send_handoff_reminders
+from bot.crm.delivery import CrmThread
 from bot.outbound.send import reconcile_stale_sends
 from bot.privacy.retention import purge_if_due
 from bot.runtime.queueing import (
@@ -441,6 +442,7 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
         make_scheduler(svc, outage),
         drain_loop(svc, on_report=gate.note_drain),
     ]
+    crm = CrmThread(svc)  # the outbox to the offices' CRMs (bot.crm.delivery)
     try:
         if burst:
             svc.jobs.relay_waiting()
@@ -448,11 +450,14 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
                 loop.run_pass()
             gate.note_drain(drain_spools(svc))
             make_rq_worker(svc, gate=gate).work(burst=True, logging_level="WARNING")
+            crm.dispatcher.deliver_due()
             return
         for loop in loops:
             loop.start()
+        crm.start()
         work_through_outages(svc, outage, stop, gate)
     finally:
         for loop in loops:
             loop.stop()
+        crm.stop()
         rq_logger.removeFilter(fold)

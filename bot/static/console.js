@@ -156,6 +156,18 @@
       alertEmergency(data);
     } else if (name === "conversation.assigned") {
       announce("Ti è stata assegnata una conversazione.", false);
+    } else if (name === "webhook.disabled") {
+      // Only admins hear it (their own channel): an endpoint of the CRM stopped taking events.
+      announce("Webhook CRM disattivato: " + (data && data.host ? data.host : "un endpoint") +
+        " non accetta consegne da un giorno. Apri Webhook CRM per riattivarlo.", false);
+      var menu = document.getElementById("menu-webhooks");
+      if (menu && !menu.querySelector(".badge")) {
+        var badge = document.createElement("span");
+        badge.className = "badge urgent";
+        badge.textContent = "disattivato";
+        menu.appendChild(document.createTextNode(" "));
+        menu.appendChild(badge);
+      }
     }
     if (conversation && data && String(data.conversation_id) === conversation.dataset.conversationId) {
       announce("La conversazione è cambiata.", true);

@@ -21,6 +21,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bot.conversation.emergency import acknowledge_emergency, open_emergencies
+from bot.crm.history import deliveries_query, delivery_json
 from bot.exceptions import InvalidInput, NotFound
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
@@ -46,6 +47,7 @@ from storage.models import (
     Message,
     Tenant,
     Ticket,
+    WebhookDelivery,
     utcnow,
 )
 from storage.queries import (
@@ -240,6 +242,19 @@ def bot_logs() -> Response:
         BotLogEntry.tenant_id == g.tenant.id, BotLogEntry.at >= _since()
     )
     return _listing("entries", query, BotLogEntry.id, bot_log_json)
+
+
+@bp.get("/webhook-deliveries")
+def webhook_deliveries() -> Response:
+    """The CRM delivery log, oldest first; ``endpoint_id``, ``status`` and ``since`` filter it."""
+    endpoint_id = request.args.get("endpoint_id")
+    query = deliveries_query(
+        g.tenant.id,
+        endpoint_id=parse_id(endpoint_id, "endpoint_id") if endpoint_id else None,
+        status=request.args.get("status") or None,
+        since=_since() if request.args.get("since") else None,
+    )
+    return _listing("deliveries", query, WebhookDelivery.id, delivery_json)
 
 
 @bp.get("/register")

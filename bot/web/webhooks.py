@@ -18,6 +18,7 @@ from twilio.request_validator import RequestValidator
 
 from bot.conversation.escalation import MAX_ATTEMPTS, answer_keypress
 from bot.conversation.inbound import check_required, encode_payload
+from bot.crm import record_message_status
 from bot.exceptions import InvalidInput, MalformedWebhook
 from bot.office.phone import strip_channel
 from bot.privacy.consent import record_delivery_error
@@ -166,7 +167,9 @@ def delivery_status() -> Response:
     try:
         # Bounded like a message's insert: a callback must not hold a web worker long.
         with svc.db.deadline(svc.config["WEBHOOK_DB_TIMEOUT_SECONDS"]):
-            message_id = apply_status(svc.db, tenant_id, sid, status, error_code)
+            message_id = apply_status(
+                svc.db, tenant_id, sid, status, error_code, then=record_message_status
+            )
             if message_id is not None and error_code is not None:
                 record_delivery_error(svc, tenant_id, message_id, error_code)
     except Exception as error:
