@@ -28,6 +28,18 @@ from storage.migrate import upgrade
 from storage.models import Tenant, User
 
 VAPID_PRIVATE_KEY = generate_vapid_key()
+# Playwright's expect() gives up after 5 s; a page updated by the worker and the live
+# stream takes longer than that on a loaded 2-core CI machine.
+BROWSER_ASSERTION_TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def patient_browser_assertions() -> None:
+    try:
+        from playwright.sync_api import expect
+    except ImportError:  # the browser tests skip themselves then
+        return
+    expect.set_options(timeout=BROWSER_ASSERTION_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="session")
