@@ -147,7 +147,11 @@ class Contact(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (Index(None, "tenant_id", "needs_attention", "last_message_at"),)
+    __table_args__ = (
+        Index(None, "tenant_id", "needs_attention", "last_message_at"),
+        # Erasing a contact finds their threads (and its foreign key check does too).
+        Index("ix_conversations_contact_id", "contact_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -211,6 +215,17 @@ class Message(Base):
             sqlite_where=text("status = 'pending' AND direction = 'out'"),
             postgresql_where=text("status = 'pending' AND direction = 'out'"),
         ),
+        # Retention walks an office's oldest messages a batch at a time, each batch
+        # starting where the last one ended (id breaks ties and is in the index, so
+        # PostgreSQL starts there instead of stepping over the dead rows of the last).
+        Index("ix_messages_tenant_id_created_at", "tenant_id", "created_at", "id"),
+        # Erasure of one contact; partial, so the webhook's insert does not touch it.
+        Index(
+            "ix_messages_contact_id",
+            "contact_id",
+            sqlite_where=text("contact_id IS NOT NULL"),
+            postgresql_where=text("contact_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -244,7 +259,10 @@ class Message(Base):
 
 class MediaItem(Base):
     __tablename__ = "media_items"
-    __table_args__ = (UniqueConstraint("message_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "position"),
+        Index("ix_media_items_tenant_id_created_at", "tenant_id", "created_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -326,7 +344,13 @@ class ConsentEvent(Base):
 
 class BotLogEntry(Base):
     __tablename__ = "bot_log"
-    __table_args__ = (Index(None, "tenant_id", "at"),)
+    __table_args__ = (
+        # The API reads it by time; retention walks it in (at, id) order.
+        Index(None, "tenant_id", "at", "id"),
+        # Deleting a message sets its entries' message_id to NULL: found by this index,
+        # not by a scan of the whole log per message.
+        Index("ix_bot_log_message_id", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -366,6 +390,9 @@ class Ticket(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "source_message_id"),
         Index(None, "tenant_id", "created_at"),
+        # For the foreign keys' ON DELETE SET NULL when messages and conversations go.
+        Index("ix_tickets_source_message_id", "source_message_id"),
+        Index("ix_tickets_conversation_id", "conversation_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -390,7 +417,11 @@ class Event(Base):
     """A visit or an access to schedule (from an ``appuntamento`` message)."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "source_message_id"),
+        Index("ix_events_source_message_id", "source_message_id"),
+        Index("ix_events_conversation_id", "conversation_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -402,4 +433,19 @@ class Event(Base):
     )
     status: Mapped[str] = mapped_column(String(16), default="proposed")
     entities: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FileDeletion(Base):
+    """A media file whose row is gone and which is still to be unlinked.
+
+    Written in the same transaction that deletes the media rows, and removed once the
+    file is unlinked: a process that dies between the commit and the unlink leaves the
+    path here, and the next purge unlinks it. Paths only; no office data.
+    """
+
+    __tablename__ = "file_deletions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
