@@ -38,8 +38,7 @@ RELEASE_CHECK_SECONDS = 60.0
 
 
 def make_sweeper(app: Flask) -> BackgroundLoop:
-    """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
-    once a day (across all workers): the retention purge."""
+    """Every few seconds: enqueue lost messages; every minute: release idle handoffs."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -55,7 +54,6 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
     def housekeeping() -> None:
         nonlocal last_release
         sweep()
-        purge_if_due(svc, utcnow())
         if time.monotonic() - last_release >= RELEASE_CHECK_SECONDS:
             last_release = time.monotonic()
             released = release_idle_conversations(svc, utcnow())
@@ -63,6 +61,24 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
                 log.info("released %d idle conversation(s) to the bot", released)
 
     return BackgroundLoop("sweeper", housekeeping, pause=float(config["SWEEP_INTERVAL_SECONDS"]))
+
+
+# -- retention: its own thread ----------------------------------------------------------
+
+RETENTION_CHECK_SECONDS = 300.0
+
+
+def make_retention_loop() -> BackgroundLoop:
+    """Every few minutes: the daily retention purge, if no worker has done today's.
+
+    A thread of its own: a catch-up purge of millions of rows takes a minute or more,
+    and the sweeper that recovers lost messages must not wait for it. A failed purge
+    leaves the day open, so the next round tries it again.
+    """
+    svc = services()
+    return BackgroundLoop(
+        "retention", lambda: purge_if_due(svc, utcnow()), pause=RETENTION_CHECK_SECONDS
+    )
 
 
 def make_rq_worker(svc: Services) -> SimpleWorker:
@@ -81,14 +97,18 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
     preload_language()
     svc = services()
     sweeper = make_sweeper(app)
+    retention = make_retention_loop()
     relay = inbound_relay(svc.jobs)
     if burst:
         svc.jobs.relay_waiting()
     else:
         relay.start()
     sweeper.start()
+    if not burst:  # a burst worker exits when the queue is empty, likely mid-purge
+        retention.start()
     try:
         make_rq_worker(svc).work(burst=burst, with_scheduler=True, logging_level="WARNING")
     finally:
         relay.stop()
         sweeper.stop()
+        retention.stop()
