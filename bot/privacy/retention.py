@@ -104,8 +104,10 @@ _STATUS_KEY = "portineria:retention:offices"  # slug -> JSON outcome of its last
 # Batches: grown while a transaction takes under half the target, halved above it.
 TARGET_BATCH_SECONDS = 0.05
 FIRST_BATCH, MIN_BATCH, MAX_BATCH = 500, 50, 5000
-# A breath between batches, so writers queued on the lock (webhooks) go first.
-BATCH_PAUSE_SECONDS = 0.002
+# A breath after each batch, a share of its length, so that writers queued on the lock
+# (webhooks) get it: a woken process may wait for a core for several milliseconds,
+# and the purge would otherwise take the lock again first.
+PAUSE_SHARE, MIN_PAUSE_SECONDS = 0.2, 0.002
 # Bounds every loop: past this many batches of one category the rest waits for the
 # next run (200,000 batches of at least 50 rows: ten million rows, in a day's purge).
 MAX_BATCHES = 200_000
@@ -369,12 +371,15 @@ def _delete_messages(session: Session, batch: ColumnElement[bool]) -> Removed:
     if session.scalar(select(MediaItem.id).where(theirs).limit(1)) is not None:
         files = journal_files(session, theirs)
         media = _delete_where(session, MediaItem, theirs)
-    # Each statement sees the rows committed before it starts (PostgreSQL's read
-    # committed): a message processed since the lines above would join this batch,
-    # and the cascade take its media without journaling their files. It is left to
-    # the next run instead, which journals them first.
-    has_media = select(MediaItem.id).where(MediaItem.message_id == Message.id).exists()
-    return Removed(_delete_where(session, Message, and_(batch, ~has_media)), media, files)
+    if session.get_bind().dialect.name != "sqlite":
+        # Each statement sees the rows committed before it starts (PostgreSQL's read
+        # committed): a message processed since the lines above would join this batch,
+        # and the cascade take its media without journaling their files. It is left
+        # to the next run instead, which journals them first. (SQLite's writers are
+        # serialised: every statement of the batch finds the same rows.)
+        has_media = select(MediaItem.id).where(MediaItem.message_id == Message.id).exists()
+        batch = and_(batch, ~has_media)
+    return Removed(_delete_where(session, Message, batch), media, files)
 
 
 def _among(session: Session, column: Any, rows: Any) -> ColumnElement[bool]:
@@ -493,7 +498,7 @@ def _walk(
             size = max(MIN_BATCH, size // 2)
         elif elapsed < TARGET_BATCH_SECONDS / 2:
             size = min(MAX_BATCH, size * 2)
-        time.sleep(BATCH_PAUSE_SECONDS)
+        _breathe(elapsed)
     log.warning("retention purge of %s stopped after %d batches", report.tenant, MAX_BATCHES)
     return total
 
@@ -529,7 +534,7 @@ def _erase_if_still_due(
     condition: ColumnElement[bool],
     report: PurgeReport,
 ) -> int:
-    files = 0
+    files, started = 0, time.perf_counter()
     with _write(svc, report) as session:
         # Asked again under the lock: they may have written (or accepted) since the page.
         contact = session.scalar(select(Contact).where(Contact.id == contact_id, condition))
@@ -540,8 +545,12 @@ def _erase_if_still_due(
         erase_in_session(session, tenant, contact)
     if files:
         unlink_journaled_files(svc, report)
-    time.sleep(BATCH_PAUSE_SECONDS)
+    _breathe(time.perf_counter() - started)
     return 1
+
+
+def _breathe(elapsed: float) -> None:
+    time.sleep(max(MIN_PAUSE_SECONDS, elapsed * PAUSE_SHARE))
 
 
 # -- the daily run and its status -------------------------------------------------------
