@@ -101,6 +101,7 @@ def _rows(
     exchange: int,
 ) -> dict[str, Iterator[tuple[Any, ...]]]:
     sids = random.Random(20261201)
+
     def contacts() -> Iterator[tuple[Any, ...]]:
         now = datetime.now(UTC)  # heard from recently: the contacts are kept
         for i in range(1, CONTACTS + 1):
@@ -428,7 +429,9 @@ def bench_database(
         baseline, baseline_failures = load.stop()
         cutoff = datetime.now(UTC) - timedelta(days=1)
         load.start()
+        load_before = os.getloadavg()[0]
         purge = run_purge(env, timeout=args.timeout)
+        load_after = os.getloadavg()[0]
         during, during_failures = load.stop()
     finally:
         stop_process(server, timeout=10)
@@ -444,6 +447,8 @@ def bench_database(
             "during_purge": _latency(during, during_failures),
         },
         "left": leftovers(env, cutoff),
+        # The machine's 1-minute load average around the purge (other work shares it).
+        "load_average": [load_before, load_after],
     }
 
 
@@ -473,6 +478,10 @@ def print_result(result: dict[str, Any]) -> None:
             f"max {row['max_ms']:.1f} ms"
         )
     print(f"[{result['database']}] left after the purge: {result['left']}")
+    print(
+        f"[{result['database']}] load average {result['load_average'][0]:.1f} before the "
+        f"purge, {result['load_average'][1]:.1f} after, on {os.cpu_count()} cores"
+    )
     verdicts = {
         "under 60 s": result["wall_seconds"] < TARGETS["seconds"],
         "RSS under 300 MB": result["peak_rss_mb"] < TARGETS["rss_mb"],

@@ -407,7 +407,8 @@ def test_the_worker_purges_in_a_thread_of_its_own(app, svc):
         assert wait_until(lambda: audited(svc, "retention.purge"), timeout=20)
     finally:
         loop.stop()
-    assert loop.name == "portineria-retention"
+        loop.join(timeout=30)
+    assert loop.name == "portineria-retention" and not loop.is_alive()
 
 
 def audited(svc, action: str) -> bool:

@@ -11,19 +11,21 @@ of its contract.
 Built for the catch-up case (a shortened term, weeks without a worker, years of
 imported history), where millions of rows are due at once:
 
-* Every category is deleted in batches the database picks
-  (``DELETE … WHERE id IN (SELECT id … ORDER BY created_at LIMIT :n)``): no id list
-  travels through Python, no statement carries more than a handful of bound
-  parameters, and memory stays flat however much is due.
+* Every category is deleted in batches the database picks, walked in (time, id) order
+  from where the last batch ended: a batch is named by its two end keys on PostgreSQL,
+  and as ``id IN (SELECT id … ORDER BY created_at, id LIMIT :n)`` after the last key
+  on SQLite (see :meth:`_Due.batch`). No id list travels through Python, no statement
+  carries more than a handful of bound parameters, and memory stays flat however much
+  is due.
 * Each batch is its own short write transaction, sized to last about
-  ``TARGET_BATCH_SECONDS``: on SQLite the write lock is released between batches, so
-  webhooks wait for one batch at most, never for the whole purge. The report gives the
-  longest one.
+  ``TARGET_BATCH_SECONDS`` and followed by a pause of a fifth of its length: on
+  SQLite the write lock is free between batches, so webhooks wait for one batch at
+  most, never for the whole purge. The report gives the longest one.
 * Media files go after the rows that name them. Their paths are journaled
   (``file_deletions``) in the transaction that deletes the rows and unlinked once it
-  commits; a process that dies in between leaves the journal to the next purge. A
-  crash anywhere leaves whole batches done or not done: rows without their file
-  (never the reverse) are what a later run finishes.
+  commits. A crash anywhere leaves each batch done or not done: rows still there with
+  their files, or rows gone with their paths journaled, which the next purge unlinks
+  first. A file whose row is gone and that no journal names never exists.
 * Contacts due for erasure are selected a page at a time and each is erased in a
   transaction of its own, with the erasure of :mod:`bot.privacy.rights`.
 * ``dry_run`` counts with ``COUNT(*)`` on the read path: no lock, nothing loaded.
