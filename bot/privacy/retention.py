@@ -64,7 +64,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from bot.office.lifecycle import delete_expired_tenants
+from bot.office.lifecycle import count_tenant_rows, delete_tenant, expired_tenants
 from bot.privacy.audit import record_audit
 from bot.privacy.rights import contact_messages, erase_in_session
 from bot.services import Services
@@ -158,9 +158,46 @@ def purge(
     reports = [
         _purge_office(svc, tenant, now, dry_run) for tenant in tenants if tenant.slug not in skip
     ]
-    deleted = delete_expired_tenants(svc, now, dry_run=dry_run)
-    reports += [PurgeReport(slug, {"office": 1, **removed}) for slug, removed in deleted.items()]
+    reports += [
+        _delete_office(svc, tenant_id, slug, now, dry_run)
+        for tenant_id, slug in expired_tenants(svc, now).items()
+    ]
     return reports
+
+
+def _delete_office(
+    svc: Services, tenant_id: int, slug: str, now: datetime, dry_run: bool
+) -> PurgeReport:
+    """Delete an office whose export window closed: its messages, media and bot log in
+    batches, as any purge, then the rest and the office in one transaction."""
+    report = PurgeReport(slug, {"office": 1})
+    started = time.perf_counter()
+    try:
+        if dry_run:
+            report.removed.update(count_tenant_rows(svc, tenant_id))
+        else:
+            # Past every row's time: the office goes whole, unprocessed messages too.
+            ever = now + timedelta(days=36_500)
+            walked = _delete_in_batches(
+                svc,
+                report,
+                _old_bot_log(tenant_id, ever),
+                _old_media(tenant_id, ever),
+                _old_messages(tenant_id, ever, unprocessed=True),
+            )
+            removed = delete_tenant(svc, tenant_id)
+            for kind, table in (
+                ("bot_log", "bot_log"),
+                ("media", "media_items"),
+                ("messages", "messages"),
+            ):
+                removed[table] = removed.get(table, 0) + walked[kind]
+            report.removed.update(removed)
+    except Exception as error:  # reported, so the day stays open and it is tried again
+        log.exception("deleting terminated office %d failed", tenant_id)
+        report.error = type(error).__name__
+    report.seconds = time.perf_counter() - started
+    return report
 
 
 def _purge_office(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -> PurgeReport:
@@ -185,14 +222,13 @@ def _delete_due(
     svc: Services, tenant: Tenant, cutoffs: dict[str, datetime], report: PurgeReport
 ) -> None:
     tenant_id = tenant.id
-    # The bot log first: its rows would otherwise be updated (message_id set to NULL)
-    # as their messages go, only to be deleted afterwards.
-    bot_log = _walk(svc, report, _old_bot_log(tenant_id, cutoffs), _delete_bot_log)
-    media = _walk(svc, report, _old_media(tenant_id, cutoffs), _delete_media)
-    messages = _walk(svc, report, _old_messages(tenant_id, cutoffs), _delete_messages)
-    report.removed["bot_log"] = bot_log.rows
-    report.removed["media"] = media.rows + messages.media
-    report.removed["messages"] = messages.rows
+    report.removed |= _delete_in_batches(
+        svc,
+        report,
+        _old_bot_log(tenant_id, cutoffs["bot_log_days"]),
+        _old_media(tenant_id, cutoffs["media_days"]),
+        _old_messages(tenant_id, cutoffs["messages_days"]),
+    )
     never, inactive = _expired_contacts(tenant_id, cutoffs)
     report.removed["never_consented_contacts"] = _erase_contacts(svc, tenant, never, report)
     report.removed["inactive_contacts"] = _erase_contacts(svc, tenant, inactive, report)
@@ -208,6 +244,18 @@ def _delete_due(
         )
     if any(report.removed.values()):
         log.info("retention purge of %s removed %s", tenant.slug, report.removed)
+
+
+def _delete_in_batches(
+    svc: Services, report: PurgeReport, bot_log: _Due, media: _Due, messages: _Due
+) -> dict[str, int]:
+    """Delete what is due of the three large categories; returns how many of each."""
+    # The bot log first: its rows would otherwise be updated (message_id set to NULL)
+    # as their messages go, only to be deleted afterwards.
+    logged = _walk(svc, report, bot_log, _delete_bot_log)
+    photos = _walk(svc, report, media, _delete_media)
+    sent = _walk(svc, report, messages, _delete_messages)
+    return {"bot_log": logged.rows, "media": photos.rows + sent.media, "messages": sent.rows}
 
 
 # -- what is due, per category ---------------------------------------------------------
@@ -272,32 +320,22 @@ class _Due:
         return tuple_(literal(key[0], self.when.type), literal(key[1]))
 
 
-def _old_bot_log(tenant_id: int, cutoffs: dict[str, datetime]) -> _Due:
-    return _Due(
-        BotLogEntry,
-        BotLogEntry.at,
-        cutoffs["bot_log_days"],
-        and_(BotLogEntry.tenant_id == tenant_id),
-    )
+def _old_bot_log(tenant_id: int, cutoff: datetime) -> _Due:
+    return _Due(BotLogEntry, BotLogEntry.at, cutoff, and_(BotLogEntry.tenant_id == tenant_id))
 
 
-def _old_media(tenant_id: int, cutoffs: dict[str, datetime]) -> _Due:
-    return _Due(
-        MediaItem,
-        MediaItem.created_at,
-        cutoffs["media_days"],
-        and_(MediaItem.tenant_id == tenant_id),
-    )
+def _old_media(tenant_id: int, cutoff: datetime) -> _Due:
+    return _Due(MediaItem, MediaItem.created_at, cutoff, and_(MediaItem.tenant_id == tenant_id))
 
 
-def _old_messages(tenant_id: int, cutoffs: dict[str, datetime]) -> _Due:
-    # Unprocessed inbound messages are kept whatever their age: nothing is lost
-    # before it has been handled.
-    scope = and_(
-        Message.tenant_id == tenant_id,
-        or_(Message.direction == Direction.OUT, Message.processed_at.is_not(None)),
-    )
-    return _Due(Message, Message.created_at, cutoffs["messages_days"], scope)
+def _old_messages(tenant_id: int, cutoff: datetime, *, unprocessed: bool = False) -> _Due:
+    # Unprocessed inbound messages are kept whatever their age, nothing is lost before
+    # it has been handled; but for an office that is deleted whole (``unprocessed``).
+    scope = and_(Message.tenant_id == tenant_id)
+    if not unprocessed:
+        handled = or_(Message.direction == Direction.OUT, Message.processed_at.is_not(None))
+        scope = and_(scope, handled)
+    return _Due(Message, Message.created_at, cutoff, scope)
 
 
 def _expired_contacts(
@@ -321,10 +359,10 @@ def _expired_contacts(
 
 def _count_due(svc: Services, tenant_id: int, cutoffs: dict[str, datetime]) -> dict[str, int]:
     """What :func:`_delete_due` would remove, counted by the database."""
-    messages = _old_messages(tenant_id, cutoffs).condition
+    messages = _old_messages(tenant_id, cutoffs["messages_days"]).condition
     never, inactive = _expired_contacts(tenant_id, cutoffs)
     media = or_(
-        _old_media(tenant_id, cutoffs).condition,
+        _old_media(tenant_id, cutoffs["media_days"]).condition,
         and_(
             MediaItem.tenant_id == tenant_id,
             MediaItem.message_id.in_(select(Message.id).where(messages)),
@@ -333,7 +371,7 @@ def _count_due(svc: Services, tenant_id: int, cutoffs: dict[str, datetime]) -> d
     queries = {
         "media": (MediaItem, media),
         "messages": (Message, messages),
-        "bot_log": (BotLogEntry, _old_bot_log(tenant_id, cutoffs).condition),
+        "bot_log": (BotLogEntry, _old_bot_log(tenant_id, cutoffs["bot_log_days"]).condition),
         "never_consented_contacts": (Contact, never),
         "inactive_contacts": (Contact, inactive),
     }
