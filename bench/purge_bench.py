@@ -352,6 +352,8 @@ def purge_child() -> int:
                 "error": report.error,
                 "batches": report.batches,
                 "longest_write_ms": report.longest_write_ms,
+                "write_p50_ms": report.write_percentile_ms(0.50),
+                "write_p99_ms": report.write_percentile_ms(0.99),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
@@ -468,6 +470,7 @@ def print_result(result: dict[str, Any]) -> None:
         f"[{result['database']}] purged {result['removed']} in {result['wall_seconds']:.1f} s: "
         f"{result['messages_per_s']:,.0f} messages/s, {result['rows_per_s']:,.0f} rows/s; "
         f"peak RSS {result['peak_rss_mb']:.0f} MB; {result['batches']} write transactions, "
+        f"p50 {result['write_p50_ms']:.0f} ms, p99 {result['write_p99_ms']:.0f} ms, "
         f"the longest {result['longest_write_ms']:.0f} ms"
         + (f"; ERROR {result['error']}" if result["error"] else "")
     )

@@ -125,10 +125,18 @@ class PurgeReport:
     longest_write_ms: float = 0.0  # the longest of them, lock held to lock released
     seconds: float = 0.0
     error: str | None = None
+    # Each write transaction's length: an outlier (a process descheduled on a busy
+    # machine) tells apart from a batch that is too big.
+    write_ms: list[float] = field(default_factory=list, repr=False)
 
     def wrote(self, seconds: float) -> None:
         self.batches += 1
         self.longest_write_ms = max(self.longest_write_ms, seconds * 1000)
+        self.write_ms.append(seconds * 1000)
+
+    def write_percentile_ms(self, share: float) -> float:
+        ordered = sorted(self.write_ms)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
 def terms_for(tenant: Tenant) -> dict[str, int]:
