@@ -352,8 +352,8 @@ def purge_child() -> int:
                 "error": report.error,
                 "batches": report.batches,
                 "longest_write_ms": report.longest_write_ms,
-                "write_p50_ms": report.write_percentile_ms(0.50),
-                "write_p99_ms": report.write_percentile_ms(0.99),
+                "write_p50_ms": percentile(report.write_ms, 0.50),
+                "write_p99_ms": percentile(report.write_ms, 0.99),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )

@@ -134,10 +134,6 @@ class PurgeReport:
         self.longest_write_ms = max(self.longest_write_ms, seconds * 1000)
         self.write_ms.append(seconds * 1000)
 
-    def write_percentile_ms(self, share: float) -> float:
-        ordered = sorted(self.write_ms)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
-
 
 def terms_for(tenant: Tenant) -> dict[str, int]:
     overrides = tenant.settings.get("retention") or {}
