@@ -448,8 +448,8 @@ def test_the_dry_run_counts_an_office_past_its_window_without_writing(svc, tenan
         [counted] = purge(svc, utcnow(), dry_run=True)
 
     assert counted.removed["messages"] == 300 and counted.error is None
-    writes = [sql for sql, _ in seen if not sql.lstrip().upper().startswith(("SELECT", "PRAGMA"))]
-    assert not [sql for sql in writes if sql.lstrip().upper().startswith(("DELETE", "INSERT"))]
+    writes = ("DELETE", "INSERT", "UPDATE")
+    assert not [sql for sql, _ in seen if sql.lstrip().upper().startswith(writes)]
     assert count(svc, Message) == 300
 
 
