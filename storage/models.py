@@ -181,6 +181,8 @@ class Conversation(Base):
         Index(None, "tenant_id", "needs_attention", "last_message_at"),
         # The reports' date ranges ("conversations opened between ...").
         Index("ix_conversations_tenant_id_created_at", "tenant_id", "created_at"),
+        # Erasing a contact finds their threads (and its foreign key check does too).
+        Index("ix_conversations_contact_id", "contact_id"),
         IDS_NEVER_REUSED,
     )
 
@@ -265,6 +267,17 @@ class Message(Base):
             sqlite_where=text(UNCONFIRMED_OUT),
             postgresql_where=text(UNCONFIRMED_OUT),
         ),
+        # Retention walks an office's oldest messages a batch at a time, each batch
+        # starting where the last one ended (id breaks ties and is in the index, so
+        # PostgreSQL starts there instead of stepping over the dead rows of the last).
+        Index("ix_messages_tenant_id_created_at", "tenant_id", "created_at", "id"),
+        # Erasure of one contact; partial, so the webhook's insert does not touch it.
+        Index(
+            "ix_messages_contact_id",
+            "contact_id",
+            sqlite_where=text("contact_id IS NOT NULL"),
+            postgresql_where=text("contact_id IS NOT NULL"),
+        ),
         IDS_NEVER_REUSED,
     )
 
@@ -303,7 +316,10 @@ class Message(Base):
 
 class MediaItem(Base):
     __tablename__ = "media_items"
-    __table_args__ = (UniqueConstraint("message_id", "position"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "position"),
+        Index("ix_media_items_tenant_id_created_at", "tenant_id", "created_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -424,7 +440,14 @@ class SidTombstone(Base):
 
 class BotLogEntry(Base):
     __tablename__ = "bot_log"
-    __table_args__ = (Index(None, "tenant_id", "at"), IDS_NEVER_REUSED)
+    __table_args__ = (
+        # The API reads it by time; retention walks it in (at, id) order.
+        Index(None, "tenant_id", "at", "id"),
+        # Deleting a message sets its entries' message_id to NULL: found by this index,
+        # not by a scan of the whole log per message.
+        Index("ix_bot_log_message_id", "message_id"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -476,6 +499,9 @@ class Ticket(Base):
             sqlite_where=text("kind = 'emergency' AND acknowledged_at IS NULL"),
             postgresql_where=text("kind = 'emergency' AND acknowledged_at IS NULL"),
         ),
+        # For the foreign keys' ON DELETE SET NULL when messages and conversations go.
+        Index("ix_tickets_source_message_id", "source_message_id"),
+        Index("ix_tickets_conversation_id", "conversation_id"),
         IDS_NEVER_REUSED,
     )
 
@@ -524,7 +550,12 @@ class Event(Base):
     """A visit or an access to schedule (from an ``appuntamento`` message)."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"), IDS_NEVER_REUSED)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "source_message_id"),
+        Index("ix_events_source_message_id", "source_message_id"),
+        Index("ix_events_conversation_id", "conversation_id"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -794,3 +825,18 @@ class WebhookDelivery(Base):
     delivered_at: Mapped[datetime | None]
 
     event: Mapped[WebhookEvent] = relationship(lazy="joined")
+
+
+class FileDeletion(Base):
+    """A media file whose row is gone and which is still to be unlinked.
+
+    Written in the same transaction that deletes the media rows, and removed once the
+    file is unlinked: a process that dies between the commit and the unlink leaves the
+    path here, and the next purge unlinks it. Paths only; no office data.
+    """
+
+    __tablename__ = "file_deletions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,6 +14,7 @@ The HTTP request and its signature are :mod:`notify.crm`'s.
 from __future__ import annotations
 
 from bot.crm.events import (
+    events_past_term,
     forget_contact,
     purge_events,
     record_acknowledged,
@@ -25,6 +26,7 @@ from bot.crm.events import (
 
 __all__ = [
     "forget_contact",
+    "events_past_term",
     "purge_events",
     "record_acknowledged",
     "record_event",

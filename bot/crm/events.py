@@ -22,11 +22,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import Connection, Table, delete, event, insert, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    and_,
+    delete,
+    event,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from bot.conversation.rules import Plan
@@ -405,28 +416,33 @@ class _Emitter:
 # -- retention and erasure ---------------------------------------------------------------
 
 
-def purge_events(session: Session, tenant_id: int, now: datetime, terms: dict[str, int]) -> int:
-    """Delete the office's events (and their deliveries) past ``retention.webhook_days``,
-    or past ``messages_days`` if that is shorter: an event may carry a message's text."""
-    days = min(terms["webhook_days"], terms["messages_days"])
-    return rows_affected(
-        session.execute(
-            delete(WebhookEvent).where(
-                WebhookEvent.tenant_id == tenant_id,
-                WebhookEvent.created_at < now - timedelta(days=days),
-            )
-        )
-    )
+def events_past_term(
+    tenant_id: int, cutoffs: dict[str, datetime]
+) -> tuple[type[WebhookEvent], ColumnElement[bool]]:
+    """The office's events past ``retention.webhook_days``, or past ``messages_days`` if
+    that is shorter (an event may carry a message's text); ``cutoffs`` by term name."""
+    cutoff = max(cutoffs["webhook_days"], cutoffs["messages_days"])
+    return WebhookEvent, and_(WebhookEvent.tenant_id == tenant_id, WebhookEvent.created_at < cutoff)
+
+
+def purge_events(session: Session, tenant_id: int, cutoffs: dict[str, datetime]) -> int:
+    """Delete the office's events past their term (:func:`events_past_term`), their
+    deliveries with them."""
+    model, condition = events_past_term(tenant_id, cutoffs)
+    return rows_affected(session.execute(delete(model).where(condition)))
 
 
 def forget_contact(
-    session: Session, tenant_id: int, contact_id: int, conversation_ids: Sequence[int]
+    session: Session, tenant_id: int, contact_id: int, conversation_ids: Select[Any]
 ) -> int:
     """Erasure: delete every event about the contact or their conversations, delivered
-    or not (their deliveries with them), then tell the CRM the contact was erased."""
-    about_them = WebhookEvent.contact_id == contact_id
-    if conversation_ids:
-        about_them = about_them | WebhookEvent.conversation_id.in_(conversation_ids)
+    or not (their deliveries with them), then tell the CRM the contact was erased.
+
+    ``conversation_ids`` is a subquery of the contact's conversations: call this before
+    they are deleted."""
+    about_them = or_(
+        WebhookEvent.contact_id == contact_id, WebhookEvent.conversation_id.in_(conversation_ids)
+    )
     removed = rows_affected(
         session.execute(delete(WebhookEvent).where(WebhookEvent.tenant_id == tenant_id, about_them))
     )

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Table, delete, func, select
 
 from bot.exceptions import NotFound, TenantExists
 from bot.privacy.audit import record_audit
@@ -88,46 +87,57 @@ def terminate_tenant(svc: Services, tenant_id: int, now: datetime, *, actor: str
     return now + EXPORT_WINDOW
 
 
-def delete_expired_tenants(
-    svc: Services, now: datetime, *, dry_run: bool = False
-) -> dict[str, dict[str, int]]:
-    """Delete every office whose export window has closed: slug -> rows removed per table.
+def expired_tenants(svc: Services, now: datetime) -> dict[int, str]:
+    """The offices whose export window has closed: id -> slug."""
+    with svc.db.read() as session:
+        rows = session.execute(
+            select(Tenant.id, Tenant.slug)
+            .where(Tenant.terminated_at.is_not(None), Tenant.terminated_at <= now - EXPORT_WINDOW)
+            .order_by(Tenant.id)
+        ).all()
+    return {tenant_id: slug for tenant_id, slug in rows}
 
-    With ``dry_run`` the counts are computed inside a transaction that is rolled back.
-    """
-    with svc.db.session() as session:
-        slugs = dict(
-            session.execute(
-                select(Tenant.id, Tenant.slug).where(
-                    Tenant.terminated_at.is_not(None), Tenant.terminated_at <= now - EXPORT_WINDOW
+
+def _office_tables() -> list[Table]:
+    # Children before parents; every table holding office data has tenant_id.
+    return [
+        table
+        for table in reversed(Base.metadata.sorted_tables)
+        if table.name != Tenant.__tablename__ and "tenant_id" in table.c
+    ]
+
+
+def count_tenant_rows(svc: Services, tenant_id: int) -> dict[str, int]:
+    """What :func:`delete_tenant` would remove, per table, counted by the database."""
+    with svc.db.read() as session:
+        return {
+            table.name: int(
+                session.scalar(
+                    select(func.count()).select_from(table).where(table.c.tenant_id == tenant_id)
                 )
-            ).all()
-        )
-    deleted = {}
-    for tenant_id, slug in slugs.items():
-        try:
-            deleted[slug] = _delete_tenant(svc, tenant_id, dry_run)
-        except SQLAlchemyError:
-            # Rolled back whole; the next daily purge tries again. The others go on.
-            log.exception("deleting terminated office %d failed", tenant_id)
-    return deleted
+                or 0
+            )
+            for table in _office_tables()
+        }
 
 
-def _delete_tenant(svc: Services, tenant_id: int, dry_run: bool) -> dict[str, int]:
+def delete_tenant(svc: Services, tenant_id: int) -> dict[str, int]:
+    """Delete the office and whatever of it is left: rows removed per table.
+
+    One transaction, so the office is there whole or gone; the retention purge first
+    deletes its large tables in batches (:mod:`bot.privacy.retention`), and what this
+    transaction finds is the small rest.
+    """
     removed: dict[str, int] = {}
-    with svc.db.session(dry_run=dry_run) as session:
+    with svc.db.session() as session:
         tenant = session.get(Tenant, tenant_id)
         assert tenant is not None
         files = media_files(session, tenant, MediaItem.path.is_not(None))
-        # Children before parents; every table holding office data has tenant_id.
-        for table in reversed(Base.metadata.sorted_tables):
-            if table.name != Tenant.__tablename__ and "tenant_id" in table.c:
-                result = session.execute(delete(table).where(table.c.tenant_id == tenant_id))
-                removed[table.name] = rows_affected(result)
+        for table in _office_tables():
+            result = session.execute(delete(table).where(table.c.tenant_id == tenant_id))
+            removed[table.name] = rows_affected(result)
         session.delete(tenant)
         session.flush()
-    if dry_run:
-        return removed
     delete_files(files)
     log.info("office %d deleted at the end of its export window", tenant_id)
     return removed

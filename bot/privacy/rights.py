@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.orm import Session
 
 from bot.crm import forget_contact
@@ -247,39 +247,55 @@ def erase_in_session(
     """Delete a contact and everything of theirs; returns counts and the media files.
 
     The caller deletes the files after its transaction commits (:func:`delete_files`),
-    so a rolled-back erasure keeps rows and files together.
+    so a rolled-back erasure keeps rows and files together. Every statement names the
+    contact's rows by subquery on indexed columns (``contact_id``, ``conversation_id``,
+    ``message_id``): no list of ids travels as bound parameters, however much they wrote,
+    and nothing scans the office's other messages.
     """
-    thread_ids = list(
-        session.scalars(
-            select(Conversation.id).where(
-                Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id
-            )
-        )
-    )
-    message_ids = list(
-        session.scalars(
-            select(Message.id).where(
-                Message.tenant_id == tenant.id, Message.contact_id == contact.id
-            )
-        )
-    )
-    files = media_files(session, tenant, MediaItem.message_id.in_(message_ids))
+    threads = contact_threads(tenant.id, contact.id)
+    messages = contact_messages(tenant.id, contact.id)
+    files = media_files(session, tenant, MediaItem.message_id.in_(messages))
+    # The CRM's events name conversations by plain id: found while those still exist.
+    crm_events = forget_contact(session, tenant.id, contact.id, threads)
     removed = {
         "media": len(files),
-        "tickets": delete_rows(session, Ticket, tenant, Ticket.conversation_id.in_(thread_ids)),
-        "events": delete_rows(session, Event, tenant, Event.conversation_id.in_(thread_ids)),
-        "bot_log": delete_rows(
-            session, BotLogEntry, tenant, BotLogEntry.message_id.in_(message_ids)
-        ),
+        "tickets": delete_rows(session, Ticket, tenant, Ticket.conversation_id.in_(threads)),
+        "events": delete_rows(session, Event, tenant, Event.conversation_id.in_(threads)),
+        "bot_log": delete_rows(session, BotLogEntry, tenant, BotLogEntry.message_id.in_(messages)),
     }
-    delete_rows(session, MediaItem, tenant, MediaItem.message_id.in_(message_ids))
-    removed["messages"] = delete_rows(session, Message, tenant, Message.id.in_(message_ids))
+    delete_rows(session, MediaItem, tenant, MediaItem.message_id.in_(messages))
+    removed["messages"] = delete_rows(session, Message, tenant, Message.id.in_(messages))
     removed["conversations"] = delete_rows(
-        session, Conversation, tenant, Conversation.id.in_(thread_ids)
+        session, Conversation, tenant, Conversation.id.in_(threads)
     )
-    removed["webhook_events"] = forget_contact(session, tenant.id, contact.id, thread_ids)
+    removed["webhook_events"] = crm_events
     session.delete(contact)
     return removed, files
+
+
+def contact_threads(tenant_id: int, contact_id: int) -> Select[int]:
+    """The ids of a contact's conversations, as a subquery."""
+    return (
+        select(Conversation.id)
+        .where(Conversation.tenant_id == tenant_id, Conversation.contact_id == contact_id)
+        .correlate(None)
+    )
+
+
+def contact_messages(tenant_id: int, contact_id: int) -> Select[int]:
+    """The ids of a contact's messages, as a subquery: theirs, or in their conversations
+    (which the conversations' deletion would cascade to, files and all)."""
+    return (
+        select(Message.id)
+        .where(
+            Message.tenant_id == tenant_id,
+            or_(
+                Message.contact_id == contact_id,
+                Message.conversation_id.in_(contact_threads(tenant_id, contact_id)),
+            ),
+        )
+        .correlate(None)
+    )
 
 
 def media_files(session: Session, tenant: Tenant, condition: Any) -> list[str]:
@@ -298,5 +314,8 @@ def delete_files(paths: list[str]) -> None:
 
 
 def delete_rows(session: Session, model: Any, tenant: Tenant, condition: Any) -> int:
-    result = session.execute(delete(model).where(model.tenant_id == tenant.id, condition))
+    # No session synchronisation: it would fetch every deleted id first, and the callers
+    # hold none of the rows they delete this way.
+    statement = delete(model).where(model.tenant_id == tenant.id, condition)
+    result = session.execute(statement.execution_options(synchronize_session=False))
     return rows_affected(result)

@@ -515,6 +515,15 @@ def purge_command(dry_run: bool) -> None:
     reports = purge(services(), utcnow(), dry_run=dry_run)
     for line in report_lines(reports):
         click.echo(("would remove: " if dry_run else "removed: ") + line)
+    for report in reports:
+        if report.batches:  # a real run: how long it held the database, at most
+            click.echo(
+                f"{report.tenant}: {report.batches} write transactions, the longest "
+                f"{report.longest_write_ms:.0f} ms, {report.seconds:.1f} s in all"
+            )
+    failed = [report.tenant for report in reports if report.error]
+    if failed:
+        raise click.ClickException("purge failed for " + ", ".join(failed) + " (see the log)")
 
 
 @click.command("register", help="Export an office's register of processing (art. 30 GDPR).")

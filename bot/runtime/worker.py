@@ -89,9 +89,8 @@ REMINDER_CHECK_SECONDS = 30.0
 def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoop:
     """Every few seconds: enqueue lost messages, reconcile stale sends and call the
     on-call people about unacknowledged emergencies; every minute: release idle
-    handoffs; every half minute: remind residents waiting for an operator; once a day
-    (across all workers): the retention purge. Duties that need only the database run
-    through a Redis outage."""
+    handoffs; every half minute: remind residents waiting for an operator. Duties that
+    need only the database run through a Redis outage."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -134,7 +133,6 @@ def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoo
                 sweep,
                 escalate,
                 lambda: reconcile_stale_sends(svc, utcnow()),
-                lambda: purge_if_due(svc, utcnow()),
                 release_idle,
                 remind_waiting,
             )
@@ -142,6 +140,27 @@ def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoo
 
     return BackgroundLoop(
         "sweeper", housekeeping, pause=float(config["SWEEP_INTERVAL_SECONDS"]), outage=outage
+    )
+
+
+# -- retention: its own thread ----------------------------------------------------------
+
+RETENTION_CHECK_SECONDS = 300.0
+
+
+def make_retention_loop(outage: RedisOutage | None = None) -> BackgroundLoop:
+    """Every few minutes: the daily retention purge, if no worker has done today's.
+
+    A thread of its own: a catch-up purge of millions of rows takes a minute or more,
+    and the sweeper that recovers lost messages must not wait for it. A failed purge
+    leaves the day open, so the next round tries it again.
+    """
+    svc = services()
+    return BackgroundLoop(
+        "retention",
+        lambda: purge_if_due(svc, utcnow()),
+        pause=RETENTION_CHECK_SECONDS,
+        outage=outage,
     )
 
 
@@ -442,6 +461,8 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
         make_scheduler(svc, outage),
         drain_loop(svc, on_report=gate.note_drain),
     ]
+    # Not in a burst run: it exits when the queue is empty, likely in the middle of a purge.
+    retention = make_retention_loop(outage)
     crm = CrmThread(svc)  # the outbox to the offices' CRMs (bot.crm.delivery)
     try:
         if burst:
@@ -455,9 +476,11 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
         for loop in loops:
             loop.start()
         crm.start()
+        retention.start()
         work_through_outages(svc, outage, stop, gate)
     finally:
         for loop in loops:
             loop.stop()
         crm.stop()
+        retention.stop()
         rq_logger.removeFilter(fold)

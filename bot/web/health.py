@@ -8,6 +8,7 @@ no trace there), with Redis's own hand-off list and queue next to it.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from flask import Blueprint, Response, jsonify
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.privacy.retention import retention_status
 from bot.services import Services, services
 from storage.delivery import stuck_outbound
 from storage.inbound import inbound_backlog
@@ -81,12 +83,21 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> tuple[Response, int]:
-    state = readiness(services(), utcnow())
+    svc = services()
+    state = readiness(svc, utcnow())
+    # Each office's last successful purge, and whether the last attempt failed. A failed
+    # purge does not make the app unready; it is what an alert on retention watches.
+    retention: dict[str, Any] = {"status": "unavailable"}
+    if state.checks.get("database") == "ok" and state.checks.get("redis") == "ok":
+        # Both answered just now; should either fail here, the next probe tells.
+        with suppress(RedisError, SQLAlchemyError):
+            retention = retention_status(svc, utcnow())
     body = jsonify(
         status="ok" if state.ready else "unavailable",
         checks=state.checks,
         backlog=state.backlog,
         # Deliveries kept while the database could not take them (Redis, this host's files).
-        spool=services().spool.status(),
+        spool=svc.spool.status(),
+        retention=retention,
     )
     return body, 200 if state.ready else 503
