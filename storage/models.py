@@ -137,6 +137,8 @@ class Contact(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "wa_id"),
         Index(None, "tenant_id", "phone"),
+        # The API's list and the export walk an office's contacts by id.
+        Index("ix_contacts_tenant_id_id", "tenant_id", "id"),
         IDS_NEVER_REUSED,
     )
 
@@ -160,8 +162,42 @@ class Contact(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    # The inbox lists a filter's conversations newest first and counts them: each filter
+    # has an index whose leading columns are its conditions and whose last ones are the
+    # order (needing attention first, then by last message), so a page reads its rows
+    # in order and a count reads no more than it counts.
     __table_args__ = (
         Index(None, "tenant_id", "needs_attention", "last_message_at"),
+        Index(
+            "ix_conversations_inbox_status",
+            "tenant_id",
+            "status",
+            "needs_attention",
+            "last_message_at",
+            "id",
+        ),
+        Index(
+            "ix_conversations_inbox_mode",
+            "tenant_id",
+            "status",
+            "mode",
+            "needs_attention",
+            "last_message_at",
+            "id",
+        ),
+        Index(
+            "ix_conversations_inbox_holder",
+            "assigned_user_id",
+            "status",
+            "needs_attention",
+            "last_message_at",
+            "id",
+        ),
+        # The API's list, newest first, a page at a time.
+        Index("ix_conversations_tenant_id_id", "tenant_id", "id"),
+        # A contact's threads: the engine's open thread, exports, erasure (and the
+        # foreign key's check when a contact is deleted).
+        Index("ix_conversations_contact_id", "contact_id"),
         IDS_NEVER_REUSED,
     )
 
@@ -183,6 +219,14 @@ class Conversation(Base):
     human_since: Mapped[datetime | None]
 
     contact: Mapped[Contact] = relationship()
+
+
+# The conditions of the sweeper's partial indexes. A query uses such an index only if
+# its WHERE clause contains the condition as written, with the words as literals (a
+# bound parameter in their place hides it from both planners), so the sweeper's
+# queries use these very texts.
+UNPROCESSED_INBOUND = f"processed_at IS NULL AND direction = '{Direction.IN}'"
+PENDING_OUTBOUND = f"status = '{MessageStatus.PENDING}' AND direction = '{Direction.OUT}'"
 
 
 class Message(Base):
@@ -218,14 +262,22 @@ class Message(Base):
         Index(
             "ix_messages_unprocessed",
             "created_at",
-            sqlite_where=text("processed_at IS NULL AND direction = 'in'"),
-            postgresql_where=text("processed_at IS NULL AND direction = 'in'"),
+            sqlite_where=text(UNPROCESSED_INBOUND),
+            postgresql_where=text(UNPROCESSED_INBOUND),
         ),
         Index(
             "ix_messages_pending_out",
             "created_at",
-            sqlite_where=text("status = 'pending' AND direction = 'out'"),
-            postgresql_where=text("status = 'pending' AND direction = 'out'"),
+            sqlite_where=text(PENDING_OUTBOUND),
+            postgresql_where=text(PENDING_OUTBOUND),
+        ),
+        # A contact's messages (export, erasure); partial, so the webhook's insert,
+        # which knows no contact yet, does not touch it.
+        Index(
+            "ix_messages_contact_id",
+            "contact_id",
+            sqlite_where=text("contact_id IS NOT NULL"),
+            postgresql_where=text("contact_id IS NOT NULL"),
         ),
         IDS_NEVER_REUSED,
     )
@@ -376,7 +428,16 @@ class SidTombstone(Base):
 
 class BotLogEntry(Base):
     __tablename__ = "bot_log"
-    __table_args__ = (Index(None, "tenant_id", "at"), IDS_NEVER_REUSED)
+    # Read newest first by time (the console, a page at a time, from a cursor of time
+    # and id), by time and intent, and oldest first by id (the API).
+    __table_args__ = (
+        Index(None, "tenant_id", "at", "id"),
+        Index("ix_bot_log_tenant_id_intent", "tenant_id", "intent", "at", "id"),
+        Index("ix_bot_log_tenant_id_id", "tenant_id", "id"),
+        # Deleting a message sets its entries' message_id to NULL: found by this index.
+        Index("ix_bot_log_message_id", "message_id"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -395,7 +456,14 @@ class AuditEvent(Base):
     """Hash-chained per tenant: each row's hash covers its content and the previous hash."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index(None, "tenant_id", "id"),)
+    # The chain is walked by id; the console reads it newest first by time, alone or
+    # by action or by person, from a cursor of time and id.
+    __table_args__ = (
+        Index(None, "tenant_id", "id"),
+        Index("ix_audit_events_tenant_id_at", "tenant_id", "at", "id"),
+        Index("ix_audit_events_tenant_id_action", "tenant_id", "action", "at", "id"),
+        Index("ix_audit_events_tenant_id_user_id", "tenant_id", "user_id", "at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -416,6 +484,12 @@ class Ticket(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "source_message_id"),
         Index(None, "tenant_id", "created_at"),
+        # Lists newest (console) or oldest (API) first by id, all or by status.
+        Index("ix_tickets_tenant_id_id", "tenant_id", "id"),
+        Index("ix_tickets_tenant_id_status", "tenant_id", "status", "id"),
+        # A conversation's tickets; and the foreign keys' ON DELETE SET NULL.
+        Index("ix_tickets_conversation_id", "conversation_id"),
+        Index("ix_tickets_source_message_id", "source_message_id"),
         IDS_NEVER_REUSED,
     )
 
@@ -441,7 +515,13 @@ class Event(Base):
     """A visit or an access to schedule (from an ``appuntamento`` message)."""
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("tenant_id", "source_message_id"), IDS_NEVER_REUSED)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "source_message_id"),
+        # A conversation's events; and the foreign keys' ON DELETE SET NULL.
+        Index("ix_events_conversation_id", "conversation_id"),
+        Index("ix_events_source_message_id", "source_message_id"),
+        IDS_NEVER_REUSED,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
