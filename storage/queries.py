@@ -78,14 +78,23 @@ def open_conversation_for(
 
 
 def conversation_messages(
-    session: Session, tenant: Tenant | int, conversation_id: int, limit: int = 500
+    session: Session,
+    tenant: Tenant | int,
+    conversation_id: int,
+    limit: int = 500,
+    *,
+    before: int | None = None,
 ) -> Sequence[Message]:
-    return session.scalars(
-        select(Message)
-        .where(Message.tenant_id == _tid(tenant), Message.conversation_id == conversation_id)
-        .order_by(Message.id)
-        .limit(limit)
-    ).all()
+    """A conversation's newest ``limit`` messages (before the message ``before``, if
+    given), in the order they were written: read backwards from the newest along the
+    (conversation, id) index, so a long conversation costs no more than a short one."""
+    query = select(Message).where(
+        Message.tenant_id == _tid(tenant), Message.conversation_id == conversation_id
+    )
+    if before is not None:
+        query = query.where(Message.id < before)
+    newest = session.scalars(query.order_by(Message.id.desc()).limit(limit)).all()
+    return newest[::-1]
 
 
 def contact_ledger(

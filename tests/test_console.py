@@ -319,7 +319,7 @@ def test_inbox_puts_attention_first_urgent_on_top_then_the_longest_wait(svc, ten
     )
 
     with svc.db.session() as session:
-        rows = inbox(session, svc.cipher, tenant.id, operator.id)
+        rows = inbox(session, svc.cipher, tenant.id, operator.id).rows
 
     assert [r.id for r in rows] == [urgent.id, old.id, recent.id, quiet.id]
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import abort, render_template, request
+from flask import abort, render_template, request, url_for
 
 from bot.console.auth import actor, operator
 from bot.console.blueprint import bp
@@ -37,14 +37,15 @@ def _filters_for_audit() -> dict[str, str]:
 def audit_log() -> str:
     who, wanted = actor(), parse_filter(request.args)
     with services().db.session() as db:
-        events = audit_events(db, who.tenant_id, wanted)
+        page = audit_events(db, who.tenant_id, wanted, request.args.get("prima"))
         users = tenant_users(db, who.tenant_id)
         actions = audit_actions(db, who.tenant_id)
         # Reading the trail is itself an access to personal data.
         record_actor_audit(db, who, "audit_log.view", detail={"filters": _filters_for_audit()})
     return render_template(
         "console/audit_log.html",
-        events=events,
+        events=page.rows,
+        **_pages(page.next_cursor),
         users=users,
         actions=actions,
         wanted=wanted,
@@ -57,8 +58,22 @@ def audit_log() -> str:
 def bot_log_page() -> str:
     who, wanted = actor(), parse_filter(request.args)
     with services().db.session() as db:
-        entries = bot_log(db, who.tenant_id, wanted)
+        page = bot_log(db, who.tenant_id, wanted, request.args.get("prima"))
         record_actor_audit(db, who, "bot_log.view", detail={"filters": _filters_for_audit()})
     return render_template(
-        "console/bot_log.html", entries=entries, wanted=wanted, args=request.args
+        "console/bot_log.html",
+        entries=page.rows,
+        **_pages(page.next_cursor),
+        wanted=wanted,
+        args=request.args,
     )
+
+
+def _pages(cursor: str | None) -> dict[str, str | None]:
+    """Links to the next (older) page and back to the newest, the filters kept."""
+    args = {key: value for key, value in request.args.items() if key != "prima"}
+    endpoint = request.endpoint or ""
+    return {
+        "next_page": url_for(endpoint, **args, prima=cursor) if cursor else None,
+        "first_page": url_for(endpoint, **args) if "prima" in request.args else None,
+    }

@@ -37,6 +37,7 @@ from bot.console.auth import (
 )
 from bot.console.blueprint import bp
 from bot.console.inbox import (
+    COUNT_CAP,
     DEFAULT_FILTER,
     FILTERS,
     conversation_detail,
@@ -129,10 +130,19 @@ def _filter_name() -> str:
 
 def _inbox_context() -> dict[str, object]:
     svc, who, name = services(), operator(), _filter_name()
-    with svc.db.session() as db:
-        rows = inbox_rows(db, svc.cipher, who.tenant_id, who.id, name)
+    after = request.args.get("dopo")
+    with svc.db.read() as db:
+        page = inbox_rows(db, svc.cipher, who.tenant_id, who.id, name, after=after)
         counts = inbox_counts(db, who.tenant_id, who.id)
-    return {"rows": rows, "counts": counts, "filter_name": name, "filters": FILTERS}
+    return {
+        "rows": page.rows,
+        "next_cursor": page.next_cursor,
+        "after": after,
+        "counts": counts,
+        "count_cap": COUNT_CAP,
+        "filter_name": name,
+        "filters": FILTERS,
+    }
 
 
 @bp.get("/")
@@ -149,11 +159,19 @@ def inbox_list() -> str:
 # -- one conversation -------------------------------------------------------------------
 
 
+def _before() -> int | None:
+    """The "older messages" cursor: a message id; anything else shows the newest page."""
+    try:
+        return parse_id(request.args.get("prima", ""), "prima")
+    except InvalidInput:
+        return None
+
+
 @bp.get("/conversations/<id:conversation_id>")
 def conversation(conversation_id: int) -> str:
     svc, who = services(), actor()
     with svc.db.session() as db:
-        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id)
+        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id, _before())
         if detail is None:
             raise NotFound(conversation_id)
         record_actor_audit(db, who, "conversation.view", "conversation", conversation_id)
