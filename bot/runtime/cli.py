@@ -379,12 +379,15 @@ def audit_verify(slug: str) -> None:
 
     tenant = _tenant(slug)
     with services().db.read() as session:
-        problems = verify_chain(session, tenant.id)
-    if problems:
-        for problem in problems:
-            click.echo(f"audit event {problem.event_id}: {problem.reason}", err=True)
-        raise click.ClickException(f"audit chain of {slug} is broken ({len(problems)} problem(s))")
-    click.echo(f"audit chain of {slug} is intact")
+        report = verify_chain(session, tenant.id)
+    for problem in report.problems:
+        click.echo(f"audit event {problem.event_id}: {problem.reason}", err=True)
+    if report.more_problems:
+        click.echo(f"... and {report.more_problems} more problem(s)", err=True)
+    if report.problems:
+        total = len(report.problems) + report.more_problems
+        raise click.ClickException(f"audit chain of {slug} is broken ({total} problem(s))")
+    click.echo(f"audit chain of {slug} is intact ({report.checked} events)")
 
 
 # -- worker ---------------------------------------------------------------------------
