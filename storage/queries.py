@@ -7,6 +7,7 @@ it, so a caller cannot read across tenants by forgetting a ``where``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
@@ -127,6 +128,36 @@ def contact_ledger_query(
         ConsentEvent.contact_id == contact.id,
         ConsentEvent.subject_ref == cipher.pseudonym(contact.wa_id),
     )
+
+
+def contacts_ledger(
+    session: Session,
+    tenant: Tenant | int,
+    contacts: Sequence[tuple[int, str]],
+    cipher: BodyCipher,
+) -> dict[int, list[Any]]:
+    """The ledgers of several live contacts, given as ``(id, wa_id)``: by contact id, each
+    oldest first, as plain rows of the ledger's table.
+
+    The rule of :func:`contact_ledger` (a row is a contact's when both its contact id and
+    its keyed hash are that contact's), for a batch of contacts in one query.
+    """
+    owners = {(contact_id, cipher.pseudonym(wa_id)) for contact_id, wa_id in contacts}
+    ledger: dict[int, list[Any]] = {contact_id: [] for contact_id, _ in contacts}
+    if not contacts:
+        return ledger
+    rows = session.execute(
+        select(ConsentEvent.__table__)
+        .where(
+            ConsentEvent.tenant_id == _tid(tenant),
+            ConsentEvent.contact_id.in_([contact_id for contact_id, _ in contacts]),
+        )
+        .order_by(ConsentEvent.id)
+    )
+    for row in rows:
+        if (row.contact_id, row.subject_ref) in owners:
+            ledger[row.contact_id].append(row)
+    return ledger
 
 
 def sid_already_processed(session: Session, tenant: Tenant | int, sid_hash: str) -> bool:
