@@ -433,7 +433,8 @@ class BotLogEntry(Base):
     __table_args__ = (
         Index(None, "tenant_id", "at", "id"),
         Index("ix_bot_log_tenant_id_intent", "tenant_id", "intent", "at", "id"),
-        Index("ix_bot_log_tenant_id_id", "tenant_id", "id"),
+        # (the time is there for the API's "since", checked without reading the row)
+        Index("ix_bot_log_tenant_id_id", "tenant_id", "id", "at"),
         # Deleting a message sets its entries' message_id to NULL: found by this index.
         Index("ix_bot_log_message_id", "message_id"),
         IDS_NEVER_REUSED,
@@ -484,8 +485,9 @@ class Ticket(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "source_message_id"),
         Index(None, "tenant_id", "created_at"),
-        # Lists newest (console) or oldest (API) first by id, all or by status.
-        Index("ix_tickets_tenant_id_id", "tenant_id", "id"),
+        # Lists newest (console) or oldest (API) first by id, all or by status (the
+        # creation time is there for the API's "since", checked without reading the row).
+        Index("ix_tickets_tenant_id_id", "tenant_id", "id", "created_at"),
         Index("ix_tickets_tenant_id_status", "tenant_id", "status", "id"),
         # A conversation's tickets; and the foreign keys' ON DELETE SET NULL.
         Index("ix_tickets_conversation_id", "conversation_id"),

@@ -87,15 +87,22 @@ def conversation_messages(
     before: int | None = None,
 ) -> Sequence[Message]:
     """A conversation's newest ``limit`` messages (before the message ``before``, if
-    given), in the order they were written: read backwards from the newest along the
-    (conversation, id) index, so a long conversation costs no more than a short one."""
-    query = select(Message).where(
-        Message.tenant_id == _tid(tenant), Message.conversation_id == conversation_id
-    )
+    given), in the order they were written.
+
+    The page's ids are read first, backwards along the (conversation, id) index alone,
+    then their rows by id: a long conversation costs no more than a short one. Asked
+    for the rows directly, PostgreSQL may instead walk the whole table backwards by id
+    looking for the conversation's messages, when they are many and it takes them to
+    be spread evenly (an old conversation's are all far back).
+    """
+    page = select(Message.id).where(Message.conversation_id == conversation_id)
     if before is not None:
-        query = query.where(Message.id < before)
-    newest = session.scalars(query.order_by(Message.id.desc()).limit(limit)).all()
-    return newest[::-1]
+        page = page.where(Message.id < before)
+    ids = page.order_by(Message.id.desc()).limit(limit)
+    query = select(Message).where(
+        Message.tenant_id == _tid(tenant), Message.id.in_(ids.scalar_subquery())
+    )
+    return session.scalars(query.order_by(Message.id)).all()
 
 
 def contact_ledger(

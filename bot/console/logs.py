@@ -10,11 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from bot.console.labels import OFFICE_ZONE
-from bot.console.paging import Page, decode_cursor, newest_page
+from bot.console.paging import Page, decode_cursor, newest_after, newest_page
 from bot.exceptions import InvalidInput
 from bot.web.numbers import parse_id
 from storage.models import AuditEvent, BotLogEntry, Message, User
@@ -97,8 +97,11 @@ def audit_events(
     Read in the order of an index on (office, [action or person,] time, id): the page's
     rows and no others, whatever the trail's length. The action filter takes the
     actions it names (``conversation`` names every ``conversation.*``) from the
-    office's list of actions, so that it is an equality the index can serve.
+    office's list of actions, so that each is an equality the index can serve; with
+    several, each one's page is read from its own range of the index and the pages
+    are merged (one range with all of them would have to be sorted whole).
     """
+    cursor = decode_cursor(after)
     query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
     if wanted.since:
         query = query.where(AuditEvent.at >= wanted.since)
@@ -108,17 +111,34 @@ def audit_events(
         query = query.where(AuditEvent.user_id == wanted.user_id)
     if wanted.action:
         named = [a for a in audit_actions(session, tenant_id) if a.startswith(wanted.action)]
-        query = query.where(AuditEvent.action.in_(named))
+        if len(named) == 1 or len(named) > MERGED_ACTIONS:
+            query = query.where(AuditEvent.action.in_(named))
+        else:
+            pages = [
+                newest_after(query.where(AuditEvent.action == action), *_AUDIT_ORDER, cursor)
+                .with_only_columns(AuditEvent.id)
+                .limit(PAGE_SIZE + 1)
+                .subquery()
+                for action in named
+            ]
+            merged = union_all(*(select(page.c.id) for page in pages))
+            query = select(AuditEvent).where(
+                AuditEvent.tenant_id == tenant_id, AuditEvent.id.in_(merged)
+            )
     return newest_page(
         session,
         query,
-        AuditEvent.at,
-        AuditEvent.id,
-        decode_cursor(after),
+        *_AUDIT_ORDER,
+        cursor,
         PAGE_SIZE,
         key=lambda event: (event.at, event.id),
         scalars=True,
     )
+
+
+_AUDIT_ORDER = (AuditEvent.at, AuditEvent.id)
+# Up to this many actions named by one filter are read each from its own index range.
+MERGED_ACTIONS = 20
 
 
 def bot_log(

@@ -53,6 +53,14 @@ def decode_cursor(raw: str | None) -> Cursor | None:
     return Cursor(at, checked)
 
 
+def id_cursor(raw: str | None) -> int | None:
+    """A cursor that is a row id ("before this one"); ``None`` (the newest page) otherwise."""
+    try:
+        return parse_id(raw or "", "cursor")
+    except InvalidInput:
+        return None
+
+
 def cursor_of(at: datetime | None, row_id: int) -> str:
     return Cursor(at, row_id).encode()
 
@@ -86,6 +94,18 @@ class Page(Generic[Row]):
     next_cursor: str | None  # None: nothing older
 
 
+def newest_after(
+    query: Select[Any],
+    at: InstrumentedAttribute[Any],
+    row_id: InstrumentedAttribute[int],
+    cursor: Cursor | None,
+) -> Select[Any]:
+    """``query``'s rows after ``cursor`` (whose time is set), newest first."""
+    if cursor is not None:
+        query = query.where(beyond(at, row_id, cursor))
+    return query.order_by(at.desc(), row_id.desc())
+
+
 def newest_page(
     session: Session,
     query: Select[Any],
@@ -111,9 +131,7 @@ def newest_page(
     rows: list[Any] = []
     if cursor is None or cursor.at is not None:
         timed = query.where(at.is_not(None)) if untimed else query
-        if cursor is not None:
-            timed = timed.where(beyond(at, row_id, cursor))
-        rows = run(timed.order_by(at.desc(), row_id.desc()).limit(limit + 1))
+        rows = run(newest_after(timed, at, row_id, cursor).limit(limit + 1))
     if untimed and len(rows) <= limit:
         rest = query.where(untimed_beyond(at, row_id, cursor)).order_by(row_id.desc())
         rows += run(rest.limit(limit + 1 - len(rows)))

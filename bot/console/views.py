@@ -44,6 +44,7 @@ from bot.console.inbox import (
     inbox_counts,
 )
 from bot.console.inbox import inbox as inbox_rows
+from bot.console.paging import id_cursor
 from bot.console.reply import new_form_key, send_operator_reply
 from bot.conversation import handoff
 from bot.exceptions import InvalidInput, NotFound, Refused
@@ -159,19 +160,13 @@ def inbox_list() -> str:
 # -- one conversation -------------------------------------------------------------------
 
 
-def _before() -> int | None:
-    """The "older messages" cursor: a message id; anything else shows the newest page."""
-    try:
-        return parse_id(request.args.get("prima", ""), "prima")
-    except InvalidInput:
-        return None
-
-
 @bp.get("/conversations/<id:conversation_id>")
 def conversation(conversation_id: int) -> str:
     svc, who = services(), actor()
     with svc.db.session() as db:
-        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id, _before())
+        # The "older messages" cursor: the oldest message of the page shown before.
+        before = id_cursor(request.args.get("prima"))
+        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id, before)
         if detail is None:
             raise NotFound(conversation_id)
         record_actor_audit(db, who, "conversation.view", "conversation", conversation_id)

@@ -35,11 +35,15 @@ def preload_language() -> None:
 
 
 RELEASE_CHECK_SECONDS = 60.0
+# SQLite's planner statistics, refreshed from a sample at start and then hourly (see
+# storage.db.Database.refresh_statistics): a few milliseconds under the write lock.
+STATISTICS_SECONDS = 3600.0
 
 
 def make_sweeper(app: Flask) -> BackgroundLoop:
     """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
-    once a day (across all workers): the retention purge."""
+    every hour: the query planner's statistics; once a day (across all workers): the
+    retention purge."""
     svc = services()
     config = app.config
     sweep = partial(
@@ -51,9 +55,13 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
         max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]),
     )
     last_release = 0.0
+    last_statistics: float | None = None
 
     def housekeeping() -> None:
-        nonlocal last_release
+        nonlocal last_release, last_statistics
+        if last_statistics is None or time.monotonic() - last_statistics >= STATISTICS_SECONDS:
+            last_statistics = time.monotonic()
+            svc.db.refresh_statistics()
         sweep()
         purge_if_due(svc, utcnow())
         if time.monotonic() - last_release >= RELEASE_CHECK_SECONDS:

@@ -52,10 +52,10 @@ INDEXES: dict[str, tuple[str, list[str], str | None]] = {
     ),
     "ix_conversations_tenant_id_id": ("conversations", ["tenant_id", "id"], None),
     "ix_contacts_tenant_id_id": ("contacts", ["tenant_id", "id"], None),
-    "ix_tickets_tenant_id_id": ("tickets", ["tenant_id", "id"], None),
+    "ix_tickets_tenant_id_id": ("tickets", ["tenant_id", "id", "created_at"], None),
     "ix_tickets_tenant_id_status": ("tickets", ["tenant_id", "status", "id"], None),
     "ix_bot_log_tenant_id_intent": ("bot_log", ["tenant_id", "intent", "at", "id"], None),
-    "ix_bot_log_tenant_id_id": ("bot_log", ["tenant_id", "id"], None),
+    "ix_bot_log_tenant_id_id": ("bot_log", ["tenant_id", "id", "at"], None),
     "ix_audit_events_tenant_id_at": ("audit_events", ["tenant_id", "at", "id"], None),
     "ix_audit_events_tenant_id_action": (
         "audit_events",
