@@ -71,9 +71,9 @@ def bot_log_page() -> str:
 
 def _pages(cursor: str | None) -> dict[str, str | None]:
     """Links to the next (older) page and back to the newest, the filters kept."""
-    args = {key: value for key, value in request.args.items() if key != "prima"}
+    args: dict[str, Any] = {key: value for key, value in request.args.items() if key != "prima"}
     endpoint = request.endpoint or ""
     return {
-        "next_page": url_for(endpoint, **args, prima=cursor) if cursor else None,
+        "next_page": url_for(endpoint, **{**args, "prima": cursor}) if cursor else None,
         "first_page": url_for(endpoint, **args) if "prima" in request.args else None,
     }

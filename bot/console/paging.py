@@ -88,6 +88,10 @@ def untimed_beyond(
 Row = TypeVar("Row")
 
 
+# A SELECT of any columns (Select is generic over its columns' types).
+AnySelect = Select[*tuple[Any, ...]]
+
+
 @dataclass(frozen=True)
 class Page(Generic[Row]):
     rows: list[Row]
@@ -95,11 +99,11 @@ class Page(Generic[Row]):
 
 
 def newest_after(
-    query: Select[Any],
+    query: AnySelect,
     at: InstrumentedAttribute[Any],
     row_id: InstrumentedAttribute[int],
     cursor: Cursor | None,
-) -> Select[Any]:
+) -> AnySelect:
     """``query``'s rows after ``cursor`` (whose time is set), newest first."""
     if cursor is not None:
         query = query.where(beyond(at, row_id, cursor))
@@ -108,7 +112,7 @@ def newest_after(
 
 def newest_page(
     session: Session,
-    query: Select[Any],
+    query: AnySelect,
     at: InstrumentedAttribute[Any],
     row_id: InstrumentedAttribute[int],
     cursor: Cursor | None,
@@ -125,7 +129,7 @@ def newest_page(
     the page is read, to know whether there is a next page.
     """
 
-    def run(statement: Select[Any]) -> list[Any]:
+    def run(statement: AnySelect) -> list[Any]:
         return list(session.scalars(statement) if scalars else session.execute(statement).all())
 
     rows: list[Any] = []
