@@ -93,15 +93,17 @@ def conversation_messages(
     then their rows by id: a long conversation costs no more than a short one. Asked
     for the rows directly, PostgreSQL may instead walk the whole table backwards by id
     looking for the conversation's messages, when they are many and it takes them to
-    be spread evenly (an old conversation's are all far back).
+    be spread evenly (an old conversation's are all far back). The ids travel as a list,
+    not a subquery: given ``id IN (subquery) ORDER BY id``, PostgreSQL walks the primary
+    key from end to end to spare itself sorting the page.
     """
     page = select(Message.id).where(Message.conversation_id == conversation_id)
     if before is not None:
         page = page.where(Message.id < before)
-    ids = page.order_by(Message.id.desc()).limit(limit)
-    query = select(Message).where(
-        Message.tenant_id == _tid(tenant), Message.id.in_(ids.scalar_subquery())
-    )
+    ids = session.scalars(page.order_by(Message.id.desc()).limit(limit)).all()
+    if not ids:
+        return []
+    query = select(Message).where(Message.tenant_id == _tid(tenant), Message.id.in_(ids))
     return session.scalars(query.order_by(Message.id)).all()
 
 

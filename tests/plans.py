@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -284,7 +284,7 @@ def hot_calls(app: Flask, svc: Services, office: Office) -> dict[str, Callable[[
     if office.api_token:
         client = app.test_client()
         headers = {"Authorization": f"Bearer {office.api_token}"}
-        since = some_time.isoformat()
+        since = some_time.isoformat().replace("+00:00", "Z")
         for path in (
             "/api/v1/contacts",
             "/api/v1/contacts?after=1",
@@ -307,11 +307,19 @@ def hot_calls(app: Flask, svc: Services, office: Office) -> dict[str, Callable[[
 
 
 def hot_query_problems(
-    app: Flask, svc: Services, office: Office, *, measured: bool = False
+    app: Flask,
+    svc: Services,
+    office: Office,
+    *,
+    measured: bool = False,
+    only: Collection[str] | None = None,
 ) -> dict[str, list[str]]:
-    """For each hot path, what its statements' plans read too much of (empty: nothing)."""
+    """For each hot path (or those named in ``only``), what its statements' plans read
+    too much of (empty: nothing)."""
     found: dict[str, list[str]] = {}
     for name, call in hot_calls(app, svc, office).items():
+        if only is not None and name not in only:
+            continue
         with captured(svc.db.engine) as statements:
             call()
         problems = []
