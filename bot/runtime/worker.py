@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from functools import partial
+from typing import Any
 
 from flask import Flask
 from rq import SimpleWorker
@@ -40,13 +42,9 @@ RELEASE_CHECK_SECONDS = 60.0
 STATISTICS_SECONDS = 3600.0
 
 
-def make_sweeper(app: Flask) -> BackgroundLoop:
-    """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
-    every hour: the query planner's statistics; once a day (across all workers): the
-    retention purge."""
-    svc = services()
-    config = app.config
-    sweep = partial(
+def sweep_pass(svc: Services, config: Mapping[str, Any]) -> Callable[[], int]:
+    """One pass of the sweeper as configured (returns how many messages it enqueued)."""
+    return partial(
         sweep_once,
         svc.db,
         svc.jobs,
@@ -54,6 +52,15 @@ def make_sweeper(app: Flask) -> BackgroundLoop:
         lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
         max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]),
     )
+
+
+def make_sweeper(app: Flask) -> BackgroundLoop:
+    """Every few seconds: enqueue lost messages; every minute: release idle handoffs;
+    every hour: the query planner's statistics; once a day (across all workers): the
+    retention purge."""
+    svc = services()
+    config = app.config
+    sweep = sweep_pass(svc, config)
     last_release = 0.0
     last_statistics: float | None = None
 
