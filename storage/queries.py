@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from storage.crypto import BodyCipher
@@ -90,17 +90,25 @@ def conversation_messages(
     given), in the order they were written.
 
     The page's ids are read first, backwards along the (conversation, id) index alone,
-    then their rows by id: a long conversation costs no more than a short one. Asked
-    for the rows directly, PostgreSQL may instead walk the whole table backwards by id
-    looking for the conversation's messages, when they are many and it takes them to
-    be spread evenly (an old conversation's are all far back). The ids travel as a list,
-    not a subquery: given ``id IN (subquery) ORDER BY id``, PostgreSQL walks the primary
-    key from end to end to spare itself sorting the page.
+    then their rows by id: a long conversation costs no more than a short one. The
+    conversation is named as a range of that index, ``(conversation, id)`` from
+    ``(c, 0)`` up to ``(c, before)`` or ``(c + 1, 0)``, not as ``conversation_id = c``:
+    given the equality, PostgreSQL sees that the primary key yields the same order and
+    may walk it from the newest message of the office down to the conversation's, when
+    it holds many messages and the planner takes them to be spread evenly (an old
+    conversation's are all far back: 195,000 rows read for a page at 200,000 messages).
+    Only the (conversation, id) index yields the order ``conversation_id, id``. The ids
+    then travel as a list, not a subquery: given ``id IN (subquery) ORDER BY id``,
+    PostgreSQL again walks the primary key to spare itself sorting the page.
     """
-    page = select(Message.id).where(Message.conversation_id == conversation_id)
-    if before is not None:
-        page = page.where(Message.id < before)
-    ids = session.scalars(page.order_by(Message.id.desc()).limit(limit)).all()
+    key = tuple_(Message.conversation_id, Message.id)
+    upper = (conversation_id, before) if before is not None else (conversation_id + 1, 0)
+    page = select(Message.id).where(
+        Message.conversation_id >= conversation_id,
+        key < tuple_(*upper),
+    )
+    ordered = page.order_by(Message.conversation_id.desc(), Message.id.desc()).limit(limit)
+    ids = session.scalars(ordered).all()
     if not ids:
         return []
     query = select(Message).where(Message.tenant_id == _tid(tenant), Message.id.in_(ids))
