@@ -133,21 +133,26 @@ class Dialect:
         return f"({condition})"
 
 
-def _fill(
-    connection: Connection,
-    dialect: Dialect,
-    table: str,
-    columns: dict[str, str],
-    count: int,
-    **params: Any,
-) -> None:
-    prefix, source = dialect.series()
-    # Only our own table, column names and expressions: nothing from outside is spliced in.
-    statement = (
-        f"INSERT INTO {table} ({', '.join(columns)}) {prefix}"  # noqa: S608
-        f"SELECT {', '.join(columns.values())} FROM {source}"
-    )
-    connection.execute(text(statement), {"count": count, **params})
+@dataclass(frozen=True)
+class Filler:
+    """What every bulk fill shares: the transaction, the dialect, the size, the span of
+    seconds the history covers, the tables' id offsets and the common parameters."""
+
+    connection: Connection
+    dialect: Dialect
+    size: Size
+    span: int
+    o: Offsets
+    base: dict[str, Any]
+
+    def fill(self, table: str, columns: dict[str, str], count: int, **params: Any) -> None:
+        prefix, source = self.dialect.series()
+        # Only our own table, column names and expressions: nothing from outside is spliced.
+        statement = (
+            f"INSERT INTO {table} ({', '.join(columns)}) {prefix}"  # noqa: S608
+            f"SELECT {', '.join(columns.values())} FROM {source}"
+        )
+        self.connection.execute(text(statement), {"count": count, **self.base, **params})
 
 
 def _pick(number: str, names: tuple[str, ...]) -> str:
@@ -203,15 +208,16 @@ def seed_office(
             connection.exec_driver_sql("PRAGMA cache_size=-200000")
         o = Offsets.read(connection)
         began = time.perf_counter()
-        _seed_contacts(connection, dialect, size, span, o, base)
-        _seed_conversations(connection, dialect, size, span, operators, o, base)
+        filler = Filler(connection, dialect, size, span, o, base)
+        _seed_contacts(filler)
+        _seed_conversations(filler, operators)
         seconds["contacts+conversations"] = time.perf_counter() - began
         began = time.perf_counter()
-        _seed_messages(connection, dialect, size, span, operators, token, o, base)
+        _seed_messages(filler, operators, token)
         seconds["messages"] = time.perf_counter() - began
         began = time.perf_counter()
-        _seed_bot_log(connection, dialect, size, span, o, base)
-        _seed_tickets(connection, dialect, size, span, o, base)
+        _seed_bot_log(filler)
+        _seed_tickets(filler)
         seconds["bot_log+tickets"] = time.perf_counter() - began
         began = time.perf_counter()
         _seed_ledger(connection, svc, tenant_id, size, start, span, o)
@@ -228,18 +234,10 @@ def seed_office(
     return Seeded(size, tenant_id, users, start, end, seconds, o)
 
 
-def _seed_contacts(
-    connection: Connection,
-    dialect: Dialect,
-    size: Size,
-    span: int,
-    o: Offsets,
-    base: dict[str, Any],
-) -> None:
+def _seed_contacts(f: Filler) -> None:
+    dialect, size, span, o = f.dialect, f.size, f.span, f.o
     created = f"n * {span // 2} / {size.contacts}"
-    _fill(
-        connection,
-        dialect,
+    f.fill(
         "contacts",
         {
             "id": f"{o.contacts} + n",
@@ -255,19 +253,11 @@ def _seed_contacts(
             "last_inbound_at": dialect.moment(f"{created} + (n * 7919) % ({span} - {created})"),
         },
         size.contacts,
-        **base,
     )
 
 
-def _seed_conversations(
-    connection: Connection,
-    dialect: Dialect,
-    size: Size,
-    span: int,
-    operators: list[int],
-    o: Offsets,
-    base: dict[str, Any],
-) -> None:
+def _seed_conversations(f: Filler, operators: list[int]) -> None:
+    dialect, size, span, o = f.dialect, f.size, f.span, f.o
     created = f"n * {span // 2} / {size.contacts}"
     last = f"{created} + (n * 7919) % ({span} - {created})"
     # One conversation in five is open; of the open ones one in ten is with an operator,
@@ -277,9 +267,7 @@ def _seed_conversations(
         f"CASE WHEN {human} AND n % 100 <> 0 THEN "
         f"CASE WHEN n % 2 = 0 THEN {operators[0]} ELSE {operators[1]} END END"
     )
-    _fill(
-        connection,
-        dialect,
+    f.fill(
         "conversations",
         {
             "id": f"{o.conversations} + n",
@@ -296,27 +284,16 @@ def _seed_conversations(
             "human_since": f"CASE WHEN {human} THEN {dialect.moment(last)} END",
         },
         size.contacts,
-        **base,
     )
 
 
-def _seed_messages(
-    connection: Connection,
-    dialect: Dialect,
-    size: Size,
-    span: int,
-    operators: list[int],
-    token: bytes,
-    o: Offsets,
-    base: dict[str, Any],
-) -> None:
+def _seed_messages(f: Filler, operators: list[int], token: bytes) -> None:
+    dialect, size, span, o = f.dialect, f.size, f.span, f.o
     at = dialect.moment(f"n * {span} / {size.messages}")
     thread = _conversation_of(size, "n")
     outbound = "n % 2 = 0"
     operator_reply = "n % 40 = 0"
-    _fill(
-        connection,
-        dialect,
+    f.fill(
         "messages",
         {
             "id": f"{o.messages} + n",
@@ -345,23 +322,14 @@ def _seed_messages(
         },
         size.messages,
         body=token,
-        **base,
     )
 
 
-def _seed_bot_log(
-    connection: Connection,
-    dialect: Dialect,
-    size: Size,
-    span: int,
-    o: Offsets,
-    base: dict[str, Any],
-) -> None:
+def _seed_bot_log(f: Filler) -> None:
+    dialect, size, span, o = f.dialect, f.size, f.span, f.o
     # Entry n is about inbound message 2n - 1 while there are messages, then about none.
     message = "(2 * n - 1)"
-    _fill(
-        connection,
-        dialect,
+    f.fill(
         "bot_log",
         {
             "id": f"{o.bot_log} + n",
@@ -379,24 +347,15 @@ def _seed_bot_log(
             "detail": dialect.json("{}"),
         },
         size.bot_log,
-        **base,
     )
 
 
-def _seed_tickets(
-    connection: Connection,
-    dialect: Dialect,
-    size: Size,
-    span: int,
-    o: Offsets,
-    base: dict[str, Any],
-) -> None:
+def _seed_tickets(f: Filler) -> None:
+    dialect, size, span, o = f.dialect, f.size, f.span, f.o
     step = max(size.messages // (2 * size.tickets), 1)
     message = f"(2 * n * {step} - 1)"
     at = dialect.moment(f"{message} * {span} / {size.messages}")
-    _fill(
-        connection,
-        dialect,
+    f.fill(
         "tickets",
         {
             "id": f"{o.tickets} + n",
@@ -411,7 +370,6 @@ def _seed_tickets(
             "updated_at": at,
         },
         min(size.tickets, size.messages // 2),
-        **base,
     )
 
 
