@@ -299,7 +299,8 @@ def hot_calls(app: Flask, svc: Services, office: Office) -> dict[str, Callable[[
             "/api/v1/bot-logs",
             f"/api/v1/bot-logs?since={since}",
         ):
-            calls[f"GET {path}"] = lambda path=path: client.get(path, headers=headers)
+            name = f"GET {path}".replace(since, "(a month ago)")
+            calls[name] = lambda path=path: client.get(path, headers=headers)
         calls["POST /api/v1/contacts/lookup"] = lambda: client.post(
             "/api/v1/contacts/lookup", json={"phone": "+393330000002"}, headers=headers
         )

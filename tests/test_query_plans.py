@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,18 @@ def test_a_long_conversations_page_reads_only_its_page_on_postgresql(app, svc, t
     found = hot_query_problems(app, svc, office, measured=True, only=pages)
 
     assert found == {name: [] for name in pages}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_apis_since_lists_read_from_the_time_asked_for_on_postgresql(app, svc, tenant):
+    # Run for real, on two years of bot log: listed by id from the oldest, it was read
+    # from its first entry to the month asked for.
+    office = _office(svc, tenant, replace(SIZE, bot_log=20_000, tickets=5_000, audit=500))
+    since = ("GET /api/v1/tickets?since=(a month ago)", "GET /api/v1/bot-logs?since=(a month ago)")
+
+    found = hot_query_problems(app, svc, office, measured=True, only=since)
+
+    assert found == {name: [] for name in since}
 
 
 @pytest.mark.parametrize("database_url", BOTH, indirect=True)
