@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import make_tenant, make_user
+from helpers import add_message, make_contact, make_conversation, make_tenant, make_user
 from plans import Office, Statement, hot_query_problems, problems_of
 from sqlalchemy import inspect, text
 
@@ -23,6 +23,7 @@ from bot.office.tokens import create_token
 from bot.runtime.worker import make_sweeper
 from bot.services import Services
 from storage.models import Base, Tenant, utcnow
+from storage.queries import conversation_messages
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from scale_seed import Size, seed_office  # noqa: E402
@@ -161,3 +162,27 @@ def _analyzed(svc: Services, table: str, index: str | None = None) -> bool:
         query += " AND idx = :index"
     with svc.db.read() as session:
         return bool(session.scalar(text(query), {"table": table, "index": index}))
+
+
+@pytest.mark.parametrize("database_url", BOTH, indirect=True)
+def test_a_conversations_pages_go_from_its_newest_message_back_to_its_first(svc, tenant):
+    # Named as a range of (conversation, id), a conversation must still be exactly its
+    # own messages: none of the next conversation's, none left out between two pages.
+    first = make_conversation(svc, tenant)
+    other = make_conversation(svc, tenant, make_contact(svc, tenant, "+393339999999"))
+    ours = []
+    for n in range(7):
+        ours.append(add_message(svc, first, f"nostro {n}").id)
+        add_message(svc, other, f"altro {n}")
+
+    pages, before = [], None
+    with svc.db.read() as session:
+        while len(pages) < 10:
+            rows = conversation_messages(session, tenant, first.id, 3, before=before)
+            page = [row.id for row in rows]
+            if not page:
+                break
+            pages.append(page)
+            before = page[0]
+
+    assert pages == [ours[4:7], ours[1:4], ours[0:1]]
