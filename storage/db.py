@@ -29,6 +29,7 @@ BACKSTOP_CHECKPOINT_PAGES = 50_000
 BUSY_TIMEOUT_MS = 10_000
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 CHECKPOINT_TAKEOVER_SECONDS = 5.0
+STATISTICS_SAMPLE_ROWS = 1_000
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -327,6 +328,27 @@ class Database:
         """A Core connection for reads: no write lock."""
         with self._read_engine.connect() as connection:
             yield connection
+
+    def refresh_statistics(self, rows_per_index: int = STATISTICS_SAMPLE_ROWS) -> None:
+        """Refresh SQLite's query-planner statistics from a bounded sample of each index.
+
+        SQLite plans from the statistics ``ANALYZE`` last wrote, and never refreshes
+        them itself: figures taken when an office was small would misguide it once the
+        office is large. A full ``ANALYZE`` reads every index end to end (seconds at
+        millions of rows, under the write lock the webhook needs); with
+        ``analysis_limit`` it reads about ``rows_per_index`` rows of each, in
+        milliseconds, which is enough for the planner to weigh one index against
+        another. The worker runs this from its housekeeping. PostgreSQL's autovacuum
+        keeps its own statistics fresh: nothing to do there.
+        """
+        if not self.is_sqlite:
+            return
+        with self.begin() as connection:
+            connection.exec_driver_sql(f"PRAGMA analysis_limit={int(rows_per_index)}")
+            try:
+                connection.exec_driver_sql("ANALYZE")
+            finally:
+                connection.exec_driver_sql("PRAGMA analysis_limit=0")
 
     def dispose(self) -> None:
         if self._checkpointer is not None:

@@ -47,10 +47,20 @@ def create_private_file(path: Path | str) -> bool:
 
 def write_private(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path``, a 0600 file (one that existed is narrowed to 0600)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    with os.fdopen(descriptor, "wb") as handle:
-        os.fchmod(handle.fileno(), FILE_MODE)
+    with os.fdopen(_truncated_private(path), "wb") as handle:
         handle.write(data)
+
+
+def open_private_for_writing(path: Path | str) -> IO[str]:
+    """A UTF-8 text handle writing ``path`` from its start, a 0600 file (one that existed
+    is emptied and narrowed to 0600): for what is written as it is produced (exports)."""
+    return os.fdopen(_truncated_private(path), "w", encoding="utf-8")
+
+
+def _truncated_private(path: Path | str) -> int:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(descriptor, FILE_MODE)
+    return descriptor
 
 
 def open_private_for_append(path: Path | str) -> IO[str]:

@@ -280,10 +280,17 @@ def mark_processed(db: Database, message_id: int) -> None:
         )
 
 
+# The sweeper runs every few seconds over a table of millions of messages, nearly all
+# of them long processed. Its queries name the partial indexes' own conditions (see
+# storage.models) and read them in their order (created_at), so that they read only
+# what is waiting: nothing, most of the time. Ordered by id instead, both planners
+# preferred walking the primary key through every message.
+
+
 def unprocessed_for_sweep(
     db: Database, older_than: datetime, max_attempts: int, limit: int = 500
 ) -> list[tuple[int, int]]:
-    """Stored inbound messages that no live worker holds: ``(id, sweeps)`` pairs."""
+    """Stored inbound messages that no live worker holds: ``(id, sweeps)`` pairs, oldest first."""
     now = utcnow()
     statement = (
         select(_messages.c.id, _messages.c.sweeps)
@@ -333,7 +340,7 @@ def note_swept(db: Database, message_id: int, sweeps: int) -> bool:
 
 
 def pending_outbound(db: Database, older_than: datetime, limit: int = 500) -> list[int]:
-    """Recorded outbound messages that were never handed to a delivery job."""
+    """Recorded outbound messages that were never handed to a delivery job, oldest first."""
     statement = (
         select(_messages.c.id)
         .where(text(PENDING_OUT), _messages.c.created_at < older_than)

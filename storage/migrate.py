@@ -23,10 +23,25 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     _run(engine, command.upgrade, revision)
+    analyze(engine)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     _run(engine, command.downgrade, revision)
+
+
+def analyze(engine: Engine) -> None:
+    """Give the query planners fresh statistics of every table and index.
+
+    Run after migrations, which may add indexes the planner has never weighed.
+    SQLite has no statistics until ``ANALYZE`` writes them (and never refreshes them by
+    itself); PostgreSQL's autovacuum refreshes them, but only later. On SQLite this
+    reads every index once, which at millions of rows takes seconds under the write
+    lock: fine while migrating, too long for a running office (the worker refreshes
+    them with a bounded sample instead: :func:`storage.db.Database.refresh_statistics`).
+    """
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
 
 
 def _run(engine: Engine, step: Any, revision: str) -> None:

@@ -154,6 +154,8 @@ class Contact(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "wa_id"),
         Index(None, "tenant_id", "phone"),
+        # The API's list and the export walk an office's contacts by id.
+        Index("ix_contacts_tenant_id_id", "tenant_id", "id"),
         IDS_NEVER_REUSED,
     )
 
@@ -177,11 +179,43 @@ class Contact(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    # The inbox lists a filter's conversations newest first and counts them: each filter
+    # has an index whose leading columns are its conditions and whose last ones are the
+    # order (needing attention first, then by last message), so a page reads its rows
+    # in order and a count reads no more than it counts.
     __table_args__ = (
         Index(None, "tenant_id", "needs_attention", "last_message_at"),
         # The reports' date ranges ("conversations opened between ...").
         Index("ix_conversations_tenant_id_created_at", "tenant_id", "created_at"),
-        # Erasing a contact finds their threads (and its foreign key check does too).
+        Index(
+            "ix_conversations_inbox_status",
+            "tenant_id",
+            "status",
+            "needs_attention",
+            "last_message_at",
+            "id",
+        ),
+        Index(
+            "ix_conversations_inbox_mode",
+            "tenant_id",
+            "status",
+            "mode",
+            "needs_attention",
+            "last_message_at",
+            "id",
+        ),
+        Index(
+            "ix_conversations_inbox_holder",
+            "assigned_user_id",
+            "status",
+            "needs_attention",
+            "last_message_at",
+            "id",
+        ),
+        # The API's list, newest first, a page at a time.
+        Index("ix_conversations_tenant_id_id", "tenant_id", "id"),
+        # A contact's threads: the engine's open thread, exports, erasure (and the
+        # foreign key's check when a contact is deleted).
         Index("ix_conversations_contact_id", "contact_id"),
         IDS_NEVER_REUSED,
     )
@@ -440,11 +474,14 @@ class SidTombstone(Base):
 
 class BotLogEntry(Base):
     __tablename__ = "bot_log"
+    # Read newest first by time (the console, a page at a time, from a cursor of time
+    # and id), by time and intent, and oldest first by id (the API).
     __table_args__ = (
-        # The API reads it by time; retention walks it in (at, id) order.
         Index(None, "tenant_id", "at", "id"),
-        # Deleting a message sets its entries' message_id to NULL: found by this index,
-        # not by a scan of the whole log per message.
+        Index("ix_bot_log_tenant_id_intent", "tenant_id", "intent", "at", "id"),
+        # (the time is there for the API's "since", checked without reading the row)
+        Index("ix_bot_log_tenant_id_id", "tenant_id", "id", "at"),
+        # Deleting a message sets its entries' message_id to NULL: found by this index.
         Index("ix_bot_log_message_id", "message_id"),
         IDS_NEVER_REUSED,
     )
@@ -470,6 +507,9 @@ class AuditEvent(Base):
         Index(None, "tenant_id", "id"),
         # "When was this conversation first taken over?" (the reports), per action.
         Index("ix_audit_events_tenant_id_action", "tenant_id", "action", "target_id"),
+        Index("ix_audit_events_tenant_id_at", "tenant_id", "at", "id"),
+        Index("ix_audit_events_tenant_id_action_at", "tenant_id", "action", "at", "id"),
+        Index("ix_audit_events_tenant_id_user_id", "tenant_id", "user_id", "at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -502,6 +542,10 @@ class Ticket(Base):
         # For the foreign keys' ON DELETE SET NULL when messages and conversations go.
         Index("ix_tickets_source_message_id", "source_message_id"),
         Index("ix_tickets_conversation_id", "conversation_id"),
+        # Lists newest (console) or oldest (API) first by id, all or by status (the
+        # creation time is there for the API's "since", checked without reading the row).
+        Index("ix_tickets_tenant_id_id", "tenant_id", "id", "created_at"),
+        Index("ix_tickets_tenant_id_status", "tenant_id", "status", "id"),
         IDS_NEVER_REUSED,
     )
 

@@ -7,8 +7,9 @@ it, so a caller cannot read across tenants by forgetting a ``where``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from storage.crypto import BodyCipher
@@ -78,14 +79,40 @@ def open_conversation_for(
 
 
 def conversation_messages(
-    session: Session, tenant: Tenant | int, conversation_id: int, limit: int = 500
+    session: Session,
+    tenant: Tenant | int,
+    conversation_id: int,
+    limit: int = 500,
+    *,
+    before: int | None = None,
 ) -> Sequence[Message]:
-    return session.scalars(
-        select(Message)
-        .where(Message.tenant_id == _tid(tenant), Message.conversation_id == conversation_id)
-        .order_by(Message.id)
-        .limit(limit)
-    ).all()
+    """A conversation's newest ``limit`` messages (before the message ``before``, if
+    given), in the order they were written.
+
+    The page's ids are read first, backwards along the (conversation, id) index alone,
+    then their rows by id: a long conversation costs no more than a short one. The
+    conversation is named as a range of that index, ``(conversation, id)`` from
+    ``(c, 0)`` up to ``(c, before)`` or ``(c + 1, 0)``, not as ``conversation_id = c``:
+    given the equality, PostgreSQL sees that the primary key yields the same order and
+    may walk it from the newest message of the office down to the conversation's, when
+    it holds many messages and the planner takes them to be spread evenly (an old
+    conversation's are all far back: 195,000 rows read for a page at 200,000 messages).
+    Only the (conversation, id) index yields the order ``conversation_id, id``. The ids
+    then travel as a list, not a subquery: given ``id IN (subquery) ORDER BY id``,
+    PostgreSQL again walks the primary key to spare itself sorting the page.
+    """
+    key = tuple_(Message.conversation_id, Message.id)
+    upper = (conversation_id, before) if before is not None else (conversation_id + 1, 0)
+    page = select(Message.id).where(
+        Message.conversation_id >= conversation_id,
+        key < tuple_(*upper),
+    )
+    ordered = page.order_by(Message.conversation_id.desc(), Message.id.desc()).limit(limit)
+    ids = session.scalars(ordered).all()
+    if not ids:
+        return []
+    query = select(Message).where(Message.tenant_id == _tid(tenant), Message.id.in_(ids))
+    return session.scalars(query.order_by(Message.id)).all()
 
 
 def contact_ledger(
@@ -118,6 +145,36 @@ def contact_ledger_query(
         ConsentEvent.contact_id == contact.id,
         ConsentEvent.subject_ref == cipher.pseudonym(contact.wa_id),
     )
+
+
+def contacts_ledger(
+    session: Session,
+    tenant: Tenant | int,
+    contacts: Sequence[tuple[int, str]],
+    cipher: BodyCipher,
+) -> dict[int, list[Any]]:
+    """The ledgers of several live contacts, given as ``(id, wa_id)``: by contact id, each
+    oldest first, as plain rows of the ledger's table.
+
+    The rule of :func:`contact_ledger` (a row is a contact's when both its contact id and
+    its keyed hash are that contact's), for a batch of contacts in one query.
+    """
+    owners = {(contact_id, cipher.pseudonym(wa_id)) for contact_id, wa_id in contacts}
+    ledger: dict[int, list[Any]] = {contact_id: [] for contact_id, _ in contacts}
+    if not contacts:
+        return ledger
+    rows = session.execute(
+        select(ConsentEvent.__table__)
+        .where(
+            ConsentEvent.tenant_id == _tid(tenant),
+            ConsentEvent.contact_id.in_([contact_id for contact_id, _ in contacts]),
+        )
+        .order_by(ConsentEvent.id)
+    )
+    for row in rows:
+        if (row.contact_id, row.subject_ref) in owners:
+            ledger[row.contact_id].append(row)
+    return ledger
 
 
 def sid_already_processed(session: Session, tenant: Tenant | int, sid_hash: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import signal
@@ -22,6 +24,7 @@ from werkzeug.test import TestResponse
 from bot.office.accounts import create_user
 from bot.office.actor import Actor
 from bot.office.lifecycle import create_tenant
+from bot.privacy.rights import write_export
 from bot.runtime.devstack import stop_process
 from bot.runtime.worker import make_rq_worker
 from bot.services import Services
@@ -295,3 +298,19 @@ def post_form(
     return client.post(
         path, data={"csrf_token": csrf_token(client, page), **(data or {})}, follow_redirects=True
     )
+
+
+def export_lines(svc: Services, tenant: Tenant, contact_id: int | None = None) -> list[Any]:
+    """The records of an export (JSON Lines), one dictionary per line."""
+    out = io.StringIO()
+    write_export(svc, tenant, contact_id, out, actor="test")
+    return parse_lines(out.getvalue())
+
+
+def parse_lines(text: str) -> list[Any]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def records(lines: list[Any], kind: str) -> list[Any]:
+    """The export's records of one kind: contact, consent_event_of_erased_contact, ..."""
+    return [line for line in lines if line["record"] == kind]

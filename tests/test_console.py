@@ -31,12 +31,13 @@ from helpers import (
     reload,
     send_inbound,
 )
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from bot.console.inbox import inbox
 from bot.conversation import handoff
 from bot.exceptions import NotFound, Refused
 from bot.office.demo import seed_demo_operator
+from bot.privacy.audit import MAX_PROBLEMS, record_audit, verify_chain
 from bot.services import Services
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.models import (
@@ -308,7 +309,7 @@ def test_inbox_puts_attention_first_urgent_on_top_then_the_longest_wait(svc, ten
     )
 
     with svc.db.session() as session:
-        rows = inbox(session, svc.cipher, tenant.id, operator.id)
+        rows = inbox(session, svc.cipher, tenant.id, operator.id).rows
 
     assert [r.id for r in rows] == [urgent.id, old.id, recent.id, quiet.id]
 
@@ -951,6 +952,57 @@ def test_tampering_with_an_audit_row_is_detected_and_named(signed_in, svc, tenan
 
     assert broken.exit_code != 0
     assert f"audit event {viewed.id}: content does not match its hash" in broken.output
+
+
+def _trail(svc: Services, tenant, count: int) -> list[int]:
+    with svc.db.session() as session:
+        return [
+            record_audit(session, tenant.id, "ticket.view", actor="test", target_id=n).id
+            for n in range(count)
+        ]
+
+
+def test_the_chain_is_verified_a_batch_at_a_time_and_names_each_broken_link(svc, tenant):
+    ids = _trail(svc, tenant, 11)
+    with svc.db.session() as session:
+        session.execute(update(AuditEvent).where(AuditEvent.id == ids[4]).values(ip="10.9.9.9"))
+        session.execute(delete(AuditEvent).where(AuditEvent.id == ids[8]))
+
+    with svc.db.read() as session:
+        report = verify_chain(session, tenant.id, batch_size=3)
+
+    assert report.checked == 10
+    assert [(p.event_id, p.reason.split(":")[0]) for p in report.problems] == [
+        (ids[4], "content does not match its hash"),
+        (ids[9], "previous hash does not match"),
+    ]
+
+
+def test_an_intact_chain_checked_in_batches_has_no_problem(svc, tenant):
+    _trail(svc, tenant, 7)
+
+    with svc.db.read() as session:
+        report = verify_chain(session, tenant.id, batch_size=2)
+
+    assert (report.checked, report.problems, report.more_problems) == (7, [], 0)
+
+
+def test_a_rewritten_chain_reports_the_first_problems_and_counts_the_rest(svc, tenant):
+    _trail(svc, tenant, MAX_PROBLEMS + 5)
+    with svc.db.session() as session:
+        session.execute(update(AuditEvent).values(actor="someone else"))
+
+    with svc.db.read() as session:
+        report = verify_chain(session, tenant.id)
+
+    assert len(report.problems) == MAX_PROBLEMS
+    assert report.more_problems == 5
+    assert report.problems[0].event_id == min(e for e in _all_ids(svc))
+
+
+def _all_ids(svc: Services) -> list[int]:
+    with svc.db.read() as session:
+        return list(session.scalars(select(AuditEvent.id)))
 
 
 # -- demo operator ----------------------------------------------------------------------

@@ -28,7 +28,9 @@ from helpers import (
     make_conversation,
     make_tenant,
     make_user,
+    parse_lines,
     post_form,
+    records,
     send_inbound,
 )
 from sqlalchemy import select, update
@@ -550,8 +552,8 @@ def test_an_access_request_by_chat_is_queued_and_its_export_downloaded(
 
     download = as_admin.get(f"/console/admin/requests/{request.id}/export")
     assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
-    data = json.loads(text(download))
-    assert data["contacts"][0]["contact"]["phone"] == RESIDENT
+    [person] = records(parse_lines(text(download)), "contact")
+    assert person["contact"]["phone"] == RESIDENT
     assert "data_request.export_download" in audit_actions(svc, tenant)
     page(as_admin, "/console/admin/requests")
     with svc.db.read() as session:
@@ -650,11 +652,10 @@ def test_a_request_entered_by_hand_is_due_in_30_days_and_closed_with_its_outcome
 
 def test_the_office_export_and_the_register_download_and_are_audited(svc, tenant, as_admin):
     make_contact(svc, tenant)
-    export = as_admin.get("/console/admin/data/export.json")
-    assert (
-        export.status_code == 200
-        and json.loads(export.data)["contacts"][0]["contact"]["phone"] == RESIDENT
-    )
+    export = as_admin.get("/console/admin/data/export.jsonl")
+    assert export.status_code == 200 and export.mimetype == "application/x-ndjson"
+    [person] = records(parse_lines(export.data.decode("utf-8")), "contact")
+    assert person["contact"]["phone"] == RESIDENT
     register = as_admin.get("/console/admin/data/register.json")
     assert json.loads(register.data)["format"] == "portineria.processing-register"
     actions = audit_actions(svc, tenant)

@@ -8,14 +8,13 @@ scroll. With PORTINERIA_SCREENSHOTS=docs the README's admin screenshots are rewr
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import test_console_browser as browser
-from helpers import drain, make_contact, make_user
+from helpers import drain, make_contact, make_user, parse_lines, records
 from sqlalchemy import select
 
 from bot.office.settings import update_settings
@@ -238,10 +237,10 @@ def test_an_admin_downloads_the_export_an_access_request_by_chat_prepared(
     page.locator("#requests a").first.click()
     with page.expect_download() as info:
         page.click("#download-export")
-    target = tmp_path / "export.json"
+    target = tmp_path / "export.jsonl"
     info.value.save_as(target)
-    data = json.loads(target.read_text("utf-8"))
-    assert data["contacts"][0]["contact"]["phone"] == "+393331234567"
+    [person] = records(parse_lines(target.read_text("utf-8")), "contact")
+    assert person["contact"]["phone"] == "+393331234567"
     page.fill("#close-form textarea", "Consegnata di persona")
     page.click("#close-request")
     expect(page.locator("#request-status")).to_contain_text("evasa")

@@ -6,7 +6,6 @@ its owner's only."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import stat
@@ -16,7 +15,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy.exc
-from helpers import RESIDENT, drain, make_tenant, post_signed, send_inbound
+from helpers import (
+    RESIDENT,
+    drain,
+    export_lines,
+    make_tenant,
+    parse_lines,
+    post_signed,
+    records,
+    send_inbound,
+)
 from sqlalchemy import func, select, text, update
 from test_retention import consented_with_photo
 
@@ -24,7 +32,6 @@ from bot.config import load_config
 from bot.console.inbox import conversation_detail
 from bot.office.tokens import create_token
 from bot.privacy.retention import purge
-from bot.privacy.rights import export_data
 from bot.services import Services
 from storage.db import Database
 from storage.migrate import downgrade, upgrade
@@ -128,14 +135,14 @@ def test_ledger_rows_of_someone_else_under_a_contact_id_are_never_that_contacts(
         conversation = session.scalar(select(Conversation.id))
 
     events = consent_events(client, headers, newcomer)
-    own_export = export_data(svc, tenant, newcomer, actor="test")
-    office_export = export_data(svc, tenant, None, actor="test")
+    [own] = records(export_lines(svc, tenant, newcomer), "contact")
+    erased = records(export_lines(svc, tenant), "consent_event_of_erased_contact")
     with svc.db.read() as session:
         detail = conversation_detail(session, svc.cipher, tenant.id, conversation)
 
     assert [e["event"] for e in events] == ["notice_sent"]
-    assert [e["event"] for e in own_export["contacts"][0]["consent_events"]] == ["notice_sent"]
-    assert [e["event"] for e in office_export["consent_events_of_erased_contacts"]] == ["granted"]
+    assert [e["event"] for e in own["consent_events"]] == ["notice_sent"]
+    assert [e["event"] for e in erased] == ["granted"]
     assert detail is not None and detail.contact.last_consent_event == "notice_sent"
 
 
@@ -395,4 +402,4 @@ def test_database_wal_media_and_an_access_export_by_chat_are_owner_only(
     assert {str(p): mode(p) for p in files} == {str(p): 0o600 for p in files}
     assert {str(p): mode(p) for p in folders} == {str(p): 0o700 for p in folders}
     export = next(p for p in files if p.parent.name == "exports")
-    assert json.loads(svc.cipher.decrypt(export.read_bytes()))["contacts"]
+    assert records(parse_lines(svc.cipher.decrypt(export.read_bytes())), "contact")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
-from helpers import RESIDENT, drain, send_inbound
+from helpers import RESIDENT, drain, export_lines, parse_lines, records, send_inbound
 from sqlalchemy import func, select
 
-from storage.models import ConsentEvent, Contact, MediaItem, Message
+from bot.privacy.rights import CONTACT_BATCH
+from storage.models import ConsentEvent, Contact, Conversation, MediaItem, Message, utcnow
 
 pytestmark = pytest.mark.usefixtures("tenant")
 
@@ -100,9 +102,8 @@ def test_access_request_by_chat_is_logged_and_exported_for_the_admin(client, svc
     assert events[-1] == "access_requested"
     exports = list((Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports").iterdir())
     assert len(exports) == 1
-    data = json.loads(svc.cipher.decrypt(exports[0].read_bytes()))
-    bodies = [m["body"] for m in data["contacts"][0]["messages"]]
-    assert "accetto" in bodies
+    [contact] = records(parse_lines(svc.cipher.decrypt(exports[0].read_bytes())), "contact")
+    assert "accetto" in [m["body"] for m in contact["messages"]]
 
 
 def test_erasure_request_is_recorded_then_carried_out_by_the_admin(
@@ -147,9 +148,124 @@ def test_export_command_writes_the_contacts_data(client, runner, svc, tenant, tm
     )
 
     assert result.exit_code == 0, result.output
-    data = json.loads(out.read_text())
-    assert data["contacts"][0]["contact"]["phone"] == RESIDENT
-    assert [e["event"] for e in data["contacts"][0]["consent_events"]] == ["notice_sent", "granted"]
+    [contact] = records(parse_lines(out.read_text()), "contact")
+    assert contact["contact"]["phone"] == RESIDENT
+    assert [e["event"] for e in contact["consent_events"]] == ["notice_sent", "granted"]
+
+
+def test_an_office_export_is_json_lines_from_the_office_to_a_closing_count(
+    client, runner, svc, tenant, tmp_path
+):
+    _consented(client, svc)
+    out = tmp_path / "studio.jsonl"
+
+    result = runner.invoke(args=["export", "--tenant", tenant.slug, "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    lines = parse_lines(out.read_text())
+    assert lines[0]["record"] == "office" and lines[0]["format"] == "portineria-export/2"
+    assert (lines[0]["slug"], lines[0]["scope"]) == (tenant.slug, "office")
+    [contact] = records(lines, "contact")
+    audit = records(lines, "audit_event")
+    assert lines[-1] == {
+        "record": "end",
+        "contacts": 1,
+        "messages": len(contact["messages"]),
+        "tickets": 0,
+        "consent_events": 2,
+        "consent_events_of_erased_contacts": 0,
+        "audit_events": len(audit),
+    }
+    assert "exported 1 contact(s)" in result.output
+
+
+def test_an_export_written_by_the_cli_is_owner_only_and_leaves_no_partial_file(
+    client, runner, svc, tenant, tmp_path
+):
+    _consented(client, svc)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    out = folder / "studio.jsonl"
+    previous = os.umask(0o022)
+    try:
+        result = runner.invoke(args=["export", "--tenant", tenant.slug, "--out", str(out)])
+    finally:
+        os.umask(previous)
+
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert [p.name for p in folder.iterdir()] == ["studio.jsonl"]
+
+
+def test_an_export_that_fails_leaves_no_file(runner, svc, tenant, tmp_path):
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    out = folder / "studio.jsonl"
+    with svc.db.session() as session:  # a body no key opens: the export stops midway
+        contact = Contact(tenant_id=tenant.id, wa_id="393330000001", phone="+393330000001")
+        session.add(contact)
+        session.flush()
+        session.add(
+            Message(
+                tenant_id=tenant.id,
+                contact_id=contact.id,
+                direction="in",
+                status="processed",
+                body=b"not a token",
+                created_at=utcnow(),
+            )
+        )
+
+    result = runner.invoke(args=["export", "--tenant", tenant.slug, "--out", str(out)])
+
+    assert result.exit_code != 0
+    assert list(folder.iterdir()) == []
+
+
+def test_an_export_of_an_unknown_contact_writes_nothing(runner, tenant, tmp_path):
+    out = tmp_path / "nobody.jsonl"
+
+    result = runner.invoke(
+        args=["export", "--tenant", tenant.slug, "--contact", "+393339999999", "--out", str(out)]
+    )
+
+    assert result.exit_code != 0
+    assert not out.exists()
+
+
+def test_an_export_across_many_batches_gives_each_contact_their_own_records(svc, tenant):
+    count = CONTACT_BATCH + 7
+    now = utcnow()
+    with svc.db.session() as session:
+        contacts = [
+            Contact(tenant_id=tenant.id, wa_id=f"3933300{n:05d}", phone=f"+393330{n:06d}")
+            for n in range(count)
+        ]
+        session.add_all(contacts)
+        session.flush()
+        threads = [Conversation(tenant_id=tenant.id, contact_id=c.id) for c in contacts]
+        session.add_all(threads)
+        session.flush()
+        session.add_all(
+            Message(
+                tenant_id=tenant.id,
+                conversation_id=thread.id,
+                contact_id=thread.contact_id,
+                direction="in",
+                status="processed",
+                body=svc.cipher.encrypt(f"messaggio {thread.contact_id}"),
+                created_at=now,
+            )
+            for thread in threads
+        )
+
+    exported = records(export_lines(svc, tenant), "contact")
+
+    assert len(exported) == count
+    assert [c["contact"]["id"] for c in exported] == sorted(c.id for c in contacts)
+    assert all(
+        [m["body"] for m in c["messages"]] == [f"messaggio {c['contact']['id']}"] for c in exported
+    )
 
 
 def test_token_create_prints_the_token_on_the_last_line(runner, client, tenant):

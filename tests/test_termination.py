@@ -6,13 +6,21 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from helpers import drain, inbound_params, make_tenant, post_signed, send_inbound
+from helpers import (
+    drain,
+    export_lines,
+    inbound_params,
+    make_tenant,
+    post_signed,
+    records,
+    send_inbound,
+)
 from sqlalchemy import func, select, text
 
 from bot.office.lifecycle import EXPORT_WINDOW, terminate_tenant
 from bot.office.tokens import create_token
 from bot.privacy.retention import purge
-from bot.privacy.rights import erase_contact, export_data
+from bot.privacy.rights import erase_contact
 from storage.models import AuditEvent, Base, MediaItem, Message, Tenant, utcnow
 
 OTHER_NUMBER = "+390298765432"
@@ -78,15 +86,16 @@ def test_within_the_window_the_whole_office_can_be_exported(client, svc, twilio,
     terminated_days_ago(svc, tenant, 59)
 
     purge(svc, utcnow())
-    data = export_data(svc, tenant, None, actor="test")
+    lines = export_lines(svc, tenant)
 
-    assert [m["body"] for m in data["contacts"][0]["messages"] if m["direction"] == "in"] == [
+    [contact] = records(lines, "contact")
+    assert [m["body"] for m in contact["messages"] if m["direction"] == "in"] == [
         "buongiorno",
         "accetto",
         "la crepa",
     ]
-    assert [e["event"] for e in data["contacts"][0]["consent_events"]][-1] == "granted"
-    assert "tenant.terminated" in [a["action"] for a in data["audit_log"]]
+    assert [e["event"] for e in contact["consent_events"]][-1] == "granted"
+    assert "tenant.terminated" in [a["action"] for a in records(lines, "audit_event")]
 
 
 def test_the_office_export_keeps_the_ledger_of_erased_contacts(client, svc, tenant):
@@ -96,10 +105,10 @@ def test_the_office_export_keeps_the_ledger_of_erased_contacts(client, svc, tena
     drain(svc)
     erase_contact(svc, tenant, "+393331234567", actor="test")
 
-    data = export_data(svc, tenant, None, actor="test")
+    lines = export_lines(svc, tenant)
 
-    assert data["contacts"] == []
-    events = data["consent_events_of_erased_contacts"]
+    assert records(lines, "contact") == []
+    events = records(lines, "consent_event_of_erased_contact")
     assert [e["event"] for e in events] == ["notice_sent", "granted"]
     assert all(len(e["subject_ref"]) == 64 for e in events)
 

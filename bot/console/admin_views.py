@@ -4,7 +4,9 @@ Operators get 403 on every one of them."""
 
 from __future__ import annotations
 
-from flask import render_template, request
+from typing import Any
+
+from flask import render_template, request, url_for
 
 from bot.console.admin.access import admin_required
 from bot.console.admin.access import filters_for_audit as _filters_for_audit
@@ -29,14 +31,15 @@ __all__ = ["admin_required"]
 def audit_log() -> str:
     who, wanted = actor(), parse_filter(request.args)
     with services().db.session() as db:
-        events = audit_events(db, who.tenant_id, wanted)
+        page = audit_events(db, who.tenant_id, wanted, request.args.get("prima"))
         users = tenant_users(db, who.tenant_id)
         actions = audit_actions(db, who.tenant_id)
         # Reading the trail is itself an access to personal data.
         record_actor_audit(db, who, "audit_log.view", detail={"filters": _filters_for_audit()})
     return render_template(
         "console/audit_log.html",
-        events=events,
+        events=page.rows,
+        **_pages(page.next_cursor),
         users=users,
         actions=actions,
         wanted=wanted,
@@ -49,12 +52,27 @@ def audit_log() -> str:
 def bot_log_page() -> str:
     who, wanted = actor(), parse_filter(request.args)
     with services().db.session() as db:
-        entries = bot_log(db, who.tenant_id, wanted)
+        page = bot_log(db, who.tenant_id, wanted, request.args.get("prima"))
         totals = bot_log_totals(db, who.tenant_id, wanted)
         record_actor_audit(db, who, "bot_log.view", detail={"filters": _filters_for_audit()})
     return render_template(
-        "console/bot_log.html", entries=entries, totals=totals, wanted=wanted, args=request.args
+        "console/bot_log.html",
+        entries=page.rows,
+        **_pages(page.next_cursor),
+        totals=totals,
+        wanted=wanted,
+        args=request.args,
     )
+
+
+def _pages(cursor: str | None) -> dict[str, str | None]:
+    """Links to the next (older) page and back to the newest, the filters kept."""
+    args: dict[str, Any] = {key: value for key, value in request.args.items() if key != "prima"}
+    endpoint = request.endpoint or ""
+    return {
+        "next_page": url_for(endpoint, **{**args, "prima": cursor}) if cursor else None,
+        "first_page": url_for(endpoint, **args) if "prima" in request.args else None,
+    }
 
 
 from bot.console import admin  # noqa: E402, F401  (the administration's routes)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, case, false, func, select, true
+from sqlalchemy.orm import Session, aliased
 
+from bot.console.paging import decode_cursor, newest_page
 from bot.conversation.alerts import hazard_label
 from bot.conversation.emergency import (
     conversations_with_pending_emergencies,
@@ -34,7 +35,7 @@ from storage.models import (
     User,
 )
 from storage.queries import contact_ledger, conversation_messages, get_contact, get_conversation
-from storage.vocabulary import Purpose, TicketKind
+from storage.vocabulary import ConversationStatus, Mode, Priority, Purpose, TicketKind
 
 FILTERS: dict[str, str] = {
     "open": "Aperte",
@@ -46,6 +47,10 @@ FILTERS: dict[str, str] = {
 }
 DEFAULT_FILTER = "open"
 PREVIEW_CHARS = 90
+PAGE_SIZE = 100  # conversations not needing attention, per page
+ATTENTION_LIMIT = 500  # conversations needing attention, all on the first page up to this
+COUNT_CAP = 999  # the filters' counts stop here ("999+")
+MESSAGES_PER_PAGE = 100  # a conversation's messages, newest page first
 
 
 @dataclass(frozen=True)
@@ -112,11 +117,16 @@ class ConversationDetail:
     contact: ContactView
     contact_state: Contact
     holder: str | None
+    # One page of messages, oldest first: the newest page unless ``before`` was given.
     messages: list[MessageView]
     tickets: Sequence[Ticket]
     events: Sequence[Event]
     colleagues: list[tuple[int, str]] = field(default_factory=list)
     emergencies: list[EmergencyView] = field(default_factory=list)
+    # The cursor of the page of older messages (None: this page begins the conversation),
+    # and whether newer messages exist than this page shows.
+    older_cursor: int | None = None
+    newer: bool = False
 
     @property
     def pending_emergency(self) -> bool:
@@ -157,31 +167,37 @@ _Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 
 def _filtered(query: _Q, name: str, user_id: int) -> _Q:
+    # Each filter's conditions lead one of the inbox indexes (storage.models.Conversation).
     if name == "closed":
-        return query.where(Conversation.status == "closed")
-    query = query.where(Conversation.status == "open")
+        return query.where(Conversation.status == ConversationStatus.CLOSED)
+    query = query.where(Conversation.status == ConversationStatus.OPEN)
     if name == "mine":
         return query.where(Conversation.assigned_user_id == user_id)
     if name == "unassigned":
-        return query.where(Conversation.mode == "human", Conversation.assigned_user_id.is_(None))
+        return query.where(Conversation.mode == Mode.HUMAN, Conversation.assigned_user_id.is_(None))
     if name in ("bot", "human"):
-        return query.where(Conversation.mode == name)
+        return query.where(Conversation.mode == Mode(name))
     return query
 
 
-def _inbox_order() -> tuple[Any, ...]:
-    """Needing attention first, emergencies on top, then the longest wait first."""
+def _attention_order() -> tuple[Any, ...]:
+    """Emergencies on top, then the longest wait first."""
     waiting_since = func.coalesce(
         Conversation.human_since, Conversation.last_message_at, Conversation.created_at
     )
     return (
-        Conversation.needs_attention.desc(),
-        case((Conversation.priority == "urgent", 0), else_=1),
-        # Only conversations that wait for someone are ordered by their wait.
-        case((Conversation.needs_attention.is_(True), waiting_since), else_=None).asc(),
+        case((Conversation.priority == Priority.URGENT, 0), else_=1),
+        waiting_since.asc(),
         Conversation.last_message_at.desc(),
         Conversation.id.desc(),
     )
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    rows: list[InboxRow]
+    # The next page's cursor (older conversations), None on the last page.
+    next_cursor: str | None
 
 
 def inbox(
@@ -190,72 +206,118 @@ def inbox(
     tenant_id: int,
     user_id: int,
     filter_name: str = DEFAULT_FILTER,
-    limit: int = 100,
-) -> list[InboxRow]:
-    query = (
+    limit: int = PAGE_SIZE,
+    after: str | None = None,
+) -> InboxPage:
+    """A page of the inbox: on the first, every conversation needing attention (up to
+    ATTENTION_LIMIT, emergencies on top, then the longest wait); then the others, most
+    recent message first, a page at a time from the cursor ``after``.
+
+    Those needing attention are few and are sorted as a whole; the others are read in
+    the order of an index, a page at a time, however many there are.
+    """
+    query = _filtered(
         select(Conversation, Contact, User.email)
         .join(Contact, Contact.id == Conversation.contact_id)
         .outerjoin(User, User.id == Conversation.assigned_user_id)
-        .where(Conversation.tenant_id == tenant_id)
+        .where(Conversation.tenant_id == tenant_id),
+        filter_name,
+        user_id,
     )
-    rows = session.execute(
-        _filtered(query, filter_name, user_id).order_by(*_inbox_order()).limit(limit)
-    ).all()
+    cursor = decode_cursor(after)
+    rows: list[Any] = []
+    if cursor is None:
+        attention = query.where(Conversation.needs_attention == true())
+        rows = list(session.execute(attention.order_by(*_attention_order()).limit(ATTENTION_LIMIT)))
+    others = newest_page(
+        session,
+        query.where(Conversation.needs_attention == false()),
+        Conversation.last_message_at,
+        Conversation.id,
+        cursor,
+        limit,
+        key=lambda row: (row[0].last_message_at, row[0].id),
+        untimed=True,
+    )
+    rows += others.rows
     ids = [c.id for c, _, _ in rows]
     previews = _previews(session, cipher, tenant_id, ids)
     pending = conversations_with_pending_emergencies(session, tenant_id, ids)
-    return [
-        InboxRow(
-            id=c.id,
-            contact=contact_label(contact),
-            contact_kind=contact.kind,
-            mode=c.mode,
-            priority=c.priority,
-            needs_attention=c.needs_attention,
-            status=c.status,
-            holder=email,
-            waiting_since=c.human_since or c.last_message_at or c.created_at,
-            last_message_at=c.last_message_at,
-            preview=previews.get(c.id, ""),
-            unacknowledged=c.id in pending,
-        )
-        for c, contact, email in rows
-    ]
+    return InboxPage(
+        [
+            InboxRow(
+                id=c.id,
+                contact=contact_label(contact),
+                contact_kind=contact.kind,
+                mode=c.mode,
+                priority=c.priority,
+                needs_attention=c.needs_attention,
+                status=c.status,
+                holder=email,
+                waiting_since=c.human_since or c.last_message_at or c.created_at,
+                last_message_at=c.last_message_at,
+                preview=previews.get(c.id, ""),
+                unacknowledged=c.id in pending,
+            )
+            for c, contact, email in rows
+        ],
+        others.next_cursor,
+    )
 
 
 def inbox_counts(session: Session, tenant_id: int, user_id: int) -> dict[str, int]:
-    counts = {}
-    for name in FILTERS:
-        query = select(func.count(Conversation.id)).where(Conversation.tenant_id == tenant_id)
-        counts[name] = int(session.scalar(_filtered(query, name, user_id)) or 0)
-    counts["attention"] = int(
-        session.scalar(
-            select(func.count(Conversation.id)).where(
-                Conversation.tenant_id == tenant_id,
-                Conversation.status == "open",
-                Conversation.needs_attention.is_(True),
-            )
+    """How many conversations each filter holds, counted up to COUNT_CAP + 1.
+
+    A count reads its filter's index up to the cap and no further: past it the inbox
+    says "999+", which tells an operator as much as an exact figure would, and costs
+    the same however large the office grows. One statement, one round trip.
+    """
+    tenant = Conversation.tenant_id == tenant_id
+
+    def capped(query: Select[Any]) -> Any:
+        bounded = query.limit(COUNT_CAP + 1).subquery()
+        return select(func.count()).select_from(bounded).scalar_subquery()
+
+    counts = {
+        name: capped(_filtered(select(Conversation.id).where(tenant), name, user_id))
+        for name in FILTERS
+    }
+    counts["attention"] = capped(
+        select(Conversation.id).where(
+            tenant,
+            Conversation.status == ConversationStatus.OPEN,
+            Conversation.needs_attention == true(),
         )
-        or 0
     )
-    return counts
+    row = session.execute(select(*(value.label(name) for name, value in counts.items()))).one()
+    return {name: int(value or 0) for name, value in row._mapping.items()}
 
 
 def _previews(
     session: Session, cipher: BodyCipher, tenant_id: int, conversation_ids: list[int]
 ) -> dict[int, str]:
+    """The newest message of each conversation: one probe of its messages' index each."""
     if not conversation_ids:
         return {}
-    latest = (
-        select(func.max(Message.id))
-        .where(Message.tenant_id == tenant_id, Message.conversation_id.in_(conversation_ids))
-        .group_by(Message.conversation_id)
+    inner = aliased(Message)
+    newest = (
+        select(func.max(inner.id))
+        .where(inner.conversation_id == Conversation.id)
+        .correlate(Conversation)
+        .scalar_subquery()
     )
-    messages = session.scalars(select(Message).where(Message.id.in_(latest))).all()
+    latest = select(newest).where(
+        Conversation.tenant_id == tenant_id, Conversation.id.in_(conversation_ids)
+    )
+    messages = session.execute(
+        select(Message.conversation_id, Message.body).where(
+            Message.tenant_id == tenant_id, Message.id.in_(latest)
+        )
+    ).all()
     return {
-        m.conversation_id: _shorten(cipher.decrypt(m.body) if m.body else "")
-        for m in messages
-        if m.conversation_id is not None
+        conversation_id: _shorten(cipher.decrypt(body) if body else "")
+        for conversation_id, body in messages
+        if conversation_id is not None
     }
 
 
@@ -265,8 +327,14 @@ def _shorten(text: str) -> str:
 
 
 def conversation_detail(
-    session: Session, cipher: BodyCipher, tenant_id: int, conversation_id: int
+    session: Session,
+    cipher: BodyCipher,
+    tenant_id: int,
+    conversation_id: int,
+    before: int | None = None,
 ) -> ConversationDetail | None:
+    """A conversation with a page of its messages: the newest, or those before the
+    message ``before`` (the cursor of the "older messages" link)."""
     conversation = get_conversation(session, tenant_id, conversation_id)
     if conversation is None:
         return None
@@ -290,18 +358,24 @@ def conversation_detail(
         .where(User.tenant_id == tenant_id, User.active)
         .order_by(User.email)
     ).all()
+    # One message more than the page, to know whether older ones exist.
+    page = conversation_messages(
+        session, tenant_id, conversation.id, limit=MESSAGES_PER_PAGE + 1, before=before
+    )
+    older = len(page) > MESSAGES_PER_PAGE
+    shown = page[1:] if older else page
     return ConversationDetail(
         conversation=conversation,
         contact=_contact_view(session, cipher, tenant_id, contact),
         contact_state=contact,
         holder=users.get(conversation.assigned_user_id) if conversation.assigned_user_id else None,
-        messages=_message_views(
-            session, cipher, tenant_id, conversation.id, users, [*tickets, *events]
-        ),
+        messages=_message_views(session, cipher, tenant_id, shown, users, [*tickets, *events]),
         tickets=tickets,
         events=events,
         colleagues=list(colleagues),
         emergencies=_emergency_views(session, tenant_id, conversation.id, tickets),
+        older_cursor=shown[0].id if older and shown else None,
+        newer=before is not None,
     )
 
 
@@ -344,11 +418,10 @@ def _message_views(
     session: Session,
     cipher: BodyCipher,
     tenant_id: int,
-    conversation_id: int,
+    messages: Sequence[Message],
     users: dict[int, str],
     linked: list[Ticket | Event],
 ) -> list[MessageView]:
-    messages = conversation_messages(session, tenant_id, conversation_id)
     media = dict(
         session.execute(
             select(MediaItem.message_id, func.count(MediaItem.id))

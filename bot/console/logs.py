@@ -6,15 +6,16 @@ note for the page instead of an error, so no input can make these pages fail.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, select, union_all
 from sqlalchemy.orm import Session
 
 from bot.console.labels import OFFICE_ZONE
+from bot.console.paging import Page, decode_cursor, newest_after, newest_page
 from bot.exceptions import InvalidInput
 from bot.web.numbers import parse_id
 from storage.models import AuditEvent, BotLogEntry, Message, User
@@ -89,23 +90,70 @@ def _fraction(raw: str | None, problems: list[str], what: str) -> float | None:
     return value
 
 
-def audit_query(tenant_id: int, wanted: LogFilter) -> Select[AuditEvent]:
-    """The audit rows the filter keeps, newest first (the page takes a page, the CSV all)."""
-    query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
+def _audit_where(tenant_id: int, wanted: LogFilter) -> list[ColumnElement[bool]]:
+    conditions = [AuditEvent.tenant_id == tenant_id]
     if wanted.since:
-        query = query.where(AuditEvent.at >= wanted.since)
+        conditions.append(AuditEvent.at >= wanted.since)
     if wanted.until:
-        query = query.where(AuditEvent.at < wanted.until)
+        conditions.append(AuditEvent.at < wanted.until)
     if wanted.user_id is not None:
-        query = query.where(AuditEvent.user_id == wanted.user_id)
+        conditions.append(AuditEvent.user_id == wanted.user_id)
+    return conditions
+
+
+def audit_query(tenant_id: int, wanted: LogFilter) -> Select[AuditEvent]:
+    """The audit rows the filter keeps, newest first, for the CSV export."""
+    query = select(AuditEvent).where(*_audit_where(tenant_id, wanted))
     if wanted.action:
         # "conversation" finds every conversation.* action.
         query = query.where(AuditEvent.action.startswith(wanted.action, autoescape=True))
     return query.order_by(AuditEvent.id.desc())
 
 
-def audit_events(session: Session, tenant_id: int, wanted: LogFilter) -> Sequence[AuditEvent]:
-    return session.scalars(audit_query(tenant_id, wanted).limit(PAGE_SIZE)).all()
+def audit_events(
+    session: Session, tenant_id: int, wanted: LogFilter, after: str | None = None
+) -> Page[AuditEvent]:
+    """A page of the audit trail, newest first, from the cursor ``after``.
+
+    Read in the order of an index on (office, [action or person,] time, id): the page's
+    rows and no others, whatever the trail's length. The action filter takes the
+    actions it names (``conversation`` names every ``conversation.*``) from the
+    office's list of actions, so that each is an equality the index can serve; with
+    several, each one's page is read from its own range of the index and the pages
+    are merged (one range with all of them would have to be sorted whole).
+    """
+    cursor = decode_cursor(after)
+    query = select(AuditEvent).where(*_audit_where(tenant_id, wanted))
+    if wanted.action:
+        named = [a for a in audit_actions(session, tenant_id) if a.startswith(wanted.action)]
+        if len(named) == 1 or len(named) > MERGED_ACTIONS:
+            query = query.where(AuditEvent.action.in_(named))
+        else:
+            pages = [
+                newest_after(query.where(AuditEvent.action == action), *_AUDIT_ORDER, cursor)
+                .with_only_columns(AuditEvent.id)
+                .limit(PAGE_SIZE + 1)
+                .subquery()
+                for action in named
+            ]
+            merged = union_all(*(select(page.c.id) for page in pages))
+            query = select(AuditEvent).where(
+                AuditEvent.tenant_id == tenant_id, AuditEvent.id.in_(merged)
+            )
+    return newest_page(
+        session,
+        query,
+        *_AUDIT_ORDER,
+        cursor,
+        PAGE_SIZE,
+        key=lambda event: (event.at, event.id),
+        scalars=True,
+    )
+
+
+_AUDIT_ORDER = (AuditEvent.at, AuditEvent.id)
+# Up to this many actions named by one filter are read each from its own index range.
+MERGED_ACTIONS = 20
 
 
 def _bot_log_where(tenant_id: int, wanted: LogFilter) -> list[ColumnElement[bool]]:
@@ -125,20 +173,37 @@ def _bot_log_where(tenant_id: int, wanted: LogFilter) -> list[ColumnElement[bool
     return conditions
 
 
-def bot_log_query(tenant_id: int, wanted: LogFilter) -> Select[BotLogEntry, int | None]:
-    """Entries, newest first, each with its message's conversation (for a link)."""
+def _bot_log_rows(tenant_id: int, wanted: LogFilter) -> Select[BotLogEntry, int | None]:
+    """Entries with their message's conversation (for a link), in no order yet."""
     return (
         select(BotLogEntry, Message.conversation_id)
         .outerjoin(Message, Message.id == BotLogEntry.message_id)
         .where(*_bot_log_where(tenant_id, wanted))
-        .order_by(BotLogEntry.id.desc())
     )
 
 
+def bot_log_query(tenant_id: int, wanted: LogFilter) -> Select[BotLogEntry, int | None]:
+    """Entries, newest first, each with its message's conversation, for the CSV export."""
+    return _bot_log_rows(tenant_id, wanted).order_by(BotLogEntry.id.desc())
+
+
 def bot_log(
-    session: Session, tenant_id: int, wanted: LogFilter
-) -> Sequence[Row[BotLogEntry, int | None]]:
-    return session.execute(bot_log_query(tenant_id, wanted).limit(PAGE_SIZE)).all()
+    session: Session, tenant_id: int, wanted: LogFilter, after: str | None = None
+) -> Page[tuple[BotLogEntry, int | None]]:
+    """A page of entries, newest first, each with its message's conversation (for a link).
+
+    Read in the order of the (office, [intent,] time, id) index, a page at a time from
+    the cursor ``after``; each entry's message is found by its id.
+    """
+    return newest_page(
+        session,
+        _bot_log_rows(tenant_id, wanted),
+        BotLogEntry.at,
+        BotLogEntry.id,
+        decode_cursor(after),
+        PAGE_SIZE,
+        key=lambda row: (row[0].at, row[0].id),
+    )
 
 
 @dataclass(frozen=True)
@@ -189,11 +254,19 @@ def tenant_users(session: Session, tenant_id: int) -> dict[int, str]:
 
 
 def audit_actions(session: Session, tenant_id: int) -> list[str]:
-    return list(
-        session.scalars(
-            select(AuditEvent.action)
-            .where(AuditEvent.tenant_id == tenant_id)
-            .distinct()
-            .order_by(AuditEvent.action)
-        )
+    """The office's distinct actions, in order, one index probe each.
+
+    A ``DISTINCT`` would read the whole trail; this walks the (office, action) index
+    from one action to the next (a recursive query: the smallest action, then the
+    smallest above it, ...), as many steps as there are actions.
+    """
+    office = AuditEvent.tenant_id == tenant_id
+    first = select(func.min(AuditEvent.action).label("action")).where(office)
+    walk = first.cte("actions", recursive=True)
+    following = (
+        select(func.min(AuditEvent.action))
+        .where(office, AuditEvent.action > walk.c.action)
+        .scalar_subquery()
     )
+    walk = walk.union_all(select(following).where(walk.c.action.is_not(None)))
+    return [a for a in session.scalars(select(walk.c.action)) if a is not None]

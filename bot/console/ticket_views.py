@@ -7,6 +7,7 @@ from werkzeug.wrappers import Response
 
 from bot.console.auth import actor
 from bot.console.blueprint import bp
+from bot.console.paging import id_cursor
 from bot.console.tickets import TICKET_STATUSES, change_ticket_status, list_tickets, load_ticket
 from bot.exceptions import Refused
 from bot.privacy.audit import record_actor_audit
@@ -19,10 +20,16 @@ def tickets() -> str:
     who = actor()
     status = request.args.get("stato")
     status = status if status in TICKET_STATUSES else None
+    before = id_cursor(request.args.get("prima"))
     with services().db.read() as db:
-        rows = list_tickets(db, who.tenant_id, status)
+        rows, older = list_tickets(db, who.tenant_id, status, before=before)
     return render_template(
-        "console/tickets.html", tickets=rows, status=status, statuses=TICKET_STATUSES
+        "console/tickets.html",
+        tickets=rows,
+        status=status,
+        statuses=TICKET_STATUSES,
+        older=older,
+        paged=before is not None,
     )
 
 

@@ -20,12 +20,25 @@ TICKET_STATUSES = tuple(TicketStatus)
 
 
 def list_tickets(
-    session: Session, tenant_id: int, status: str | None = None, limit: int = 200
-) -> Sequence[Ticket]:
+    session: Session,
+    tenant_id: int,
+    status: str | None = None,
+    limit: int = 200,
+    before: int | None = None,
+) -> tuple[Sequence[Ticket], int | None]:
+    """Newest first, a page at a time: the page, and the cursor of the next (older) one.
+
+    Read backwards along the (office, [status,] id) index from the cursor ``before``.
+    """
     query = select(Ticket).where(Ticket.tenant_id == tenant_id)
     if status in TICKET_STATUSES:
         query = query.where(Ticket.status == status)
-    return session.scalars(query.order_by(Ticket.id.desc()).limit(limit)).all()
+    if before is not None:
+        query = query.where(Ticket.id < before)
+    rows = session.scalars(query.order_by(Ticket.id.desc()).limit(limit + 1)).all()
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], rows[limit - 1].id
 
 
 def load_ticket(session: Session, tenant_id: int, ticket_id: int) -> Ticket:

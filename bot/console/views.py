@@ -38,6 +38,7 @@ from bot.console.auth import (
 from bot.console.blueprint import bp
 from bot.console.inbox import (
     CALL_INSTEAD,
+    COUNT_CAP,
     DEFAULT_FILTER,
     FILTERS,
     contact_phone,
@@ -46,6 +47,7 @@ from bot.console.inbox import (
     operator_may_write,
 )
 from bot.console.inbox import inbox as inbox_rows
+from bot.console.paging import id_cursor
 from bot.console.reply import new_form_key, send_operator_reply
 from bot.conversation import handoff
 from bot.exceptions import InvalidInput, NotFound, Refused
@@ -135,10 +137,19 @@ def _filter_name() -> str:
 
 def _inbox_context() -> dict[str, object]:
     svc, who, name = services(), operator(), _filter_name()
-    with svc.db.session() as db:
-        rows = inbox_rows(db, svc.cipher, who.tenant_id, who.id, name)
+    after = request.args.get("dopo")
+    with svc.db.read() as db:
+        page = inbox_rows(db, svc.cipher, who.tenant_id, who.id, name, after=after)
         counts = inbox_counts(db, who.tenant_id, who.id)
-    return {"rows": rows, "counts": counts, "filter_name": name, "filters": FILTERS}
+    return {
+        "rows": page.rows,
+        "next_cursor": page.next_cursor,
+        "after": after,
+        "counts": counts,
+        "count_cap": COUNT_CAP,
+        "filter_name": name,
+        "filters": FILTERS,
+    }
 
 
 @bp.get("/")
@@ -159,7 +170,9 @@ def inbox_list() -> str:
 def conversation(conversation_id: int) -> str:
     svc, who = services(), actor()
     with svc.db.session() as db:
-        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id)
+        # The "older messages" cursor: the oldest message of the page shown before.
+        before = id_cursor(request.args.get("prima"))
+        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id, before)
         if detail is None:
             raise NotFound(conversation_id)
         record_actor_audit(db, who, "conversation.view", "conversation", conversation_id)

@@ -21,7 +21,6 @@ A retry after stage 3 reads the plan back from the bot log instead of deciding a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -486,14 +485,14 @@ def _message_event(tenant: Tenant, thread: Conversation, message: Message) -> Op
 
 
 def _prepare_access_export(svc: Services, handled: Handled) -> None:
-    """An access request by chat: the contact's data, exported for the admin to deliver."""
-    from bot.privacy.rights import export_data
+    """An access request by chat: the contact's data, exported (JSON Lines, encrypted
+    as a whole: one person's data is small) for the admin to deliver."""
+    from bot.privacy.rights import chat_export_path, encrypted_export
 
     tenant, contact = handled.tenant, handled.contact
-    data = export_data(svc, tenant, contact.id, actor="contact")
-    folder = private_folder(Path(svc.config["MEDIA_ROOT"]) / str(tenant.id) / "exports")
-    target = folder / f"contact-{contact.id}-message-{handled.message_id}.json.enc"
-    write_private(target, svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
+    target = chat_export_path(svc, tenant.id, contact.id, handled.message_id)
+    private_folder(target.parent)
+    write_private(target, encrypted_export(svc, tenant, contact.id, actor="contact"))
 
 
 def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> None:

@@ -5,8 +5,8 @@ A request comes from chat (``I MIEI DATI``, ``CANCELLA I MIEI DATI``: the ledger
 ledger id) or is entered by hand (a letter, an email, at the desk). Each is due 30
 days after it was received (art. 12(3) GDPR) and is closed with its outcome.
 
-An access request's export is the encrypted JSON the engine prepared when the request
-arrived by chat (``<media>/<office>/exports/contact-<id>-message-<id>.json.enc``), or one
+An access request's export is the encrypted JSON Lines the engine prepared when the request
+arrived by chat (``<media>/<office>/exports/contact-<id>-message-<id>.jsonl.enc``), or one
 the admin prepares here; it is decrypted only when the admin downloads it, and the
 download is audited. Erasure deletes the person's data and their exports, and closes
 the request in the same transaction; the request itself stays, naming the person only
@@ -15,7 +15,6 @@ by the ledger's keyed hash and a masked number.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +27,14 @@ from bot.exceptions import NotFound, Refused
 from bot.office.actor import Actor
 from bot.office.oncall import masked
 from bot.privacy.audit import record_actor_audit
-from bot.privacy.rights import delete_files, erase_audited, export_data
+from bot.privacy.rights import (
+    CHAT_EXPORTS_OF,
+    chat_export_path,
+    delete_files,
+    encrypted_export,
+    erase_audited,
+    exports_folder_of,
+)
 from bot.services import Services
 from storage.files import private_folder, write_private
 from storage.models import ConsentEvent, Contact, DataRequest, Message, Tenant, User, utcnow
@@ -46,7 +52,7 @@ _FROM_LEDGER = {
 
 def exports_folder(svc: Services, tenant_id: int) -> Path:
     """Where an office's exports are kept (owner-only); the engine writes there too."""
-    return private_folder(Path(svc.config["MEDIA_ROOT"]) / str(tenant_id) / "exports")
+    return private_folder(exports_folder_of(svc, tenant_id))
 
 
 # -- opening -------------------------------------------------------------------------
@@ -120,8 +126,7 @@ def _chat_export(
     )
     if message_id is None:
         return None
-    folder = Path(svc.config["MEDIA_ROOT"]) / str(event.tenant_id) / "exports"
-    return str(folder / f"contact-{contact.id}-message-{message_id}.json.enc")
+    return str(chat_export_path(svc, event.tenant_id, contact.id, message_id))
 
 
 def _masked(contact: Contact | None) -> str | None:
@@ -273,12 +278,12 @@ def prepare_export(svc: Services, who: Actor, request_id: int) -> None:
         assert tenant is not None
     if request.contact_id is None:
         raise Refused("Il contatto non esiste più: non c'è nulla da esportare.")
-    data = export_data(
+    data = encrypted_export(
         svc, tenant, request.contact_id, actor=f"user:{who.user_id}", user_id=who.user_id, ip=who.ip
     )
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-    target = exports_folder(svc, who.tenant_id) / f"request-{request.id}-{stamp}.json.enc"
-    write_private(target, svc.cipher.encrypt(json.dumps(data, ensure_ascii=False)))
+    target = exports_folder(svc, who.tenant_id) / f"request-{request.id}-{stamp}.jsonl.enc"
+    write_private(target, data)
     with svc.db.session() as session:
         stored = _request(session, who.tenant_id, request_id)
         old = stored.export_path
@@ -297,7 +302,7 @@ def read_export(svc: Services, who: Actor, request_id: int) -> tuple[str, bytes]
             raise NotFound("no export for this request")
         data = svc.cipher.decrypt(path.read_bytes())
         record_actor_audit(session, who, "data_request.export_download", "data_request", request_id)
-    return f"richiesta-{request_id}-dati.json", data.encode("utf-8")
+    return f"richiesta-{request_id}-dati.jsonl", data.encode("utf-8")
 
 
 # -- erasure and closing ----------------------------------------------------------------
@@ -328,8 +333,8 @@ def erase_for_request(svc: Services, who: Actor, request_id: int) -> dict[str, i
 
 def _exports_of(svc: Services, session: Session, tenant_id: int, contact_id: int) -> list[str]:
     """Every export file holding this contact's data: by chat, and prepared here."""
-    folder = Path(svc.config["MEDIA_ROOT"]) / str(tenant_id) / "exports"
-    paths = [str(p) for p in folder.glob(f"contact-{contact_id}-message-*.json.enc")]
+    folder = exports_folder_of(svc, tenant_id)
+    paths = [str(p) for p in folder.glob(CHAT_EXPORTS_OF.format(contact_id=contact_id))]
     paths += [
         path
         for path in session.scalars(

@@ -9,10 +9,14 @@ holds the keyword they sent or their message redacted, with its SHA-256 (see
 
 from __future__ import annotations
 
+import io
+import json
 import logging
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import Select, delete, or_, select
 from sqlalchemy.orm import Session
@@ -36,50 +40,194 @@ from storage.models import (
     iso_utc,
     utcnow,
 )
-from storage.queries import contact_by_phone, contact_ledger
+from storage.queries import contact_by_phone, contacts_ledger, get_contact
 
 log = logging.getLogger(__name__)
 
 
-def _contact_data(
-    svc: Services, session: Session, tenant: Tenant, contact: Contact
-) -> dict[str, Any]:
-    threads = session.scalars(
-        select(Conversation).where(
-            Conversation.tenant_id == tenant.id, Conversation.contact_id == contact.id
+EXPORT_FORMAT = "portineria-export/2"
+# Contacts read and written per round: their messages, tickets and ledgers are read
+# by a handful of indexed queries per round, and only one round is in memory.
+CONTACT_BATCH = 200
+# Rows of the office-wide records (erased people's ledger, audit trail) per query.
+ROW_BATCH = 5_000
+
+
+@dataclass
+class ExportSummary:
+    """What an export held, by kind (also its last line, so a cut file shows it is cut)."""
+
+    contacts: int = 0
+    messages: int = 0
+    tickets: int = 0
+    consent_events: int = 0
+    consent_events_of_erased_contacts: int = 0
+    audit_events: int = 0
+
+
+def write_export(
+    svc: Services,
+    tenant: Tenant,
+    contact_id: int | None,
+    out: IO[str],
+    *,
+    actor: str,
+    user_id: int | None = None,
+    ip: str | None = None,
+) -> ExportSummary:
+    """Write one contact's data (access, portability), or the whole office's, to ``out``
+    as JSON Lines, a record a line, as it is read.
+
+    The first line names the office and the format; then one line per contact with
+    their ledger, messages and tickets; for the whole office, then, a line per consent
+    event of an erased person (kept as proof, under a keyed hash) and per audit event;
+    the last line counts what came before it. Everything is read from one snapshot of
+    the database, a batch at a time, so memory holds one batch whatever the office's
+    size; the export is audited once written.
+    """
+    summary = ExportSummary()
+    with svc.db.read() as session:
+        _snapshot(session)
+        if contact_id is not None and get_contact(session, tenant, contact_id) is None:
+            raise NotFound("no such contact")
+        for record in _export_records(svc, session, tenant, contact_id, summary):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        out.write(json.dumps({"record": "end", **asdict(summary)}) + "\n")
+    with svc.db.session() as session:
+        record_audit(
+            session,
+            tenant.id,
+            "export",
+            actor=actor,
+            user_id=user_id,
+            ip=ip,
+            target_type="contact" if contact_id is not None else "tenant",
+            target_id=contact_id if contact_id is not None else tenant.id,
+            detail={"contacts": summary.contacts},
         )
-    ).all()
-    thread_ids = [t.id for t in threads]
-    messages = session.scalars(
-        select(Message)
-        .where(Message.tenant_id == tenant.id, Message.contact_id == contact.id)
-        .order_by(Message.id)
-    ).all()
-    tickets = (
-        session.scalars(
-            select(Ticket).where(
-                Ticket.tenant_id == tenant.id, Ticket.conversation_id.in_(thread_ids)
-            )
-        ).all()
-        if thread_ids
-        else []
+    return summary
+
+
+def encrypted_export(
+    svc: Services,
+    tenant: Tenant,
+    contact_id: int,
+    *,
+    actor: str,
+    user_id: int | None = None,
+    ip: str | None = None,
+) -> bytes:
+    """One person's export (:func:`write_export`), encrypted as a whole: it is small."""
+    lines = io.StringIO()
+    write_export(svc, tenant, contact_id, lines, actor=actor, user_id=user_id, ip=ip)
+    return svc.cipher.encrypt(lines.getvalue())
+
+
+def exports_folder_of(svc: Services, tenant_id: int) -> Path:
+    return Path(svc.config["MEDIA_ROOT"]) / str(tenant_id) / "exports"
+
+
+def chat_export_path(svc: Services, tenant_id: int, contact_id: int, message_id: int) -> Path:
+    """Where the export an access request by chat asked for is kept, until delivered."""
+    return (
+        exports_folder_of(svc, tenant_id) / f"contact-{contact_id}-message-{message_id}.jsonl.enc"
     )
-    ledger = contact_ledger(session, tenant, contact, svc.cipher)
-    return {
-        "contact": {
-            "id": contact.id,
-            "whatsapp_id": contact.wa_id,
-            "phone": contact.phone,
-            "kind": contact.kind,
-            "legal_basis": contact.legal_basis,
-            "consent": contact.consent,
-            "source": contact.source,
-            "profile_name": contact.profile_name,
-            "created_at": iso_utc(contact.created_at),
-            "last_contact_at": iso_utc(contact.last_contact_at),
-        },
-        "consent_events": [_ledger_entry(svc, e) for e in ledger],
-        "messages": [
+
+
+CHAT_EXPORTS_OF = "contact-{contact_id}-message-*.jsonl.enc"  # a glob, by contact
+
+
+def _snapshot(session: Session) -> None:
+    """Make every query of this read see the same moment (PostgreSQL's default is a new
+    snapshot per statement; a SQLite read transaction already keeps one)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def _export_records(
+    svc: Services,
+    session: Session,
+    tenant: Tenant,
+    contact_id: int | None,
+    summary: ExportSummary,
+) -> Iterator[dict[str, Any]]:
+    yield {
+        "record": "office",
+        "format": EXPORT_FORMAT,
+        "name": tenant.name,
+        "slug": tenant.slug,
+        "exported_at": iso_utc(utcnow()),
+        "scope": "contact" if contact_id is not None else "office",
+    }
+    for batch in _contact_batches(session, tenant, contact_id):
+        for record in _contacts_data(svc, session, tenant, batch):
+            summary.contacts += 1
+            summary.messages += len(record["messages"])
+            summary.tickets += len(record["tickets"])
+            summary.consent_events += len(record["consent_events"])
+            yield record
+    if contact_id is None:
+        for entry in _erased_ledger(svc, session, tenant):
+            summary.consent_events_of_erased_contacts += 1
+            yield entry
+        for event in _audit_log(session, tenant):
+            summary.audit_events += 1
+            yield event
+
+
+_CONTACT_FIELDS = (
+    Contact.id,
+    Contact.wa_id,
+    Contact.phone,
+    Contact.kind,
+    Contact.legal_basis,
+    Contact.consent,
+    Contact.source,
+    Contact.profile_name,
+    Contact.created_at,
+    Contact.last_contact_at,
+)
+
+
+def _contact_batches(
+    session: Session, tenant: Tenant, contact_id: int | None
+) -> Iterator[Sequence[Any]]:
+    """The office's contacts (or the one asked for) by id, a batch at a time."""
+    query = select(*_CONTACT_FIELDS).where(Contact.tenant_id == tenant.id)
+    if contact_id is not None:
+        query = query.where(Contact.id == contact_id)
+    last = 0
+    while True:
+        batch = session.execute(
+            query.where(Contact.id > last).order_by(Contact.id).limit(CONTACT_BATCH)
+        ).all()
+        if batch:
+            yield batch
+        if len(batch) < CONTACT_BATCH:
+            return
+        last = batch[-1].id
+
+
+def _contacts_data(
+    svc: Services, session: Session, tenant: Tenant, contacts: Sequence[Any]
+) -> Iterator[dict[str, Any]]:
+    """Each contact's record: their data, ledger, messages and tickets."""
+    ids = [c.id for c in contacts]
+    messages: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for m in session.execute(
+        select(
+            Message.contact_id,
+            Message.id,
+            Message.direction,
+            Message.created_at,
+            Message.body,
+            Message.status,
+            Message.intent,
+        )
+        .where(Message.tenant_id == tenant.id, Message.contact_id.in_(ids))
+        .order_by(Message.id)
+    ):
+        messages[m.contact_id].append(
             {
                 "id": m.id,
                 "direction": m.direction,
@@ -88,9 +236,22 @@ def _contact_data(
                 "status": m.status,
                 "intent": m.intent,
             }
-            for m in messages
-        ],
-        "tickets": [
+        )
+    tickets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for t in session.execute(
+        select(
+            Conversation.contact_id,
+            Ticket.id,
+            Ticket.kind,
+            Ticket.status,
+            Ticket.entities,
+            Ticket.created_at,
+        )
+        .join(Conversation, Conversation.id == Ticket.conversation_id)
+        .where(Ticket.tenant_id == tenant.id, Conversation.contact_id.in_(ids))
+        .order_by(Ticket.id)
+    ):
+        tickets[t.contact_id].append(
             {
                 "id": t.id,
                 "kind": t.kind,
@@ -98,12 +259,30 @@ def _contact_data(
                 "entities": t.entities,
                 "created_at": iso_utc(t.created_at),
             }
-            for t in tickets
-        ],
-    }
+        )
+    ledgers = contacts_ledger(session, tenant, [(c.id, c.wa_id) for c in contacts], svc.cipher)
+    for contact in contacts:
+        yield {
+            "record": "contact",
+            "contact": {
+                "id": contact.id,
+                "whatsapp_id": contact.wa_id,
+                "phone": contact.phone,
+                "kind": contact.kind,
+                "legal_basis": contact.legal_basis,
+                "consent": contact.consent,
+                "source": contact.source,
+                "profile_name": contact.profile_name,
+                "created_at": iso_utc(contact.created_at),
+                "last_contact_at": iso_utc(contact.last_contact_at),
+            },
+            "consent_events": [_ledger_entry(svc, e) for e in ledgers[contact.id]],
+            "messages": messages[contact.id],
+            "tickets": tickets[contact.id],
+        }
 
 
-def _ledger_entry(svc: Services, event: ConsentEvent) -> dict[str, Any]:
+def _ledger_entry(svc: Services, event: Any) -> dict[str, Any]:
     return {
         "event": event.event,
         "at": iso_utc(event.at),
@@ -115,83 +294,57 @@ def _ledger_entry(svc: Services, event: ConsentEvent) -> dict[str, Any]:
     }
 
 
-def _office_records(
-    svc: Services, session: Session, tenant: Tenant, contacts: Sequence[Contact]
-) -> dict[str, Any]:
-    """What a whole-office export adds to the contacts: the records no contact holds."""
-    # The ledger cannot be updated, so an erased contact's rows keep its old id, which
-    # before ids were never reused may name a live contact now: a row is a live
-    # contact's only when both its id and its keyed hash are that contact's.
-    live = {(c.id, svc.cipher.pseudonym(c.wa_id)) for c in contacts}
-    erased = [
-        e
-        for e in session.scalars(
-            select(ConsentEvent)
-            .where(ConsentEvent.tenant_id == tenant.id)
-            .order_by(ConsentEvent.id)
-        )
-        if (e.contact_id, e.subject_ref) not in live
-    ]
-    audit = session.scalars(
-        select(AuditEvent).where(AuditEvent.tenant_id == tenant.id).order_by(AuditEvent.id)
-    ).all()
-    return {
-        # Kept after erasure as proof of consent, under a keyed hash instead of the number.
-        "consent_events_of_erased_contacts": [
-            {"subject_ref": e.subject_ref, **_ledger_entry(svc, e)} for e in erased
-        ],
-        "audit_log": [
-            {
-                "at": iso_utc(a.at),
-                "actor": a.actor,
-                "user_id": a.user_id,
-                "action": a.action,
-                "target_type": a.target_type,
-                "target_id": a.target_id,
-                "detail": a.detail,
-                "hash": a.hash,
-            }
-            for a in audit
-        ],
-    }
+def _erased_ledger(svc: Services, session: Session, tenant: Tenant) -> Iterator[dict[str, Any]]:
+    """The ledger rows no live contact owns: kept after erasure as proof of consent,
+    under a keyed hash instead of the number.
 
-
-def export_data(
-    svc: Services,
-    tenant: Tenant,
-    contact_id: int | None,
-    *,
-    actor: str,
-    user_id: int | None = None,
-    ip: str | None = None,
-) -> dict[str, Any]:
-    """One contact's data (access, portability), or the whole office's."""
-    with svc.db.session() as session:
-        query = select(Contact).where(Contact.tenant_id == tenant.id).order_by(Contact.id)
-        if contact_id is not None:
-            query = query.where(Contact.id == contact_id)
-        contacts = session.scalars(query).all()
-        if contact_id is not None and not contacts:
-            raise NotFound("no such contact")
-        data = {
-            "office": {"name": tenant.name, "slug": tenant.slug},
-            "exported_at": iso_utc(utcnow()),
-            "contacts": [_contact_data(svc, session, tenant, c) for c in contacts],
+    The ledger cannot be updated, so an erased contact's rows keep its old id, which
+    before ids were never reused may name a live contact now: a row is a live
+    contact's only when both its id and its keyed hash are that contact's.
+    """
+    ledger = ConsentEvent.__table__
+    owner = select(Contact.wa_id).where(
+        Contact.tenant_id == tenant.id, Contact.id == ledger.c.contact_id
+    )
+    query = select(ledger, owner.scalar_subquery().label("owner_wa_id")).where(
+        ledger.c.tenant_id == tenant.id
+    )
+    for row in _by_id(session, query, ledger.c.id):
+        if row.owner_wa_id is not None and svc.cipher.pseudonym(row.owner_wa_id) == row.subject_ref:
+            continue
+        yield {
+            "record": "consent_event_of_erased_contact",
+            "subject_ref": row.subject_ref,
+            **_ledger_entry(svc, row),
         }
-        if contact_id is None:
-            data.update(_office_records(svc, session, tenant, contacts))
-        record_audit(
-            session,
-            tenant.id,
-            "export",
-            actor=actor,
-            user_id=user_id,
-            ip=ip,
-            target_type="contact" if contact_id is not None else "tenant",
-            target_id=contact_id if contact_id is not None else tenant.id,
-            detail={"contacts": len(contacts)},
-        )
-    return data
+
+
+def _audit_log(session: Session, tenant: Tenant) -> Iterator[dict[str, Any]]:
+    audit = AuditEvent.__table__
+    query = select(audit).where(audit.c.tenant_id == tenant.id)
+    for a in _by_id(session, query, audit.c.id):
+        yield {
+            "record": "audit_event",
+            "at": iso_utc(a.at),
+            "actor": a.actor,
+            "user_id": a.user_id,
+            "action": a.action,
+            "target_type": a.target_type,
+            "target_id": a.target_id,
+            "detail": a.detail,
+            "hash": a.hash,
+        }
+
+
+def _by_id(session: Session, query: Select[Any], key: Any) -> Iterator[Any]:
+    """Every row of ``query`` in ``key`` order, ROW_BATCH rows per statement."""
+    last = 0
+    while True:
+        batch = session.execute(query.where(key > last).order_by(key).limit(ROW_BATCH)).all()
+        yield from batch
+        if len(batch) < ROW_BATCH:
+            return
+        last = batch[-1].id
 
 
 def erase_contact(

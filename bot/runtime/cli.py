@@ -15,7 +15,7 @@ from flask.cli import FlaskGroup, with_appcontext
 from bot.exceptions import InvalidPhoneNumber, PortineriaError
 from bot.office import phone
 from bot.services import services
-from storage.files import write_private
+from storage.files import open_private_for_writing, write_private
 
 
 def main() -> None:
@@ -458,21 +458,34 @@ def contacts_import(slug: str, path: Path) -> None:
     click.echo(f"{len(results) - refused} imported or updated, {refused} refused")
 
 
-@click.command("export", help="Export an office's data, or one contact's (access, portability).")
+@click.command(
+    "export",
+    help="Export an office's data, or one contact's (access, portability), as JSON Lines.",
+)
 @click.option("--tenant", "slug", required=True)
 @click.option("--contact", "phone", default=None, help="The contact's phone number.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @with_appcontext
 def export_command(slug: str, phone: str | None, out: Path) -> None:
-    from bot.privacy.rights import export_data
+    from bot.privacy.rights import write_export
 
     tenant = _tenant(slug)
+    contact_id = _contact_id(tenant, phone)
+    # Written as it is read, next to the target and owner-only from its first byte;
+    # it takes the target's name only once complete, and a failed export leaves nothing.
+    partial = out.with_name(out.name + ".partial")
     try:
-        data = export_data(services(), tenant, _contact_id(tenant, phone), actor="cli")
+        with open_private_for_writing(partial) as handle:
+            summary = write_export(services(), tenant, contact_id, handle, actor="cli")
+        partial.replace(out)
     except PortineriaError as error:
         raise click.ClickException(str(error)) from error
-    write_private_json(out, data)
-    click.echo(f"exported {len(data['contacts'])} contact(s) to {out}")
+    finally:
+        partial.unlink(missing_ok=True)
+    click.echo(
+        f"exported {summary.contacts} contact(s), {summary.messages} message(s), "
+        f"{summary.audit_events} audit event(s) to {out}"
+    )
 
 
 def _contact_id(tenant, phone: str | None) -> int | None:  # type: ignore[no-untyped-def]
@@ -556,12 +569,15 @@ def audit_verify(slug: str) -> None:
 
     tenant = _tenant(slug)
     with services().db.read() as session:
-        problems = verify_chain(session, tenant.id)
-    if problems:
-        for problem in problems:
-            click.echo(f"audit event {problem.event_id}: {problem.reason}", err=True)
-        raise click.ClickException(f"audit chain of {slug} is broken ({len(problems)} problem(s))")
-    click.echo(f"audit chain of {slug} is intact")
+        report = verify_chain(session, tenant.id)
+    for problem in report.problems:
+        click.echo(f"audit event {problem.event_id}: {problem.reason}", err=True)
+    if report.more_problems:
+        click.echo(f"... and {report.more_problems} more problem(s)", err=True)
+    if report.problems:
+        total = len(report.problems) + report.more_problems
+        raise click.ClickException(f"audit chain of {slug} is broken ({total} problem(s))")
+    click.echo(f"audit chain of {slug} is intact ({report.checked} events)")
 
 
 # -- worker ---------------------------------------------------------------------------

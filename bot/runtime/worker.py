@@ -27,7 +27,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from functools import partial
 from typing import Any
@@ -84,16 +84,14 @@ def preload_language() -> None:
 
 RELEASE_CHECK_SECONDS = 60.0
 REMINDER_CHECK_SECONDS = 30.0
+# SQLite's planner statistics, refreshed from a sample at start and then hourly (see
+# storage.db.Database.refresh_statistics): a few milliseconds under the write lock.
+STATISTICS_SECONDS = 3600.0
 
 
-def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoop:
-    """Every few seconds: enqueue lost messages, reconcile stale sends and call the
-    on-call people about unacknowledged emergencies; every minute: release idle
-    handoffs; every half minute: remind residents waiting for an operator. Duties that
-    need only the database run through a Redis outage."""
-    svc = services()
-    config = app.config
-    sweep = partial(
+def sweep_pass(svc: Services, config: Mapping[str, Any]) -> Callable[[], int]:
+    """One pass of the sweeper as configured (returns how many messages it enqueued)."""
+    return partial(
         sweep_once,
         svc.db,
         svc.jobs,
@@ -101,7 +99,26 @@ def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoo
         lease_seconds=int(config["PROCESSING_LEASE_SECONDS"]),
         max_attempts=int(config["MAX_PROCESSING_ATTEMPTS"]),
     )
+
+
+def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoop:
+    """Every few seconds: enqueue lost messages, reconcile stale sends and call the
+    on-call people about unacknowledged emergencies; every minute: release idle
+    handoffs; every half minute: remind residents waiting for an operator; every hour
+    (and at start): the query planner's statistics. Duties that need only the database
+    run through a Redis outage."""
+    svc = services()
+    config = app.config
+    sweep = sweep_pass(svc, config)
     last_release = last_reminder = 0.0
+    last_statistics: float | None = None
+
+    def refresh_statistics() -> None:
+        nonlocal last_statistics
+        if last_statistics is not None and time.monotonic() - last_statistics < STATISTICS_SECONDS:
+            return
+        last_statistics = time.monotonic()
+        svc.db.refresh_statistics()
 
     def release_idle() -> None:
         nonlocal last_release
@@ -130,6 +147,7 @@ def make_sweeper(app: Flask, outage: RedisOutage | None = None) -> BackgroundLoo
     def housekeeping() -> None:
         run_each(
             (
+                refresh_statistics,
                 sweep,
                 escalate,
                 lambda: reconcile_stale_sends(svc, utcnow()),

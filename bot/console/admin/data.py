@@ -3,10 +3,12 @@ audit trail's chain check and CSV, the bot log's CSV, and the retention preview.
 
 from __future__ import annotations
 
+import io
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from flask import render_template, request
+from flask import render_template, request, send_file
 from werkzeug.wrappers import Response
 
 from bot.console.admin.access import (
@@ -24,7 +26,7 @@ from bot.office.actor import Actor
 from bot.privacy.audit import record_actor_audit, verify_chain
 from bot.privacy.register import export_register
 from bot.privacy.retention import preview_purge, terms_for
-from bot.privacy.rights import export_data
+from bot.privacy.rights import write_export
 from bot.services import Services, services
 from storage.models import Tenant, iso_utc, utcnow
 
@@ -53,11 +55,31 @@ def _by(who: Actor) -> dict[str, Any]:
     return {"actor": who.audit_name, "user_id": who.user_id, "ip": who.ip}
 
 
-@bp.get("/admin/data/export.json")
+@bp.get("/admin/data/export.jsonl")
 @admin_required
 def admin_export() -> Response:
-    return _office_download(
-        "esportazione", lambda svc, tenant, who: export_data(svc, tenant, None, **_by(who))
+    """The whole office's export, JSON Lines as the CLI writes it: written to an
+    owner-only temporary file a batch at a time, then sent from there, so the web
+    process never holds the office's data in memory."""
+    svc, who = services(), actor()
+    with svc.db.read() as db:
+        tenant = office(db)
+    spool = tempfile.TemporaryFile(mode="w+b")
+    try:
+        text = io.TextIOWrapper(spool, encoding="utf-8", newline="\n")
+        write_export(svc, tenant, None, text, **_by(who))
+        text.flush()
+        text.detach()
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    stamp = utcnow().strftime("%Y%m%d")
+    return send_file(
+        spool,
+        mimetype="application/x-ndjson",
+        as_attachment=True,
+        download_name=f"portineria-{tenant.slug}-esportazione-{stamp}.jsonl",
     )
 
 
@@ -75,11 +97,19 @@ def admin_register() -> Response:
 def admin_audit_verify() -> str:
     svc, who = services(), actor()
     with svc.db.session() as db:
-        problems = verify_chain(db, who.tenant_id)
+        report = verify_chain(db, who.tenant_id)
+        found = len(report.problems) + report.more_problems
         record_actor_audit(
-            db, who, "audit.verify", "tenant", who.tenant_id, detail={"problems": len(problems)}
+            db,
+            who,
+            "audit.verify",
+            "tenant",
+            who.tenant_id,
+            detail={"problems": found, "checked": report.checked},
         )
-    return render_template("console/admin/audit_verify.html", problems=problems)
+    return render_template(
+        "console/admin/audit_verify.html", problems=report.problems, report=report, found=found
+    )
 
 
 @bp.get("/admin/audit.csv")
