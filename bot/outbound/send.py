@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 
 from bot.exceptions import SendDeferred
+from bot.outbound.attachments import media_urls, store_attachment
 from bot.outbound.gate import GateDecision, Outgoing, check_outbound
 from bot.services import Services
 from notify import OutboundRequest, ProviderMessage, ProviderUnavailable, SendError
@@ -111,6 +112,9 @@ def _record(svc: Services, envelope: Envelope, outgoing: Outgoing) -> Message:
     try:
         with svc.db.session() as session:
             session.add(message)
+            if outgoing.attachment is not None:
+                session.flush()  # the file is named after the message
+                store_attachment(svc, session, message, outgoing.attachment)
     except IntegrityError:
         # A concurrent attempt recorded it first; use theirs.
         with svc.db.session() as session:
@@ -137,6 +141,7 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
         assert tenant is not None and contact is not None
         body = svc.cipher.decrypt(message.body) if message.body else ""
         template_sid = message.template_sid
+        media = media_urls(svc, session, message_id)
     from_address, to_address = _addresses(tenant, contact)
     request = OutboundRequest(
         from_address=from_address,
@@ -144,6 +149,7 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
         body=None if template_sid else body,
         content_sid=template_sid,
         content_variables=body if template_sid else None,
+        media_urls=media,
         status_callback=(
             svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
             if svc.transport.name == "twilio"

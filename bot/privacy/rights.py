@@ -28,6 +28,7 @@ from storage.models import (
     Contact,
     Conversation,
     Event,
+    InternalNote,
     MediaItem,
     Message,
     Tenant,
@@ -134,7 +135,23 @@ def _office_records(
     audit = session.scalars(
         select(AuditEvent).where(AuditEvent.tenant_id == tenant.id).order_by(AuditEvent.id)
     ).all()
+    notes = session.scalars(
+        select(InternalNote).where(InternalNote.tenant_id == tenant.id).order_by(InternalNote.id)
+    ).all()
     return {
+        # The operators' internal notes are the office's own records (not the resident's
+        # data as they gave it): in the office's export, not in a resident's access export.
+        "internal_notes": [
+            {
+                "id": n.id,
+                "conversation_id": n.conversation_id,
+                "contact_id": n.contact_id,
+                "author_user_id": n.author_user_id,
+                "at": iso_utc(n.created_at),
+                "body": svc.cipher.decrypt(n.body),
+            }
+            for n in notes
+        ],
         # Kept after erasure as proof of consent, under a keyed hash instead of the number.
         "consent_events_of_erased_contacts": [
             {"subject_ref": e.subject_ref, **_ledger_entry(svc, e)} for e in erased
@@ -272,6 +289,10 @@ def erase_in_session(
         ),
     }
     delete_rows(session, MediaItem, tenant, MediaItem.message_id.in_(message_ids))
+    # Notes about the person go with them, like the conversations they annotate.
+    removed["internal_notes"] = delete_rows(
+        session, InternalNote, tenant, InternalNote.contact_id == contact.id
+    )
     removed["messages"] = delete_rows(session, Message, tenant, Message.id.in_(message_ids))
     removed["conversations"] = delete_rows(
         session, Conversation, tenant, Conversation.id.in_(thread_ids)
