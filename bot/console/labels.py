@@ -413,6 +413,11 @@ def waited(since: datetime | None, now: datetime | None = None) -> str:
     return f"{hours // 24} giorni"
 
 
+def until(moment: datetime | None) -> str:
+    """How long from now ("3 h 12 min"), in the same words as :func:`waited`."""
+    return "—" if moment is None else waited(utcnow(), moment)
+
+
 def confidence(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}".replace(".", ",")
 
@@ -476,6 +481,7 @@ JINJA_FILTERS = {
     "local_time": local_time,
     "local_day": local_day,
     "waited": waited,
+    "until": until,
     "confidence": confidence,
     "duration": duration,
     "share": share,
