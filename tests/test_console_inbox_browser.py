@@ -21,6 +21,7 @@ import requests
 import test_console_browser as browser
 from fake_twilio import FakeTwilio
 from helpers import (
+    OFFICE_NUMBER,
     RESIDENT,
     add_message,
     drain,
@@ -35,7 +36,7 @@ from sqlalchemy import select
 
 from bot.office.settings import update_settings
 from bot.services import Services
-from storage.models import CannedResponse, Contact, Ticket, User, utcnow
+from storage.models import CannedResponse, Contact, Message, Ticket, User, utcnow
 
 # The live server and the browser of the console's own browser tests.
 app_config, app, svc, port = browser.app_config, browser.app, browser.svc, browser.port
@@ -66,10 +67,26 @@ def write(base_url: str, body: str, sender: str = RESIDENT) -> None:
     assert response.status_code == 200, response.text
 
 
+def live_office(svc: Services, tenant: Any) -> None:
+    """An office that has named its proper channel (the bot is live: no banner)."""
+    update_settings(svc, tenant.id, {"proper_channel": "la PEC studio@pec.it"}, actor="test")
+
+
+def delivery_status(base_url: str, sid: str, status: str) -> None:
+    """Twilio's signed status callback for a message we sent."""
+    params = {"MessageSid": sid, "MessageStatus": status, "From": f"whatsapp:{OFFICE_NUMBER}"}
+    url = f"{base_url}/webhooks/twilio/status"
+    response = requests.post(
+        url, data=params, headers={"X-Twilio-Signature": sign(url, params)}, timeout=10
+    )
+    assert response.status_code in (200, 204), response.text
+
+
 def taken_over(page: Any, svc: Services, tenant: Any, live_server: str, email: str) -> None:
     """The resident wrote, the operator opened the conversation and took it over."""
     from playwright.sync_api import expect
 
+    live_office(svc, tenant)
     make_contact(svc, tenant)
     write(live_server, "Buongiorno, il citofono della scala B non funziona")
     drain(svc)
@@ -137,6 +154,8 @@ def test_a_new_message_raises_the_unread_count_the_title_and_an_alert_without_re
     from playwright.sync_api import expect
 
     page = alerting_page
+    live_office(svc, tenant)
+    page.reload()
     wait_for_live_connection(page)
     expect(page.locator("#message-alerts-toggle")).to_have_text("Avvisi per i nuovi messaggi: sì")
     page.evaluate("window.sameDocument = true")
@@ -194,6 +213,8 @@ def test_the_open_conversation_updates_live_and_keeps_the_draft(
 ):
     from playwright.sync_api import expect
 
+    with svc.db.session() as session:
+        session.add(CannedResponse(tenant_id=tenant.id, title="Orari", body="Siamo aperti 9-13."))
     taken_over(page, svc, tenant, live_server, operator.email)
     page.evaluate("window.sameDocument = true")
     page.fill("#reply-body", "Buongiorno, mandiamo il tecnico")
@@ -218,8 +239,17 @@ def test_the_open_conversation_updates_live_and_keeps_the_draft(
     assert page.input_value("#reply-body") == ""
     drain(svc)
     assert wait_until(lambda: len(twilio.messages) >= 1, timeout=10)
+    with svc.db.read() as session:
+        sids = session.scalars(
+            select(Message.provider_sid)
+            .where(Message.direction == "out", Message.provider_sid.is_not(None))
+            .order_by(Message.id)
+        ).all()
+    delivery_status(live_server, sids[0], "read")
+    delivery_status(live_server, sids[-1], "delivered")
     page.reload()
-    expect(page.locator(".bubble.out .ticks").last).to_be_visible()
+    expect(page.locator(".bubble.out .ticks.read").first).to_have_text("✓✓")
+    expect(page.locator(".bubble.out .ticks.delivered").last).to_have_text("✓✓")
     page.screenshot(path=str(shots / "console-conversation.png"), full_page=True)
     page.set_viewport_size(PHONE_VIEWPORT)
     assert fits_a_phone(page) == []

@@ -430,11 +430,11 @@ def local_day(moment: datetime | None) -> str:
 
 # Delivery as WhatsApp shows it: one tick sent, two delivered, two blue read.
 TICKS = {
-    "pending": ("pending", "🕓"),
-    "sending": ("pending", "🕓"),
-    "accepted": ("pending", "🕓"),
-    "scheduled": ("pending", "🕓"),
-    "queued": ("pending", "🕓"),
+    "pending": ("pending", "…"),
+    "sending": ("pending", "…"),
+    "accepted": ("pending", "…"),
+    "scheduled": ("pending", "…"),
+    "queued": ("pending", "…"),
     "sent": ("sent", "✓"),
     "delivered": ("delivered", "✓✓"),
     "read": ("read", "✓✓"),
@@ -472,7 +472,7 @@ def delivery_error(code: int | None) -> str:
 
 def ticks(status: str) -> tuple[str, str]:
     """``(css class, symbol)`` of a message's delivery state."""
-    return TICKS.get(status, ("pending", "🕓"))
+    return TICKS.get(status, ("pending", "…"))
 
 
 JINJA_FILTERS = {
