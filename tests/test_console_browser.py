@@ -115,9 +115,9 @@ def operator(svc: Services, tenant: Tenant) -> User:
     return make_user(svc, tenant, "anna@studio-rossi.it")
 
 
-def send_whatsapp(base_url: str, body: str) -> None:
+def send_whatsapp(base_url: str, body: str, sender: str = RESIDENT) -> None:
     """What Twilio does: a signed form POST to the public webhook address."""
-    params = inbound_params(body)
+    params = inbound_params(body, sender=sender)
     url = f"{base_url}/webhooks/twilio/messages"
     response = requests.post(
         url, data=params, headers={"X-Twilio-Signature": sign(url, params)}, timeout=10

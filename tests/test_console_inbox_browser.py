@@ -25,7 +25,6 @@ from helpers import (
     RESIDENT,
     add_message,
     drain,
-    inbound_params,
     make_contact,
     make_conversation,
     make_user,
@@ -42,6 +41,7 @@ from storage.models import CannedResponse, Contact, Message, Ticket, User, utcno
 app_config, app, svc, port = browser.app_config, browser.app, browser.svc, browser.port
 live_server, page, operator = browser.live_server, browser.page, browser.operator
 alerting_page, sign_in = browser.alerting_page, browser.sign_in
+write = browser.send_whatsapp
 wait_for_live_connection = browser.wait_for_live_connection
 pytestmark = browser.pytestmark
 PHONE_VIEWPORT = {"width": 390, "height": 844}
@@ -55,16 +55,6 @@ def shots(tmp_path: Path) -> Path:
     folder = Path(browser.SCREENSHOTS).resolve() if browser.SCREENSHOTS else tmp_path
     folder.mkdir(exist_ok=True)
     return folder
-
-
-def write(base_url: str, body: str, sender: str = RESIDENT) -> None:
-    """What Twilio does when a resident writes: a signed POST to the public webhook."""
-    params = inbound_params(body, sender=sender)
-    url = f"{base_url}/webhooks/twilio/messages"
-    response = requests.post(
-        url, data=params, headers={"X-Twilio-Signature": sign(url, params)}, timeout=10
-    )
-    assert response.status_code == 200, response.text
 
 
 def live_office(svc: Services, tenant: Any) -> None:
@@ -245,11 +235,14 @@ def test_the_open_conversation_updates_live_and_keeps_the_draft(
             .where(Message.direction == "out", Message.provider_sid.is_not(None))
             .order_by(Message.id)
         ).all()
+    wait_for_live_connection(page)
+    page.evaluate("window.sameDocument = true")
     delivery_status(live_server, sids[0], "read")
     delivery_status(live_server, sids[-1], "delivered")
-    page.reload()
+    # The ticks move without a reload: the status callback tells the consoles.
     expect(page.locator(".bubble.out .ticks.read").first).to_have_text("✓✓")
     expect(page.locator(".bubble.out .ticks.delivered").last).to_have_text("✓✓")
+    assert page.evaluate("window.sameDocument") is True
     page.screenshot(path=str(shots / "console-conversation.png"), full_page=True)
     page.set_viewport_size(PHONE_VIEWPORT)
     assert fits_a_phone(page) == []

@@ -347,8 +347,9 @@ def unread_total(session: Session, tenant_id: int, user_id: int) -> int:
     return sum(int(n) for _, n in session.execute(query))
 
 
-def mark_read(session: Session, tenant_id: int, user_id: int, conversation_id: int) -> None:
-    """The operator has seen the conversation up to its newest message."""
+def mark_read(session: Session, tenant_id: int, user_id: int, conversation_id: int) -> bool:
+    """The operator has seen the conversation up to its newest message; whether that
+    is further than they had seen before."""
     newest = session.scalar(
         select(func.max(Message.id)).where(
             Message.tenant_id == tenant_id, Message.conversation_id == conversation_id
@@ -360,8 +361,10 @@ def mark_read(session: Session, tenant_id: int, user_id: int, conversation_id: i
             user_id=user_id, conversation_id=conversation_id, tenant_id=tenant_id
         )
         session.add(mark)
-    mark.last_read_message_id = max(mark.last_read_message_id or 0, newest or 0)
+    before = mark.last_read_message_id or 0
+    mark.last_read_message_id = max(before, newest or 0)
     mark.read_at = utcnow()
+    return mark.last_read_message_id > before
 
 
 def next_waiting(

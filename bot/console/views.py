@@ -200,17 +200,13 @@ def _conversation_context(conversation_id: int, live: bool = False) -> dict[str,
         detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id, names)
         if detail is None:
             raise NotFound(conversation_id)
-        mark_read(db, who.tenant_id, who.user_id, conversation_id)
+        new = mark_read(db, who.tenant_id, who.user_id, conversation_id)
         canned = [(c.title, c.body) for c in canned_responses(db, who.tenant_id)]
-        # A live refresh shows what arrived since: an access like the first view.
-        record_actor_audit(
-            db,
-            who,
-            "conversation.view",
-            "conversation",
-            conversation_id,
-            {"live": True} if live else None,
-        )
+        # A live refresh that shows new messages is an access like the first view; one
+        # for a delivery tick or a colleague's move shows nothing not seen before.
+        if new or not live:
+            audit = {"live": True} if live else None
+            record_actor_audit(db, who, "conversation.view", "conversation", conversation_id, audit)
     thread = detail.conversation
     return {
         "detail": detail,

@@ -217,24 +217,30 @@
       delete pendingMessageAlert[id];
       root.dataset.lastMessageAlert = id;
       playSound();
-      if ("Notification" in window && window.Notification.permission === "granted") {
-        try {
-          var note = new window.Notification("Nuovo messaggio", {
-            body: "Un contatto ha scritto allo studio.",
-            icon: settings.alertIcon,
-            lang: "it",
-            tag: id ? "message-" + id : "message"
-          });
-          note.onclick = function () {
-            window.focus();
-            if (id) {
-              window.location.href = "/console/conversations/" + encodeURIComponent(id);
-            }
-            note.close();
-          };
-        } catch (error) { /* some browsers allow notifications from the worker only */ }
-      }
+      notify(id, "Nuovo messaggio", {
+        body: "Un contatto ha scritto allo studio.",
+        tag: id ? "message-" + id : "message"
+      });
     }, 500);
+  }
+
+  // A desktop notification (never the message's words) that opens the conversation.
+  function notify(id, title, options) {
+    if (!("Notification" in window) || window.Notification.permission !== "granted") {
+      return;
+    }
+    options.icon = settings.alertIcon;
+    options.lang = "it";
+    try {
+      var note = new window.Notification(title, options);
+      note.onclick = function () {
+        window.focus();
+        if (id) {
+          window.location.href = "/console/conversations/" + encodeURIComponent(id);
+        }
+        note.close();
+      };
+    } catch (error) { /* some browsers allow notifications from the worker only */ }
   }
 
   function alertEmergency(data) {
@@ -248,25 +254,12 @@
       return;
     }
     playSound();
-    if ("Notification" in window && window.Notification.permission === "granted") {
-      try {
-        var note = new window.Notification("Emergenza", {
-          body: "Una conversazione urgente richiede attenzione.",
-          icon: settings.alertIcon,
-          lang: "it",
-          // The same tag as the service worker's push: one notification, not two.
-          tag: id ? "emergency-" + id : "emergency",
-          requireInteraction: true
-        });
-        note.onclick = function () {
-          window.focus();
-          if (id) {
-            window.location.href = "/console/conversations/" + encodeURIComponent(id);
-          }
-          note.close();
-        };
-      } catch (error) { /* some browsers allow notifications from the worker only */ }
-    }
+    notify(id, "Emergenza", {
+      body: "Una conversazione urgente richiede attenzione.",
+      // The same tag as the service worker's push: one notification, not two.
+      tag: id ? "emergency-" + id : "emergency",
+      requireInteraction: true
+    });
   }
 
   function handle(name, data) {
@@ -284,7 +277,9 @@
     if (conversation && data && String(data.conversation_id) === conversation.dataset.conversationId) {
       refreshConversation();
     }
-    refreshInbox();
+    if (name !== "message.status") {  // a tick changes nothing in the list
+      refreshInbox();
+    }
   }
 
   function connected() {

@@ -8,7 +8,6 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from bot.exceptions import NotFound
 from bot.outbound.attachments import open_signed
-
 from bot.privacy.consent import active_notice
 from bot.privacy.full_notice import blocks
 from bot.services import services

@@ -12,6 +12,7 @@ from bot.conversation.escalation import MAX_ATTEMPTS, answer_keypress
 from bot.conversation.inbound import check_required, encode_payload
 from bot.exceptions import InvalidInput, MalformedWebhook
 from bot.office.phone import strip_channel
+from bot.outbound.send import publish_delivery
 from bot.privacy.consent import record_delivery_error
 from bot.services import services
 from bot.web.numbers import parse_int
@@ -89,6 +90,8 @@ def delivery_status() -> Response:
     message_id = apply_status(services().db, tenant_id, sid, status, error_code)
     if message_id is not None and error_code is not None:
         record_delivery_error(services(), tenant_id, message_id, error_code)
+    if message_id is not None:
+        publish_delivery(services(), tenant_id, message_id)
     return Response(status=204)
 
 
