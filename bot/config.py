@@ -58,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
         "image/jpeg,image/png,image/webp,image/gif,application/pdf,"
         "audio/ogg,audio/mpeg,audio/amr,audio/mp4,video/mp4,video/3gpp,text/vcard"
     ),
+    # An operator's attachment (images and PDF: WhatsApp's documents and photos), and
+    # how long the signed address Twilio fetches it from stays valid.
+    "ATTACHMENT_MAX_BYTES": 5 * 1024 * 1024,
+    "ATTACHMENT_URL_SECONDS": 3600,
     "SEND_RETRY_DELAYS": "0.5,1,2",
     "DEV_MODE": False,
     # A conversation held by an operator goes back to the bot after this long idle.
@@ -125,6 +129,8 @@ _INTS = {
     "PROCESSING_LEASE_SECONDS",
     "MAX_PROCESSING_ATTEMPTS",
     "MEDIA_MAX_BYTES",
+    "ATTACHMENT_MAX_BYTES",
+    "ATTACHMENT_URL_SECONDS",
     "PUSHER_PORT",
     "HUMAN_MODE_TIMEOUT_MINUTES",
     "TRUSTED_PROXIES",

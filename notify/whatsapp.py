@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -35,6 +35,8 @@ class OutboundRequest:
     content_sid: str | None = None
     content_variables: str | None = None
     status_callback: str | None = None
+    # Public addresses Twilio fetches the attachments from (``MediaUrl``).
+    media_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,11 +146,15 @@ class TwilioTransport:
         raise AssertionError("unreachable")
 
     def _create(self, request: OutboundRequest) -> SendReceipt:
-        kwargs: dict[str, str] = {"from_": request.from_address, "to": request.to_address}
+        kwargs: dict[str, Any] = {"from_": request.from_address, "to": request.to_address}
         if request.content_sid:
             kwargs["content_sid"] = request.content_sid
             if request.content_variables:
                 kwargs["content_variables"] = request.content_variables
+        elif request.media_urls:
+            kwargs["media_url"] = list(request.media_urls)
+            if request.body:
+                kwargs["body"] = request.body  # the caption
         else:
             kwargs["body"] = request.body or ""
         if request.status_callback:

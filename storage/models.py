@@ -368,6 +368,56 @@ class MediaItem(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ConversationRead(Base):
+    """How far an operator has read a conversation: what the resident wrote after
+    ``last_read_message_id`` is unread for them (each operator has their own)."""
+
+    __tablename__ = "conversation_reads"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[int] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    last_read_message_id: Mapped[int] = mapped_column(Integer, default=0)
+    read_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CannedResponse(Base):
+    """An office's ready answer, chosen by an operator and edited before it goes.
+
+    Plain text: it is the office's own wording, not anybody's personal data."""
+
+    __tablename__ = "canned_responses"
+    __table_args__ = (UniqueConstraint("tenant_id", "title"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(80))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InternalNote(Base):
+    """An operator's note on a conversation, for colleagues only: it never goes to the
+    resident (no outbound row, no transport), is in the office's export but not in the
+    resident's, and is erased with the contact. The text is encrypted like a body."""
+
+    __tablename__ = "internal_notes"
+    __table_args__ = (Index("ix_internal_notes_conversation_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class User(Base):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("tenant_id", "email"),)

@@ -6,13 +6,16 @@ screen only; templates escape them (Jinja autoescape), never mark them safe.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, false, func, select, true
+from sqlalchemy import ColumnElement, Select, and_, case, cast, false, func, or_, select, true
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.types import String
 
 from bot.console.paging import decode_cursor, newest_page
 from bot.conversation.alerts import hazard_label
@@ -22,20 +25,23 @@ from bot.conversation.emergency import (
     place_of,
     ticket_timeline,
 )
-from bot.outbound.gate import GateDecision, evaluate
+from bot.outbound.gate import SERVICE_WINDOW, GateDecision, evaluate
 from storage.crypto import BodyCipher
 from storage.models import (
     Contact,
     Conversation,
+    ConversationRead,
     Event,
+    InternalNote,
     MediaItem,
     Message,
     Ticket,
     TicketEvent,
     User,
+    utcnow,
 )
 from storage.queries import contact_ledger, conversation_messages, get_contact, get_conversation
-from storage.vocabulary import ConversationStatus, Mode, Priority, Purpose, TicketKind
+from storage.vocabulary import ConversationStatus, Direction, Mode, Priority, Purpose, TicketKind
 
 FILTERS: dict[str, str] = {
     "open": "Aperte",
@@ -51,6 +57,8 @@ PAGE_SIZE = 100  # conversations not needing attention, per page
 ATTENTION_LIMIT = 500  # conversations needing attention, all on the first page up to this
 COUNT_CAP = 999  # the filters' counts stop here ("999+")
 MESSAGES_PER_PAGE = 100  # a conversation's messages, newest page first
+MAX_SEARCH = 100
+_TICKET_NUMBER = re.compile(r"^#?(\d{1,9})$")
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,9 @@ class InboxRow:
     holder: str | None
     waiting_since: datetime | None
     last_message_at: datetime | None
-    preview: str
+    preview: str  # the resident's last message, not the bot's
     unacknowledged: bool = False  # an emergency nobody has taken charge of
+    unread: int = 0  # the resident's messages this operator has not read yet
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,29 @@ class MessageView:
     at: datetime
     media: int
     entities: list[dict[str, Any]]
+    template: str | None = None  # the approved template's name, for a template send
+    kind: str = "message"
+
+
+@dataclass(frozen=True)
+class NoteView:
+    """An internal note: shown among the messages, marked as never sent."""
+
+    id: int
+    body: str
+    author: str | None
+    at: datetime
+    kind: str = "note"
+
+
+@dataclass(frozen=True)
+class ServiceWindow:
+    """The 24-hour customer-service window: free text until ``closes_at``, then only
+    an approved template (``templates``: name and ContentSid, from the settings)."""
+
+    closes_at: datetime | None
+    open: bool
+    templates: list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -127,10 +159,26 @@ class ConversationDetail:
     # and whether newer messages exist than this page shows.
     older_cursor: int | None = None
     newer: bool = False
+    notes: list[NoteView] = field(default_factory=list)
 
     @property
     def pending_emergency(self) -> bool:
         return any(e.pending for e in self.emergencies)
+
+    @property
+    def timeline(self) -> list[MessageView | NoteView]:
+        """Messages and notes in the order they were written."""
+        return sorted([*self.messages, *self.notes], key=lambda item: (item.at, item.kind))
+
+
+def service_window(contact: Contact, settings: dict[str, Any], now: datetime) -> ServiceWindow:
+    closes_at = contact.last_inbound_at + SERVICE_WINDOW if contact.last_inbound_at else None
+    templates = [
+        t
+        for t in settings.get("approved_templates") or []
+        if t.get("name") and t.get("content_sid")
+    ]
+    return ServiceWindow(closes_at, closes_at is not None and now < closes_at, templates)
 
 
 # When the gate will not let an operator write: the page and a refused reply say this.
@@ -200,6 +248,36 @@ class InboxPage:
     next_cursor: str | None
 
 
+def _contains(column: Any, text: str) -> ColumnElement[bool]:
+    """``column`` contains ``text``, case-insensitively, wildcards taken literally."""
+    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return column.ilike(f"%{escaped}%", escape="!")
+
+
+def search_condition(tenant_id: int, text: str) -> ColumnElement[bool] | None:
+    """Conversations matching what the operator typed: the contact's name or number,
+    a building or address named in its tickets, or a ticket number (``#12``)."""
+    text = " ".join(text.split())[:MAX_SEARCH]
+    if not text:
+        return None
+    tickets = select(Ticket.conversation_id).where(Ticket.tenant_id == tenant_id)
+    # Tickets keep the places they name as JSON: matched as its text, accents included
+    # as JSON escapes them.
+    entities = cast(Ticket.entities, String)
+    places = [_contains(entities, text), _contains(entities, json.dumps(text)[1:-1])]
+    conditions: list[ColumnElement[bool]] = [
+        _contains(Contact.profile_name, text),
+        Conversation.id.in_(tickets.where(or_(*places))),
+    ]
+    digits = re.sub(r"\D", "", text)
+    if len(digits) >= 3 and not re.search(r"[^\d\s+#()./-]", text):
+        conditions += [_contains(Contact.phone, digits), _contains(Contact.wa_id, digits)]
+    number = _TICKET_NUMBER.match(text)
+    if number:
+        conditions.append(Conversation.id.in_(tickets.where(Ticket.id == int(number.group(1)))))
+    return or_(*conditions)
+
+
 def inbox(
     session: Session,
     cipher: BodyCipher,
@@ -208,6 +286,7 @@ def inbox(
     filter_name: str = DEFAULT_FILTER,
     limit: int = PAGE_SIZE,
     after: str | None = None,
+    search: str = "",
 ) -> InboxPage:
     """A page of the inbox: on the first, every conversation needing attention (up to
     ATTENTION_LIMIT, emergencies on top, then the longest wait); then the others, most
@@ -224,6 +303,9 @@ def inbox(
         filter_name,
         user_id,
     )
+    wanted = search_condition(tenant_id, search)
+    if wanted is not None:
+        query = query.where(wanted)
     cursor = decode_cursor(after)
     rows: list[Any] = []
     if cursor is None:
@@ -243,6 +325,7 @@ def inbox(
     ids = [c.id for c, _, _ in rows]
     previews = _previews(session, cipher, tenant_id, ids)
     pending = conversations_with_pending_emergencies(session, tenant_id, ids)
+    unread = unread_counts(session, tenant_id, user_id, ids)
     return InboxPage(
         [
             InboxRow(
@@ -258,11 +341,91 @@ def inbox(
                 last_message_at=c.last_message_at,
                 preview=previews.get(c.id, ""),
                 unacknowledged=c.id in pending,
+                unread=unread.get(c.id, 0),
             )
             for c, contact, email in rows
         ],
         others.next_cursor,
     )
+
+
+def _unread_query(tenant_id: int, user_id: int) -> Select[int | None, int]:
+    read_mark = and_(
+        ConversationRead.conversation_id == Message.conversation_id,
+        ConversationRead.user_id == user_id,
+    )
+    return (
+        select(Message.conversation_id, func.count(Message.id))
+        .outerjoin(ConversationRead, read_mark)
+        .where(
+            Message.tenant_id == tenant_id,
+            Message.direction == Direction.IN,
+            Message.conversation_id.is_not(None),
+            Message.id > func.coalesce(ConversationRead.last_read_message_id, 0),
+        )
+        .group_by(Message.conversation_id)
+    )
+
+
+def unread_counts(
+    session: Session, tenant_id: int, user_id: int, conversation_ids: list[int]
+) -> dict[int, int]:
+    """Per conversation, the resident's messages this operator has not read."""
+    if not conversation_ids:
+        return {}
+    query = _unread_query(tenant_id, user_id).where(Message.conversation_id.in_(conversation_ids))
+    return {cid: int(n) for cid, n in session.execute(query) if cid is not None}
+
+
+def unread_total(session: Session, tenant_id: int, user_id: int) -> int:
+    """The unread messages of the office's open conversations (the page title's count)."""
+    query = _unread_query(tenant_id, user_id).where(
+        Message.conversation_id.in_(
+            select(Conversation.id).where(
+                Conversation.tenant_id == tenant_id, Conversation.status == "open"
+            )
+        )
+    )
+    return sum(int(n) for _, n in session.execute(query))
+
+
+def mark_read(session: Session, tenant_id: int, user_id: int, conversation_id: int) -> bool:
+    """The operator has seen the conversation up to its newest message; whether that
+    is further than they had seen before."""
+    newest = session.scalar(
+        select(func.max(Message.id)).where(
+            Message.tenant_id == tenant_id, Message.conversation_id == conversation_id
+        )
+    )
+    mark = session.get(ConversationRead, (user_id, conversation_id))
+    if mark is None:
+        mark = ConversationRead(
+            user_id=user_id, conversation_id=conversation_id, tenant_id=tenant_id
+        )
+        session.add(mark)
+    before = mark.last_read_message_id or 0
+    mark.last_read_message_id = max(before, newest or 0)
+    mark.read_at = utcnow()
+    return mark.last_read_message_id > before
+
+
+def next_waiting(
+    session: Session, tenant_id: int, user_id: int, after: int | None = None
+) -> int | None:
+    """The conversation to open next: the first one waiting (urgent first, then the
+    longest wait) other than ``after``."""
+    query = (
+        select(Conversation.id)
+        .where(
+            Conversation.tenant_id == tenant_id,
+            Conversation.status == "open",
+            Conversation.needs_attention.is_(True),
+        )
+        .order_by(*_attention_order())
+        .limit(2)
+    )
+    ids = [i for i in session.scalars(query) if i != after]
+    return ids[0] if ids else None
 
 
 def inbox_counts(session: Session, tenant_id: int, user_id: int) -> dict[str, int]:
@@ -302,7 +465,8 @@ def _previews(
     inner = aliased(Message)
     newest = (
         select(func.max(inner.id))
-        .where(inner.conversation_id == Conversation.id)
+        # The resident's own last words: the bot's answer says little about what they want.
+        .where(inner.conversation_id == Conversation.id, inner.direction == Direction.IN)
         .correlate(Conversation)
         .scalar_subquery()
     )
@@ -332,9 +496,11 @@ def conversation_detail(
     tenant_id: int,
     conversation_id: int,
     before: int | None = None,
+    templates: dict[str, str] | None = None,
 ) -> ConversationDetail | None:
     """A conversation with a page of its messages: the newest, or those before the
-    message ``before`` (the cursor of the "older messages" link)."""
+    message ``before`` (the cursor of the "older messages" link). ``templates``:
+    ContentSid to name, so a template send shows which it was."""
     conversation = get_conversation(session, tenant_id, conversation_id)
     if conversation is None:
         return None
@@ -369,14 +535,40 @@ def conversation_detail(
         contact=_contact_view(session, cipher, tenant_id, contact),
         contact_state=contact,
         holder=users.get(conversation.assigned_user_id) if conversation.assigned_user_id else None,
-        messages=_message_views(session, cipher, tenant_id, shown, users, [*tickets, *events]),
+        messages=_message_views(
+            session, cipher, tenant_id, shown, users, [*tickets, *events], templates or {}
+        ),
         tickets=tickets,
         events=events,
         colleagues=list(colleagues),
         emergencies=_emergency_views(session, tenant_id, conversation.id, tickets),
         older_cursor=shown[0].id if older and shown else None,
         newer=before is not None,
+        notes=_note_views(session, cipher, tenant_id, conversation.id, users),
     )
+
+
+def _note_views(
+    session: Session,
+    cipher: BodyCipher,
+    tenant_id: int,
+    conversation_id: int,
+    users: dict[int, str],
+) -> list[NoteView]:
+    notes = session.scalars(
+        select(InternalNote)
+        .where(InternalNote.tenant_id == tenant_id, InternalNote.conversation_id == conversation_id)
+        .order_by(InternalNote.id)
+    )
+    return [
+        NoteView(
+            id=n.id,
+            body=cipher.decrypt(n.body),
+            author=users.get(n.author_user_id) if n.author_user_id else None,
+            at=n.created_at,
+        )
+        for n in notes
+    ]
 
 
 def _emergency_views(
@@ -421,6 +613,7 @@ def _message_views(
     messages: Sequence[Message],
     users: dict[int, str],
     linked: list[Ticket | Event],
+    templates: dict[str, str],
 ) -> list[MessageView]:
     media = dict(
         session.execute(
@@ -451,6 +644,9 @@ def _message_views(
             at=m.created_at,
             media=int(media.get(m.id, 0)),
             entities=entities.get(m.id, []),
+            template=(templates.get(m.template_sid) or "modello approvato")
+            if m.template_sid
+            else None,
         )
         for m in messages
     ]

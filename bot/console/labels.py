@@ -215,6 +215,11 @@ AUDIT_ACTION = {
     "data_request.close": "richiesta dell'interessato chiusa",
     "reports.view": "rapporti consultati",
     "reports.export": "rapporti esportati",
+    "conversation.note": "nota interna aggiunta",
+    "conversation.template": "modello approvato inviato",
+    "canned_response.create": "risposta pronta creata",
+    "canned_response.update": "risposta pronta modificata",
+    "canned_response.delete": "risposta pronta eliminata",
 }
 TARGET_TYPE = {
     "conversation": "conversazione",
@@ -408,6 +413,11 @@ def waited(since: datetime | None, now: datetime | None = None) -> str:
     return f"{hours // 24} giorni"
 
 
+def until(moment: datetime | None) -> str:
+    """How long from now ("3 h 12 min"), in the same words as :func:`waited`."""
+    return "—" if moment is None else waited(utcnow(), moment)
+
+
 def confidence(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}".replace(".", ",")
 
@@ -418,10 +428,60 @@ def local_day(moment: datetime | None) -> str:
     return moment.astimezone(OFFICE_ZONE).strftime("%d/%m/%Y")
 
 
+# Delivery as WhatsApp shows it: one tick sent, two delivered, two blue read.
+TICKS = {
+    "pending": ("pending", "…"),
+    "sending": ("pending", "…"),
+    "accepted": ("pending", "…"),
+    "scheduled": ("pending", "…"),
+    "queued": ("pending", "…"),
+    "sent": ("sent", "✓"),
+    "delivered": ("delivered", "✓✓"),
+    "read": ("read", "✓✓"),
+    "failed": ("failed", "✗"),
+    "undelivered": ("failed", "✗"),
+    "canceled": ("failed", "✗"),
+}
+# Twilio's error codes for WhatsApp sends, as an operator needs to read them.
+TWILIO_ERRORS = {
+    21610: "Il contatto ha scritto STOP: non riceve più messaggi da questo numero.",
+    30003: "Telefono del destinatario non raggiungibile (spento o senza rete).",
+    30005: "Numero sconosciuto o non più attivo.",
+    30006: "Numero fisso o non raggiungibile dall'operatore telefonico.",
+    30007: "Messaggio filtrato dall'operatore o da WhatsApp.",
+    30008: "Errore sconosciuto della consegna: riprova più tardi.",
+    63003: "Il numero non usa WhatsApp.",
+    63005: "WhatsApp non ha accettato il contenuto del messaggio.",
+    63013: "Il messaggio viola le regole di WhatsApp.",
+    63014: "Il contatto ha bloccato il numero dello studio.",
+    63016: "Fuori dalla finestra di 24 ore: si può inviare solo un modello approvato.",
+    63018: "Troppi messaggi in poco tempo: limite di WhatsApp superato.",
+    63019: "L'allegato non si è potuto scaricare: il collegamento era scaduto o irraggiungibile.",
+    63024: "Destinatario non valido per WhatsApp.",
+    63032: "WhatsApp non consegna a questo numero per una sua sperimentazione.",
+    63049: "WhatsApp ha scelto di non consegnare questo messaggio.",
+}
+
+
+def delivery_error(code: int | None) -> str:
+    """Why Twilio did not deliver, in Italian; an unknown code says which it was."""
+    if code is None:
+        return ""
+    return TWILIO_ERRORS.get(code, f"Errore {code} di Twilio.")
+
+
+def ticks(status: str) -> tuple[str, str]:
+    """``(css class, symbol)`` of a message's delivery state."""
+    return TICKS.get(status, ("pending", "…"))
+
+
 JINJA_FILTERS = {
+    "delivery_error": delivery_error,
+    "ticks": ticks,
     "local_time": local_time,
     "local_day": local_day,
     "waited": waited,
+    "until": until,
     "confidence": confidence,
     "duration": duration,
     "share": share,

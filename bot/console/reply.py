@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from bot.conversation.handoff import CLOSED, load_conversation
 from bot.exceptions import Refused
 from bot.office.actor import Actor
-from bot.outbound import Envelope, Outgoing, queue_message
+from bot.outbound import Envelope, Outgoing, Template, queue_message
+from bot.outbound.attachments import Attachment
 from bot.privacy.audit import record_actor_audit
 from bot.services import Services
 from storage.models import Contact, Conversation, Tenant
@@ -21,6 +22,8 @@ from storage.queries import get_contact
 from storage.vocabulary import Purpose
 
 MAX_REPLY_CHARS = 4096
+MAX_VARIABLE_CHARS = 200
+TEMPLATE_VARIABLES = 3  # the console's fields for a template's {{1}}, {{2}}, {{3}}
 _FORM_KEY = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 
 
@@ -37,14 +40,59 @@ def new_form_key() -> str:
 
 
 def send_operator_reply(
-    svc: Services, actor: Actor, conversation_id: int, text: str, form_key: str
+    svc: Services,
+    actor: Actor,
+    conversation_id: int,
+    text: str,
+    form_key: str,
+    attachment: Attachment | None = None,
 ) -> ReplyResult:
-    """Queue the reply for delivery, or say in Italian why the gate refused it."""
+    """Queue the reply (with its attachment, if any) for delivery, or say in Italian
+    why the gate refused it."""
     text = text.strip()
-    if not text:
+    if not text and attachment is None:
         raise Refused("Scrivi un messaggio prima di inviare.")
     if len(text) > MAX_REPLY_CHARS:
         raise Refused(f"Il messaggio è troppo lungo (al massimo {MAX_REPLY_CHARS} caratteri).")
+    outgoing = Outgoing(text=text, purpose=Purpose.OPERATOR, attachment=attachment)
+    detail = {"attachment": attachment.content_type} if attachment else {}
+    return _send(svc, actor, conversation_id, form_key, outgoing, "conversation.reply", detail)
+
+
+def send_operator_template(
+    svc: Services,
+    actor: Actor,
+    conversation_id: int,
+    content_sid: str,
+    variables: list[str],
+    form_key: str,
+) -> ReplyResult:
+    """Once the 24-hour window has closed: one of the office's approved templates."""
+    with svc.db.read() as session:
+        tenant = session.get(Tenant, actor.tenant_id)
+        approved = {
+            t["content_sid"]: t["name"]
+            for t in ((tenant.settings if tenant else {}) or {}).get("approved_templates") or []
+        }
+    if content_sid not in approved:
+        raise Refused("Scegli uno dei modelli approvati dello studio.")
+    values = {
+        str(i): v.strip()[:MAX_VARIABLE_CHARS] for i, v in enumerate(variables, 1) if v.strip()
+    }
+    outgoing = Outgoing(template=Template(content_sid, values), purpose=Purpose.OPERATOR)
+    detail = {"template": approved[content_sid]}
+    return _send(svc, actor, conversation_id, form_key, outgoing, "conversation.template", detail)
+
+
+def _send(
+    svc: Services,
+    actor: Actor,
+    conversation_id: int,
+    form_key: str,
+    outgoing: Outgoing,
+    action: str,
+    detail: dict[str, str],
+) -> ReplyResult:
     tenant, contact, conversation = _held_conversation(svc, actor, conversation_id)
     key = form_key if _FORM_KEY.match(form_key or "") else new_form_key()
     envelope = Envelope(
@@ -54,16 +102,20 @@ def send_operator_reply(
         idempotency_key=f"operator:{conversation.id}:{key}",
         sender_user_id=actor.user_id,
     )
-    outcome = queue_message(svc, envelope, Outgoing(text=text, purpose=Purpose.OPERATOR))
+    outcome = queue_message(svc, envelope, outgoing)
     refusal = outcome.refusal
     with svc.db.session() as session:
         record_actor_audit(
             session,
             actor,
-            "conversation.reply_refused" if refusal else "conversation.reply",
+            "conversation.reply_refused" if refusal else action,
             "conversation",
             conversation.id,
-            {"message_id": outcome.message_id, "reason": refusal.reason if refusal else None},
+            {
+                "message_id": outcome.message_id,
+                "reason": refusal.reason if refusal else None,
+                **detail,
+            },
         )
     if refusal is not None:
         explanation = refusal.explanation or "Il messaggio non può essere inviato."

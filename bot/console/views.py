@@ -41,22 +41,35 @@ from bot.console.inbox import (
     COUNT_CAP,
     DEFAULT_FILTER,
     FILTERS,
+    MAX_SEARCH,
     contact_phone,
     conversation_detail,
     inbox_counts,
+    mark_read,
+    next_waiting,
     operator_may_write,
+    service_window,
+    unread_total,
 )
 from bot.console.inbox import inbox as inbox_rows
+from bot.console.notes import add_note, canned_responses
 from bot.console.paging import id_cursor
-from bot.console.reply import new_form_key, send_operator_reply
+from bot.console.reply import (
+    TEMPLATE_VARIABLES,
+    ReplyResult,
+    new_form_key,
+    send_operator_reply,
+    send_operator_template,
+)
 from bot.conversation import handoff
 from bot.exceptions import InvalidInput, NotFound, Refused
 from bot.office.actor import Actor
 from bot.office.throttle import DEVICE_TOKEN_MAX_AGE
+from bot.outbound.attachments import Attachment, read_attachment
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
 from bot.web.numbers import parse_id
-from storage.models import utcnow
+from storage.models import Tenant, utcnow
 from storage.vocabulary import Refusal
 
 # Refusals that retrying will not cure: the operator is told to phone instead.
@@ -137,10 +150,12 @@ def _filter_name() -> str:
 
 def _inbox_context() -> dict[str, object]:
     svc, who, name = services(), operator(), _filter_name()
+    search = request.args.get("q", "").strip()[:MAX_SEARCH]
     after = request.args.get("dopo")
     with svc.db.read() as db:
-        page = inbox_rows(db, svc.cipher, who.tenant_id, who.id, name, after=after)
+        page = inbox_rows(db, svc.cipher, who.tenant_id, who.id, name, after=after, search=search)
         counts = inbox_counts(db, who.tenant_id, who.id)
+        unread = unread_total(db, who.tenant_id, who.id)
     return {
         "rows": page.rows,
         "next_cursor": page.next_cursor,
@@ -149,6 +164,8 @@ def _inbox_context() -> dict[str, object]:
         "count_cap": COUNT_CAP,
         "filter_name": name,
         "filters": FILTERS,
+        "search": search,
+        "unread_total": unread,
     }
 
 
@@ -163,27 +180,68 @@ def inbox_list() -> str:
     return render_template("console/_inbox_list.html", **_inbox_context())
 
 
+@bp.get("/next")
+def next_conversation() -> Response:
+    """The keyboard's "next urgent": the first conversation waiting, urgent first."""
+    svc, who = services(), operator()
+    after = request.args.get("dopo", "")
+    with svc.db.read() as db:
+        found = next_waiting(db, who.tenant_id, who.id, int(after) if after.isdigit() else None)
+    if found is None:
+        flash("Nessuna conversazione in attesa.", "ok")
+        return redirect(url_for("console.inbox"))
+    return redirect(url_for("console.conversation", conversation_id=found))
+
+
 # -- one conversation -------------------------------------------------------------------
+
+
+def _conversation_context(conversation_id: int, live: bool = False) -> dict[str, object]:
+    """What the conversation page shows; reading it marks it read for this operator."""
+    svc, who, now = services(), actor(), utcnow()
+    with svc.db.session() as db:
+        tenant = db.get(Tenant, who.tenant_id)
+        settings = (tenant.settings if tenant else None) or {}
+        names = {t["content_sid"]: t["name"] for t in settings.get("approved_templates") or []}
+        # The "older messages" cursor: the oldest message of the page shown before.
+        before = id_cursor(request.args.get("prima"))
+        detail = conversation_detail(
+            db, svc.cipher, who.tenant_id, conversation_id, before, templates=names
+        )
+        if detail is None:
+            raise NotFound(conversation_id)
+        new = mark_read(db, who.tenant_id, who.user_id, conversation_id)
+        canned = [(c.title, c.body) for c in canned_responses(db, who.tenant_id)]
+        # A live refresh that shows new messages is an access like the first view; one
+        # for a delivery tick or a colleague's move shows nothing not seen before.
+        if new or not live:
+            audit = {"live": True} if live else None
+            record_actor_audit(db, who, "conversation.view", "conversation", conversation_id, audit)
+    thread = detail.conversation
+    return {
+        "detail": detail,
+        "form_key": new_form_key(),
+        "template_key": new_form_key(),
+        "holds_it": thread.mode == "human" and thread.assigned_user_id == who.user_id,
+        "may_act": thread.status == "open" and handoff.may_act(thread, who),
+        "writable": operator_may_write(detail.contact_state, now),
+        "window": service_window(detail.contact_state, settings, now),
+        "canned": canned,
+        "max_attachment_mb": int(svc.config["ATTACHMENT_MAX_BYTES"]) // (1024 * 1024),
+    }
 
 
 @bp.get("/conversations/<id:conversation_id>")
 def conversation(conversation_id: int) -> str:
-    svc, who = services(), actor()
-    with svc.db.session() as db:
-        # The "older messages" cursor: the oldest message of the page shown before.
-        before = id_cursor(request.args.get("prima"))
-        detail = conversation_detail(db, svc.cipher, who.tenant_id, conversation_id, before)
-        if detail is None:
-            raise NotFound(conversation_id)
-        record_actor_audit(db, who, "conversation.view", "conversation", conversation_id)
-    thread = detail.conversation
+    return render_template("console/conversation.html", **_conversation_context(conversation_id))
+
+
+@bp.get("/conversations/<id:conversation_id>/live")
+def conversation_live(conversation_id: int) -> str:
+    """The parts of the page an event changes (state, messages, the window), for the
+    page to replace in place: the reply being written is not among them."""
     return render_template(
-        "console/conversation.html",
-        detail=detail,
-        form_key=new_form_key(),
-        holds_it=thread.mode == "human" and thread.assigned_user_id == who.user_id,
-        may_act=thread.status == "open" and handoff.may_act(thread, who),
-        writable=operator_may_write(detail.contact_state, utcnow()),
+        "console/_conversation_live.html", **_conversation_context(conversation_id, live=True)
     )
 
 
@@ -248,16 +306,17 @@ def assign(conversation_id: int) -> Response:
     )
 
 
-@bp.post("/conversations/<id:conversation_id>/reply")
-def reply(conversation_id: int) -> Response:
+def _attachment() -> Attachment | None:
+    upload = request.files.get("attachment")
+    if upload is None or not upload.filename:
+        return None
+    limit = int(services().config["ATTACHMENT_MAX_BYTES"])
+    return read_attachment(upload.stream.read(limit + 1), limit)
+
+
+def _sent(conversation_id: int, send: Callable[[], ReplyResult]) -> Response:
     try:
-        result = send_operator_reply(
-            services(),
-            actor(),
-            conversation_id,
-            request.form.get("body", ""),
-            request.form.get("form_key", ""),
-        )
+        result = send()
     except Refused as refusal:
         flash(refusal.message, "error")
     else:
@@ -267,6 +326,54 @@ def reply(conversation_id: int) -> Response:
             flash(result.message + _call_instead(conversation_id), "error")
         else:
             flash(result.message, "error")
+    return redirect(url_for("console.conversation", conversation_id=conversation_id))
+
+
+@bp.post("/conversations/<id:conversation_id>/reply")
+def reply(conversation_id: int) -> Response:
+    return _sent(
+        conversation_id,
+        lambda: send_operator_reply(
+            services(),
+            actor(),
+            conversation_id,
+            request.form.get("body", ""),
+            request.form.get("form_key", ""),
+            _attachment(),
+        ),
+    )
+
+
+@bp.post("/conversations/<id:conversation_id>/template")
+def send_template(conversation_id: int) -> Response:
+    """After the 24-hour window: an approved template instead of free text."""
+    return _sent(
+        conversation_id,
+        lambda: send_operator_template(
+            services(),
+            actor(),
+            conversation_id,
+            request.form.get("content_sid", ""),
+            [request.form.get(f"var{i}", "") for i in range(1, TEMPLATE_VARIABLES + 1)],
+            request.form.get("form_key", ""),
+        ),
+    )
+
+
+@bp.post("/conversations/<id:conversation_id>/notes")
+def add_internal_note(conversation_id: int) -> Response:
+    svc = services()
+    try:
+        add_note(svc, actor(), conversation_id, request.form.get("note", ""))
+    except Refused as refusal:
+        flash(refusal.message, "error")
+    else:
+        flash("Nota interna salvata: la vedono solo i colleghi dello studio.", "ok")
+        # Colleagues with the conversation open see the note arrive.
+        with svc.db.read() as db:
+            thread = handoff.load_conversation(db, actor(), conversation_id)
+            event = handoff.updated_event(db, thread, "note")
+        handoff.publish(svc, [event])
     return redirect(url_for("console.conversation", conversation_id=conversation_id))
 
 

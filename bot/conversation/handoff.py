@@ -552,6 +552,11 @@ def _audit(
     record_actor_audit(session, actor, action, "conversation", conversation_id, detail)
 
 
+def updated_event(session: Session, conversation: Conversation, change: str) -> OperatorEvent:
+    """``conversation.updated`` for a change outside these moves (a note, say)."""
+    return _updated(session, conversation, change)
+
+
 def _updated(
     session: Session, conversation: Conversation, change: str, previous_holder: int | None = None
 ) -> OperatorEvent:

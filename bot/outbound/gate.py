@@ -25,6 +25,7 @@ from storage.models import Contact, Message, Tenant, utcnow
 from storage.vocabulary import Consent, Direction, LegalBasis, Purpose, Refusal
 
 if TYPE_CHECKING:
+    from bot.outbound.attachments import Attachment
     from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class Outgoing:
 
     text: str | None = None
     template: Template | None = None
+    # A file that goes with the text (free-form: the 24-hour window applies).
+    attachment: Attachment | None = None
     # Why it is sent: the gate reads it.
     purpose: Purpose = Purpose.REPLY
     # The inbound message this answers (the bot's replies): a safety reply to a

@@ -18,12 +18,15 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from bot.exceptions import SendDeferred
+from bot.outbound.attachments import media_urls, store_attachment
 from bot.outbound.gate import GateDecision, Outgoing, check_outbound
 from bot.services import Services
 from notify import OutboundRequest, ProviderMessage, ProviderUnavailable, SendError
+from notify.operators import OperatorEvent, tenant_channel
 from storage.delivery import (
     STATUS_RANK,
     StaleSend,
@@ -111,6 +114,9 @@ def _record(svc: Services, envelope: Envelope, outgoing: Outgoing) -> Message:
     try:
         with svc.db.session() as session:
             session.add(message)
+            if outgoing.attachment is not None:
+                session.flush()  # the file is named after the message
+                store_attachment(svc, session, message, outgoing.attachment)
     except IntegrityError:
         # A concurrent attempt recorded it first; use theirs.
         with svc.db.session() as session:
@@ -137,6 +143,7 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
         assert tenant is not None and contact is not None
         body = svc.cipher.decrypt(message.body) if message.body else ""
         template_sid = message.template_sid
+        media = media_urls(svc, session, message_id)
     from_address, to_address = _addresses(tenant, contact)
     request = OutboundRequest(
         from_address=from_address,
@@ -144,6 +151,7 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
         body=None if template_sid else body,
         content_sid=template_sid,
         content_variables=body if template_sid else None,
+        media_urls=media,
         status_callback=(
             svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
             if svc.transport.name == "twilio"
@@ -165,6 +173,32 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
     status = _provider_status(receipt.status)
     record_send_result(svc.db, message_id, status, provider_sid=receipt.provider_sid)
     return SendOutcome(message_id=message_id, status=status)
+
+
+def publish_delivery(svc: Services, tenant_id: int, message_id: int) -> None:
+    """Tell the office's consoles that a sent message's delivery moved on (its ticks);
+    called after Twilio's status callback is recorded."""
+    with svc.db.read() as session:
+        found = session.execute(
+            select(Message.conversation_id, Message.status, Tenant.slug)
+            .join(Tenant, Tenant.id == Message.tenant_id)
+            .where(Message.id == message_id, Message.tenant_id == tenant_id)
+        ).first()
+    if found is None or found.conversation_id is None:
+        return
+    event = OperatorEvent(
+        (tenant_channel(found.slug),),
+        "message.status",
+        {
+            "conversation_id": found.conversation_id,
+            "message_id": message_id,
+            "status": found.status,
+        },
+    )
+    try:
+        svc.notifier.publish(event)
+    except Exception:  # a lost tick costs a refresh, not data; Twilio gets its 204
+        log.exception("operator notification message.status failed")
 
 
 def _addresses(tenant: Tenant, contact: Contact) -> tuple[str, str]:

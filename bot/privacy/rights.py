@@ -33,6 +33,7 @@ from storage.models import (
     Contact,
     Conversation,
     Event,
+    InternalNote,
     MediaItem,
     Message,
     Tenant,
@@ -62,6 +63,7 @@ class ExportSummary:
     tickets: int = 0
     consent_events: int = 0
     consent_events_of_erased_contacts: int = 0
+    internal_notes: int = 0
     audit_events: int = 0
 
 
@@ -170,6 +172,9 @@ def _export_records(
         for entry in _erased_ledger(svc, session, tenant):
             summary.consent_events_of_erased_contacts += 1
             yield entry
+        for note in _internal_notes(svc, session, tenant):
+            summary.internal_notes += 1
+            yield note
         for event in _audit_log(session, tenant):
             summary.audit_events += 1
             yield event
@@ -319,6 +324,23 @@ def _erased_ledger(svc: Services, session: Session, tenant: Tenant) -> Iterator[
         }
 
 
+def _internal_notes(svc: Services, session: Session, tenant: Tenant) -> Iterator[dict[str, Any]]:
+    """The operators' notes: the office's own records, not the resident's data as they
+    gave it, so in the office's export and not in a resident's access export."""
+    notes = InternalNote.__table__
+    query = select(notes).where(notes.c.tenant_id == tenant.id)
+    for n in _by_id(session, query, notes.c.id):
+        yield {
+            "record": "internal_note",
+            "id": n.id,
+            "conversation_id": n.conversation_id,
+            "contact_id": n.contact_id,
+            "author_user_id": n.author_user_id,
+            "at": iso_utc(n.created_at),
+            "body": svc.cipher.decrypt(n.body),
+        }
+
+
 def _audit_log(session: Session, tenant: Tenant) -> Iterator[dict[str, Any]]:
     audit = AuditEvent.__table__
     query = select(audit).where(audit.c.tenant_id == tenant.id)
@@ -417,6 +439,10 @@ def erase_in_session(
         "bot_log": delete_rows(session, BotLogEntry, tenant, BotLogEntry.message_id.in_(messages)),
     }
     delete_rows(session, MediaItem, tenant, MediaItem.message_id.in_(messages))
+    # Notes about the person go with them, like the conversations they annotate.
+    removed["internal_notes"] = delete_rows(
+        session, InternalNote, tenant, InternalNote.contact_id == contact.id
+    )
     removed["messages"] = delete_rows(session, Message, tenant, Message.id.in_(messages))
     removed["conversations"] = delete_rows(
         session, Conversation, tenant, Conversation.id.in_(threads)

@@ -3,11 +3,15 @@
  * The page says how to listen in data- attributes on #console: Pusher (pusher-js,
  * served by the app) on the operator's private channels, or the app's own
  * server-sent events. On any event the inbox list is fetched again as an HTML
- * fragment rendered (and escaped) by the server.
+ * fragment rendered (and escaped) by the server; an open conversation fetches its
+ * changing parts (state, messages, the 24-hour window, the side cards) and replaces
+ * them in place, so the reply being written is never touched.
  *
  * An emergency also alerts this window, unless the operator turned that off here
  * (stored in localStorage, per browser): a "(n)" badge in the title, a sound and,
- * where the browser allows it, a desktop notification. The service worker
+ * where the browser allows it, a desktop notification. A new message from a resident
+ * does the same unless "Avvisi per i nuovi messaggi" is off (also per browser). On
+ * the inbox the title's count is the unread messages. The service worker
  * (/console/sw.js) is registered for the push notifications that reach the device
  * with no console open; "Ricevi notifiche" subscribes this browser to them.
  */
@@ -23,6 +27,45 @@
   var conversation = document.getElementById("conversation");
   var banner = document.getElementById("live-banner");
   var refreshTimer = null;
+  var conversationTimer = null;
+
+  function fetchFragment(url) {
+    return fetch(url, {
+      credentials: "same-origin",
+      headers: { "X-Requested-With": "fetch" }
+    }).then(function (response) {
+      if (response.status === 401) {
+        window.location.reload();
+        return null;
+      }
+      return response.ok ? response.text() : null;
+    });
+  }
+
+  function refreshConversation() {
+    if (!conversation || !conversation.dataset.liveUrl) {
+      return;
+    }
+    window.clearTimeout(conversationTimer);
+    conversationTimer = window.setTimeout(function () {
+      fetchFragment(conversation.dataset.liveUrl).then(function (html) {
+        if (html === null) {
+          return;
+        }
+        // The server's own escaped rendering, parsed inertly (no script runs).
+        var parsed = new DOMParser().parseFromString(html, "text/html");
+        ["live-head", "live-thread", "live-side"].forEach(function (part) {
+          var fresh = parsed.querySelector("[data-part='" + part + "']");
+          var current = document.getElementById(part);
+          if (fresh && current) {
+            current.innerHTML = fresh.innerHTML;
+          }
+        });
+        root.dataset.conversationRefreshed = String(Date.now());
+        document.dispatchEvent(new CustomEvent("portineria:live"));
+      }).catch(function () { /* the next event or a reload will catch up */ });
+    }, 150);
+  }
 
   function refreshInbox() {
     if (!inbox) {
@@ -31,44 +74,81 @@
     // Several events often arrive together (message, attention, emergency): one fetch.
     window.clearTimeout(refreshTimer);
     refreshTimer = window.setTimeout(function () {
-      fetch(inbox.dataset.listUrl, {
-        credentials: "same-origin",
-        headers: { "X-Requested-With": "fetch" }
-      }).then(function (response) {
-        if (response.status === 401) {
-          window.location.reload();
-          return null;
-        }
-        return response.ok ? response.text() : null;
-      }).then(function (html) {
+      fetchFragment(inbox.dataset.listUrl).then(function (html) {
         if (html !== null) {
           inbox.innerHTML = html;
+          showTitle();
           root.dataset.refreshed = String(Date.now());
         }
       }).catch(function () { /* the next event or a reload will catch up */ });
     }, 200);
   }
 
-  function announce(text, withReload) {
+  function announce(text) {
     if (!banner) {
       return;
     }
-    banner.textContent = text + " ";
-    if (withReload) {
-      var link = document.createElement("a");
-      link.href = window.location.pathname;
-      link.textContent = "Aggiorna";
-      banner.appendChild(link);
-    }
+    banner.textContent = text;
     banner.hidden = false;
   }
 
   // -- alerts in this window: title badge, sound, desktop notification -------------
 
   var ALERTS_KEY = "portineria.alerts";
-  var baseTitle = document.title;
+  var MESSAGE_ALERTS_KEY = "portineria.messageAlerts";
+  // The title without any "(n) " count in front (the inbox renders its unread count).
+  var baseTitle = document.title.replace(/^\(\d+\) /, "");
   var unseen = 0;
   var alertsToggle = document.getElementById("alerts-toggle");
+  var messageAlertsToggle = document.getElementById("message-alerts-toggle");
+  var pendingMessageAlert = {};
+
+  function showTitle() {
+    // On the inbox, the unread messages; elsewhere, the emergencies not yet seen.
+    var state = document.getElementById("inbox-state");
+    var count = state ? Number(state.dataset.unreadTotal || "0") : unseen;
+    document.title = count > 0 ? "(" + count + ") " + baseTitle : baseTitle;
+  }
+
+  function stored(key) {
+    try {
+      return window.localStorage.getItem(key);
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function store(key, value) {
+    try {
+      window.localStorage.setItem(key, value);
+    } catch (error) { /* private mode: the setting lasts for this page only */ }
+  }
+
+  function messageAlertsEnabled() {
+    return alertsEnabled() && stored(MESSAGE_ALERTS_KEY) !== "off";
+  }
+
+  function showMessageAlertsSetting() {
+    if (!messageAlertsToggle) {
+      return;
+    }
+    var on = stored(MESSAGE_ALERTS_KEY) !== "off";
+    messageAlertsToggle.textContent = "Avvisi per i nuovi messaggi: " + (on ? "sì" : "no");
+    messageAlertsToggle.setAttribute("aria-pressed", on ? "true" : "false");
+    messageAlertsToggle.hidden = false;
+  }
+
+  if (messageAlertsToggle) {
+    messageAlertsToggle.addEventListener("click", function () {
+      var on = stored(MESSAGE_ALERTS_KEY) === "off";
+      store(MESSAGE_ALERTS_KEY, on ? "on" : "off");
+      if (on && "Notification" in window && window.Notification.permission === "default") {
+        window.Notification.requestPermission();
+      }
+      showMessageAlertsSetting();
+    });
+    showMessageAlertsSetting();
+  }
 
   function alertsEnabled() {
     try {
@@ -105,18 +185,11 @@
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible") {
       unseen = 0;
-      document.title = baseTitle;
+      showTitle();
     }
   });
 
-  function alertEmergency(data) {
-    var id = data && data.conversation_id ? String(data.conversation_id) : "";
-    unseen += 1;
-    document.title = "(" + unseen + ") " + baseTitle;
-    root.dataset.lastEmergency = id;
-    if (!alertsEnabled()) {
-      return;
-    }
+  function playSound() {
     if (settings.alertSound) {
       try {
         var sound = new Audio(settings.alertSound);
@@ -126,25 +199,67 @@
         }
       } catch (error) { /* no audio here */ }
     }
-    if ("Notification" in window && window.Notification.permission === "granted") {
-      try {
-        var note = new window.Notification("Emergenza", {
-          body: "Una conversazione urgente richiede attenzione.",
-          icon: settings.alertIcon,
-          lang: "it",
-          // The same tag as the service worker's push: one notification, not two.
-          tag: id ? "emergency-" + id : "emergency",
-          requireInteraction: true
-        });
-        note.onclick = function () {
-          window.focus();
-          if (id) {
-            window.location.href = "/console/conversations/" + encodeURIComponent(id);
-          }
-          note.close();
-        };
-      } catch (error) { /* some browsers allow notifications from the worker only */ }
+  }
+
+  function alertMessage(data) {
+    // An emergency's own alert wins: the message event that comes with it waits a
+    // moment, and the emergency cancels it.
+    var id = data && data.conversation_id ? String(data.conversation_id) : "";
+    if (!messageAlertsEnabled() || (data && data.direction !== "in")) {
+      return;
     }
+    if (conversation && conversation.dataset.conversationId === id &&
+        document.visibilityState === "visible") {
+      return;  // the operator is looking at it
+    }
+    window.clearTimeout(pendingMessageAlert[id]);
+    pendingMessageAlert[id] = window.setTimeout(function () {
+      delete pendingMessageAlert[id];
+      root.dataset.lastMessageAlert = id;
+      playSound();
+      notify(id, "Nuovo messaggio", {
+        body: "Un contatto ha scritto allo studio.",
+        tag: id ? "message-" + id : "message"
+      });
+    }, 500);
+  }
+
+  // A desktop notification (never the message's words) that opens the conversation.
+  function notify(id, title, options) {
+    if (!("Notification" in window) || window.Notification.permission !== "granted") {
+      return;
+    }
+    options.icon = settings.alertIcon;
+    options.lang = "it";
+    try {
+      var note = new window.Notification(title, options);
+      note.onclick = function () {
+        window.focus();
+        if (id) {
+          window.location.href = "/console/conversations/" + encodeURIComponent(id);
+        }
+        note.close();
+      };
+    } catch (error) { /* some browsers allow notifications from the worker only */ }
+  }
+
+  function alertEmergency(data) {
+    var id = data && data.conversation_id ? String(data.conversation_id) : "";
+    window.clearTimeout(pendingMessageAlert[id]);
+    delete pendingMessageAlert[id];
+    unseen += 1;
+    showTitle();
+    root.dataset.lastEmergency = id;
+    if (!alertsEnabled()) {
+      return;
+    }
+    playSound();
+    notify(id, "Emergenza", {
+      body: "Una conversazione urgente richiede attenzione.",
+      // The same tag as the service worker's push: one notification, not two.
+      tag: id ? "emergency-" + id : "emergency",
+      requireInteraction: true
+    });
   }
 
   function handle(name, data) {
@@ -152,14 +267,14 @@
       return;
     }
     if (name === "conversation.emergency") {
-      announce("Emergenza: una conversazione urgente richiede attenzione.", false);
+      announce("Emergenza: una conversazione urgente richiede attenzione.");
       alertEmergency(data);
     } else if (name === "conversation.assigned") {
-      announce("Ti è stata assegnata una conversazione.", false);
+      announce("Ti è stata assegnata una conversazione.");
     } else if (name === "webhook.disabled") {
       // Only admins hear it (their own channel): an endpoint of the CRM stopped taking events.
       announce("Webhook CRM disattivato: " + (data && data.host ? data.host : "un endpoint") +
-        " non accetta consegne da un giorno. Apri Webhook CRM per riattivarlo.", false);
+        " non accetta consegne da un giorno. Apri Webhook CRM per riattivarlo.");
       var menu = document.getElementById("menu-webhooks");
       if (menu && !menu.querySelector(".badge")) {
         var badge = document.createElement("span");
@@ -168,11 +283,15 @@
         menu.appendChild(document.createTextNode(" "));
         menu.appendChild(badge);
       }
+    } else if (name === "message.created") {
+      alertMessage(data);
     }
     if (conversation && data && String(data.conversation_id) === conversation.dataset.conversationId) {
-      announce("La conversazione è cambiata.", true);
+      refreshConversation();
     }
-    refreshInbox();
+    if (name !== "message.status") {  // a tick changes nothing in the list
+      refreshInbox();
+    }
   }
 
   function connected() {

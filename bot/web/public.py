@@ -1,10 +1,13 @@
-"""Pages anyone may open: the office's full privacy notice, and ``/`` (to the console)."""
+"""Pages anyone may open: the office's full privacy notice, ``/`` (to the console), and
+an operator's attachment behind its signed, expiring address (for Twilio to fetch)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, redirect, render_template, url_for
-from werkzeug.wrappers import Response
+from flask import Blueprint, Response, abort, redirect, render_template, url_for
+from werkzeug.wrappers import Response as BaseResponse
 
+from bot.exceptions import NotFound
+from bot.outbound.attachments import open_signed
 from bot.privacy.consent import active_notice
 from bot.privacy.full_notice import blocks
 from bot.services import services
@@ -14,7 +17,7 @@ bp = Blueprint("public", __name__)
 
 
 @bp.get("/")
-def home() -> Response:
+def home() -> BaseResponse:
     # Nothing public lives at the root: whoever opens it is looking for the console.
     return redirect(url_for("console.inbox"))
 
@@ -41,3 +44,16 @@ def privacy_notice(slug: str) -> str:
             full_sha256=notice.full_sha256,
             published_at=notice.created_at,
         )
+
+
+@bp.get("/media/<token>")
+def outbound_media(token: str) -> Response:
+    """An attachment an operator sent, while its signed address is valid (else 404)."""
+    try:
+        data, content_type = open_signed(services(), token[:512])
+    except NotFound:
+        abort(404)
+    response = Response(data, mimetype=content_type)
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["Content-Disposition"] = "inline"
+    return response

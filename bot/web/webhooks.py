@@ -21,6 +21,7 @@ from bot.conversation.inbound import check_required, encode_payload
 from bot.crm import record_message_status
 from bot.exceptions import InvalidInput, MalformedWebhook
 from bot.office.phone import strip_channel
+from bot.outbound.send import publish_delivery
 from bot.privacy.consent import record_delivery_error
 from bot.runtime.spool import SpooledDelivery, ensure_web_drain
 from bot.services import services
@@ -178,6 +179,8 @@ def delivery_status() -> Response:
         # Applied already? Then only the delivery error is left to record on drain.
         return _spooled(replace(record, message_id=message_id), answer)
     svc.spool.database_answered()
+    if message_id is not None:
+        publish_delivery(svc, tenant_id, message_id)
     return answer
 
 

@@ -3,6 +3,7 @@ the office is live (the banner), the larger upload limit of the admin's forms.""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import render_template, request
@@ -27,8 +28,14 @@ LARGER_BODIES = {
 }
 
 
+# An operator's reply may carry an attachment (the limit is the app's setting).
+_REPLY_PATH = re.compile(r"^/console/conversations/\d{1,18}/reply$")
+
+
 def _raise_body_limit() -> None:
     limit = LARGER_BODIES.get(request.path)
+    if limit is None and _REPLY_PATH.match(request.path):
+        limit = int(services().config["ATTACHMENT_MAX_BYTES"]) + 64 * 1024
     if limit is not None and request.method == "POST":
         # Before the CSRF check reads the form (it runs first among the app's hooks).
         request.max_content_length = limit
