@@ -29,6 +29,7 @@ from bot.privacy.register import export_register
 from bot.services import services
 from bot.web.api_serialisers import (
     bot_log_json,
+    building_json,
     consent_event_json,
     contact_json,
     conversation_json,
@@ -40,6 +41,7 @@ from bot.web.numbers import parse_id
 from bot.web.paging import PageRequest, fetch_page
 from storage.models import (
     BotLogEntry,
+    Building,
     ConsentEvent,
     Contact,
     Conversation,
@@ -212,7 +214,7 @@ def acknowledge(conversation_id: int) -> Response:
             **conversation_json(thread),
             conversation_id=thread.id,
             acknowledged=acknowledged,
-            emergencies=[ticket_json(t) for t in emergencies],
+            emergencies=[ticket_json(t, svc.cipher) for t in emergencies],
         )
 
 
@@ -230,7 +232,14 @@ def conversation_messages(conversation_id: int) -> Response:
 def tickets() -> Response:
     """Oldest first; ``since`` keeps those created from then on."""
     query = select(Ticket).where(Ticket.tenant_id == g.tenant.id, Ticket.created_at >= _since())
-    return _listing("tickets", query, Ticket.id, ticket_json)
+    return _listing("tickets", query, Ticket.id, partial(ticket_json, cipher=services().cipher))
+
+
+@bp.get("/buildings")
+def buildings() -> Response:
+    """The office's buildings, oldest first."""
+    query = select(Building).where(Building.tenant_id == g.tenant.id)
+    return _listing("buildings", query, Building.id, building_json)
 
 
 @bp.get("/bot-logs")

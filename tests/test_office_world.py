@@ -1,0 +1,178 @@
+"""The office's own world: buildings, residents and suppliers, tickets as work items,
+work orders to suppliers, building notices, questions about the office.
+
+Through the real CLI, webhook, worker, gate, API and fake Twilio, on SQLite and
+PostgreSQL where the issue asks; the answer readers as plain functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient, FlaskCliRunner
+from helpers import RESIDENT, drain, send_inbound
+from sqlalchemy import select
+
+from bot.office.buildings import Choice, match_building
+from bot.office.tokens import create_token
+from bot.services import Services
+from storage.models import Building, BuildingLink, Contact, Tenant, Ticket, TicketEvent
+
+BOTH = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+BUILDINGS_CSV = """code,name,address,ascensore,gas
+AUR,Condominio Aurora,via Roma 12 Milano,800 111 222,800 900 999
+GIR,Condominio Girasole,viale Monza 40 Milano,,
+"""
+SUPPLIER = "+393351110001"
+SUPPLIER_2 = "+393351110002"
+NEIGHBOUR = "+393339876543"
+OTHER_BUILDING = "+393339876544"
+CONTACTS_CSV = f"""phone,kind,legal_basis,consent_at,consent_method,name,building,scala,interno,role,trade
+{RESIDENT},condomino,consent,2025-03-01T10:15:00+01:00,modulo firmato,Anna Bianchi,AUR,B,7,proprietario,
+{NEIGHBOUR},condomino,consent,2025-03-01T10:15:00+01:00,modulo firmato,,AUR,A,2,inquilino,
+{OTHER_BUILDING},condomino,consent,2025-03-01T10:15:00+01:00,modulo firmato,,GIR,,,inquilino,
+{SUPPLIER},fornitore,contract,,,Idraulica Rossi,,,,fornitore,idraulico
+{SUPPLIER_2},fornitore,contract,,,Elettro Verdi,,,,fornitore,elettricista
++393339876545,condomino,contract,,,,XYZ,,,inquilino,
++393339876546,condomino,contract,,,,,B,,,
++393339876547,condomino,contract,,,,AUR,,,custode,
+"""
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def import_office(runner: FlaskCliRunner, tenant: Tenant, tmp_path: Path) -> list[str]:
+    buildings = _write(tmp_path, "condomini.csv", BUILDINGS_CSV)
+    contacts = _write(tmp_path, "contatti.csv", CONTACTS_CSV)
+    first = runner.invoke(args=["buildings", "import", "--tenant", tenant.slug, str(buildings)])
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(args=["contacts", "import", "--tenant", tenant.slug, str(contacts)])
+    assert second.exit_code == 0, second.output
+    return first.output.splitlines() + second.output.splitlines()
+
+
+def bearer(svc: Services, tenant: Tenant) -> dict[str, str]:
+    with svc.db.session() as session:
+        return {"Authorization": f"Bearer {create_token(session, tenant, 'crm')}"}
+
+
+def say(
+    client: FlaskClient, svc: Services, text: str, sender: str = RESIDENT, **extra: Any
+) -> dict[str, str]:
+    params = send_inbound(client, text, sender=sender, **extra)
+    drain(svc)
+    return params
+
+
+def replies_to(twilio: Any, phone: str) -> list[str]:
+    return [m.get("Body", "") for m in twilio.messages if m["To"] == f"whatsapp:{phone}"]
+
+
+# -- 1. buildings and people ------------------------------------------------------------
+
+
+@BOTH
+def test_buildings_import_reports_each_row_and_keeps_the_emergency_numbers(
+    runner, svc, tenant, tmp_path
+):
+    path = _write(tmp_path, "b.csv", BUILDINGS_CSV + ",senza codice,via X\nAUR,Doppio,via Y\n")
+
+    result = runner.invoke(args=["buildings", "import", "--tenant", tenant.slug, str(path)])
+
+    lines = result.output.splitlines()
+    assert "riga 2: AUR imported" in lines
+    assert "riga 3: GIR imported" in lines
+    assert any(line.startswith("riga 4:") and "codice" in line for line in lines)
+    assert any(line.startswith("riga 5:") and "ripetuto" in line for line in lines)
+    assert lines[-1] == "2 imported or updated, 2 refused"
+    with svc.db.read() as session:
+        aurora = session.scalar(select(Building).where(Building.code == "AUR"))
+    assert aurora is not None and aurora.address == "via Roma 12 Milano"
+    assert aurora.emergency_numbers == {"ascensore": "800 111 222", "gas": "800 900 999"}
+
+
+@BOTH
+def test_contacts_import_links_people_to_buildings_with_role_unit_name_and_trade(
+    runner, svc, tenant, tmp_path
+):
+    lines = import_office(runner, tenant, tmp_path)
+
+    assert f"riga 2: {RESIDENT} imported" in lines
+    assert any(
+        line.startswith("riga 7:") and "condominio sconosciuto: XYZ" in line for line in lines
+    )
+    assert any(line.startswith("riga 8:") and "senza condominio" in line for line in lines)
+    assert any(line.startswith("riga 9:") and "ruolo sconosciuto" in line for line in lines)
+    assert lines[-1] == "5 imported or updated, 3 refused"
+    with svc.db.read() as session:
+        anna = session.scalar(select(Contact).where(Contact.phone == RESIDENT))
+        assert anna is not None and anna.name == "Anna Bianchi"
+        (link,) = session.scalars(select(BuildingLink).where(BuildingLink.contact_id == anna.id))
+        assert (link.building.code, link.role, link.unit.scala, link.unit.interno) == (
+            "AUR",
+            "proprietario",
+            "B",
+            "7",
+        )
+        plumber = session.scalar(select(Contact).where(Contact.phone == SUPPLIER))
+        assert plumber is not None
+        assert (plumber.kind, plumber.trade, plumber.name) == (
+            "fornitore",
+            "idraulico",
+            "Idraulica Rossi",
+        )
+
+
+@BOTH
+def test_the_api_lists_buildings_and_contacts_with_name_buildings_and_role(
+    runner, client, svc, tenant, tmp_path
+):
+    import_office(runner, tenant, tmp_path)
+    headers = bearer(svc, tenant)
+
+    buildings = client.get("/api/v1/buildings", headers=headers).get_json()
+    contacts = client.post("/api/v1/contacts/lookup", json={"phone": RESIDENT}, headers=headers)
+
+    assert [{k: b[k] for k in ("code", "name", "address")} for b in buildings["buildings"]] == [
+        {"code": "AUR", "name": "Condominio Aurora", "address": "via Roma 12 Milano"},
+        {"code": "GIR", "name": "Condominio Girasole", "address": "viale Monza 40 Milano"},
+    ]
+    assert all(isinstance(b["id"], int) for b in buildings["buildings"])
+    (anna,) = contacts.get_json()["contacts"]
+    assert (anna["name"], anna["buildings"], anna["role"]) == (
+        "Anna Bianchi",
+        ["AUR"],
+        "proprietario",
+    )
+    assert anna["places"] == [
+        {"building": "AUR", "role": "proprietario", "scala": "B", "interno": "7"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("2", "GIR"),
+        ("via Roma 12", "AUR"),
+        ("Condominio Aurora", "AUR"),
+        ("viale monza", "GIR"),
+        ("gir", "GIR"),
+        ("3", None),
+        ("Milano", None),  # both are in Milano: ambiguous
+        ("non so", None),
+    ],
+)
+def test_an_answer_naming_a_building_is_read_by_number_code_name_or_address(answer, expected):
+    aurora = Choice(1, "AUR", "Condominio Aurora", "via Roma 12 Milano")
+    girasole = Choice(2, "GIR", "Condominio Girasole", "viale Monza 40 Milano")
+
+    found = match_building(answer, [aurora, girasole], [aurora, girasole])
+
+    assert (found.code if found else None) == expected
