@@ -176,3 +176,91 @@ def test_an_answer_naming_a_building_is_read_by_number_code_name_or_address(answ
     found = match_building(answer, [aurora, girasole], [aurora, girasole])
 
     assert (found.code if found else None) == expected
+
+
+# -- 2. tickets as the office's work items ---------------------------------------------------
+
+FAULT = "Il citofono non funziona da ieri"
+
+
+def only_ticket(svc: Services) -> Ticket:
+    with svc.db.read() as session:
+        (ticket,) = session.scalars(select(Ticket)).all()
+        ticket.building  # loaded while the session is open
+        return ticket
+
+
+def timeline(svc: Services, ticket_id: int) -> list[str]:
+    with svc.db.read() as session:
+        rows = session.scalars(
+            select(TicketEvent).where(TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id)
+        )
+        return [row.kind for row in rows]
+
+
+@BOTH
+def test_a_resident_known_in_a_building_files_a_fault_under_it_with_the_number_in_the_reply(
+    runner, client, svc, tenant, twilio, tmp_path
+):
+    import_office(runner, tenant, tmp_path)
+
+    say(client, svc, FAULT)
+
+    ticket = only_ticket(svc)
+    assert ticket.building is not None and ticket.building.code == "AUR"
+    assert svc.cipher.decrypt(ticket.description) == FAULT
+    (reply,) = replies_to(twilio, RESIDENT)
+    assert f"segnalazione n. {ticket.id} per Condominio Aurora" in reply
+    assert "Le faremo sapere" not in reply
+    assert timeline(svc, ticket.id) == ["opened", "building_set"]
+    answer = client.get("/api/v1/tickets", headers=bearer(svc, tenant)).get_json()["tickets"][0]
+    assert (answer["building"], answer["description"], answer["scala"]) == ("AUR", FAULT, "B")
+    assert (answer["priority"], answer["work_orders"]) == ("normal", [])
+
+
+@BOTH
+def test_an_unknown_resident_is_asked_the_building_and_the_answer_files_and_is_remembered(
+    runner, client, svc, tenant, twilio, tmp_path
+):
+    import_office(runner, tenant, tmp_path)
+    stranger = "+393401234567"
+    say(client, svc, "buongiorno", sender=stranger)
+    say(client, svc, "accetto", sender=stranger)
+
+    say(client, svc, FAULT, sender=stranger)
+    ticket = only_ticket(svc)
+    asked = replies_to(twilio, stranger)[-1]
+    say(client, svc, "via Roma 12", sender=stranger)
+
+    assert ticket.building is None
+    assert f"segnalazione n. {ticket.id}" in asked and "indirizzo" in asked
+    filed = only_ticket(svc)
+    assert filed.building is not None and filed.building.code == "AUR"
+    assert f"n. {ticket.id} è registrata per Condominio Aurora" in replies_to(twilio, stranger)[-1]
+    with svc.db.read() as session:
+        person = session.scalar(select(Contact).where(Contact.phone == stranger))
+        assert person is not None
+        (link,) = session.scalars(select(BuildingLink).where(BuildingLink.contact_id == person.id))
+        assert (link.building_id, link.role, link.source) == (filed.building_id, None, "whatsapp_inbound")
+
+
+def test_a_resident_of_two_buildings_picks_one_by_number(
+    runner, client, svc, tenant, twilio, tmp_path
+):
+    import_office(runner, tenant, tmp_path)
+    both = _write(
+        tmp_path,
+        "due.csv",
+        "phone,kind,legal_basis,consent_at,consent_method,building,role\n"
+        f"{RESIDENT},condomino,consent,2025-03-01T10:15:00+01:00,modulo,GIR,proprietario\n",
+    )
+    runner.invoke(args=["contacts", "import", "--tenant", tenant.slug, str(both)])
+
+    say(client, svc, FAULT)
+    asked = replies_to(twilio, RESIDENT)[-1]
+    say(client, svc, "2")
+
+    assert "1. Condominio Aurora, via Roma 12 Milano" in asked
+    assert "2. Condominio Girasole, viale Monza 40 Milano" in asked
+    filed = only_ticket(svc)
+    assert filed.building is not None and filed.building.code == "GIR"

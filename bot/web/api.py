@@ -21,9 +21,10 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bot.conversation.emergency import acknowledge_emergency, open_emergencies
-from bot.exceptions import InvalidInput, NotFound
+from bot.exceptions import InvalidInput, NotFound, Refused
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
+from bot.office.work_orders import MAX_NOTE, send_work_order, work_order_events
 from bot.outbound import Envelope, Outgoing, Template, queue_message
 from bot.privacy.register import export_register
 from bot.services import services
@@ -35,6 +36,7 @@ from bot.web.api_serialisers import (
     conversation_json,
     message_json,
     ticket_json,
+    work_order_json,
 )
 from bot.web.errors import error_response
 from bot.web.numbers import parse_id
@@ -48,6 +50,7 @@ from storage.models import (
     Message,
     Tenant,
     Ticket,
+    WorkOrder,
     utcnow,
 )
 from storage.queries import (
@@ -256,6 +259,45 @@ def processing_register() -> Response:
     """The office's art. 30 register, for the DPO's tools; the export is audited."""
     register = export_register(services(), g.tenant, utcnow(), actor="api", ip=request.remote_addr)
     return jsonify(register)
+
+
+@bp.post("/tickets/<id:ticket_id>/work-orders")
+def create_work_order(ticket_id: int) -> tuple[Response, int] | Response:
+    """Send an ordine di lavoro for the ticket to a supplier (the office's template)."""
+    svc = services()
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("supplier"), str):
+        abort(400, "a JSON object with 'supplier' (a phone number) is required")
+    note = data.get("note", "")
+    if not isinstance(note, str) or len(note) > MAX_NOTE:
+        abort(400, f"note must be a string of at most {MAX_NOTE} characters")
+    try:
+        order = send_work_order(
+            svc,
+            g.tenant,
+            ticket_id,
+            e164(data["supplier"]),
+            note,
+            actor="api",
+            ip=request.remote_addr,
+        )
+    except NotFound as missing:
+        code = "unknown_contact" if "supplier" in str(missing) else "not_found"
+        return error_response(404, code, str(missing))
+    except Refused as refusal:
+        return error_response(REFUSAL_STATUS.get(refusal.code, 422), refusal.code, refusal.message)
+    return jsonify(id=order.id, status=order.status), 201
+
+
+@bp.get("/work-orders/<id:order_id>")
+def work_order(order_id: int) -> Response:
+    with services().db.read() as session:
+        order = session.scalar(
+            select(WorkOrder).where(WorkOrder.tenant_id == g.tenant.id, WorkOrder.id == order_id)
+        )
+        if order is None:
+            abort(404, "no such work order")
+        return jsonify(work_order_json(order, list(work_order_events(session, order))))
 
 
 def _outgoing(data: dict[str, Any]) -> Outgoing:
