@@ -241,7 +241,11 @@ def test_an_unknown_resident_is_asked_the_building_and_the_answer_files_and_is_r
         person = session.scalar(select(Contact).where(Contact.phone == stranger))
         assert person is not None
         (link,) = session.scalars(select(BuildingLink).where(BuildingLink.contact_id == person.id))
-        assert (link.building_id, link.role, link.source) == (filed.building_id, None, "whatsapp_inbound")
+        assert (link.building_id, link.role, link.source) == (
+            filed.building_id,
+            None,
+            "whatsapp_inbound",
+        )
 
 
 def test_a_resident_of_two_buildings_picks_one_by_number(
@@ -264,3 +268,164 @@ def test_a_resident_of_two_buildings_picks_one_by_number(
     assert "2. Condominio Girasole, viale Monza 40 Milano" in asked
     filed = only_ticket(svc)
     assert filed.building is not None and filed.building.code == "GIR"
+
+
+# -- 3. work orders to suppliers ------------------------------------------------------------
+
+WORK_ORDER_SID = "HX" + "a1" * 16
+TICKET_UPDATE_SID = "HX" + "b2" * 16
+
+
+@pytest.fixture
+def office(runner, svc, tenant, tmp_path) -> Tenant:
+    from bot.office.settings import update_settings
+
+    import_office(runner, tenant, tmp_path)
+    update_settings(
+        svc,
+        tenant.id,
+        {"templates.work_order": WORK_ORDER_SID, "templates.ticket_update": TICKET_UPDATE_SID},
+        actor="test",
+    )
+    with svc.db.read() as session:
+        fresh = session.get(Tenant, tenant.id)
+        assert fresh is not None
+        return fresh
+
+
+def send_order(
+    client: FlaskClient, svc: Services, tenant: Tenant, ticket_id: int
+) -> dict[str, Any]:
+    answer = client.post(
+        f"/api/v1/tickets/{ticket_id}/work-orders",
+        json={"supplier": SUPPLIER, "note": "citofono scala B"},
+        headers=bearer(svc, tenant),
+    )
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    drain(svc)
+    return dict(answer.get_json())
+
+
+def order_state(
+    client: FlaskClient, svc: Services, tenant: Tenant, order_id: int
+) -> dict[str, Any]:
+    answer = client.get(f"/api/v1/work-orders/{order_id}", headers=bearer(svc, tenant))
+    assert answer.status_code == 200
+    return dict(answer.get_json())
+
+
+@BOTH
+def test_a_work_order_goes_as_a_template_the_supplier_accepts_by_button_and_closes_in_words(
+    client, svc, office, twilio
+):
+    say(client, svc, FAULT)
+    ticket = only_ticket(svc)
+
+    created = send_order(client, svc, office, ticket.id)
+    (sent,) = [m for m in twilio.messages if m["To"] == f"whatsapp:{SUPPLIER}"]
+    say(
+        client,
+        svc,
+        "Accetta",
+        sender=SUPPLIER,
+        ButtonPayload="accept",
+        ButtonText="Accetta",
+        OriginalRepliedMessageSid=sent["sid"],
+    )
+    accepted = order_state(client, svc, office, created["id"])
+    say(client, svc, "ho finito", sender=SUPPLIER)
+    done = order_state(client, svc, office, created["id"])
+
+    assert created["status"] == "sent"
+    assert sent["ContentSid"] == WORK_ORDER_SID
+    assert "Body" not in sent or not sent["Body"]
+    assert accepted["status"] == "accepted"
+    assert (done["status"], done["ticket_id"], done["supplier"]) == ("done", ticket.id, SUPPLIER)
+    assert [e["status"] for e in done["events"]] == ["sent", "accepted", "done"]
+    assert only_ticket(svc).status == "done"
+    told = replies_to(twilio, RESIDENT)
+    assert any(f"segnalazione n. {ticket.id}: il tecnico ha preso in carico" in t for t in told)
+    assert any(f"segnalazione n. {ticket.id}: l'intervento è stato completato" in t for t in told)
+    kinds = timeline(svc, ticket.id)
+    assert kinds.count("work_order") == 3 and "closed" in kinds and "resident_told" in kinds
+    from helpers import audit_actions
+
+    actions = audit_actions(svc, office)
+    assert {"work_order.sent", "work_order.accepted", "work_order.done"} <= set(actions)
+
+
+def test_a_button_reply_is_never_read_as_a_consent_keyword(client, svc, office, twilio):
+    say(client, svc, FAULT)
+    created = send_order(client, svc, office, only_ticket(svc).id)
+    (sent,) = [m for m in twilio.messages if m["To"] == f"whatsapp:{SUPPLIER}"]
+
+    say(
+        client,
+        svc,
+        "Accetto",
+        sender=SUPPLIER,
+        ButtonPayload="decline",
+        OriginalRepliedMessageSid=sent["sid"],
+    )
+
+    assert order_state(client, svc, office, created["id"])["status"] == "declined"
+    with svc.db.read() as session:
+        supplier = session.scalar(select(Contact).where(Contact.phone == SUPPLIER))
+        assert supplier is not None and supplier.consent == "none"
+
+
+@pytest.mark.parametrize(
+    ("words", "status"),
+    [
+        ("va bene giovedì alle 10", "proposed"),
+        ("non posso, sono fuori città", "declined"),
+        ("ok", "accepted"),
+    ],
+)
+def test_a_typed_answer_to_a_work_order_is_understood(client, svc, office, twilio, words, status):
+    say(client, svc, FAULT)
+    created = send_order(client, svc, office, only_ticket(svc).id)
+
+    say(client, svc, words, sender=SUPPLIER)
+
+    state = order_state(client, svc, office, created["id"])
+    assert state["status"] == status
+    if status == "proposed":
+        assert state["proposed_at"] is not None
+        assert "giovedì" in replies_to(twilio, SUPPLIER)[-1]
+
+
+def test_a_work_order_without_the_office_template_is_refused(client, svc, tenant, runner, tmp_path):
+    import_office(runner, tenant, tmp_path)
+    say(client, svc, FAULT)
+
+    answer = client.post(
+        f"/api/v1/tickets/{only_ticket(svc).id}/work-orders",
+        json={"supplier": SUPPLIER},
+        headers=bearer(svc, tenant),
+    )
+
+    assert answer.status_code == 422
+    assert answer.get_json()["error"] == "no_work_order_template"
+
+
+def test_the_resident_outside_the_window_is_told_by_the_ticket_update_template(
+    client, svc, office, twilio
+):
+    from datetime import timedelta
+
+    from storage.models import utcnow
+
+    say(client, svc, FAULT)
+    ticket = only_ticket(svc)
+    created = send_order(client, svc, office, ticket.id)
+    with svc.db.session() as session:
+        resident = session.scalar(select(Contact).where(Contact.phone == RESIDENT))
+        assert resident is not None
+        resident.last_inbound_at = utcnow() - timedelta(hours=30)
+
+    say(client, svc, "ok", sender=SUPPLIER)
+
+    assert order_state(client, svc, office, created["id"])["status"] == "accepted"
+    update = [m for m in twilio.messages if m["To"] == f"whatsapp:{RESIDENT}"][-1]
+    assert update["ContentSid"] == TICKET_UPDATE_SID
