@@ -429,3 +429,93 @@ def test_the_resident_outside_the_window_is_told_by_the_ticket_update_template(
     assert order_state(client, svc, office, created["id"])["status"] == "accepted"
     update = [m for m in twilio.messages if m["To"] == f"whatsapp:{RESIDENT}"][-1]
     assert update["ContentSid"] == TICKET_UPDATE_SID
+
+
+# -- 4. building notices ----------------------------------------------------------------------
+
+NOTICE_SID = "HX" + "c3" * 16
+
+
+def notice(client: FlaskClient, svc: Services, tenant: Tenant, **fields: Any) -> Any:
+    body = {
+        "building": "AUR",
+        "category": "avvisi",
+        "template": {"content_sid": NOTICE_SID, "variables": {"1": "acqua sospesa giovedì"}},
+        **fields,
+    }
+    return client.post("/api/v1/notices", json=body, headers=bearer(svc, tenant))
+
+
+@BOTH
+def test_a_notice_reaches_exactly_the_consented_opted_in_residents_of_the_building(
+    runner, client, svc, tenant, twilio, tmp_path
+):
+    import_office(runner, tenant, tmp_path)
+    say(client, svc, "AVVISI SI")  # Anna, AUR: in
+    say(client, svc, "avvisi sì", sender=OTHER_BUILDING)  # GIR: another building
+    say(client, svc, "avvisi si", sender=NEIGHBOUR)
+    say(client, svc, "stop", sender=NEIGHBOUR)  # AUR but withdrawn
+    opted = replies_to(twilio, RESIDENT)[-1]
+    before = len(twilio.messages)
+
+    answer = notice(client, svc, tenant)
+    drain(svc)
+
+    assert "AVVISI NO" in opted
+    assert answer.status_code == 202
+    assert answer.get_json()["recipients"] == 1
+    sent = twilio.messages[before:]
+    assert [(m["To"], m["ContentSid"]) for m in sent] == [(f"whatsapp:{RESIDENT}", NOTICE_SID)]
+    state = client.get(f"/api/v1/notices/{answer.get_json()['id']}", headers=bearer(svc, tenant))
+    assert state.get_json()["recipients"] == 1
+    assert sum(state.get_json()["counts"].values()) == 1
+
+
+def test_avvisi_no_takes_a_resident_out_of_the_notices(runner, client, svc, tenant, tmp_path):
+    import_office(runner, tenant, tmp_path)
+    say(client, svc, "AVVISI SI")
+    say(client, svc, "AVVISI NO")
+
+    assert notice(client, svc, tenant).get_json()["recipients"] == 0
+
+
+def test_a_notice_to_one_staircase_skips_the_others(runner, client, svc, tenant, tmp_path):
+    import_office(runner, tenant, tmp_path)
+    say(client, svc, "AVVISI SI")  # scala B
+    say(client, svc, "AVVISI SI", sender=NEIGHBOUR)  # scala A
+
+    assert notice(client, svc, tenant, scala="A").get_json()["recipients"] == 1
+
+
+def test_a_convocation_of_the_assembly_is_refused(runner, client, svc, tenant, tmp_path):
+    import_office(runner, tenant, tmp_path)
+
+    answer = notice(client, svc, tenant, category="convocazione_assemblea")
+
+    assert answer.status_code == 422
+    assert answer.get_json()["error"] == "not_a_valid_convocation_channel"
+
+
+def test_the_bot_says_an_assembly_is_not_convened_on_whatsapp(client, svc, tenant, twilio):
+    say(client, svc, "buongiorno")
+    say(client, svc, "accetto")
+
+    say(client, svc, "quando è la prossima assemblea?")
+
+    assert "art. 66" in replies_to(twilio, RESIDENT)[-1]
+
+
+def test_a_notice_over_the_daily_cap_of_recipients_is_refused(
+    runner, client, svc, tenant, tmp_path
+):
+    from bot.office.settings import update_settings
+
+    import_office(runner, tenant, tmp_path)
+    say(client, svc, "AVVISI SI")
+    say(client, svc, "AVVISI SI", sender=NEIGHBOUR)
+    update_settings(svc, tenant.id, {"notices_daily_cap": 1}, actor="test")
+
+    answer = notice(client, svc, tenant)
+
+    assert answer.status_code == 429
+    assert answer.get_json()["error"] == "daily_cap_exceeded"

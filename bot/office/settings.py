@@ -159,9 +159,17 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     # 0 turns the reminder off.
     "handoff.reminder_minutes": _whole_number(0, MAX_HANDOFF_REMINDER_MINUTES),
     **TEMPLATE_PARSERS,
+    # Distinct recipients of business-initiated messages a rolling day (Meta's tier).
+    "notices_daily_cap": _whole_number(1, 100_000),
+    # What the bot answers about the office (bot.conversation.office_info).
+    "office.address": _text(300),
+    "office.pec": _text(254),
+    "office.email": _text(254),
+    "office.lift_emergency": _text(40),
+    "office.gas_emergency": _text(40),
 }
 # Keys written as GROUP.NAME are kept nested: settings[GROUP][NAME].
-NESTED_GROUPS = ("retention", "emergency", "hours", "handoff", "templates")
+NESTED_GROUPS = ("retention", "emergency", "hours", "handoff", "templates", "office")
 
 
 def parse_assignment(assignment: str) -> tuple[str, Any]:
@@ -195,6 +203,8 @@ def effective_settings(tenant: Tenant) -> dict[str, Any]:
         "handoff": {"reminder_minutes": handoff_reminder_minutes(settings)},
         "templates": dict(settings.get("templates") or {}),
         "approved_templates": list(settings.get("approved_templates") or []),
+        "notices_daily_cap": int(settings.get("notices_daily_cap", 250)),
+        "office": dict(settings.get("office") or {}),
     }
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bot.conversation.emergency import acknowledge_emergency, open_emergencies
 from bot.exceptions import InvalidInput, NotFound, Refused
+from bot.office.notices import create_notice, notice_json
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
 from bot.office.work_orders import MAX_NOTE, send_work_order, work_order_events
@@ -44,6 +45,7 @@ from bot.web.paging import PageRequest, fetch_page
 from storage.models import (
     BotLogEntry,
     Building,
+    BuildingNotice,
     ConsentEvent,
     Contact,
     Conversation,
@@ -298,6 +300,51 @@ def work_order(order_id: int) -> Response:
         if order is None:
             abort(404, "no such work order")
         return jsonify(work_order_json(order, list(work_order_events(session, order))))
+
+
+@bp.post("/notices")
+def create_building_notice() -> tuple[Response, int] | Response:
+    """A building notice to its consented, opted-in residents (202: being sent)."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("building"), str):
+        abort(400, "a JSON object with 'building', 'category' and 'template' is required")
+    scala, category = data.get("scala"), data.get("category", "avvisi")
+    if (scala is not None and not isinstance(scala, str)) or not isinstance(category, str):
+        abort(400, "scala and category must be strings")
+    outgoing = _outgoing({"template": data.get("template")})
+    assert outgoing.template is not None
+    try:
+        notice_id, recipients = create_notice(
+            services(),
+            g.tenant,
+            building_code=data["building"],
+            scala=scala,
+            category=category,
+            content_sid=outgoing.template.content_sid,
+            variables=outgoing.template.variables,
+            actor="api",
+            ip=request.remote_addr,
+        )
+    except NotFound:
+        abort(404, "no such building")
+    except Refused as refusal:
+        status = 429 if refusal.code == "daily_cap_exceeded" else 422
+        return error_response(status, refusal.code, refusal.message)
+    return jsonify(id=notice_id, recipients=recipients), 202
+
+
+@bp.get("/notices/<id:notice_id>")
+def building_notice(notice_id: int) -> Response:
+    with services().db.read() as session:
+        notice = session.scalar(
+            select(BuildingNotice).where(
+                BuildingNotice.tenant_id == g.tenant.id, BuildingNotice.id == notice_id
+            )
+        )
+        if notice is None:
+            abort(404, "no such notice")
+        building = session.get(Building, notice.building_id) if notice.building_id else None
+        return jsonify(notice_json(session, notice, building.code if building else None))
 
 
 def _outgoing(data: dict[str, Any]) -> Outgoing:
