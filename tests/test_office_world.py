@@ -519,3 +519,121 @@ def test_a_notice_over_the_daily_cap_of_recipients_is_refused(
 
     assert answer.status_code == 429
     assert answer.get_json()["error"] == "daily_cap_exceeded"
+
+
+# -- 5. questions about the office ------------------------------------------------------------
+
+
+@pytest.fixture
+def answering(runner, client, svc, tenant, tmp_path) -> Tenant:
+    from bot.office.settings import update_settings
+
+    import_office(runner, tenant, tmp_path)
+    update_settings(
+        svc,
+        tenant.id,
+        {
+            "hours.fri": [["09:00", "13:00"]],
+            "office.address": "via Dante 3, Milano",
+            "office.pec": "studio.rossi@pec.it",
+            "office.gas_emergency": "800 000 111",
+        },
+        actor="test",
+    )
+    return tenant
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("A che ora chiude il vostro ufficio il venerdì?", "venerdì 09:00-13:00"),
+        ("Dove si trova il vostro studio?", "via Dante 3, Milano"),
+        ("Qual è la vostra PEC?", "studio.rossi@pec.it"),
+        # The building's own number wins over the office's.
+        ("Qual è il numero di emergenza dell'ascensore?", "800 111 222"),
+        ("Mi date il numero del pronto intervento gas?", "800 900 999"),
+    ],
+)
+@BOTH
+def test_questions_about_the_office_are_answered_from_its_settings(
+    client, svc, answering, twilio, question, expected
+):
+    say(client, svc, question)
+
+    answer = replies_to(twilio, RESIDENT)[-1]
+    assert expected in answer
+    assert "appuntamento" not in answer
+    with svc.db.read() as session:
+        assert session.scalars(select(Ticket)).all() == []
+
+
+def test_a_gas_smell_with_a_question_stays_an_emergency(client, svc, answering, twilio):
+    say(client, svc, "C'è odore di gas in cantina, qual è il numero del pronto intervento gas?")
+
+    assert only_ticket(svc).kind == "emergency"
+
+
+# -- 6. minimisation stays --------------------------------------------------------------------
+
+
+def test_erasure_removes_a_residents_building_links_tickets_and_notice_copies(
+    runner, client, svc, tenant, tmp_path
+):
+    from bot.privacy.rights import erase_contact
+    from storage.models import NoticeDelivery
+
+    import_office(runner, tenant, tmp_path)
+    say(client, svc, "AVVISI SI")
+    say(client, svc, FAULT)
+    assert notice(client, svc, tenant).status_code == 202
+    with svc.db.read() as session:
+        anna = session.scalar(select(Contact).where(Contact.phone == RESIDENT))
+        assert anna is not None
+
+    erase_contact(svc, tenant, RESIDENT, actor="test")
+
+    with svc.db.read() as session:
+        assert (
+            session.scalars(select(BuildingLink).where(BuildingLink.contact_id == anna.id)).all()
+            == []
+        )
+        assert session.scalars(select(Ticket)).all() == []
+        assert session.scalars(select(NoticeDelivery)).all() == []
+
+
+def test_the_purge_removes_old_finished_work_orders_notes_and_notices(client, svc, office, twilio):
+    from datetime import timedelta
+
+    from bot.privacy.retention import purge
+    from storage.models import BuildingNotice, TicketNote, WorkOrder, utcnow
+
+    say(client, svc, FAULT)
+    ticket = only_ticket(svc)
+    created = send_order(client, svc, office, ticket.id)
+    say(client, svc, "ho finito", sender=SUPPLIER)
+    assert notice(client, svc, office).status_code == 202
+    with svc.db.session() as session:
+        session.add(
+            TicketNote(tenant_id=office.id, ticket_id=ticket.id, body=svc.cipher.encrypt("x"))
+        )
+
+    (report,) = purge(svc, utcnow() + timedelta(days=800))
+
+    assert report.removed["work_orders"] == 1
+    assert report.removed["ticket_notes"] == 1
+    assert report.removed["notices"] == 1
+    with svc.db.read() as session:
+        assert session.get(WorkOrder, created["id"]) is None
+        assert session.scalars(select(BuildingNotice)).all() == []
+
+
+def test_the_register_lists_suppliers_work_orders_and_notices(svc, tenant):
+    from bot.privacy.register import processing_register
+    from storage.models import utcnow
+
+    register = processing_register(svc, tenant, utcnow())
+
+    text = str(register)
+    assert "Ordini di lavoro" in text
+    assert "Avvisi di condominio" in text
+    assert "Fornitori: nome, mestiere" in text

@@ -22,7 +22,18 @@ from bot.office.lifecycle import delete_expired_tenants
 from bot.privacy.audit import record_audit
 from bot.privacy.rights import delete_files, delete_rows, erase_in_session, media_files
 from bot.services import Services
-from storage.models import BotLogEntry, Contact, MediaItem, Message, Tenant
+from storage.models import (
+    BotLogEntry,
+    BuildingNotice,
+    Contact,
+    MediaItem,
+    Message,
+    NoticeDelivery,
+    Tenant,
+    TicketNote,
+    WorkOrder,
+)
+from storage.vocabulary import OPEN_WORK_ORDERS
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +45,10 @@ DEFAULT_TERMS: dict[str, int] = {
     # Wrote once, never accepted, no other legal basis: nothing justifies keeping them.
     "never_consented_days": 30,
     "inactive_contact_days": 730,
+    # The office's world: finished work orders, ticket notes, building notices.
+    "work_orders_days": 730,
+    "ticket_notes_days": 730,
+    "notices_days": 365,
 }
 PURGE_EVERY = timedelta(days=1)
 _LAST_RUN_KEY = "portineria:retention:last-run"
@@ -85,6 +100,7 @@ def _purge_tenant(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -
             tenant,
             BotLogEntry.at < now - timedelta(days=terms["bot_log_days"]),
         )
+        _old_office_records(session, tenant, now, terms, report)
         files += _expired_contacts(session, tenant, now, terms, report)
         if not dry_run:
             record_audit(
@@ -102,6 +118,35 @@ def _purge_tenant(svc: Services, tenant: Tenant, now: datetime, dry_run: bool) -
     if any(report.removed.values()):
         log.info("retention purge of %s removed %s", tenant.slug, report.removed)
     return report
+
+
+def _old_office_records(
+    session: Session, tenant: Tenant, now: datetime, terms: dict[str, int], report: PurgeReport
+) -> None:
+    """Finished work orders, ticket notes and building notices past their terms."""
+    report.removed["work_orders"] = delete_rows(
+        session,
+        WorkOrder,
+        tenant,
+        WorkOrder.status.not_in(OPEN_WORK_ORDERS)
+        & (WorkOrder.updated_at < now - timedelta(days=terms["work_orders_days"])),
+    )
+    report.removed["ticket_notes"] = delete_rows(
+        session,
+        TicketNote,
+        tenant,
+        TicketNote.created_at < now - timedelta(days=terms["ticket_notes_days"]),
+    )
+    old_notices = BuildingNotice.created_at < now - timedelta(days=terms["notices_days"])
+    ids = list(
+        session.scalars(
+            select(BuildingNotice.id).where(BuildingNotice.tenant_id == tenant.id, old_notices)
+        )
+    )
+    delete_rows(session, NoticeDelivery, tenant, NoticeDelivery.notice_id.in_(ids))
+    report.removed["notices"] = delete_rows(
+        session, BuildingNotice, tenant, BuildingNotice.id.in_(ids)
+    )
 
 
 def _old_media(

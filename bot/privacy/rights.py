@@ -24,12 +24,14 @@ from storage.db import rows_affected
 from storage.models import (
     AuditEvent,
     BotLogEntry,
+    BuildingLink,
     ConsentEvent,
     Contact,
     Conversation,
     Event,
     MediaItem,
     Message,
+    NoticeDelivery,
     Tenant,
     Ticket,
     iso_utc,
@@ -54,15 +56,17 @@ def _contact_data(
         .where(Message.tenant_id == tenant.id, Message.contact_id == contact.id)
         .order_by(Message.id)
     ).all()
-    tickets = (
-        session.scalars(
-            select(Ticket).where(
-                Ticket.tenant_id == tenant.id, Ticket.conversation_id.in_(thread_ids)
-            )
-        ).all()
-        if thread_ids
-        else []
-    )
+    tickets = session.scalars(
+        select(Ticket).where(
+            Ticket.tenant_id == tenant.id,
+            Ticket.conversation_id.in_(thread_ids) | (Ticket.contact_id == contact.id),
+        )
+    ).all()
+    links = session.scalars(
+        select(BuildingLink).where(
+            BuildingLink.tenant_id == tenant.id, BuildingLink.contact_id == contact.id
+        )
+    ).all()
     ledger = contact_ledger(session, tenant, contact, svc.cipher)
     return {
         "contact": {
@@ -76,7 +80,20 @@ def _contact_data(
             "profile_name": contact.profile_name,
             "created_at": iso_utc(contact.created_at),
             "last_contact_at": iso_utc(contact.last_contact_at),
+            "name": contact.name,
+            "trade": contact.trade,
+            "notice_categories": list(contact.notice_categories or []),
         },
+        "buildings": [
+            {
+                "building": link.building.code,
+                "role": link.role,
+                "scala": link.unit.scala if link.unit else None,
+                "interno": link.unit.interno if link.unit else None,
+                "source": link.source,
+            }
+            for link in links
+        ],
         "consent_events": [_ledger_entry(svc, e) for e in ledger],
         "messages": [
             {
@@ -96,6 +113,7 @@ def _contact_data(
                 "status": t.status,
                 "entities": t.entities,
                 "created_at": iso_utc(t.created_at),
+                "description": svc.cipher.decrypt(t.description) if t.description else None,
             }
             for t in tickets
         ],
@@ -265,7 +283,22 @@ def erase_in_session(
     files = media_files(session, tenant, MediaItem.message_id.in_(message_ids))
     removed = {
         "media": len(files),
-        "tickets": delete_rows(session, Ticket, tenant, Ticket.conversation_id.in_(thread_ids)),
+        # Their tickets (a fault they reported, or one the office filed for them) with
+        # their notes, work orders and timelines (ON DELETE CASCADE).
+        "tickets": delete_rows(
+            session,
+            Ticket,
+            tenant,
+            Ticket.conversation_id.in_(thread_ids) | (Ticket.contact_id == contact.id),
+        ),
+        "building_links": delete_rows(
+            session, BuildingLink, tenant, BuildingLink.contact_id == contact.id
+        ),
+        # A supplier's work orders stay the office's (the supplier link goes, SET NULL);
+        # a resident's copies of building notices go with them.
+        "notice_deliveries": delete_rows(
+            session, NoticeDelivery, tenant, NoticeDelivery.contact_id == contact.id
+        ),
         "events": delete_rows(session, Event, tenant, Event.conversation_id.in_(thread_ids)),
         "bot_log": delete_rows(
             session, BotLogEntry, tenant, BotLogEntry.message_id.in_(message_ids)
