@@ -637,3 +637,90 @@ def test_the_register_lists_suppliers_work_orders_and_notices(svc, tenant):
     assert "Ordini di lavoro" in text
     assert "Avvisi di condominio" in text
     assert "Fornitori: nome, mestiere" in text
+
+
+# -- the console: tickets by hand, filters, notes, work orders ---------------------------------
+
+
+def test_an_operator_opens_edits_and_notes_a_ticket_by_hand_and_every_change_is_on_its_timeline(
+    runner, signed_in, svc, tenant, operator, tmp_path
+):
+    from helpers import audit_actions, post_form
+
+    import_office(runner, tenant, tmp_path)
+    new = "/console/tickets/new"
+    opened = post_form(
+        signed_in,
+        new,
+        {
+            "kind": "guasto",
+            "description": "Perdita in cantina, IBAN IT60X0542811101000000123456",
+            "building": "GIR",
+            "priority": "urgent",
+            "due": "2026-12-20",
+        },
+        page=new,
+    )
+    ticket = only_ticket(svc)
+    page = f"/console/tickets/{ticket.id}"
+    post_form(
+        signed_in,
+        f"{page}/edit",
+        {
+            "building": "AUR",
+            "assignee": str(operator.id),
+            "priority": "urgent",
+            "supplier": "",
+            "due": "2026-12-20",
+            "description": svc.cipher.decrypt(ticket.description),
+        },
+        page=page,
+    )
+    noted = post_form(signed_in, f"{page}/notes", {"note": "Richiamare la signora"}, page=page)
+
+    assert f"Ticket n. {ticket.id} aperto." in opened.get_data(as_text=True)
+    assert "IT60X0542811101000000123456" not in svc.cipher.decrypt(ticket.description)
+    text = noted.get_data(as_text=True)
+    assert "Condominio Aurora" in text and "Richiamare la signora" in text
+    fresh = only_ticket(svc)
+    assert (fresh.building.code, fresh.priority, fresh.assignee_user_id) == (
+        "AUR",
+        "urgent",
+        operator.id,
+    )
+    assert timeline(svc, ticket.id) == ["opened", "updated", "updated", "note_added"]
+    assert {"ticket.create", "ticket.update", "ticket.note"} <= set(audit_actions(svc, tenant))
+    listing = signed_in.get(f"/console/tickets?condominio=AUR&assegnato={operator.id}").get_data(
+        as_text=True
+    )
+    assert f"#{ticket.id}</a>" in listing
+    other = signed_in.get("/console/tickets?condominio=GIR").get_data(as_text=True)
+    assert f"#{ticket.id}</a>" not in other
+
+
+def test_an_operator_sends_a_work_order_from_the_ticket_page(
+    signed_in, client, svc, office, twilio
+):
+    from helpers import post_form
+
+    send_inbound(client, FAULT)
+    drain(svc)
+    ticket = only_ticket(svc)
+    with svc.db.read() as session:
+        plumber = session.scalar(select(Contact).where(Contact.phone == SUPPLIER))
+        assert plumber is not None
+    page = f"/console/tickets/{ticket.id}"
+
+    sent = post_form(
+        signed_in,
+        f"{page}/work-orders",
+        {"supplier": str(plumber.id), "note": "urgente"},
+        page=page,
+    )
+    drain(svc)
+
+    assert "Ordine di lavoro n." in sent.get_data(as_text=True)
+    assert [m["ContentSid"] for m in twilio.messages if m["To"] == f"whatsapp:{SUPPLIER}"] == [
+        WORK_ORDER_SID
+    ]
+    assert "inviato" in signed_in.get(page).get_data(as_text=True)

@@ -63,7 +63,18 @@ PURPOSE = {
     "withdrawal_confirmation": "conferma revoca",
     "operator": "operatore",
     "api": "gestionale (API)",
+    "work_order": "ordine di lavoro",
+    "ticket_update": "aggiornamento del ticket",
+    "building_notice": "avviso di condominio",
 }
+WORK_ORDER_STATUS = {
+    "sent": "inviato",
+    "accepted": "accettato",
+    "declined": "rifiutato",
+    "proposed": "data proposta",
+    "done": "completato",
+}
+BUILDING_ROLE = {"proprietario": "proprietario", "inquilino": "inquilino", "fornitore": "fornitore"}
 OFFICE_ZONE = ZoneInfo("Europe/Rome")
 ROLE = {"operator": "operatore", "admin": "amministratore"}
 CONSENT_EVENT = {
@@ -478,6 +489,8 @@ JINJA_TABLES = {
     "ROLE": ROLE,
     "CONSENT_EVENT": CONSENT_EVENT,
     "TICKET_EVENT": TICKET_EVENT,
+    "WORK_ORDER_STATUS": WORK_ORDER_STATUS,
+    "BUILDING_ROLE": BUILDING_ROLE,
     "ACK_VIA": ACK_VIA,
     "DATA_SOURCE": DATA_SOURCE,
     "INTENT": INTENT,
