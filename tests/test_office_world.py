@@ -724,3 +724,37 @@ def test_an_operator_sends_a_work_order_from_the_ticket_page(
         WORK_ORDER_SID
     ]
     assert "inviato" in signed_in.get(page).get_data(as_text=True)
+
+
+# -- 7. the demo office ---------------------------------------------------------------------------
+
+
+def test_the_demo_office_has_two_buildings_residents_and_two_suppliers_once(svc, tenant):
+    from bot.office.demo import seed_demo_world
+
+    assert seed_demo_world(svc, tenant) is True
+    assert seed_demo_world(svc, tenant) is False
+
+    with svc.db.read() as session:
+        codes = [b.code for b in session.scalars(select(Building).order_by(Building.code))]
+        people = session.scalars(select(Contact)).all()
+    assert codes == ["AUR", "GIR"]
+    assert sum(p.kind == "fornitore" for p in people) == 2
+    assert sum(p.kind == "condomino" for p in people) == 3
+
+
+def test_in_the_demo_office_a_fault_walks_through_a_work_order(client, svc, tenant, twilio):
+    from bot.office.demo import seed_demo_world
+
+    seed_demo_world(svc, tenant)
+    with svc.db.read() as session:
+        fresh = session.get(Tenant, tenant.id)
+        assert fresh is not None
+    say(client, svc, FAULT, sender="+393331112201")
+    ticket = only_ticket(svc)
+    created = send_order(client, svc, fresh, ticket.id)
+    say(client, svc, "ok", sender=SUPPLIER)
+    say(client, svc, "ho finito", sender=SUPPLIER)
+
+    assert ticket.building is not None and ticket.building.code == "AUR"
+    assert order_state(client, svc, fresh, created["id"])["status"] == "done"
