@@ -30,10 +30,12 @@ SUPPLIER = "+393351110001"
 SUPPLIER_2 = "+393351110002"
 NEIGHBOUR = "+393339876543"
 OTHER_BUILDING = "+393339876544"
-CONTACTS_CSV = f"""phone,kind,legal_basis,consent_at,consent_method,name,building,scala,interno,role,trade
-{RESIDENT},condomino,consent,2025-03-01T10:15:00+01:00,modulo firmato,Anna Bianchi,AUR,B,7,proprietario,
-{NEIGHBOUR},condomino,consent,2025-03-01T10:15:00+01:00,modulo firmato,,AUR,A,2,inquilino,
-{OTHER_BUILDING},condomino,consent,2025-03-01T10:15:00+01:00,modulo firmato,,GIR,,,inquilino,
+HEADER = "phone,kind,legal_basis,consent_at,consent_method,name,building,scala,interno,role,trade"
+SIGNED = "consent,2025-03-01T10:15:00+01:00,modulo firmato"
+CONTACTS_CSV = f"""{HEADER}
+{RESIDENT},condomino,{SIGNED},Anna Bianchi,AUR,B,7,proprietario,
+{NEIGHBOUR},condomino,{SIGNED},,AUR,A,2,inquilino,
+{OTHER_BUILDING},condomino,{SIGNED},,GIR,,,inquilino,
 {SUPPLIER},fornitore,contract,,,Idraulica Rossi,,,,fornitore,idraulico
 {SUPPLIER_2},fornitore,contract,,,Elettro Verdi,,,,fornitore,elettricista
 +393339876545,condomino,contract,,,,XYZ,,,inquilino,
@@ -186,7 +188,7 @@ FAULT = "Il citofono non funziona da ieri"
 def only_ticket(svc: Services) -> Ticket:
     with svc.db.read() as session:
         (ticket,) = session.scalars(select(Ticket)).all()
-        ticket.building  # loaded while the session is open
+        assert ticket.building is None or ticket.building.code  # loaded while the session is open
         return ticket
 
 
@@ -346,7 +348,10 @@ def test_a_work_order_goes_as_a_template_the_supplier_accepts_by_button_and_clos
     told = replies_to(twilio, RESIDENT)
     assert any(f"segnalazione n. {ticket.id}: il tecnico ha preso in carico" in t for t in told)
     assert any(f"segnalazione n. {ticket.id}: l'intervento è stato completato" in t for t in told)
+    say(client, svc, "Risolto, grazie!")
+    assert f"segnalazione n. {ticket.id} è chiusa" in replies_to(twilio, RESIDENT)[-1]
     kinds = timeline(svc, ticket.id)
+    assert kinds[-1] == "confirmed_solved"
     assert kinds.count("work_order") == 3 and "closed" in kinds and "resident_told" in kinds
     from helpers import audit_actions
 

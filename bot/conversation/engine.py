@@ -226,6 +226,7 @@ def _handle(
             building_found=world.building is not None,
             work_order_answer=world.answer,
             office_topic=world.office_topic,
+            confirms_solved=world.solved is not None,
         )
         plan = rules.plan_turn(turn)
         message = session.get(Message, claimed.id)

@@ -105,6 +105,7 @@ TEXTS: dict[str, str] = {
     "work_order_unknown": "Non troviamo un ordine di lavoro aperto a cui riferire la sua "
     "risposta: l'ufficio la verificherà.",
     "office_info": "{answer}",
+    "resolved_thanks": "Grazie della conferma: la segnalazione n. {ticket} è chiusa.",
     # To the resident who reported a fault, when its work order moves on.
     "ticket_update_accepted": "Aggiornamento sulla segnalazione n. {ticket}: il tecnico "
     "ha preso in carico l'intervento.",

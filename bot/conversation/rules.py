@@ -115,6 +115,7 @@ class Turn:
     building_found: bool = False
     work_order_answer: WorkOrderAnswer | None = None
     office_topic: str | None = None
+    confirms_solved: bool = False  # "risolto" after their fault's work was done
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class Plan:
     notices: bool | None = None  # AVVISI SI (True) / AVVISI NO (False)
     work_order_answer: WorkOrderAnswer | None = None
     office_topic: str | None = None
+    confirmed_solved: bool = False
 
     @property
     def action(self) -> str:
@@ -170,6 +172,7 @@ class Plan:
         self.notices = rest.notices
         self.work_order_answer = rest.work_order_answer
         self.office_topic = rest.office_topic
+        self.confirmed_solved = rest.confirmed_solved
 
 
 def _plan(action: Action, *ledger: LedgerEvent, channel: Channel = Channel.WHATSAPP) -> Plan:
@@ -347,6 +350,10 @@ def _served(turn: Turn, keyword: KeywordKind | None) -> Plan:
         # A supplier answers an ordine di lavoro (a button, or typed words).
         plan.actions, plan.work_order_answer = [Action.WORK_ORDER_ANSWER], turn.work_order_answer
         plan.say(f"work_order_{turn.work_order_answer}")
+        return plan
+    if turn.confirms_solved:
+        plan.actions, plan.confirmed_solved = [Action.RESOLVED_CONFIRMED], True
+        plan.say("resolved_thanks")
         return plan
     if turn.awaiting_building and _answers_building_question(turn):
         plan.building_answer = turn.building_found

@@ -10,7 +10,7 @@ bot log, from which the replies are written and a retried job reads them back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bot.conversation import rules
 from bot.conversation.emergency import record_ticket_event
 from bot.conversation.inbound import InboundMessage
-from bot.conversation.keywords import KeywordMatch
+from bot.conversation.keywords import KeywordMatch, normalise
 from bot.conversation.office_info import office_answer, office_topic
 from bot.conversation.understanding import Reading
 from bot.office.buildings import (
@@ -40,6 +40,7 @@ from storage.vocabulary import (
     KeywordKind,
     NoticeCategory,
     TicketEventKind,
+    TicketStatus,
     WorkOrderAnswer,
 )
 
@@ -65,6 +66,14 @@ class World:
     answer: WorkOrderAnswer | None = None
     proposed_at: datetime | None = None
     office_topic: str | None = None
+    solved: Ticket | None = None  # the done ticket a "risolto" confirms
+
+
+# What a resident writes to confirm their fault is solved (normalised, whole message).
+SOLVED_PHRASES = frozenset(
+    {"risolto", "e risolto", "tutto risolto", "si risolto", "risolto grazie", "ok risolto"}
+)
+SOLVED_WITHIN = timedelta(days=14)
 
 
 def read_world(
@@ -108,7 +117,20 @@ def read_world(
         )
         building = session.get(Building, named.id) if named else None
     topic = office_topic(words) if words and keyword is None and answer is None else None
-    return World(mine, question, awaiting, building, order, answer, proposed, topic)
+    solved = None
+    if keyword is None and answer is None and normalise(words) in SOLVED_PHRASES:
+        solved = session.scalar(
+            select(Ticket)
+            .where(
+                Ticket.tenant_id == tenant.id,
+                Ticket.contact_id == contact.id,
+                Ticket.status == TicketStatus.DONE,
+                Ticket.updated_at >= now - SOLVED_WITHIN,
+            )
+            .order_by(Ticket.updated_at.desc())
+            .limit(1)
+        )
+    return World(mine, question, awaiting, building, order, answer, proposed, topic, solved)
 
 
 def _file_under(session: Session, ticket: Ticket, building: Building, now: datetime) -> None:
@@ -201,6 +223,11 @@ def apply_world(
         values["work_order"] = str(order.id)
         values["proposed"] = proposal_text(world.proposed_at)
         tell.append([order.ticket_id, order.id, str(status)])
+    if plan.confirmed_solved and world.solved is not None:
+        values["ticket"] = str(world.solved.id)
+        record_ticket_event(
+            session, world.solved, TicketEventKind.CONFIRMED_SOLVED, actor="contact", at=now
+        )
     if plan.office_topic is not None:
         only = world.mine[0] if len(world.mine) == 1 else None
         building = (
