@@ -17,6 +17,21 @@ from bot.office.hours import DAY_NAMES, WEEKDAYS
 
 HOURS, ADDRESS, PEC, LIFT, GAS = "hours", "address", "pec", "lift", "gas"
 CHANNELS = (("pec", "PEC"), ("email", "e-mail"))
+# topic -> the building's key, the office's key, what the number is, the safety advice.
+EMERGENCY_NUMBERS = {
+    LIFT: (
+        "ascensore",
+        "lift_emergency",
+        "Numero di emergenza dell'ascensore",
+        "Se una persona è bloccata in ascensore chiami anche il 112.",
+    ),
+    GAS: (
+        "gas",
+        "gas_emergency",
+        "Pronto intervento gas",
+        "Se sente odore di gas non accenda luci, esca e chiami il 112.",
+    ),
+}
 
 # A hazard described is an emergency, whatever else the message asks.
 _HAZARD = re.compile(r"\b(odore|puzza|perdita|fuga|sento|bloccat\w*|fumo|fiamm\w*|incendio)\b")
@@ -89,20 +104,10 @@ def office_answer(
     if topic == PEC:
         parts = [f"{label}: {office[key]}" for key, label in CHANNELS if office.get(key)]
         return ("Può scriverci qui: " + "; ".join(parts) + ".") if parts else unknown
-    if topic == LIFT:
-        number = own.get("ascensore") or office.get("lift_emergency")
+    if topic in EMERGENCY_NUMBERS:
+        own_key, office_key, name, advice = EMERGENCY_NUMBERS[topic]
+        number = own.get(own_key) or office.get(office_key)
         if not number:
-            return "Se qualcuno è bloccato in ascensore chiami il 112. " + unknown
-        return (
-            f"Numero di emergenza dell'ascensore{where}: {number}. "
-            "Se una persona è bloccata chiami anche il 112."
-        )
-    if topic == GAS:
-        number = own.get("gas") or office.get("gas_emergency")
-        if not number:
-            return "Se sente odore di gas esca e chiami il 112. " + unknown
-        return (
-            f"Pronto intervento gas{where}: {number}. "
-            "Se sente odore di gas non accenda luci, esca e chiami il 112."
-        )
+            return f"{advice} {unknown}"
+        return f"{name}{where}: {number}. {advice}"
     return unknown

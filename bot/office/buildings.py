@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -152,6 +153,16 @@ def _unit(session: Session, building: Building, scala: str, interno: str) -> Uni
         session.add(unit)
         session.flush()
     return unit
+
+
+def place_json(link: BuildingLink) -> dict[str, Any]:
+    """A contact's place in a building, as the API and the exports show it."""
+    return {
+        "building": link.building.code,
+        "role": link.role,
+        "scala": link.unit.scala if link.unit else None,
+        "interno": link.unit.interno if link.unit else None,
+    }
 
 
 def contact_unit(session: Session, contact_id: int, building_id: int) -> Unit | None:

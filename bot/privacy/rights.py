@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bot.exceptions import NotFound
+from bot.office.buildings import place_json
 from bot.privacy.audit import record_audit
 from bot.services import Services
 from storage.db import rows_affected
@@ -84,16 +85,7 @@ def _contact_data(
             "trade": contact.trade,
             "notice_categories": list(contact.notice_categories or []),
         },
-        "buildings": [
-            {
-                "building": link.building.code,
-                "role": link.role,
-                "scala": link.unit.scala if link.unit else None,
-                "interno": link.unit.interno if link.unit else None,
-                "source": link.source,
-            }
-            for link in links
-        ],
+        "buildings": [{**place_json(link), "source": link.source} for link in links],
         "consent_events": [_ledger_entry(svc, e) for e in ledger],
         "messages": [
             {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.office.buildings import place_json
 from storage.crypto import BodyCipher
 from storage.models import (
     BotLogEntry,
@@ -48,15 +49,7 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "buildings": [link.building.code for link in contact.building_links],
         # The person's role: the first one the office gave for a building.
         "role": next((link.role for link in contact.building_links if link.role), None),
-        "places": [
-            {
-                "building": link.building.code,
-                "role": link.role,
-                "scala": link.unit.scala if link.unit else None,
-                "interno": link.unit.interno if link.unit else None,
-            }
-            for link in contact.building_links
-        ],
+        "places": [place_json(link) for link in contact.building_links],
     }
 
 

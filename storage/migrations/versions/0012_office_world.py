@@ -27,6 +27,14 @@ branch_labels = None
 depends_on = None
 
 _KEEP_IDS = {"sqlite_autoincrement": True}
+# The tickets' new links (SET NULL): the column and the table it names.
+_TICKET_LINKS = (
+    ("contact_id", "contacts"),
+    ("building_id", "buildings"),
+    ("unit_id", "units"),
+    ("assignee_user_id", "users"),
+    ("supplier_contact_id", "contacts"),
+)
 
 
 def _tz() -> storage.models.UTCDateTime:
@@ -191,13 +199,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("assignee_user_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("supplier_contact_id", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("due_at", _tz(), nullable=True))
-        for column, target in (
-            ("contact_id", "contacts"),
-            ("building_id", "buildings"),
-            ("unit_id", "units"),
-            ("assignee_user_id", "users"),
-            ("supplier_contact_id", "contacts"),
-        ):
+        for column, target in _TICKET_LINKS:
             batch_op.create_foreign_key(
                 f"fk_tickets_{column}_{target}", target, [column], ["id"], ondelete="SET NULL"
             )
@@ -217,13 +219,7 @@ def downgrade() -> None:
         batch_op.drop_constraint("fk_ticket_events_work_order_id_work_orders", type_="foreignkey")
         batch_op.drop_column("work_order_id")
     with op.batch_alter_table("tickets", table_kwargs=_KEEP_IDS) as batch_op:
-        for column, target in (
-            ("contact_id", "contacts"),
-            ("building_id", "buildings"),
-            ("unit_id", "units"),
-            ("assignee_user_id", "users"),
-            ("supplier_contact_id", "contacts"),
-        ):
+        for column, target in _TICKET_LINKS:
             batch_op.drop_constraint(f"fk_tickets_{column}_{target}", type_="foreignkey")
         for column in (
             "due_at",
