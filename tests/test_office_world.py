@@ -763,3 +763,45 @@ def test_in_the_demo_office_a_fault_walks_through_a_work_order(client, svc, tena
 
     assert ticket.building is not None and ticket.building.code == "AUR"
     assert order_state(client, svc, fresh, created["id"])["status"] == "done"
+
+
+def test_an_operator_sends_a_building_notice_from_the_console(
+    runner, client, signed_in, svc, tenant, twilio, tmp_path
+):
+    from bot.office.settings import update_settings
+    from helpers import post_form
+
+    import_office(runner, tenant, tmp_path)
+    from bot.office.settings import parse_assignment
+
+    update_settings(
+        svc,
+        tenant.id,
+        dict([parse_assignment(f"approved_templates=Avviso|{NOTICE_SID}")]),
+        actor="test",
+    )
+    say(client, svc, "AVVISI SI")
+    before = len(twilio.messages)
+
+    sent = post_form(
+        signed_in,
+        "/console/notices",
+        {
+            "building": "AUR",
+            "category": "avvisi",
+            "content_sid": NOTICE_SID,
+            "text": "ascensore fermo",
+        },
+        page="/console/notices",
+    )
+    refused = post_form(
+        signed_in,
+        "/console/notices",
+        {"building": "AUR", "category": "convocazione_assemblea", "content_sid": NOTICE_SID},
+        page="/console/notices",
+    )
+    drain(svc)
+
+    assert "in invio a 1 condòmini" in sent.get_data(as_text=True)
+    assert "art. 66" in refused.get_data(as_text=True)
+    assert [m["To"] for m in twilio.messages[before:]] == [f"whatsapp:{RESIDENT}"]

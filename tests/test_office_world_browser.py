@@ -48,3 +48,14 @@ def test_tickets_open_edit_and_list_on_a_390_px_phone(
     page.goto("/console/tickets?condominio=AUR")
     assert page.locator("table.inbox tbody tr").count() == 1
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
+
+
+def test_the_notices_page_fits_a_390_px_phone(runner, svc, tenant, operator, page, tmp_path: Path):
+    import_office(runner, tenant, tmp_path)
+    page.set_viewport_size({"width": PHONE_WIDTH, "height": 844})
+    sign_in(page, operator.email)
+
+    page.goto("/console/notices")
+
+    assert page.locator("#notice-form").is_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH

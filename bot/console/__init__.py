@@ -15,7 +15,13 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from bot.console import admin_views, push_views, ticket_views, views  # noqa: F401  (routes)
+from bot.console import (  # noqa: F401  (routes)
+    admin_views,
+    notice_views,
+    push_views,
+    ticket_views,
+    views,
+)
 from bot.console.auth import init_login
 from bot.console.blueprint import bp
 from bot.console.labels import JINJA_FILTERS, JINJA_TABLES, label
