@@ -768,8 +768,9 @@ def test_in_the_demo_office_a_fault_walks_through_a_work_order(client, svc, tena
 def test_an_operator_sends_a_building_notice_from_the_console(
     runner, client, signed_in, svc, tenant, twilio, tmp_path
 ):
-    from bot.office.settings import update_settings
     from helpers import post_form
+
+    from bot.office.settings import update_settings
 
     import_office(runner, tenant, tmp_path)
     from bot.office.settings import parse_assignment

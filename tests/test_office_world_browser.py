@@ -6,18 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_console_browser import (  # noqa: F401 (fixtures)
-    CHROMIUM,
-    app,
-    app_config,
-    live_server,
-    operator,
-    page,
-    port,
-    sign_in,
-    svc,
-)
+import test_console_browser as browser
 from test_office_world import import_office
+
+# The browser tests' fixtures: a live server on loopback, chromium, a signed-in operator.
+app_config, app, svc, port = browser.app_config, browser.app, browser.svc, browser.port
+live_server, page, operator = browser.live_server, browser.page, browser.operator
+sign_in, CHROMIUM = browser.sign_in, browser.CHROMIUM
 
 PHONE_WIDTH = 390
 
