@@ -89,11 +89,13 @@ class NotFound(PortineriaError, LookupError):
 
 
 class Refused(PortineriaError):
-    """The move is not allowed now; ``message`` tells the operator why, in Italian."""
+    """The move is not allowed now; ``message`` tells the operator why, in Italian, and
+    ``code`` names the reason for the API (``opted_out``, ``no_template``...)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, code: str = "refused") -> None:
         super().__init__(message)
         self.message = message
+        self.code = code
 
 
 class TenantExists(PortineriaError):

@@ -22,6 +22,12 @@ def deliver_message(message_id: int) -> None:
     deliver(services(), message_id)
 
 
+def send_notice(notice_id: int) -> None:
+    from bot.office.notices import send_notice as run
+
+    run(services(), notice_id)
+
+
 def push_to_operators(tenant_id: int, payload: dict[str, Any]) -> None:
     from bot.office.push import push_to_operators as push
 

@@ -31,6 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from storage.vocabulary import (
+    BuildingRole,
     CallOutcome,
     Channel,
     Consent,
@@ -55,6 +56,7 @@ from storage.vocabulary import (
     TicketStatus,
     WebhookDeliveryStatus,
     WebhookEventType,
+    WorkOrderStatus,
 )
 
 NAMING = {
@@ -175,6 +177,16 @@ class Contact(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_contact_at: Mapped[datetime | None]
     last_inbound_at: Mapped[datetime | None]
+    # Only when the office provides it (its import, the console) or the person gives it.
+    name: Mapped[str | None] = mapped_column(String(200))
+    # A supplier's trade (idraulico, elettricista, ascensorista...).
+    trade: Mapped[str | None] = mapped_column(String(64))
+    # The building-notice categories the person opted into (``AVVISI SI``).
+    notice_categories: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+
+    building_links: Mapped[list[BuildingLink]] = relationship(
+        viewonly=True, order_by="BuildingLink.id"
+    )
 
 
 class Conversation(Base):
@@ -240,6 +252,10 @@ class Conversation(Base):
     # the conversation goes back to the bot), and when it reminded them, once.
     handoff_at: Mapped[datetime | None]
     handoff_reminded_at: Mapped[datetime | None]
+    # A fault whose building the bot asked for, and the buildings it offered by number
+    # (empty: it asked for the address). No foreign key: a cleared question is a NULL.
+    pending_ticket_id: Mapped[int | None] = mapped_column(Integer)
+    building_choices: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
 
     contact: Mapped[Contact] = relationship()
 
@@ -576,6 +592,61 @@ class AuditEvent(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class Building(Base):
+    """A condominio the office administers, known to the office by its own code."""
+
+    __tablename__ = "buildings"
+    __table_args__ = (UniqueConstraint("tenant_id", "code"), IDS_NEVER_REUSED)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    code: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(300))
+    # The building's own emergency numbers (``ascensore``, ``gas``), over the office's.
+    emergency_numbers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Unit(Base):
+    """A flat or a shop: its staircase (scala) and number (interno), '' where none."""
+
+    __tablename__ = "units"
+    __table_args__ = (UniqueConstraint("building_id", "scala", "interno"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    building_id: Mapped[int] = mapped_column(ForeignKey("buildings.id", ondelete="CASCADE"))
+    scala: Mapped[str] = mapped_column(String(16), default="")
+    interno: Mapped[str] = mapped_column(String(16), default="")
+
+
+class BuildingLink(Base):
+    """A contact's place in a building: owner, tenant or supplier, and their unit.
+
+    ``role`` is None when the person only told the bot which building they write about.
+    Deleted with the contact (erasure) or the building.
+    """
+
+    __tablename__ = "building_links"
+    __table_args__ = (
+        UniqueConstraint("contact_id", "building_id"),
+        Index(None, "tenant_id", "building_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    building_id: Mapped[int] = mapped_column(ForeignKey("buildings.id", ondelete="CASCADE"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="SET NULL"))
+    role: Mapped[BuildingRole | None] = mapped_column(StoredWord(BuildingRole, 16))
+    source: Mapped[DataSource] = mapped_column(StoredWord(DataSource, 32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    building: Mapped[Building] = relationship()
+    unit: Mapped[Unit | None] = relationship()
+
+
 class Ticket(Base):
     __tablename__ = "tickets"
     __table_args__ = (
@@ -619,6 +690,107 @@ class Ticket(Base):
     acknowledged_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The office's work item: who reported it, where, what (the resident's words,
+    # redacted as the message was, encrypted), how urgent, who works it, by when.
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    building_id: Mapped[int | None] = mapped_column(ForeignKey("buildings.id", ondelete="SET NULL"))
+    unit_id: Mapped[int | None] = mapped_column(ForeignKey("units.id", ondelete="SET NULL"))
+    description: Mapped[bytes | None] = mapped_column(LargeBinary)
+    priority: Mapped[Priority] = mapped_column(
+        StoredWord(Priority, 8), default=Priority.NORMAL, server_default="normal"
+    )
+    assignee_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    supplier_contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    due_at: Mapped[datetime | None]
+
+    building: Mapped[Building | None] = relationship()
+    unit: Mapped[Unit | None] = relationship()
+    supplier: Mapped[Contact | None] = relationship(foreign_keys=[supplier_contact_id])
+    assignee: Mapped[User | None] = relationship()
+    work_orders: Mapped[list[WorkOrder]] = relationship(viewonly=True, order_by="WorkOrder.id")
+
+
+class TicketNote(Base):
+    """An operator's internal note on a ticket (encrypted; never sent to anyone)."""
+
+    __tablename__ = "ticket_notes"
+    __table_args__ = (Index(None, "ticket_id", "id"), IDS_NEVER_REUSED)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkOrder(Base):
+    """An ordine di lavoro: a ticket's job sent to a supplier as a quick-reply template.
+
+    ``message_id`` is the outbound template message: the supplier's button reply names
+    its provider SID (``OriginalRepliedMessageSid``). ``note`` is encrypted.
+    """
+
+    __tablename__ = "work_orders"
+    __table_args__ = (
+        Index(None, "tenant_id", "supplier_contact_id", "status"),
+        Index("ix_work_orders_ticket_id", "ticket_id"),
+        IDS_NEVER_REUSED,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    supplier_contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    status: Mapped[WorkOrderStatus] = mapped_column(StoredWord(WorkOrderStatus, 16))
+    note: Mapped[bytes | None] = mapped_column(LargeBinary)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    proposed_at: Mapped[datetime | None]
+    created_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    supplier: Mapped[Contact | None] = relationship()
+
+
+class BuildingNotice(Base):
+    """An avviso to a building's (or a staircase's) residents who opted into its category."""
+
+    __tablename__ = "building_notices"
+    __table_args__ = (Index(None, "tenant_id", "id"), IDS_NEVER_REUSED)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    building_id: Mapped[int | None] = mapped_column(ForeignKey("buildings.id", ondelete="SET NULL"))
+    scala: Mapped[str | None] = mapped_column(String(16))
+    category: Mapped[str] = mapped_column(String(32))
+    content_sid: Mapped[str] = mapped_column(String(64))
+    variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    recipients: Mapped[int] = mapped_column(Integer, default=0)
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NoticeDelivery(Base):
+    """One resident's copy of a notice: the message it went as (or why it did not)."""
+
+    __tablename__ = "notice_deliveries"
+    __table_args__ = (UniqueConstraint("notice_id", "contact_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    notice_id: Mapped[int] = mapped_column(ForeignKey("building_notices.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))
+    refusal: Mapped[str | None] = mapped_column(String(32))
 
 
 class TicketEvent(Base):
@@ -638,6 +810,10 @@ class TicketEvent(Base):
     kind: Mapped[TicketEventKind] = mapped_column(StoredWord(TicketEventKind, 32))
     actor: Mapped[str] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The work order a step concerns (its own timeline is these rows).
+    work_order_id: Mapped[int | None] = mapped_column(
+        ForeignKey("work_orders.id", ondelete="SET NULL")
+    )
 
 
 class Event(Base):

@@ -14,6 +14,7 @@ from enum import StrEnum
 __all__ = [
     "AckVia",
     "Action",
+    "BuildingRole",
     "CallOutcome",
     "Channel",
     "ContactKind",
@@ -28,6 +29,7 @@ __all__ = [
     "LegalBasis",
     "MessageStatus",
     "Mode",
+    "NoticeCategory",
     "Priority",
     "Purpose",
     "PasswordLinkPurpose",
@@ -43,6 +45,8 @@ __all__ = [
     "TicketStatus",
     "WebhookDeliveryStatus",
     "WebhookEventType",
+    "WorkOrderAnswer",
+    "WorkOrderStatus",
 ]
 
 
@@ -152,6 +156,11 @@ class Purpose(StrEnum):
     WITHDRAWAL_CONFIRMATION = "withdrawal_confirmation"
     OPERATOR = "operator"
     API = "api"
+    # The office's own world: an ordine di lavoro to a supplier, a resident told that
+    # their ticket moved on, a building notice (avviso) to the residents who opted in.
+    WORK_ORDER = "work_order"
+    TICKET_UPDATE = "ticket_update"
+    BUILDING_NOTICE = "building_notice"
 
 
 class Refusal(StrEnum):
@@ -199,6 +208,8 @@ class KeywordKind(StrEnum):
     OPERATOR = "operator"
     ACCESS = "access"
     ERASURE = "erasure"
+    NOTICES_ON = "notices_on"  # AVVISI SI: building notices wanted
+    NOTICES_OFF = "notices_off"  # AVVISI NO
 
 
 class Role(StrEnum):
@@ -230,6 +241,53 @@ class TicketEventKind(StrEnum):
     ACKNOWLEDGED = "acknowledged"  # an operator took charge of an emergency
     RELEASED = "released"  # its conversation went back to the bot
     CLOSED = "closed"
+    UPDATED = "updated"  # fields changed by hand (detail: which, old and new)
+    NOTE_ADDED = "note_added"  # an internal note (its text is in ticket_notes)
+    BUILDING_SET = "building_set"  # filed under a building (by the bot or by hand)
+    WORK_ORDER = "work_order"  # a work order was sent or answered (detail: status)
+    RESIDENT_TOLD = "resident_told"  # the reporting resident was told of a step
+    CONFIRMED_SOLVED = "confirmed_solved"  # the resident confirmed it is solved
+
+
+class BuildingRole(StrEnum):
+    """A contact's place in a building (condominio)."""
+
+    PROPRIETARIO = "proprietario"
+    INQUILINO = "inquilino"
+    FORNITORE = "fornitore"
+
+
+class WorkOrderStatus(StrEnum):
+    """An ordine di lavoro: sent, then accepted, declined or proposed (a date), then done."""
+
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    PROPOSED = "proposed"
+    DONE = "done"
+
+
+# What a supplier may still answer or report on.
+OPEN_WORK_ORDERS = (WorkOrderStatus.SENT, WorkOrderStatus.ACCEPTED, WorkOrderStatus.PROPOSED)
+
+
+class WorkOrderAnswer(StrEnum):
+    """A supplier's answer: the quick-reply button ids of ``templates.work_order``, and
+    the report of work done."""
+
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    PROPOSE = "propose"
+    DONE = "done"
+
+
+class NoticeCategory(StrEnum):
+    """What a building notice is about; residents opt into ``avvisi``."""
+
+    AVVISI = "avvisi"
+    # Never sent: WhatsApp is not a valid channel to convene an assembly (art. 66
+    # disp. att. c.c.: PEC, registered letter or hand delivery are).
+    CONVOCAZIONE_ASSEMBLEA = "convocazione_assemblea"
 
 
 class AckVia(StrEnum):
@@ -285,6 +343,13 @@ class Action(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     # Not a message's decision: the housekeeping's "an operator will answer" reminder.
     HANDOFF_REMINDER = "handoff_reminder"
+    NOTICES_ON = "notices_on"
+    NOTICES_OFF = "notices_off"
+    BUILDING_ASKED = "building_asked"  # a fault's building is unknown: the bot asks
+    BUILDING_GIVEN = "building_given"  # the answer named one: the ticket is filed under it
+    WORK_ORDER_ANSWER = "work_order_answer"  # a supplier answered an ordine di lavoro
+    OFFICE_INFO = "office_info"  # a question about the office, answered from its settings
+    RESOLVED_CONFIRMED = "resolved_confirmed"  # a resident confirmed their fault is solved
 
 
 class CallOutcome(StrEnum):

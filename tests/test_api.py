@@ -387,7 +387,8 @@ def test_the_get_by_phone_still_works_and_says_it_is_deprecated(client, ours):
 # -- the shapes of the contract ---------------------------------------------------------
 
 CONTRACT = {
-    "contacts": {"id", "phone", "kind", "legal_basis", "consent", "last_contact_at", "source"},
+    "contacts": {"id", "phone", "kind", "legal_basis", "consent", "last_contact_at", "source"}
+    | {"name", "trade", "buildings", "role", "places"},
     "events": {"event", "at", "channel", "evidence", "notice_version", "notice_sha256", "actor"}
     | {"id"},
     "conversations": {"id", "contact_id", "mode", "priority", "needs_attention"}
@@ -395,7 +396,9 @@ CONTRACT = {
     "messages": {"id", "provider_sid", "direction", "body", "status", "intent", "at"}
     | {"sensitive"},
     "tickets": {"id", "kind", "intent", "status", "conversation_id", "entities", "created_at"}
-    | {"updated_at", "hazard", "acknowledged_at"},
+    | {"updated_at", "hazard", "acknowledged_at"}
+    | {"contact_id", "building", "scala", "interno", "description", "priority", "assignee"}
+    | {"supplier", "due_at", "work_orders"},
     "entries": {"at", "message_id", "intent", "confidence", "action", "model_version"}
     | {"safety_rule", "duration_ms", "id"},
 }

@@ -666,7 +666,7 @@ def test_out_of_hours_the_acknowledgement_says_when_the_office_reopens(
     say(consented, svc, "Il citofono della scala A non funziona")
 
     [ack] = [m["Body"] for m in twilio.messages]
-    assert ack.startswith(TEXTS["ack_guasto"])
+    assert ack.startswith(TEXTS["ack_guasto"].format(ticket=1, building=""))
     assert "L'ufficio ora è chiuso e riapre domani alle 8:00" in ack
     assert "112" in ack
     assert last_log(svc).detail["replies"] == [["ack_guasto", "reply", "out_of_hours"]]
@@ -674,7 +674,9 @@ def test_out_of_hours_the_acknowledgement_says_when_the_office_reopens(
 
 def test_in_office_hours_the_acknowledgement_is_plain(consented, svc, tenant, twilio):
     say(consented, svc, "Il citofono della scala A non funziona")
-    assert [m["Body"] for m in twilio.messages] == [TEXTS["ack_guasto"]]
+    assert [m["Body"] for m in twilio.messages] == [
+        TEXTS["ack_guasto"].format(ticket=1, building="")
+    ]
 
 
 def test_an_emergency_out_of_hours_gets_the_safety_advice_alone(consented, svc, tenant, twilio):

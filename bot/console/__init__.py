@@ -17,6 +17,7 @@ from werkzeug.wrappers import Response
 
 from bot.console import (  # noqa: F401  (routes)
     admin_views,
+    notice_views,
     push_views,
     ticket_views,
     views,

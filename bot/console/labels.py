@@ -63,7 +63,18 @@ PURPOSE = {
     "withdrawal_confirmation": "conferma revoca",
     "operator": "operatore",
     "api": "gestionale (API)",
+    "work_order": "ordine di lavoro",
+    "ticket_update": "aggiornamento del ticket",
+    "building_notice": "avviso di condominio",
 }
+WORK_ORDER_STATUS = {
+    "sent": "inviato",
+    "accepted": "accettato",
+    "declined": "rifiutato",
+    "proposed": "data proposta",
+    "done": "completato",
+}
+BUILDING_ROLE = {"proprietario": "proprietario", "inquilino": "inquilino", "fornitore": "fornitore"}
 OFFICE_ZONE = ZoneInfo("Europe/Rome")
 ROLE = {"operator": "operatore", "admin": "amministratore"}
 CONSENT_EVENT = {
@@ -81,6 +92,12 @@ TICKET_EVENT = {
     "acknowledged": "presa in carico",
     "released": "restituita al bot",
     "closed": "chiusa",
+    "updated": "modificata",
+    "note_added": "nota interna",
+    "building_set": "condominio indicato",
+    "work_order": "ordine di lavoro",
+    "resident_told": "condòmino aggiornato",
+    "confirmed_solved": "risolto, confermato dal condòmino",
 }
 ACK_VIA = {
     "takeover": "presa della conversazione",
@@ -164,6 +181,13 @@ BOT_ACTION = {
     "ticket_work_done": "intervento completato",
     "event": "appuntamento proposto",
     "acknowledged": "risposta di cortesia",
+    "notices_on": "avvisi attivati",
+    "notices_off": "avvisi disattivati",
+    "building_asked": "chiesto il condominio",
+    "building_given": "condominio indicato",
+    "work_order_answer": "risposta a un ordine di lavoro",
+    "office_info": "informazioni sullo studio",
+    "resolved_confirmed": "risolto, confermato",
 }
 AUDIT_ACTION = {
     "login": "accesso alla console",
@@ -249,6 +273,9 @@ PURGE_KIND = {
     "bot_log": "voci del registro del bot",
     "never_consented_contacts": "contatti che non hanno mai accettato",
     "inactive_contacts": "contatti inattivi",
+    "work_orders": "ordini di lavoro conclusi",
+    "ticket_notes": "note interne dei ticket",
+    "notices": "avvisi di condominio",
 }
 # The office's settings: a label (and a hint) per key; groups by the key's prefix.
 SETTING = {
@@ -268,6 +295,24 @@ SETTING = {
         "Giorni dal primo messaggio.",
     ),
     "retention.inactive_contact_days": ("Contatti inattivi", "Giorni dall'ultimo contatto."),
+    "retention.work_orders_days": ("Ordini di lavoro conclusi", "Giorni dall'ultima risposta."),
+    "retention.ticket_notes_days": ("Note interne dei ticket", "Giorni dalla scrittura."),
+    "retention.notices_days": ("Avvisi di condominio", "Giorni dall'invio."),
+    "notices_daily_cap": (
+        "Destinatari al giorno dei messaggi avviati dallo studio",
+        "Il livello di Meta: 250 all'inizio.",
+    ),
+    "office.address": ("Indirizzo dello studio", "Lo dice il bot a chi lo chiede."),
+    "office.pec": ("PEC dello studio", ""),
+    "office.email": ("E-mail dello studio", ""),
+    "office.lift_emergency": (
+        "Numero di emergenza degli ascensori",
+        "Se un condominio non ha il suo (colonna «ascensore» dei condomìni).",
+    ),
+    "office.gas_emergency": (
+        "Pronto intervento gas",
+        "Se un condominio non ha il suo (colonna «gas» dei condomìni).",
+    ),
     "emergency.ack_seconds": (
         "Attesa prima di chiamare il reperibile",
         "Secondi senza presa in carico, da 10 a 86400.",
@@ -311,6 +356,8 @@ SETTING_GROUP = {
     "emergency": "Emergenze",
     "templates": "Modelli WhatsApp (Twilio)",
     "approved_templates": "Modelli WhatsApp (Twilio)",
+    "notices_daily_cap": "Avvisi di condominio",
+    "office": "Lo studio (risposte del bot)",
 }
 # What the settings' validation says (English, for the CLI), as the console says it.
 _SETTING_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -502,6 +549,8 @@ JINJA_TABLES = {
     "ROLE": ROLE,
     "CONSENT_EVENT": CONSENT_EVENT,
     "TICKET_EVENT": TICKET_EVENT,
+    "WORK_ORDER_STATUS": WORK_ORDER_STATUS,
+    "BUILDING_ROLE": BUILDING_ROLE,
     "ACK_VIA": ACK_VIA,
     "DATA_SOURCE": DATA_SOURCE,
     "INTENT": INTENT,

@@ -1,4 +1,5 @@
-"""Tickets: list (by status), detail with its conversation, status changes."""
+"""Tickets: list with filters, detail (timeline, notes, attachments, work orders),
+creation and edits by hand, internal notes, status changes, sending a work order."""
 
 from __future__ import annotations
 
@@ -8,38 +9,79 @@ from werkzeug.wrappers import Response
 from bot.console.auth import actor
 from bot.console.blueprint import bp
 from bot.console.paging import id_cursor
-from bot.console.tickets import TICKET_STATUSES, change_ticket_status, list_tickets, load_ticket
+from bot.console.tickets import (
+    TICKET_STATUSES,
+    TicketFilter,
+    add_note,
+    change_ticket_status,
+    create_ticket,
+    form_choices,
+    list_tickets,
+    ticket_page,
+    update_ticket,
+)
 from bot.exceptions import Refused
+from bot.office.work_orders import send_work_order
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
-from storage.models import utcnow
+from storage.models import Contact, Tenant, utcnow
+
+AGES = (1, 3, 7, 30)
 
 
 @bp.get("/tickets")
 def tickets() -> str:
     who = actor()
-    status = request.args.get("stato")
-    status = status if status in TICKET_STATUSES else None
+    wanted = TicketFilter.from_args(request.args)
     before = id_cursor(request.args.get("prima"))
     with services().db.read() as db:
-        rows, older = list_tickets(db, who.tenant_id, status, before=before)
+        rows, older = list_tickets(db, who.tenant_id, wanted, now=utcnow(), before=before)
+        choices = form_choices(db, who.tenant_id)
     return render_template(
         "console/tickets.html",
         tickets=rows,
-        status=status,
+        status=wanted.status,
+        wanted=wanted,
         statuses=TICKET_STATUSES,
+        choices=choices,
+        ages=AGES,
         older=older,
         paged=before is not None,
     )
 
 
+@bp.route("/tickets/new", methods=["GET", "POST"])
+def ticket_new() -> Response | str:
+    who = actor()
+    svc = services()
+    if request.method == "POST":
+        try:
+            with svc.db.session() as db:
+                created = create_ticket(db, who, request.form, svc.cipher, utcnow())
+        except Refused as refusal:
+            flash(refusal.message, "error")
+        else:
+            flash(f"Ticket n. {created.id} aperto.", "ok")
+            return redirect(url_for("console.ticket", ticket_id=created.id))
+    with svc.db.read() as db:
+        choices = form_choices(db, who.tenant_id)
+    return render_template("console/ticket_new.html", choices=choices, form=request.form)
+
+
 @bp.get("/tickets/<id:ticket_id>")
 def ticket(ticket_id: int) -> str:
     who = actor()
-    with services().db.session() as db:
-        found = load_ticket(db, who.tenant_id, ticket_id)
+    svc = services()
+    with svc.db.session() as db:
+        page = ticket_page(db, who.tenant_id, ticket_id, svc.cipher)
         record_actor_audit(db, who, "ticket.view", "ticket", ticket_id)
-    return render_template("console/ticket.html", ticket=found, statuses=TICKET_STATUSES)
+    return render_template(
+        "console/ticket.html", ticket=page.ticket, page=page, statuses=TICKET_STATUSES
+    )
+
+
+def _back(ticket_id: int) -> Response:
+    return redirect(url_for("console.ticket", ticket_id=ticket_id))
 
 
 @bp.post("/tickets/<id:ticket_id>/status")
@@ -51,4 +93,60 @@ def ticket_status(ticket_id: int) -> Response:
         flash(refusal.message, "error")
     else:
         flash("Stato del ticket aggiornato.", "ok")
-    return redirect(url_for("console.ticket", ticket_id=ticket_id))
+    return _back(ticket_id)
+
+
+@bp.post("/tickets/<id:ticket_id>/edit")
+def ticket_edit(ticket_id: int) -> Response:
+    svc = services()
+    try:
+        with svc.db.session() as db:
+            changed = update_ticket(db, actor(), ticket_id, request.form, svc.cipher, utcnow())
+    except Refused as refusal:
+        flash(refusal.message, "error")
+    else:
+        flash("Ticket aggiornato." if changed else "Nessuna modifica.", "ok")
+    return _back(ticket_id)
+
+
+@bp.post("/tickets/<id:ticket_id>/notes")
+def ticket_note(ticket_id: int) -> Response:
+    svc = services()
+    try:
+        with svc.db.session() as db:
+            add_note(db, actor(), ticket_id, request.form.get("note", ""), svc.cipher, utcnow())
+    except Refused as refusal:
+        flash(refusal.message, "error")
+    else:
+        flash("Nota aggiunta.", "ok")
+    return _back(ticket_id)
+
+
+@bp.post("/tickets/<id:ticket_id>/work-orders")
+def ticket_work_order(ticket_id: int) -> Response:
+    who = actor()
+    svc = services()
+    raw = request.form.get("supplier", "")
+    with svc.db.read() as db:
+        supplier = db.get(Contact, int(raw)) if raw.isdigit() and len(raw) < 10 else None
+        tenant = db.get(Tenant, who.tenant_id)
+    if supplier is None or supplier.tenant_id != who.tenant_id or not supplier.phone:
+        flash("Fornitore non valido: sceglilo dall'elenco.", "error")
+        return _back(ticket_id)
+    assert tenant is not None
+    try:
+        order = send_work_order(
+            svc,
+            tenant,
+            ticket_id,
+            supplier.phone,
+            request.form.get("note", ""),
+            actor=who.audit_name,
+            user_id=who.user_id,
+            ip=who.ip,
+        )
+    except Refused as refusal:
+        flash(refusal.message, "error")
+    else:
+        flash(f"Ordine di lavoro n. {order.id} inviato.", "ok")
+    return _back(ticket_id)

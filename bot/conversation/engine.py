@@ -32,15 +32,17 @@ from sqlalchemy import select
 
 from bot.conversation import rules
 from bot.conversation.alerts import alert_operators
-from bot.conversation.emergency import open_case
+from bot.conversation.emergency import open_case, record_ticket_event
 from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordBook, KeywordMatch
 from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
+from bot.conversation.world import WORLD_DEFAULTS, apply_world, read_world
 from bot.crm import record_turn
 from bot.exceptions import SendDeferred
 from bot.office.hours import OfficeClosed, closed_now
+from bot.office.work_orders import ResidentNews, tell_resident
 from bot.outbound import Envelope, Outgoing, send_message
 from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
@@ -78,6 +80,7 @@ from storage.vocabulary import (
     Mode,
     Priority,
     Refusal,
+    TicketEventKind,
     TicketKind,
     TicketStatus,
 )
@@ -177,8 +180,12 @@ def _handle(
         known = contact_by_wa_id(session, tenant, inbound.wa_id)
         awaiting = known is not None and known.consent == Consent.PENDING
     book = KeywordBook(tenant.settings.get("keywords"))
+    # A quick-reply button's answer is never read as a keyword ("Accetto" on a work
+    # order is not consent to the channel).
     keyword = (
-        None if inbound.opt_out_type else book.match(inbound.body, awaiting_acceptance=awaiting)
+        None
+        if inbound.opt_out_type or inbound.button_payload
+        else book.match(inbound.body, awaiting_acceptance=awaiting)
     )
     # The intent of what follows a keyword ("sì, ma il citofono non va"); sensitive data
     # in the whole body, which is what is stored and redacted.
@@ -200,6 +207,9 @@ def _handle(
             return None
         contact = _contact_for(session, tenant, inbound, now)
         thread = _conversation_for(session, tenant, contact, now)
+        world = read_world(session, tenant, contact, thread, inbound, keyword, text, reading, now)
+        if world.work_order is not None and keyword is not None:
+            keyword = None  # "accetto" to a work order answers it
         turn = rules.Turn(
             consent=contact.consent,
             legal_basis=contact.legal_basis,
@@ -211,6 +221,12 @@ def _handle(
             understanding=understanding,
             has_text=bool(inbound.body.strip()),
             office_open=closed is None,
+            building_question=world.building_question,
+            awaiting_building=world.awaiting_building,
+            building_found=world.building is not None,
+            work_order_answer=world.answer,
+            office_topic=world.office_topic,
+            confirms_solved=world.solved is not None,
         )
         plan = rules.plan_turn(turn)
         message = session.get(Message, claimed.id)
@@ -218,6 +234,7 @@ def _handle(
         _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
         _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings)
         events = _apply_plan(session, tenant, thread, message, plan, reading, now)
+        values = apply_world(session, tenant, contact, thread, message, world, plan, now)
         message.status = MessageStatus.HANDLED
         remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
         session.add(
@@ -231,7 +248,7 @@ def _handle(
                 model_version=reading.model_version if reading else None,
                 safety_rule=reading.safety_rule if reading else None,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                detail=_log_detail(plan, turn, keyword, closed),
+                detail={**_log_detail(plan, turn, keyword, closed), **values},
             )
         )
         session.flush()
@@ -405,11 +422,24 @@ def _apply_plan(
             status=TicketStatus.OPEN,
             entities=entities,
             hazard=plan.hazard,
+            contact_id=thread.contact_id,
+            # The resident's words, redacted and encrypted as the message's body is.
+            description=message.body,
+            priority=Priority.URGENT if plan.urgent else Priority.NORMAL,
         )
         session.add(ticket)
         session.flush()
         if ticket.kind == TicketKind.EMERGENCY:
             open_case(session, ticket, message, [event.name for event in events], now)
+        else:
+            record_ticket_event(
+                session,
+                ticket,
+                TicketEventKind.OPENED,
+                actor="contact",
+                at=now,
+                detail={"message_id": message.id},
+            )
         events.append(
             OperatorEvent(
                 (tenant_channel(tenant.slug),),
@@ -566,6 +596,8 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
         "notice_url": notice.full_notice_url if notice else "",
         "redaction": "conservato senza quei dati" if redacted else "segnalato all'ufficio",
         "reopening": entry.detail.get("reopening", ""),
+        **WORLD_DEFAULTS,
+        **entry.detail.get("values", {}),
     }
     for index, (key, purpose, *suffix) in enumerate(entry.detail.get("replies", [])):
         text = render(key, tenant.settings, **values)
@@ -581,3 +613,6 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
             raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
         if outcome.refusal is not None:
             log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)
+    # The resident who reported a fault hears of its work order's step (once per step).
+    for ticket_id, order_id, status in entry.detail.get("tell", []):
+        tell_resident(svc, tenant, ResidentNews(ticket_id, order_id, status))

@@ -53,6 +53,8 @@ class InboundMessage:
     media: tuple[Media, ...]
     button_payload: str | None
     opt_out_type: str | None
+    # A quick-reply button's answer names the message it answers (our template's SID).
+    replied_sid: str | None = None
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> InboundMessage:
@@ -74,6 +76,7 @@ class InboundMessage:
             media=media,
             button_payload=params.get("ButtonPayload") or None,
             opt_out_type=(params.get("OptOutType") or "").upper() or None,
+            replied_sid=params.get("OriginalRepliedMessageSid") or None,
         )
 
 

@@ -88,6 +88,16 @@ DEFAULT_PHRASES: dict[KeywordKind, tuple[str, ...]] = {
         "delete my data",
         "erase my data",
     ),
+    # Building notices (avvisi): in and out, apart from the channel's consent.
+    KeywordKind.NOTICES_ON: ("avvisi si", "si avvisi", "voglio gli avvisi", "avvisi on"),
+    KeywordKind.NOTICES_OFF: (
+        "avvisi no",
+        "no avvisi",
+        "avvisi stop",
+        "stop avvisi",
+        "basta avvisi",
+        "avvisi off",
+    ),
 }
 
 # Courtesy words that may surround a keyword without making it a sentence.

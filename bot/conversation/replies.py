@@ -35,15 +35,18 @@ TEXTS: dict[str, str] = {
     "{redaction}.",
     "handoff": "La metto in contatto con un operatore dell'ufficio, "
     "le risponderà appena possibile.",
-    "ack_guasto": "Grazie, abbiamo registrato la segnalazione e la passiamo al tecnico. "
-    "Le faremo sapere.",
-    "ack_preventivo": "Grazie, abbiamo registrato la richiesta relativa al preventivo.",
+    "ack_guasto": "Grazie, abbiamo registrato la segnalazione n. {ticket}{building} e la "
+    "passiamo al tecnico. La aggiorneremo qui a ogni passo.",
+    "ack_preventivo": "Grazie, abbiamo registrato la richiesta relativa al preventivo "
+    "(n. {ticket}).",
     "ack_fattura_pagamento": "Grazie, l'amministrazione verificherà. Attenzione: le variazioni "
     "di IBAN vengono sempre confermate per telefono dall'ufficio.",
     "ack_appuntamento": "Grazie, abbiamo preso nota dell'appuntamento: l'ufficio lo confermerà.",
     "ack_documenti": "I documenti vanno richiesti e inviati tramite {proper_channel}. "
     "Abbiamo comunque registrato la sua richiesta.",
-    "ack_assemblea": "Abbiamo registrato la sua domanda sull'assemblea: le risponderà l'ufficio.",
+    "ack_assemblea": "Abbiamo registrato la sua domanda sull'assemblea: le risponderà l'ufficio. "
+    "La convocazione dell'assemblea non arriva su WhatsApp: per legge (art. 66 disp. att. "
+    "c.c.) la riceve per PEC, raccomandata o consegna a mano.",
     "ack_intervento_completato": "Grazie, abbiamo registrato l'esito dell'intervento.",
     "ack_saluto_ringraziamento": "Grazie a lei! Siamo a disposizione.",
     "clarify": "Non sono sicuro di aver capito: può dirci in poche parole se si tratta di un "
@@ -79,6 +82,39 @@ TEXTS: dict[str, str] = {
     "stufe se può, esca all'aria aperta e chiami il 112 o il 115. Abbiamo avvisato "
     "l'ufficio con priorità urgente.",
     "ack_generic": "Grazie, abbiamo ricevuto il suo messaggio.",
+    # The office's world: which building a fault is about, building notices, work orders.
+    "ask_building_list": "Grazie, abbiamo registrato la segnalazione n. {ticket}. "
+    "Di quale condominio si tratta? Risponda con il numero:\n{choices}",
+    "ask_building_address": "Grazie, abbiamo registrato la segnalazione n. {ticket}. "
+    "Di quale condominio si tratta? Ci scriva l'indirizzo (via e numero civico).",
+    "building_given": "Grazie: la segnalazione n. {ticket} è registrata{building}. "
+    "La aggiorneremo qui a ogni passo.",
+    "building_not_found": "Non abbiamo riconosciuto il condominio: la segnalazione "
+    "n. {ticket} resta registrata e l'ufficio la verificherà.",
+    "notices_on": "Fatto: riceverà qui gli avvisi del suo condominio. Per non riceverli "
+    "più scriva AVVISI NO.",
+    "notices_off": "Fatto: non riceverà più gli avvisi del condominio. Per riceverli di "
+    "nuovo scriva AVVISI SI.",
+    "work_order_accept": "Grazie, l'ordine di lavoro n. {work_order} risulta accettato. "
+    'A lavoro finito ci scriva "ho finito".',
+    "work_order_decline": "Grazie, abbiamo registrato che non può occuparsi dell'ordine "
+    "n. {work_order}.",
+    "work_order_propose": "Grazie, abbiamo registrato la sua proposta{proposed} per "
+    "l'ordine n. {work_order}: l'ufficio la confermerà.",
+    "work_order_done": "Grazie, l'ordine di lavoro n. {work_order} risulta completato.",
+    "work_order_unknown": "Non troviamo un ordine di lavoro aperto a cui riferire la sua "
+    "risposta: l'ufficio la verificherà.",
+    "office_info": "{answer}",
+    "resolved_thanks": "Grazie della conferma: la segnalazione n. {ticket} è chiusa.",
+    # To the resident who reported a fault, when its work order moves on.
+    "ticket_update_accepted": "Aggiornamento sulla segnalazione n. {ticket}: il tecnico "
+    "ha preso in carico l'intervento.",
+    "ticket_update_proposed": "Aggiornamento sulla segnalazione n. {ticket}: il tecnico "
+    "propone l'intervento{proposed}. L'ufficio le confermerà la data.",
+    "ticket_update_declined": "Aggiornamento sulla segnalazione n. {ticket}: stiamo "
+    "cercando un altro tecnico.",
+    "ticket_update_done": "Aggiornamento sulla segnalazione n. {ticket}: l'intervento è "
+    "stato completato. Se il problema è risolto risponda RISOLTO; se no ce lo scriva qui.",
     # Added to an acknowledgement when the office is closed ({reopening} may be empty).
     "out_of_hours": "L'ufficio ora è chiuso{reopening}. In caso di emergenza (gas, fumo, "
     "acqua che esce, persone in pericolo) chiami il 112 o il 115 e ce lo scriva qui: "

@@ -22,6 +22,7 @@ from storage.vocabulary import (
     Mode,
     Purpose,
     TicketKind,
+    WorkOrderAnswer,
 )
 
 # Below this the classifier is not trusted with an action.
@@ -73,8 +74,15 @@ ACKNOWLEDGEMENTS = frozenset(
         "ack_documenti",
         "ack_assemblea",
         "ack_intervento_completato",
+        "ask_building_list",
+        "ask_building_address",
+        "building_given",
+        "building_not_found",
     }
 )
+# How the bot asks a fault's building: from the contact's buildings by number, or
+# (knowing none of theirs) by the address. None: known, or the office has no buildings.
+ASK_FROM_LIST, ASK_ADDRESS = "list", "address"
 OUT_OF_HOURS = "out_of_hours"
 
 
@@ -99,6 +107,15 @@ class Turn:
     understanding: Understanding | None = None
     has_text: bool = True
     office_open: bool = True  # False: out of the office's hours (bot.office.hours)
+    # The office's world: how a fault's building would be asked (ASK_*), whether the bot
+    # asked it and the answer named one, a supplier's answer to a work order, and a
+    # question about the office (bot.conversation.office_info).
+    building_question: str | None = None
+    awaiting_building: bool = False
+    building_found: bool = False
+    work_order_answer: WorkOrderAnswer | None = None
+    office_topic: str | None = None
+    confirms_solved: bool = False  # "risolto" after their fault's work was done
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,12 @@ class Plan:
     work_done: bool = False
     clarification: bool = False
     understand_rest: bool = False  # an acceptance carried a message: handle it too
+    ask_building: bool = False  # the fault's ticket waits for the resident's building
+    building_answer: bool | None = None  # True: filed under it; False: not found
+    notices: bool | None = None  # AVVISI SI (True) / AVVISI NO (False)
+    work_order_answer: WorkOrderAnswer | None = None
+    office_topic: str | None = None
+    confirmed_solved: bool = False
 
     @property
     def action(self) -> str:
@@ -144,6 +167,12 @@ class Plan:
         self.appointment = self.appointment or rest.appointment
         self.work_done = self.work_done or rest.work_done
         self.clarification = self.clarification or rest.clarification
+        self.ask_building = self.ask_building or rest.ask_building
+        self.building_answer = rest.building_answer
+        self.notices = rest.notices
+        self.work_order_answer = rest.work_order_answer
+        self.office_topic = rest.office_topic
+        self.confirmed_solved = rest.confirmed_solved
 
 
 def _plan(action: Action, *ledger: LedgerEvent, channel: Channel = Channel.WHATSAPP) -> Plan:
@@ -312,6 +341,29 @@ def _served(turn: Turn, keyword: KeywordKind | None) -> Plan:
     plan = Plan(actions=[])
     if turn.sensitive_kinds:
         plan.say("sensitive")
+    if keyword in (KeywordKind.NOTICES_ON, KeywordKind.NOTICES_OFF):
+        plan.notices = keyword == KeywordKind.NOTICES_ON
+        plan.actions = [Action.NOTICES_ON if plan.notices else Action.NOTICES_OFF]
+        plan.say("notices_on" if plan.notices else "notices_off")
+        return plan
+    if turn.work_order_answer is not None:
+        # A supplier answers an ordine di lavoro (a button, or typed words).
+        plan.actions, plan.work_order_answer = [Action.WORK_ORDER_ANSWER], turn.work_order_answer
+        plan.say(f"work_order_{turn.work_order_answer}")
+        return plan
+    if turn.confirms_solved:
+        plan.actions, plan.confirmed_solved = [Action.RESOLVED_CONFIRMED], True
+        plan.say("resolved_thanks")
+        return plan
+    if turn.awaiting_building and _answers_building_question(turn):
+        plan.building_answer = turn.building_found
+        if turn.building_found:
+            plan.actions = [Action.BUILDING_GIVEN]
+            plan.say("building_given")
+        else:
+            plan.actions = [Action.STORED]
+            plan.say("building_not_found")
+        return plan
     if keyword == KeywordKind.OPERATOR:
         plan.actions, plan.handoff = [Action.HANDOFF], Handoff.OPERATOR_REQUEST
         plan.say("handoff")
@@ -325,8 +377,25 @@ def _served(turn: Turn, keyword: KeywordKind | None) -> Plan:
     return plan
 
 
+def _answers_building_question(turn: Turn) -> bool:
+    """After "which building?": a building named, or words that are no request of their
+    own (an emergency or a clear new request is handled as such)."""
+    if turn.building_found:
+        return True
+    understanding = turn.understanding
+    return understanding is None or (
+        understanding.intent == "altro" or understanding.confidence < LOW_CONFIDENCE
+    )
+
+
 def _act_on_intent(plan: Plan, turn: Turn, understanding: Understanding) -> None:
     intent = understanding.intent
+    if turn.office_topic is not None:
+        # Asked about the office (its hours, address, PEC, a building's emergency
+        # number): answered from its settings. office_info never reads a hazard so.
+        plan.actions, plan.office_topic = [Action.OFFICE_INFO], turn.office_topic
+        plan.say("office_info")
+        return
     if _is_emergency(understanding):
         plan.actions = [Action.EMERGENCY_HANDOFF]
         plan.say(_safety_reply(understanding), Purpose.SAFETY)
@@ -348,6 +417,10 @@ def _act_on_intent(plan: Plan, turn: Turn, understanding: Understanding) -> None
     if intent in TICKET_KIND:
         plan.ticket = TICKET_KIND[intent]
         plan.actions = [TICKET_ACTION[plan.ticket]]
+        if plan.ticket == TicketKind.GUASTO and turn.building_question is not None:
+            plan.ask_building = True
+            plan.say(f"ask_building_{turn.building_question}")
+            return
     elif intent == "appuntamento":
         plan.actions, plan.appointment = [Action.EVENT], True
     elif intent == "intervento_completato":

@@ -1,4 +1,5 @@
-"""Importing contacts from the office's CSV: ``phone,kind,legal_basis,consent_at,consent_method``.
+"""Importing contacts from the office's CSV: ``phone,kind,legal_basis,consent_at,consent_method``,
+and optionally ``name,building,scala,interno,role,trade`` (the building by its code).
 
 Every row is checked first and reported; valid rows go in one transaction, so a
 failure part-way leaves nothing half-imported. A row whose legal basis is consent
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from bot.exceptions import InvalidImport, InvalidPhoneNumber
+from bot.office.buildings import building_by_code, link_contact
 from bot.office.phone import e164
 from bot.privacy.consent import Evidence, record_event
 from bot.services import Services
@@ -22,6 +24,7 @@ from storage.models import Contact, Tenant
 from storage.queries import contact_by_phone
 from storage.vocabulary import (
     CONTACT_BASES,
+    BuildingRole,
     Channel,
     Consent,
     ContactKind,
@@ -31,6 +34,7 @@ from storage.vocabulary import (
 )
 
 COLUMNS = ("phone", "kind", "legal_basis", "consent_at", "consent_method")
+OPTIONAL_COLUMNS = ("name", "building", "scala", "interno", "role", "trade")
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,43 @@ class _Valid:
     legal_basis: LegalBasis
     consent_at: datetime | None
     consent_method: str
+    place: _Place
+
+
+@dataclass(frozen=True)
+class _Place:
+    """The optional columns: who the person is and where (the office's own data)."""
+
+    name: str | None = None
+    building: str | None = None
+    scala: str = ""
+    interno: str = ""
+    role: BuildingRole | None = None
+    trade: str | None = None
+
+
+def _cell(row: dict[str, str], column: str, limit: int) -> str:
+    return " ".join((row.get(column) or "").split())[:limit]
+
+
+def _check_place(line: int, phone: str, row: dict[str, str]) -> _Place | RowResult:
+    role = _cell(row, "role", 16).lower()
+    if role and role not in set(BuildingRole):
+        return RowResult(line, phone, "refused", f"ruolo sconosciuto: {role}")
+    building = _cell(row, "building", 32).upper() or None
+    scala, interno = _cell(row, "scala", 16), _cell(row, "interno", 16)
+    if (scala or interno or role in (BuildingRole.PROPRIETARIO, BuildingRole.INQUILINO)) and not (
+        building
+    ):
+        return RowResult(line, phone, "refused", "scala, interno o ruolo senza condominio")
+    return _Place(
+        name=_cell(row, "name", 200) or None,
+        building=building,
+        scala=scala,
+        interno=interno,
+        role=BuildingRole(role) if role else None,
+        trade=_cell(row, "trade", 64).lower() or None,
+    )
 
 
 def _check(line: int, row: dict[str, str]) -> _Valid | RowResult:
@@ -74,7 +115,10 @@ def _check(line: int, row: dict[str, str]) -> _Valid | RowResult:
         if not method:
             return RowResult(line, phone, "refused", "consenso senza modalità di raccolta")
         consent_at = consent_at.astimezone(UTC)
-    return _Valid(line, phone, ContactKind(kind), LegalBasis(basis), consent_at, method)
+    place = _check_place(line, phone, row)
+    if isinstance(place, RowResult):
+        return place
+    return _Valid(line, phone, ContactKind(kind), LegalBasis(basis), consent_at, method, place)
 
 
 def import_contacts(
@@ -94,6 +138,14 @@ def import_contacts(
             valid.append(checked)
     with svc.db.session() as session:
         for accepted in valid:
+            code = accepted.place.building
+            if code and building_by_code(session, tenant.id, code) is None:
+                results.append(
+                    RowResult(
+                        accepted.line, accepted.phone, "refused", f"condominio sconosciuto: {code}"
+                    )
+                )
+                continue
             results.append(_upsert(svc, session, tenant, accepted))
     return sorted(results, key=lambda r: r.line)
 
@@ -115,6 +167,7 @@ def _upsert(svc: Services, session: Session, tenant: Tenant, row: _Valid) -> Row
         # A list cannot override an opt-out the person gave us directly.
         return RowResult(row.line, row.phone, "refused", "il contatto ha revocato il consenso")
     contact.kind, contact.legal_basis = row.kind, row.legal_basis
+    _apply_place(session, tenant, contact, row.place)
     session.flush()
     if row.legal_basis == LegalBasis.CONSENT:
         record_event(
@@ -129,6 +182,29 @@ def _upsert(svc: Services, session: Session, tenant: Tenant, row: _Valid) -> Row
             at=row.consent_at,
         )
     return RowResult(row.line, row.phone, outcome)
+
+
+def _apply_place(session: Session, tenant: Tenant, contact: Contact, place: _Place) -> None:
+    # Only what the office's file gives: an empty cell changes nothing it knew.
+    if place.name:
+        contact.name = place.name
+    if place.trade:
+        contact.trade = place.trade
+    if place.role == BuildingRole.FORNITORE:
+        contact.kind = ContactKind.FORNITORE
+    session.flush()
+    if place.building:
+        building = building_by_code(session, tenant.id, place.building)
+        assert building is not None  # checked by the caller
+        link_contact(
+            session,
+            contact,
+            building,
+            role=place.role,
+            scala=place.scala,
+            interno=place.interno,
+            source=DataSource.IMPORT,
+        )
 
 
 def read_csv(text: str) -> list[dict[str, str]]:

@@ -162,9 +162,25 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     # What the events pushed to the office's CRM may carry besides ids (bot.crm).
     "webhooks.include_text": _boolean,
     "webhooks.include_phone": _boolean,
+    # Distinct recipients of business-initiated messages a rolling day (Meta's tier).
+    "notices_daily_cap": _whole_number(1, 100_000),
+    # What the bot answers about the office (bot.conversation.office_info).
+    "office.address": _text(300),
+    "office.pec": _text(254),
+    "office.email": _text(254),
+    "office.lift_emergency": _text(40),
+    "office.gas_emergency": _text(40),
 }
 # Keys written as GROUP.NAME are kept nested: settings[GROUP][NAME].
-NESTED_GROUPS = ("retention", "emergency", "hours", "handoff", "templates", "webhooks")
+NESTED_GROUPS = (
+    "retention",
+    "emergency",
+    "hours",
+    "handoff",
+    "templates",
+    "webhooks",
+    "office",
+)
 
 
 def parse_assignment(assignment: str) -> tuple[str, Any]:
@@ -203,6 +219,8 @@ def effective_settings(tenant: Tenant) -> dict[str, Any]:
             "include_text": bool(webhooks.get("include_text", False)),
             "include_phone": bool(webhooks.get("include_phone", False)),
         },
+        "notices_daily_cap": int(settings.get("notices_daily_cap", 250)),
+        "office": dict(settings.get("office") or {}),
     }
 
 

@@ -351,6 +351,32 @@ def _handoff_retention(t: dict[str, int]) -> list[dict[str, Any]]:
     ]
 
 
+def _office_world_retention(t: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        _term(
+            "Collegamenti ai condomìni (scala, interno, ruolo)",
+            t["inactive_contact_days"],
+            "Cancellati con il contatto, "
+            f"{t['inactive_contact_days']} giorni dopo l'ultimo contatto o su richiesta",
+        ),
+        _term(
+            "Ordini di lavoro conclusi",
+            t["work_orders_days"],
+            f"{t['work_orders_days']} giorni dall'ultima risposta",
+        ),
+        _term(
+            "Note interne dei ticket",
+            t["ticket_notes_days"],
+            f"{t['ticket_notes_days']} giorni dalla scrittura",
+        ),
+        _term(
+            "Avvisi di condominio e loro consegne",
+            t["notices_days"],
+            f"{t['notices_days']} giorni dall'invio",
+        ),
+    ]
+
+
 def _accounts_retention(_t: dict[str, int]) -> list[dict[str, Any]]:
     return [
         _term(
@@ -503,6 +529,47 @@ ACTIVITIES: tuple[_Activity, ...] = (
             "https",
         ),
         holds_contact_identity=True,
+    ),
+    _Activity(
+        id="office_world",
+        name=("Anagrafica dei condomìni, ordini di lavoro ai fornitori e avvisi di condominio"),
+        purposes=(
+            "Collegare condòmini e fornitori ai condomìni amministrati (scala, interno, ruolo) "
+            "per registrare le segnalazioni sotto il condominio giusto",
+            "Inviare ordini di lavoro ai fornitori e seguirne le risposte fino alla chiusura, "
+            "informando chi ha segnalato il guasto",
+            "Inviare avvisi di servizio ai soli condòmini che li hanno chiesti (AVVISI SI), "
+            "uno per uno, senza mostrare il numero di nessuno agli altri",
+        ),
+        legal_basis=(
+            "Art. 6(1)(b) GDPR: esecuzione del mandato di amministrazione e dei contratti "
+            "di fornitura",
+            "Art. 6(1)(c) GDPR: obblighi di legge dell'amministratore (art. 1130 c.c., "
+            "anagrafe condominiale)",
+            "Art. 6(1)(a) GDPR: consenso al canale e adesione agli avvisi (AVVISI SI / NO)",
+        ),
+        data_subjects=(
+            "Condòmini (proprietari e inquilini)",
+            "Fornitori e loro incaricati",
+        ),
+        personal_data=(
+            "Condominio, scala, interno e ruolo (solo se forniti dallo studio o "
+            "dall'interessato); nome solo se fornito dallo studio o dall'interessato",
+            "Fornitori: nome, mestiere, numero di telefono",
+            "Ticket: descrizione (le parole del condòmino, oscurate come i messaggi), "
+            "priorità, operatore assegnato, fornitore, scadenza, note interne",
+            "Ordini di lavoro: stato, data proposta, nota, cronologia delle risposte",
+            "Avvisi di condominio: categoria, destinatari e stato di consegna",
+        ),
+        recipients=("operators", "processor", "meta", "twilio", "crm"),
+        retention=_office_world_retention,
+        measures=(
+            "outbound_gate",
+            "encryption_at_rest",
+            "audit_chain",
+            "tenant_segregation",
+            "https",
+        ),
     ),
     _Activity(
         id="operator_accounts_audit",

@@ -72,15 +72,19 @@ from bot.services import Services
 from storage.db import rows_affected
 from storage.models import (
     BotLogEntry,
+    BuildingNotice,
     Contact,
     FileDeletion,
     MediaItem,
     Message,
+    NoticeDelivery,
     Tenant,
+    TicketNote,
+    WorkOrder,
     iso_utc,
     utcnow,
 )
-from storage.vocabulary import Consent, Direction
+from storage.vocabulary import OPEN_WORK_ORDERS, Consent, Direction
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,10 @@ DEFAULT_TERMS: dict[str, int] = {
     "inactive_contact_days": 730,
     # Events for the office's CRM and their delivery log (bot.crm).
     "webhook_days": 30,
+    # The office's world: finished work orders, ticket notes, building notices.
+    "work_orders_days": 730,
+    "ticket_notes_days": 730,
+    "notices_days": 365,
 }
 # What a report counts, in the order it prints them.
 KINDS = (
@@ -103,6 +111,9 @@ KINDS = (
     "never_consented_contacts",
     "inactive_contacts",
     "webhook_events",
+    "work_orders",
+    "ticket_notes",
+    "notices",
 )
 
 PURGE_EVERY = timedelta(days=1)
@@ -254,6 +265,12 @@ def _delete_due(
     with _write(svc, report) as session:
         # The CRM's outbox stays small (a month of events by default): one statement.
         report.removed["webhook_events"] = purge_events(session, tenant_id, cutoffs)
+        # The office's world is small beside its messages: one statement each.
+        for kind, (model, condition) in _office_records_due(tenant_id, cutoffs).items():
+            if kind == "notices":
+                notices = select(BuildingNotice.id).where(condition)
+                _delete_where(session, NoticeDelivery, NoticeDelivery.notice_id.in_(notices))
+            report.removed[kind] = _delete_where(session, model, condition)
         record_audit(
             session,
             tenant_id,
@@ -396,12 +413,43 @@ def _count_due(svc: Services, tenant_id: int, cutoffs: dict[str, datetime]) -> d
         "never_consented_contacts": (Contact, never),
         "inactive_contacts": (Contact, inactive),
         "webhook_events": events_past_term(tenant_id, cutoffs),
+        **_office_records_due(tenant_id, cutoffs),
     }
     with svc.db.read() as session:
         return {
             kind: int(session.scalar(select(func.count()).select_from(model).where(where)) or 0)
             for kind, (model, where) in queries.items()
         }
+
+
+def _office_records_due(
+    tenant_id: int, cutoffs: dict[str, datetime]
+) -> dict[str, tuple[Any, ColumnElement[bool]]]:
+    """Finished work orders, ticket notes and building notices past their terms."""
+    return {
+        "work_orders": (
+            WorkOrder,
+            and_(
+                WorkOrder.tenant_id == tenant_id,
+                WorkOrder.status.not_in(OPEN_WORK_ORDERS),
+                WorkOrder.updated_at < cutoffs["work_orders_days"],
+            ),
+        ),
+        "ticket_notes": (
+            TicketNote,
+            and_(
+                TicketNote.tenant_id == tenant_id,
+                TicketNote.created_at < cutoffs["ticket_notes_days"],
+            ),
+        ),
+        "notices": (
+            BuildingNotice,
+            and_(
+                BuildingNotice.tenant_id == tenant_id,
+                BuildingNotice.created_at < cutoffs["notices_days"],
+            ),
+        ),
+    }
 
 
 # -- one batch ---------------------------------------------------------------------------

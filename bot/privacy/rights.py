@@ -18,17 +18,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Select, delete, or_, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.crm import forget_contact
 from bot.exceptions import NotFound
+from bot.office.buildings import place_json
 from bot.privacy.audit import record_audit
 from bot.services import Services
 from storage.db import rows_affected
 from storage.models import (
     AuditEvent,
     BotLogEntry,
+    BuildingLink,
     ConsentEvent,
     Contact,
     Conversation,
@@ -36,6 +38,7 @@ from storage.models import (
     InternalNote,
     MediaItem,
     Message,
+    NoticeDelivery,
     Tenant,
     Ticket,
     iso_utc,
@@ -191,6 +194,9 @@ _CONTACT_FIELDS = (
     Contact.profile_name,
     Contact.created_at,
     Contact.last_contact_at,
+    Contact.name,
+    Contact.trade,
+    Contact.notice_categories,
 )
 
 
@@ -243,28 +249,42 @@ def _contacts_data(
             }
         )
     tickets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    # A fault they reported in a conversation, or a ticket the office filed for them.
+    owner = func.coalesce(Ticket.contact_id, Conversation.contact_id).label("owner")
     for t in session.execute(
         select(
-            Conversation.contact_id,
+            owner,
             Ticket.id,
             Ticket.kind,
             Ticket.status,
             Ticket.entities,
             Ticket.created_at,
+            Ticket.description,
         )
-        .join(Conversation, Conversation.id == Ticket.conversation_id)
-        .where(Ticket.tenant_id == tenant.id, Conversation.contact_id.in_(ids))
+        .outerjoin(Conversation, Conversation.id == Ticket.conversation_id)
+        .where(
+            Ticket.tenant_id == tenant.id,
+            or_(Conversation.contact_id.in_(ids), Ticket.contact_id.in_(ids)),
+        )
         .order_by(Ticket.id)
     ):
-        tickets[t.contact_id].append(
+        tickets[t.owner].append(
             {
                 "id": t.id,
                 "kind": t.kind,
                 "status": t.status,
                 "entities": t.entities,
                 "created_at": iso_utc(t.created_at),
+                "description": svc.cipher.decrypt(t.description) if t.description else None,
             }
         )
+    places: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for link in session.scalars(
+        select(BuildingLink)
+        .where(BuildingLink.tenant_id == tenant.id, BuildingLink.contact_id.in_(ids))
+        .order_by(BuildingLink.id)
+    ):
+        places[link.contact_id].append({**place_json(link), "source": link.source})
     ledgers = contacts_ledger(session, tenant, [(c.id, c.wa_id) for c in contacts], svc.cipher)
     for contact in contacts:
         yield {
@@ -280,7 +300,11 @@ def _contacts_data(
                 "profile_name": contact.profile_name,
                 "created_at": iso_utc(contact.created_at),
                 "last_contact_at": iso_utc(contact.last_contact_at),
+                "name": contact.name,
+                "trade": contact.trade,
+                "notice_categories": list(contact.notice_categories or []),
             },
+            "buildings": places[contact.id],
             "consent_events": [_ledger_entry(svc, e) for e in ledgers[contact.id]],
             "messages": messages[contact.id],
             "tickets": tickets[contact.id],
@@ -434,7 +458,22 @@ def erase_in_session(
     crm_events = forget_contact(session, tenant.id, contact.id, threads)
     removed = {
         "media": len(files),
-        "tickets": delete_rows(session, Ticket, tenant, Ticket.conversation_id.in_(threads)),
+        # Their tickets (a fault they reported, or one the office filed for them) with
+        # their notes, work orders and timelines (ON DELETE CASCADE).
+        "tickets": delete_rows(
+            session,
+            Ticket,
+            tenant,
+            Ticket.conversation_id.in_(threads) | (Ticket.contact_id == contact.id),
+        ),
+        "building_links": delete_rows(
+            session, BuildingLink, tenant, BuildingLink.contact_id == contact.id
+        ),
+        # A supplier's work orders stay the office's (the supplier link goes, SET NULL);
+        # a resident's copies of building notices go with them.
+        "notice_deliveries": delete_rows(
+            session, NoticeDelivery, tenant, NoticeDelivery.contact_id == contact.id
+        ),
         "events": delete_rows(session, Event, tenant, Event.conversation_id.in_(threads)),
         "bot_log": delete_rows(session, BotLogEntry, tenant, BotLogEntry.message_id.in_(messages)),
     }

@@ -33,6 +33,7 @@ def init_app(app: Flask) -> None:
         user_group,
         token_group,
         contacts_group,
+        buildings_group,
         oncall_group,
         webhooks_group,
         worker_command,
@@ -438,7 +439,27 @@ def contacts_group() -> None:
     pass
 
 
-@contacts_group.command("import", help="Import phone,kind,legal_basis,consent_at,consent_method.")
+def _read_rows(path: Path, read: Any) -> list[dict[str, str]]:
+    try:
+        return list(read(path.read_text(encoding="utf-8-sig")))
+    except (PortineriaError, UnicodeDecodeError) as error:
+        raise click.ClickException(f"cannot read {path}: {error}") from error
+
+
+def _report(results: list[Any], who: str) -> None:
+    """The per-row report of an import: one line a row, then the totals."""
+    for result in results:
+        line = f"riga {result.line}: {getattr(result, who) or '-'} {result.outcome}"
+        click.echo(line + (f" ({result.reason})" if result.reason else ""))
+    refused = sum(r.outcome == "refused" for r in results)
+    click.echo(f"{len(results) - refused} imported or updated, {refused} refused")
+
+
+@contacts_group.command(
+    "import",
+    help="Import phone,kind,legal_basis,consent_at,consent_method "
+    "[,name,building,scala,interno,role,trade].",
+)
 @click.option("--tenant", "slug", required=True)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @with_appcontext
@@ -446,16 +467,23 @@ def contacts_import(slug: str, path: Path) -> None:
     from bot.office.contacts_import import import_contacts, read_csv
 
     tenant = _tenant(slug)
-    try:
-        rows = read_csv(path.read_text(encoding="utf-8-sig"))
-    except (PortineriaError, UnicodeDecodeError) as error:
-        raise click.ClickException(f"cannot read {path}: {error}") from error
-    results = import_contacts(services(), tenant, rows)
-    for result in results:
-        line = f"riga {result.line}: {result.phone or '-'} {result.outcome}"
-        click.echo(line + (f" ({result.reason})" if result.reason else ""))
-    refused = sum(r.outcome == "refused" for r in results)
-    click.echo(f"{len(results) - refused} imported or updated, {refused} refused")
+    _report(import_contacts(services(), tenant, _read_rows(path, read_csv)), "phone")
+
+
+@click.group("buildings", help="The office's buildings (condomìni).")
+def buildings_group() -> None:
+    pass
+
+
+@buildings_group.command("import", help="Import code,name,address [,ascensore,gas].")
+@click.option("--tenant", "slug", required=True)
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def buildings_import(slug: str, path: Path) -> None:
+    from bot.office.buildings import import_buildings, read_buildings_csv
+
+    tenant = _tenant(slug)
+    _report(import_buildings(services(), tenant, _read_rows(path, read_buildings_csv)), "code")
 
 
 @click.command(

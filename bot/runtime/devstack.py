@@ -186,7 +186,7 @@ def describe_spool(spool: Spool, instance: Path, embedded_redis: bool) -> str:
 def run_dev(port: int) -> None:
     from bot import create_app
     from bot.exceptions import TenantExists
-    from bot.office.demo import make_demo_office_live, seed_demo_accounts
+    from bot.office.demo import make_demo_office_live, seed_demo_accounts, seed_demo_world
     from bot.office.lifecycle import create_tenant
     from bot.runtime.spool import ensure_web_drain
     from bot.services import services
@@ -219,6 +219,7 @@ def run_dev(port: int) -> None:
             tenant = tenant_by_slug(session, DEMO_SLUG)
         assert tenant is not None
         make_demo_office_live(svc, tenant)
+        seed_demo_world(svc, tenant)
         accounts = seed_demo_accounts(svc, tenant)
 
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())  # noqa: S603
@@ -227,6 +228,8 @@ def run_dev(port: int) -> None:
     click.echo(f"Portineria is running on {base}")
     click.echo(f"  simulator: {base}/dev/simulator (demo office {DEMO_NUMBER})")
     click.echo(f"  console:   {base}/console/")
+    click.echo("  demo world: buildings AUR and GIR; resident +393331112201 (AUR, scala B);")
+    click.echo("    suppliers +393351110001 (idraulico) and +393351110002 (elettricista)")
     for role, (email, password) in accounts.items():
         who = "admin:   " if role == "admin" else "operator:"
         click.echo(f"    {who} login {email} / {password}")

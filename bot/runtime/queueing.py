@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 PROCESS_INBOUND = "bot.jobs.process_inbound"
 DELIVER_MESSAGE = "bot.jobs.deliver_message"
 PUSH_TO_OPERATORS = "bot.jobs.push_to_operators"
+SEND_NOTICE = "bot.jobs.send_notice"
 RELAY_BATCH = 200
 MAX_RELAY_BATCHES = 50
 _WAITING = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
@@ -186,6 +187,19 @@ class JobQueue:
             log.warning(
                 "outbound message %s recorded but not enqueued: redis unavailable", message_id
             )
+
+    def enqueue_notice(self, notice_id: int) -> None:
+        """Send a building notice's copies from the worker, at the office's send rate.
+        Raises RedisError (the caller answers that the notice is not on its way)."""
+        self.queue.enqueue_call(
+            SEND_NOTICE,
+            args=(notice_id,),
+            job_id=f"notice-{notice_id}",
+            timeout=3600,
+            result_ttl=300,
+            failure_ttl=7 * 24 * 3600,
+            retry=Retry(max=5, interval=[5, 15, 60, 300, 900]),
+        )
 
     def enqueue_push(self, tenant_id: int, payload: dict[str, Any]) -> None:
         """A push to the office's operators, at the front of the queue: an emergency's

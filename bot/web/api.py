@@ -22,25 +22,31 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from bot.conversation.emergency import acknowledge_emergency, open_emergencies
 from bot.crm.history import deliveries_query, delivery_json
-from bot.exceptions import InvalidInput, NotFound
+from bot.exceptions import InvalidInput, NotFound, Refused
+from bot.office.notices import create_notice, notice_json
 from bot.office.phone import e164
 from bot.office.tokens import tenant_for_token
+from bot.office.work_orders import MAX_NOTE, send_work_order, work_order_events
 from bot.outbound import Envelope, Outgoing, Template, queue_message
 from bot.privacy.register import export_register
 from bot.services import services
 from bot.web.api_serialisers import (
     bot_log_json,
+    building_json,
     consent_event_json,
     contact_json,
     conversation_json,
     message_json,
     ticket_json,
+    work_order_json,
 )
 from bot.web.errors import error_response
 from bot.web.numbers import parse_id
 from bot.web.paging import PageRequest, fetch_page
 from storage.models import (
     BotLogEntry,
+    Building,
+    BuildingNotice,
     ConsentEvent,
     Contact,
     Conversation,
@@ -48,6 +54,7 @@ from storage.models import (
     Tenant,
     Ticket,
     WebhookDelivery,
+    WorkOrder,
     utcnow,
 )
 from storage.queries import (
@@ -214,7 +221,7 @@ def acknowledge(conversation_id: int) -> Response:
             **conversation_json(thread),
             conversation_id=thread.id,
             acknowledged=acknowledged,
-            emergencies=[ticket_json(t) for t in emergencies],
+            emergencies=[ticket_json(t, svc.cipher) for t in emergencies],
         )
 
 
@@ -248,7 +255,19 @@ def _from_since(model: Any, at: InstrumentedAttribute[datetime]) -> Select[Any]:
 @bp.get("/tickets")
 def tickets() -> Response:
     """Oldest first; ``since`` keeps those created from then on."""
-    return _listing("tickets", _from_since(Ticket, Ticket.created_at), Ticket.id, ticket_json)
+    return _listing(
+        "tickets",
+        _from_since(Ticket, Ticket.created_at),
+        Ticket.id,
+        partial(ticket_json, cipher=services().cipher),
+    )
+
+
+@bp.get("/buildings")
+def buildings() -> Response:
+    """The office's buildings, oldest first."""
+    query = select(Building).where(Building.tenant_id == g.tenant.id)
+    return _listing("buildings", query, Building.id, building_json)
 
 
 @bp.get("/bot-logs")
@@ -276,6 +295,90 @@ def processing_register() -> Response:
     """The office's art. 30 register, for the DPO's tools; the export is audited."""
     register = export_register(services(), g.tenant, utcnow(), actor="api", ip=request.remote_addr)
     return jsonify(register)
+
+
+@bp.post("/tickets/<id:ticket_id>/work-orders")
+def create_work_order(ticket_id: int) -> tuple[Response, int] | Response:
+    """Send an ordine di lavoro for the ticket to a supplier (the office's template)."""
+    svc = services()
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("supplier"), str):
+        abort(400, "a JSON object with 'supplier' (a phone number) is required")
+    note = data.get("note", "")
+    if not isinstance(note, str) or len(note) > MAX_NOTE:
+        abort(400, f"note must be a string of at most {MAX_NOTE} characters")
+    try:
+        order = send_work_order(
+            svc,
+            g.tenant,
+            ticket_id,
+            e164(data["supplier"]),
+            note,
+            actor="api",
+            ip=request.remote_addr,
+        )
+    except NotFound as missing:
+        code = "unknown_contact" if "supplier" in str(missing) else "not_found"
+        return error_response(404, code, str(missing))
+    except Refused as refusal:
+        return error_response(REFUSAL_STATUS.get(refusal.code, 422), refusal.code, refusal.message)
+    return jsonify(id=order.id, status=order.status), 201
+
+
+@bp.get("/work-orders/<id:order_id>")
+def work_order(order_id: int) -> Response:
+    with services().db.read() as session:
+        order = session.scalar(
+            select(WorkOrder).where(WorkOrder.tenant_id == g.tenant.id, WorkOrder.id == order_id)
+        )
+        if order is None:
+            abort(404, "no such work order")
+        return jsonify(work_order_json(order, list(work_order_events(session, order))))
+
+
+@bp.post("/notices")
+def create_building_notice() -> tuple[Response, int] | Response:
+    """A building notice to its consented, opted-in residents (202: being sent)."""
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict) or not isinstance(data.get("building"), str):
+        abort(400, "a JSON object with 'building', 'category' and 'template' is required")
+    scala, category = data.get("scala"), data.get("category", "avvisi")
+    if (scala is not None and not isinstance(scala, str)) or not isinstance(category, str):
+        abort(400, "scala and category must be strings")
+    outgoing = _outgoing({"template": data.get("template")})
+    assert outgoing.template is not None
+    try:
+        notice_id, recipients = create_notice(
+            services(),
+            g.tenant,
+            building_code=data["building"],
+            scala=scala,
+            category=category,
+            content_sid=outgoing.template.content_sid,
+            variables=outgoing.template.variables,
+            actor="api",
+            ip=request.remote_addr,
+        )
+    except NotFound:
+        abort(404, "no such building")
+    except Refused as refusal:
+        status = 429 if refusal.code == "daily_cap_exceeded" else 422
+        return error_response(status, refusal.code, refusal.message)
+    return jsonify(id=notice_id, recipients=recipients), 202
+
+
+@bp.get("/notices/<id:notice_id>")
+def building_notice(notice_id: int) -> Response:
+    with services().db.read() as session:
+        notice = session.scalar(
+            select(BuildingNotice).where(
+                BuildingNotice.tenant_id == g.tenant.id, BuildingNotice.id == notice_id
+            )
+        )
+        if notice is None:
+            abort(404, "no such notice")
+        building = session.get(Building, notice.building_id) if notice.building_id else None
+        return jsonify(notice_json(session, notice, building.code if building else None))
 
 
 def _outgoing(data: dict[str, Any]) -> Outgoing:

@@ -9,24 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.office.buildings import place_json
 from storage.crypto import BodyCipher
 from storage.models import (
     BotLogEntry,
+    Building,
     ConsentEvent,
     Contact,
     Conversation,
     Message,
     Ticket,
+    WorkOrder,
     iso_utc,
 )
 
 __all__ = [
     "bot_log_json",
+    "building_json",
     "consent_event_json",
     "contact_json",
     "conversation_json",
     "message_json",
     "ticket_json",
+    "work_order_json",
 ]
 
 
@@ -39,6 +44,21 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "consent": contact.consent,
         "source": contact.source,
         "last_contact_at": iso_utc(contact.last_contact_at),
+        "name": contact.name,
+        "trade": contact.trade,
+        "buildings": [link.building.code for link in contact.building_links],
+        # The person's role: the first one the office gave for a building.
+        "role": next((link.role for link in contact.building_links if link.role), None),
+        "places": [place_json(link) for link in contact.building_links],
+    }
+
+
+def building_json(building: Building) -> dict[str, Any]:
+    return {
+        "id": building.id,
+        "code": building.code,
+        "name": building.name,
+        "address": building.address,
     }
 
 
@@ -84,7 +104,7 @@ def message_json(message: Message, cipher: BodyCipher) -> dict[str, Any]:
     }
 
 
-def ticket_json(ticket: Ticket) -> dict[str, Any]:
+def ticket_json(ticket: Ticket, cipher: BodyCipher) -> dict[str, Any]:
     return {
         "id": ticket.id,
         "kind": ticket.kind,
@@ -97,6 +117,30 @@ def ticket_json(ticket: Ticket) -> dict[str, Any]:
         "acknowledged_at": iso_utc(ticket.acknowledged_at),
         "created_at": iso_utc(ticket.created_at),
         "updated_at": iso_utc(ticket.updated_at),
+        # The office's work item.
+        "contact_id": ticket.contact_id,
+        "building": ticket.building.code if ticket.building else None,
+        "scala": ticket.unit.scala if ticket.unit else None,
+        "interno": ticket.unit.interno if ticket.unit else None,
+        "description": cipher.decrypt(ticket.description) if ticket.description else None,
+        "priority": ticket.priority,
+        "assignee": ticket.assignee.email if ticket.assignee else None,
+        "supplier": ticket.supplier.phone if ticket.supplier else None,
+        "due_at": iso_utc(ticket.due_at),
+        "work_orders": [{"id": w.id, "status": w.status} for w in ticket.work_orders],
+    }
+
+
+def work_order_json(order: WorkOrder, events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "ticket_id": order.ticket_id,
+        "supplier": order.supplier.phone if order.supplier else None,
+        "status": order.status,
+        "proposed_at": iso_utc(order.proposed_at),
+        "created_at": iso_utc(order.created_at),
+        "updated_at": iso_utc(order.updated_at),
+        "events": events,
     }
 
 
