@@ -19,18 +19,20 @@ from helpers import (
     audit_actions,
     csrf_token,
     drain,
+    export_lines,
     login,
     make_contact,
     make_conversation,
     make_tenant,
     make_user,
     post_form,
+    records,
 )
 from sqlalchemy import select
 
 from bot.console.inbox import inbox, unread_total
 from bot.office.settings import update_settings
-from bot.privacy.rights import erase_contact, export_data
+from bot.privacy.rights import erase_contact
 from bot.services import Services
 from storage.models import (
     AuditEvent,
@@ -143,7 +145,7 @@ def test_the_search_never_finds_another_offices_conversations(svc, tenant, three
     other = make_tenant(svc, slug="studio-bianchi", number="+390698765432")
     user = make_user(svc, other, "luca@studio-bianchi.it")
     with svc.db.read() as session:
-        assert inbox(session, svc.cipher, other.id, user.id, search="3331111") == []
+        assert inbox(session, svc.cipher, other.id, user.id, search="3331111").rows == []
 
 
 # -- unread counts and the resident's last message -------------------------------------
@@ -289,9 +291,9 @@ def test_notes_are_in_the_offices_export_not_the_residents_and_go_with_erasure(
     with svc.db.read() as session:
         contact_id = session.scalar(select(InternalNote.contact_id))
 
-    office = export_data(svc, tenant, None, actor="test")
-    resident = export_data(svc, tenant, contact_id, actor="test")
-    assert [n["body"] for n in office["internal_notes"]] == ["Chiamare dopo le 18."]
+    office = export_lines(svc, tenant)
+    resident = export_lines(svc, tenant, contact_id)
+    assert [n["body"] for n in records(office, "internal_note")] == ["Chiamare dopo le 18."]
     assert "Chiamare dopo" not in str(resident)
 
     removed = erase_contact(svc, tenant, "+393339999999", actor="test")
