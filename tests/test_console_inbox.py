@@ -15,6 +15,7 @@ import pytest
 from fake_twilio import FakeTwilio
 from flask.testing import FlaskClient
 from helpers import (
+    OFFICE_NUMBER,
     add_message,
     audit_actions,
     csrf_token,
@@ -27,6 +28,7 @@ from helpers import (
     make_user,
     post_form,
     records,
+    post_signed,
 )
 from sqlalchemy import select
 
@@ -34,6 +36,7 @@ from bot.console.inbox import inbox, unread_total
 from bot.office.settings import update_settings
 from bot.privacy.rights import erase_contact
 from bot.services import Services
+from notify.operators import tenant_channel
 from storage.models import (
     AuditEvent,
     CannedResponse,
@@ -520,3 +523,61 @@ def test_next_goes_to_the_urgent_conversation_first_then_the_longest_wait(svc, t
     assert first.headers["Location"].endswith(f"/console/conversations/{urgent.id}")
     second = signed_in.get(f"/console/next?dopo={urgent.id}")
     assert second.headers["Location"].endswith(f"/console/conversations/{older.id}")
+
+
+def test_a_status_callback_tells_the_offices_consoles_so_the_ticks_move(svc, tenant, client):
+    conversation = make_conversation(svc, tenant)
+    sent = add_message(svc, conversation, "Ok", direction="out", status="sent", provider_sid="SM9")
+    channels = (tenant_channel(tenant.slug),)
+    cursor = svc.notifier.read(channels, None).cursor
+
+    params = {"MessageSid": "SM9", "MessageStatus": "read", "From": f"whatsapp:{OFFICE_NUMBER}"}
+    assert post_signed(client, "/webhooks/twilio/status", params).status_code == 204
+
+    (event,) = svc.notifier.read(channels, cursor).events
+    assert event["event"] == "message.status"
+    assert event["data"] == {
+        "conversation_id": conversation.id,
+        "message_id": sent.id,
+        "status": "read",
+    }
+
+
+def test_a_live_refresh_with_nothing_new_is_not_another_view_in_the_audit_trail(
+    svc, tenant, signed_in
+):
+    conversation_id, path = held(svc, tenant, signed_in)
+    with svc.db.read() as session:
+        from storage.models import Conversation
+
+        thread = session.get(Conversation, conversation_id)
+    page_of(signed_in, f"{path}/live")
+    views = audit_actions(svc, tenant).count("conversation.view")
+
+    page_of(signed_in, f"{path}/live")  # a tick, a colleague's move: nothing new
+    assert audit_actions(svc, tenant).count("conversation.view") == views
+
+    add_message(svc, thread, "Un'altra cosa")
+    page_of(signed_in, f"{path}/live")
+    assert audit_actions(svc, tenant).count("conversation.view") == views + 1
+
+
+@pytest.mark.parametrize("app_config_extra", [{"ATTACHMENT_MAX_BYTES": 1024}], indirect=True)
+def test_an_attachment_over_the_limit_is_refused_in_italian(
+    svc, tenant, signed_in, twilio: FakeTwilio
+):
+    _, path = held(svc, tenant, signed_in)
+    html = send_file(signed_in, path, PNG + b"\x00" * 2048, "foto.png")
+    drain(svc)
+    assert "L'allegato è troppo grande (al massimo 1 KB)" in html.replace("&#39;", "'")
+    assert twilio.messages == []
+
+
+def test_an_attachment_larger_than_a_webhook_passes_the_body_limit(
+    svc, tenant, signed_in, twilio: FakeTwilio
+):
+    _, path = held(svc, tenant, signed_in)
+    big = PDF + b"0" * (200 * 1024)  # the app's own limit is 64 KiB
+    assert "Messaggio in invio" in send_file(signed_in, path, big, "verbale.pdf")
+    drain(svc)
+    assert len(twilio.messages) == 1

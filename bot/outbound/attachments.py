@@ -47,7 +47,9 @@ def read_attachment(content: bytes, max_bytes: int) -> Attachment:
     if not content:
         raise Refused("Il file allegato è vuoto.")
     if len(content) > max_bytes:
-        raise Refused(f"L'allegato è troppo grande (al massimo {max_bytes // (1024 * 1024)} MB).")
+        mib = 1024 * 1024
+        limit = f"{max_bytes // mib} MB" if max_bytes >= mib else f"{max_bytes // 1024} KB"
+        raise Refused(f"L'allegato è troppo grande (al massimo {limit}).")
     for content_type, prefixes in SIGNATURES.items():
         if content.startswith(prefixes):
             return Attachment(content, content_type)
