@@ -176,7 +176,14 @@ def _record_step(
 
 # -- the supplier's answers ----------------------------------------------------------------
 
-_DONE = re.compile(r"\b(ho finito|abbiamo finito|finito|completato|terminato|riparato|fatto)\b")
+# Work done, in a supplier's words ("ho finito", "lavoro completato", "riparato");
+# not a bare "fatto" ("ho fatto il sopralluogo" is no report of work done).
+_DONE = re.compile(
+    r"\b(ho|abbiamo) (finito|terminato|completato)\b"
+    r"|\b(lavoro|lavori|intervento) (fatto|fatti|finito|finiti|completato|completati|"
+    r"terminato|eseguito)\b"
+    r"|\b(riparato|riparata|sistemato|sistemata)\b"
+)
 _DECLINE = re.compile(
     r"\bnon (posso|possiamo|riesco|riusciamo|sono disponibile|siamo disponibili|ce la faccio)\b"
     r"|\brifiuto\b|\bimpossibile\b"
