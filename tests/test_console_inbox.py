@@ -27,8 +27,8 @@ from helpers import (
     make_tenant,
     make_user,
     post_form,
-    records,
     post_signed,
+    records,
 )
 from sqlalchemy import select
 

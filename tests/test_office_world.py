@@ -343,7 +343,10 @@ def test_a_work_order_goes_as_a_template_the_supplier_accepts_by_button_and_clos
     assert "Body" not in sent or not sent["Body"]
     assert accepted["status"] == "accepted"
     assert (done["status"], done["ticket_id"], done["supplier"]) == ("done", ticket.id, SUPPLIER)
-    assert [e["status"] for e in done["events"]] == ["sent", "accepted", "done"]
+    steps = [e["status"] for e in done["events"] if e["kind"] == "work_order"]
+    assert steps == ["sent", "accepted", "done"]
+    told = [e["status"] for e in done["events"] if e["kind"] == "resident_told"]
+    assert told == ["accepted", "done"]
     assert only_ticket(svc).status == "done"
     told = replies_to(twilio, RESIDENT)
     assert any(f"segnalazione n. {ticket.id}: il tecnico ha preso in carico" in t for t in told)
@@ -377,6 +380,27 @@ def test_a_button_reply_is_never_read_as_a_consent_keyword(client, svc, office, 
     with svc.db.read() as session:
         supplier = session.scalar(select(Contact).where(Contact.phone == SUPPLIER))
         assert supplier is not None and supplier.consent == "none"
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("ho finito", "done"),
+        ("Lavoro completato, tutto a posto", "done"),
+        ("ho fatto il sopralluogo, serve un pezzo", None),
+        ("non posso prima di lunedì", "decline"),
+        ("domani alle 9:30", "propose"),
+        ("ok", "accept"),
+        ("buongiorno", None),
+    ],
+)
+def test_a_suppliers_words_are_read_as_an_answer_to_a_work_order(words, expected):
+    from bot.office.work_orders import read_answer
+    from storage.models import utcnow
+
+    read = read_answer(words, None, None, utcnow())
+
+    assert (read[0] if read else None) == expected
 
 
 @pytest.mark.parametrize(
@@ -492,6 +516,7 @@ def test_a_notice_to_one_staircase_skips_the_others(runner, client, svc, tenant,
     assert notice(client, svc, tenant, scala="A").get_json()["recipients"] == 1
 
 
+@BOTH
 def test_a_convocation_of_the_assembly_is_refused(runner, client, svc, tenant, tmp_path):
     import_office(runner, tenant, tmp_path)
 
@@ -508,6 +533,26 @@ def test_the_bot_says_an_assembly_is_not_convened_on_whatsapp(client, svc, tenan
     say(client, svc, "quando è la prossima assemblea?")
 
     assert "art. 66" in replies_to(twilio, RESIDENT)[-1]
+
+
+def test_a_notice_keeps_to_the_offices_send_rate(runner, client, svc, tenant, twilio, tmp_path):
+    import time
+
+    from bot.office.settings import update_settings
+
+    import_office(runner, tenant, tmp_path)
+    for phone in (RESIDENT, NEIGHBOUR):
+        say(client, svc, "AVVISI SI", sender=phone)
+    update_settings(svc, tenant.id, {"send_rate_per_second": 1}, actor="test")
+    before = len(twilio.messages)
+
+    assert notice(client, svc, tenant).get_json()["recipients"] == 2
+    started = time.monotonic()
+    drain(svc)
+
+    # One a second: the second copy waited for the next second's budget, and went.
+    assert len(twilio.messages[before:]) == 2
+    assert time.monotonic() - started < 30
 
 
 def test_a_notice_over_the_daily_cap_of_recipients_is_refused(

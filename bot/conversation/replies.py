@@ -25,6 +25,7 @@ TEXTS: dict[str, str] = {
     "Se cambia idea scriva ACCETTO.",
     "help": "Può scriverci per guasti, emergenze, pagamenti, assemblee e appuntamenti. "
     "Parole utili: OPERATORE (parlare con una persona), PRIVACY (informativa), "
+    "AVVISI SI / AVVISI NO (avvisi del condominio), "
     "I MIEI DATI (copia dei dati), CANCELLA I MIEI DATI, STOP (non ricevere messaggi).",
     "access_requested": "Abbiamo registrato la sua richiesta di accesso ai dati: "
     "l'amministratore gliela farà avere entro 30 giorni.",

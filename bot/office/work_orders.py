@@ -31,7 +31,17 @@ from bot.outbound import Envelope, Outgoing, Template, queue_message, send_messa
 from bot.outbound.gate import SERVICE_WINDOW
 from bot.privacy.audit import record_audit
 from bot.services import Services
-from storage.models import Contact, Conversation, Message, Tenant, Ticket, WorkOrder, utcnow
+from storage.models import (
+    Contact,
+    Conversation,
+    Message,
+    Tenant,
+    Ticket,
+    TicketEvent,
+    WorkOrder,
+    iso_utc,
+    utcnow,
+)
 from storage.queries import contact_by_phone, open_conversation_for
 from storage.vocabulary import (
     OPEN_WORK_ORDERS,
@@ -176,7 +186,14 @@ def _record_step(
 
 # -- the supplier's answers ----------------------------------------------------------------
 
-_DONE = re.compile(r"\b(ho finito|abbiamo finito|finito|completato|terminato|riparato|fatto)\b")
+# Work done, in a supplier's words ("ho finito", "lavoro completato", "riparato");
+# not a bare "fatto" ("ho fatto il sopralluogo" is no report of work done).
+_DONE = re.compile(
+    r"\b(ho|abbiamo) (finito|terminato|completato)\b"
+    r"|\b(lavoro|lavori|intervento) (fatto|fatti|finito|finiti|completato|completati|"
+    r"terminato|eseguito)\b"
+    r"|\b(riparato|riparata|sistemato|sistemata)\b"
+)
 _DECLINE = re.compile(
     r"\bnon (posso|possiamo|riesco|riusciamo|sono disponibile|siamo disponibili|ce la faccio)\b"
     r"|\brifiuto\b|\bimpossibile\b"
@@ -373,23 +390,31 @@ def tell_resident(svc: Services, tenant: Tenant, news: ResidentNews) -> None:
         )
     key = f"ticket-update:{news.ticket_id}:{news.work_order_id}:{news.status}"
     outcome = send_message(svc, Envelope(tenant, resident, thread, key), outgoing)
-    if outcome.refusal is None:
-        with svc.db.session() as session:
-            stored = session.get(Ticket, news.ticket_id)
-            if stored is not None:
-                record_ticket_event(
-                    session,
-                    stored,
-                    TicketEventKind.RESIDENT_TOLD,
-                    actor="system",
-                    at=now,
-                    detail={"work_order_id": news.work_order_id, "status": news.status},
-                )
+    if outcome.refusal is not None:
+        return
+    with svc.db.session() as session:
+        stored = session.get(Ticket, news.ticket_id)
+        told = session.scalar(
+            select(TicketEvent.id).where(
+                TicketEvent.ticket_id == news.ticket_id,
+                TicketEvent.kind == TicketEventKind.RESIDENT_TOLD,
+                TicketEvent.work_order_id == news.work_order_id,
+                TicketEvent.detail["status"].as_string() == news.status,
+            )
+        )
+        if stored is not None and told is None:  # a retried job tells once
+            event = record_ticket_event(
+                session,
+                stored,
+                TicketEventKind.RESIDENT_TOLD,
+                actor="system",
+                at=now,
+                detail={"work_order_id": news.work_order_id, "status": news.status},
+            )
+            event.work_order_id = news.work_order_id
 
 
 def work_order_events(session: Session, order: WorkOrder) -> Sequence[dict[str, Any]]:
-    from storage.models import TicketEvent, iso_utc
-
     rows = session.scalars(
         select(TicketEvent)
         .where(TicketEvent.tenant_id == order.tenant_id, TicketEvent.work_order_id == order.id)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, abort, g, jsonify, request
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from bot.conversation.emergency import acknowledge_emergency, open_emergencies
 from bot.crm.history import deliveries_query, delivery_json
@@ -46,6 +46,7 @@ from bot.web.paging import PageRequest, fetch_page
 from storage.models import (
     BotLogEntry,
     Building,
+    BuildingLink,
     BuildingNotice,
     ConsentEvent,
     Contact,
@@ -73,6 +74,14 @@ READ_ONLY_POSTS = frozenset({"api.contact_lookup"})
 # RFC 9745: the moment ``GET /contacts?phone=`` was deprecated (2026-12-01T00:00:00Z).
 PHONE_QUERY_DEPRECATED = "@1796083200"
 Row = TypeVar("Row")
+# What the shapes show of a row's links, loaded for a whole page in a few queries.
+TICKET_LINKS = tuple(
+    selectinload(link)
+    for link in (Ticket.building, Ticket.unit, Ticket.assignee, Ticket.supplier, Ticket.work_orders)
+)
+CONTACT_PLACES = selectinload(Contact.building_links).options(
+    selectinload(BuildingLink.building), selectinload(BuildingLink.unit)
+)
 
 
 @bp.before_request
@@ -144,7 +153,7 @@ def _require(
 
 
 def _contacts(phone: str | None) -> Response:
-    query = select(Contact).where(Contact.tenant_id == g.tenant.id)
+    query = select(Contact).where(Contact.tenant_id == g.tenant.id).options(CONTACT_PLACES)
     if phone is not None:
         query = query.where(Contact.phone == phone)
     return _listing("contacts", query, Contact.id, contact_json)
@@ -257,7 +266,7 @@ def tickets() -> Response:
     """Oldest first; ``since`` keeps those created from then on."""
     return _listing(
         "tickets",
-        _from_since(Ticket, Ticket.created_at),
+        _from_since(Ticket, Ticket.created_at).options(*TICKET_LINKS),
         Ticket.id,
         partial(ticket_json, cipher=services().cipher),
     )
