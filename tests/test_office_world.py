@@ -851,3 +851,26 @@ def test_an_operator_sends_a_building_notice_from_the_console(
     assert "in invio a 1 condòmini" in sent.get_data(as_text=True)
     assert "art. 66" in refused.get_data(as_text=True)
     assert [m["To"] for m in twilio.messages[before:]] == [f"whatsapp:{RESIDENT}"]
+
+
+# -- the inbox knows the office's world ----------------------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["Girasole", "GIR", "viale Monza"])
+def test_the_inbox_finds_a_residents_conversation_by_the_building_they_live_in(
+    client, svc, tenant, runner, tmp_path, typed
+):
+    from helpers import make_user
+
+    from bot.console.inbox import inbox
+
+    import_office(runner, tenant, tmp_path)
+    for phone in (RESIDENT, OTHER_BUILDING):
+        send_inbound(client, "Buongiorno", sender=phone)
+    drain(svc)
+    user = make_user(svc, tenant, "giulia@studio-rossi.it")
+    with svc.db.read() as session:
+        found = inbox(session, svc.cipher, tenant.id, user.id, search=typed).rows
+        by_name = inbox(session, svc.cipher, tenant.id, user.id, search="anna bianchi").rows
+    assert [row.contact.split(" ")[0] for row in found] == [OTHER_BUILDING]
+    assert [row.contact.split(" ")[0] for row in by_name] == [RESIDENT]

@@ -28,6 +28,8 @@ from bot.conversation.emergency import (
 from bot.outbound.gate import SERVICE_WINDOW, GateDecision, evaluate
 from storage.crypto import BodyCipher
 from storage.models import (
+    Building,
+    BuildingLink,
     Contact,
     Conversation,
     ConversationRead,
@@ -256,7 +258,8 @@ def _contains(column: Any, text: str) -> ColumnElement[bool]:
 
 def search_condition(tenant_id: int, text: str) -> ColumnElement[bool] | None:
     """Conversations matching what the operator typed: the contact's name or number,
-    a building or address named in its tickets, or a ticket number (``#12``)."""
+    a building they are linked to, a building or address named in its tickets, or a
+    ticket number (``#12``)."""
     text = " ".join(text.split())[:MAX_SEARCH]
     if not text:
         return None
@@ -265,8 +268,23 @@ def search_condition(tenant_id: int, text: str) -> ColumnElement[bool] | None:
     # as JSON escapes them.
     entities = cast(Ticket.entities, String)
     places = [_contains(entities, text), _contains(entities, json.dumps(text)[1:-1])]
+    # The buildings a contact lives in or works for (the office's own records).
+    buildings = (
+        select(BuildingLink.contact_id)
+        .join(Building, Building.id == BuildingLink.building_id)
+        .where(
+            BuildingLink.tenant_id == tenant_id,
+            or_(
+                _contains(Building.code, text),
+                _contains(Building.name, text),
+                _contains(Building.address, text),
+            ),
+        )
+    )
     conditions: list[ColumnElement[bool]] = [
         _contains(Contact.profile_name, text),
+        _contains(Contact.name, text),
+        Contact.id.in_(buildings),
         Conversation.id.in_(tickets.where(or_(*places))),
     ]
     digits = re.sub(r"\D", "", text)
