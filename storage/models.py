@@ -389,6 +389,8 @@ class ConversationRead(Base):
     ``last_read_message_id`` is unread for them (each operator has their own)."""
 
     __tablename__ = "conversation_reads"
+    # Deleting a conversation finds its read marks (the key leads with the user).
+    __table_args__ = (Index("ix_conversation_reads_conversation_id", "conversation_id"),)
 
     user_id: Mapped[int] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
@@ -423,7 +425,10 @@ class InternalNote(Base):
     resident's, and is erased with the contact. The text is encrypted like a body."""
 
     __tablename__ = "internal_notes"
-    __table_args__ = (Index("ix_internal_notes_conversation_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_internal_notes_conversation_id", "conversation_id", "id"),
+        Index("ix_internal_notes_contact_id", "contact_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -667,6 +672,9 @@ class Ticket(Base):
         # creation time is there for the API's "since", checked without reading the row).
         Index("ix_tickets_tenant_id_id", "tenant_id", "id", "created_at"),
         Index("ix_tickets_tenant_id_status", "tenant_id", "status", "id"),
+        # Erasing a person finds the tickets filed for them, and those they supply.
+        Index("ix_tickets_contact_id", "contact_id"),
+        Index("ix_tickets_supplier_contact_id", "supplier_contact_id"),
         IDS_NEVER_REUSED,
     )
 
@@ -739,6 +747,9 @@ class WorkOrder(Base):
     __table_args__ = (
         Index(None, "tenant_id", "supplier_contact_id", "status"),
         Index("ix_work_orders_ticket_id", "ticket_id"),
+        # The foreign keys' ON DELETE SET NULL when a supplier or a message goes.
+        Index("ix_work_orders_supplier_contact_id", "supplier_contact_id"),
+        Index("ix_work_orders_message_id", "message_id"),
         IDS_NEVER_REUSED,
     )
 
@@ -783,7 +794,12 @@ class NoticeDelivery(Base):
     """One resident's copy of a notice: the message it went as (or why it did not)."""
 
     __tablename__ = "notice_deliveries"
-    __table_args__ = (UniqueConstraint("notice_id", "contact_id"),)
+    __table_args__ = (
+        UniqueConstraint("notice_id", "contact_id"),
+        # Erasure takes a person's copies; a purged message's copy loses its link.
+        Index("ix_notice_deliveries_contact_id", "contact_id"),
+        Index("ix_notice_deliveries_message_id", "message_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
@@ -947,6 +963,8 @@ class DataRequest(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "ledger_event_id"),
         Index(None, "tenant_id", "status", "due_at"),
+        # Erasure (the foreign key's ON DELETE SET NULL) finds the person's requests.
+        Index("ix_data_requests_contact_id", "contact_id"),
         IDS_NEVER_REUSED,
     )
 

@@ -174,6 +174,7 @@ def test_an_office_export_is_json_lines_from_the_office_to_a_closing_count(
         "tickets": 0,
         "consent_events": 2,
         "consent_events_of_erased_contacts": 0,
+        "internal_notes": 0,
         "audit_events": len(audit),
     }
     assert "exported 1 contact(s)" in result.output

@@ -477,23 +477,31 @@ def inbox_counts(session: Session, tenant_id: int, user_id: int) -> dict[str, in
 def _previews(
     session: Session, cipher: BodyCipher, tenant_id: int, conversation_ids: list[int]
 ) -> dict[int, str]:
-    """The newest message of each conversation: one probe of its messages' index each."""
+    """The resident's newest message in each conversation: one probe of its messages'
+    index each, then those messages by primary key (a page's worth of ids)."""
     if not conversation_ids:
         return {}
     inner = aliased(Message)
     newest = (
-        select(func.max(inner.id))
+        select(inner.id)
         # The resident's own last words: the bot's answer says little about what they want.
         .where(inner.conversation_id == Conversation.id, inner.direction == Direction.IN)
+        # In the (conversation, id) index's order, backwards from the newest: stops at the
+        # first of theirs (max() with the direction was planned as a walk of all ids).
+        .order_by(inner.conversation_id.desc(), inner.id.desc())
+        .limit(1)
         .correlate(Conversation)
         .scalar_subquery()
     )
     latest = select(newest).where(
         Conversation.tenant_id == tenant_id, Conversation.id.in_(conversation_ids)
     )
+    ids = [i for i in session.scalars(latest) if i is not None]
+    if not ids:
+        return {}
     messages = session.execute(
         select(Message.conversation_id, Message.body).where(
-            Message.tenant_id == tenant_id, Message.id.in_(latest)
+            Message.tenant_id == tenant_id, Message.id.in_(ids)
         )
     ).all()
     return {

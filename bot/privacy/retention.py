@@ -259,18 +259,20 @@ def _delete_due(
         _old_media(tenant_id, cutoffs["media_days"]),
         _old_messages(tenant_id, cutoffs["messages_days"]),
     )
+    with _write(svc, report) as session:
+        # The office's world is small beside its messages: one statement each, before
+        # expired contacts take their own tickets (and these with them) and are counted.
+        for kind, (model, condition) in _office_records_due(tenant_id, cutoffs).items():
+            if kind == "notices":
+                notices = select(BuildingNotice.id).where(condition)
+                _delete_where(session, NoticeDelivery, NoticeDelivery.notice_id.in_(notices))
+            report.removed[kind] = _delete_where(session, model, condition)
     never, inactive = _expired_contacts(tenant_id, cutoffs)
     report.removed["never_consented_contacts"] = _erase_contacts(svc, tenant, never, report)
     report.removed["inactive_contacts"] = _erase_contacts(svc, tenant, inactive, report)
     with _write(svc, report) as session:
         # The CRM's outbox stays small (a month of events by default): one statement.
         report.removed["webhook_events"] = purge_events(session, tenant_id, cutoffs)
-        # The office's world is small beside its messages: one statement each.
-        for kind, (model, condition) in _office_records_due(tenant_id, cutoffs).items():
-            if kind == "notices":
-                notices = select(BuildingNotice.id).where(condition)
-                _delete_where(session, NoticeDelivery, NoticeDelivery.notice_id.in_(notices))
-            report.removed[kind] = _delete_where(session, model, condition)
         record_audit(
             session,
             tenant_id,
