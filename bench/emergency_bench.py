@@ -66,8 +66,9 @@ def signed(sender: str, body: str) -> tuple[dict[str, str], dict[str, str]]:
 class FakeTwilioProcess:
     """``tests/fake_twilio.py`` in a process of its own, read through its control face."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, max_per_second: int | None = None) -> None:
         self.port = free_port()
+        cap = [] if max_per_second is None else ["--max-per-second", str(max_per_second)]
         self.process = subprocess.Popen(  # noqa: S603 - fixed arguments
             [
                 sys.executable,
@@ -80,6 +81,7 @@ class FakeTwilioProcess:
                 TOKEN,
                 "--latency",
                 str(latency),
+                *cap,
             ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -91,6 +93,7 @@ class FakeTwilioProcess:
             raise RuntimeError(f"the fake Twilio did not start: {line!r}")
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.cursor = 0
+        self.rate_limited = 0  # creates it answered 429, as of the last read
         self.http = requests.Session()
 
     def new_sends(self) -> list[dict[str, Any]]:
@@ -98,6 +101,7 @@ class FakeTwilioProcess:
         answer.raise_for_status()
         data = answer.json()
         self.cursor = data["next"]
+        self.rate_limited = int(data["rate_limited"])
         return list(data["sends"])
 
     def stop(self) -> None:
@@ -167,9 +171,9 @@ def run_round(
     }
 
 
-def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_worker(env: dict[str, str], *options: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(  # noqa: S603 - fixed arguments
-        [sys.executable, "-m", "bot", "worker"],
+        [sys.executable, "-m", "bot", "worker", *options],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

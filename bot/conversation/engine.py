@@ -41,7 +41,7 @@ from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
 from bot.exceptions import SendDeferred
 from bot.office.hours import OfficeClosed, closed_now
-from bot.outbound import Envelope, Outgoing, send_message
+from bot.outbound import Envelope, Outgoing, queue_message, send_message
 from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
@@ -77,6 +77,7 @@ from storage.vocabulary import (
     MessageStatus,
     Mode,
     Priority,
+    Purpose,
     Refusal,
     TicketKind,
     TicketStatus,
@@ -566,17 +567,28 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
         "redaction": "conservato senza quei dati" if redacted else "segnalato all'ufficio",
         "reopening": entry.detail.get("reopening", ""),
     }
+    senders = svc.senders
+    handed: list[int] = []
+    urgent = False
     for index, (key, purpose, *suffix) in enumerate(entry.detail.get("replies", [])):
         text = render(key, tenant.settings, **values)
         if suffix:
             text += "\n\n" + render(suffix[0], tenant.settings, **values)
         envelope = Envelope(tenant, contact, thread, idempotency_key=f"reply:{claimed.id}:{index}")
-        outcome = send_message(
-            svc, envelope, Outgoing(text=text, purpose=purpose, answers=claimed.id)
-        )
-        if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
-            # Over the office's send rate: try again shortly, not never. Replies
-            # already sent keep their idempotency keys and are not sent again.
-            raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
+        outgoing = Outgoing(text=text, purpose=purpose, answers=claimed.id)
+        if senders is not None:
+            # Recorded now, sent by the worker's sender threads at the office's pace.
+            outcome = queue_message(svc, envelope, outgoing, paced=True)
+            if outcome.message_id is not None and outcome.status == MessageStatus.PENDING:
+                handed.append(outcome.message_id)
+                urgent = urgent or purpose == Purpose.SAFETY
+        else:
+            outcome = send_message(svc, envelope, outgoing)
+            if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
+                # Over the office's send rate: try again shortly, not never. Replies
+                # already sent keep their idempotency keys and are not sent again.
+                raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
         if outcome.refusal is not None:
             log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)
+    if senders is not None:
+        senders.submit(handed, urgent=urgent)
