@@ -320,7 +320,7 @@ def run_worker(app: Flask, *, burst: bool = False, concurrency: int = 1) -> None
     stop.install()
     preload_language()
     svc = services()
-    if concurrency > 1 and not burst:
+    if concurrency > 1:
         svc.senders = start_senders(svc, concurrency)
     if app.config["PRIORITY_LANE"]:
         # Emergencies overtake queued work: read before queueing, with the model loaded.
