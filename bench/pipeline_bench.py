@@ -30,12 +30,10 @@ import argparse
 import bisect
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -44,21 +42,21 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from cryptography.fernet import Fernet
 from emergency_bench import (
-    ACCOUNT,
     ORDINARY,
     FakeTwilioProcess,
     percentile,
+    post_at_rate,
     signed,
+    stack_env,
     start_worker,
+    stop_stack,
     warm_up,
 )
-from webhook_bench import PATH, PUBLIC, ROOT, TOKEN, gunicorn, prepare_database
+from webhook_bench import ROOT, gunicorn, prepare_database
 
-from bot.runtime.devstack import free_port, start_embedded_redis, stop_process
+from bot.runtime.devstack import free_port, start_embedded_redis
 
-POSTERS = 8  # threads posting, so one slow answer does not hold back the pace
 POLL_SECONDS = 0.1
 SETTLE_SECONDS = 3.0  # after the last first reply: time for a duplicate to show
 TWILIO_CAP = 80  # Twilio's default WhatsApp sender throughput, messages a second
@@ -76,38 +74,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
-
-
-def post_at_rate(
-    base: str, plan: list[tuple[dict[str, str], dict[str, str]]], rate: float
-) -> tuple[dict[str, float], float]:
-    """Post each delivery at ``start + n / rate``; the post times by sender and the
-    rate reached (the last post may fall behind the plan on a busy machine)."""
-    posted: dict[str, float] = {}
-    failures: list[str] = []
-    started = time.monotonic() + 0.2
-
-    def poster(offset: int) -> None:
-        web = requests.Session()
-        for n in range(offset, len(plan), POSTERS):
-            params, headers = plan[n]
-            pause = started + n / rate - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            posted[params["From"]] = time.time()
-            answer = web.post(base + PATH, data=params, headers=headers, timeout=30)
-            if answer.status_code != 200:
-                failures.append(f"webhook answered {answer.status_code}")
-
-    threads = [threading.Thread(target=poster, args=(k,)) for k in range(POSTERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise RuntimeError(f"{len(failures)} post(s) failed: {failures[0]}")
-    elapsed = max(time.monotonic() - started, 1e-9)
-    return posted, len(plan) / elapsed
 
 
 def max_per_second(times: list[float]) -> int:
@@ -201,20 +167,7 @@ def run_design(args: argparse.Namespace, kind: str, concurrency: int) -> list[di
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with database(kind, work) as url:
-            env = {
-                **os.environ,
-                "DATABASE_URL": url,
-                "REDIS_URL": redis_url,
-                "TWILIO_ACCOUNT_SID": ACCOUNT,
-                "TWILIO_AUTH_TOKEN": TOKEN,
-                "TWILIO_API_BASE_URL": fake.base_url,
-                "WHATSAPP_TRANSPORT": "twilio",
-                "PUBLIC_BASE_URL": PUBLIC,
-                "SECRET_KEY": "bench",
-                "ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-                "PYTHONPATH": str(ROOT),
-                "PORTINERIA_INSTANCE_PATH": str(work / "instance"),
-            }
+            env = stack_env(url, redis_url, fake, PORTINERIA_INSTANCE_PATH=str(work / "instance"))
             prepare_database(env, {"send_rate_per_second": args.send_rate})
             port = free_port()
             processes.append(gunicorn("wsgi:app", port, env, args.web_workers, 1))
@@ -230,11 +183,7 @@ def run_design(args: argparse.Namespace, kind: str, concurrency: int) -> list[di
                 for index in range(args.rounds)
             ]
     finally:
-        for process in reversed(processes):
-            stop_process(process, timeout=15)
-        fake.stop()
-        stop_process(redis, timeout=10)
-        shutil.rmtree(work, ignore_errors=True)
+        stop_stack(processes, fake, redis, work)
 
 
 COLUMNS = (
