@@ -157,16 +157,20 @@ def run_wrk(
     }
 
 
-def prepare_database(env: dict[str, str]) -> None:
+def prepare_database(env: dict[str, str], settings: dict[str, object] | None = None) -> None:
+    """Migrate the database and create the bench office, with ``settings`` changed."""
     code = (
         "from bot import create_app\n"
         "from bot.services import services\n"
         "from bot.office.lifecycle import create_tenant\n"
+        "from bot.office.settings import update_settings\n"
         "from storage.migrate import upgrade\n"
         "app = create_app()\n"
         "with app.app_context():\n"
         "    upgrade(services().db.engine)\n"
-        f"    create_tenant(services(), name='Bench', whatsapp_number='{OFFICE}', slug='bench')\n"
+        f"    office = create_tenant(services(), name='Bench', whatsapp_number='{OFFICE}', "
+        "slug='bench')\n"
+        f"    update_settings(services(), office.id, {settings or {}!r}, actor='bench')\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)
 

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "HUMAN_MODE_TIMEOUT_MINUTES": 30,
     # Workers read handed-off messages before queueing them; emergencies jump the queue.
     "PRIORITY_LANE": True,
+    # Sender threads per worker (``portineria worker --concurrency``): sends in flight
+    # at once, so a slow Twilio costs wall time, not processing. 1: the job sends inline.
+    "WORKER_CONCURRENCY": 16,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     # How many reverse proxies stand in front of the app and set X-Forwarded-For and
@@ -135,6 +138,7 @@ _INTS = {
     "HUMAN_MODE_TIMEOUT_MINUTES",
     "TRUSTED_PROXIES",
     "CRM_PARALLEL_SENDS",
+    "WORKER_CONCURRENCY",
 }
 _FLOATS = {
     "SWEEP_INTERVAL_SECONDS",

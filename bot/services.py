@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from flask.ctx import AppContext
@@ -21,6 +21,9 @@ from notify.operators import OperatorNotifier, PusherNotifier, RedisStreamNotifi
 from notify.push import BeamsPublisher, WebPushSender
 from storage import BodyCipher, Database
 from storage.inbound import InboundWriter
+
+if TYPE_CHECKING:
+    from bot.outbound.senders import SenderPool
 
 EXTENSION = "portineria"
 
@@ -48,6 +51,10 @@ class Services:
 
     # Pushes to operators' devices: Pusher Beams instead of Web Push when configured.
     beams: BeamsPublisher | None = None
+
+    # A worker's sender threads (``portineria worker --concurrency N``, N > 1): the
+    # processing job records its replies and hands them over instead of sending them.
+    senders: SenderPool | None = None
 
     # The app's context factory: a job needs the app's context to run
     # (``bot.jobs`` reads ``services()``), and code holding only the parts can open it.

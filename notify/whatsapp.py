@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import requests
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -117,10 +118,15 @@ class TwilioTransport:
         retry_delays: Sequence[float] = (0.5, 1.0, 2.0),
         timeout: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
+        connections: int = 32,
     ) -> None:
-        self._client = Client(
-            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout)
-        )
+        http = TwilioHttpClient(timeout=timeout)
+        # One session for the process, its connections kept open and reused by
+        # every sender thread (the SDK's own pool keeps a handful).
+        assert http.session is not None
+        for scheme in ("https://", "http://"):
+            http.session.mount(scheme, HTTPAdapter(pool_maxsize=connections))
+        self._client = Client(account_sid, auth_token, http_client=http)
         self._client.api.base_url = api_base_url.rstrip("/")
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep

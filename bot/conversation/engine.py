@@ -35,7 +35,7 @@ from bot.conversation.alerts import alert_operators
 from bot.conversation.emergency import open_case, record_ticket_event
 from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
-from bot.conversation.keywords import KeywordBook, KeywordMatch
+from bot.conversation.keywords import KeywordMatch, keyword_book
 from bot.conversation.replies import render
 from bot.conversation.understanding import Reading
 from bot.conversation.world import WORLD_DEFAULTS, apply_world, read_world
@@ -43,7 +43,7 @@ from bot.crm import record_turn
 from bot.exceptions import SendDeferred
 from bot.office.hours import OfficeClosed, closed_now
 from bot.office.work_orders import ResidentNews, tell_resident
-from bot.outbound import Envelope, Outgoing, send_message
+from bot.outbound import Envelope, Outgoing, queue_message, send_message
 from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
@@ -79,6 +79,7 @@ from storage.vocabulary import (
     MessageStatus,
     Mode,
     Priority,
+    Purpose,
     Refusal,
     TicketEventKind,
     TicketKind,
@@ -110,45 +111,67 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
     inbound = None
     if claimed.payload is not None:
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
-    if _office_terminated(svc, claimed.tenant_id):
+    fresh = inbound if inbound is not None and claimed.status != MessageStatus.HANDLED else None
+    known = _read_known(svc, claimed, fresh)
+    if known is None:
         _drop_for_terminated_office(svc, claimed)
         return
-    if inbound is not None and claimed.status != MessageStatus.HANDLED:
-        if _discard_replay(svc, claimed, inbound):
+    planned = None
+    if fresh is not None:
+        if known.replay:
+            _discard_replay(svc, claimed)
             return
-        handled = _handle(svc, claimed, inbound, started)
+        handled = _handle(svc, claimed, fresh, started, known)
         if handled is None:
             _drop_for_terminated_office(svc, claimed)
             return
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
+        planned = handled.planned
     # Replies before media: a photo's download must not hold back safety advice.
-    _send_planned_replies(svc, claimed)
+    _send_planned_replies(svc, claimed, planned or _read_planned(svc, claimed))
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     mark_processed(svc.db, claimed.id)
 
 
-def _discard_replay(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage) -> bool:
-    """A delivery processed before, posted again once its message was erased or purged
-    (the webhook's SID constraint no longer sees it): delete it, payload and row.
+@dataclass(frozen=True)
+class Known:
+    """What one read finds before deciding: the office, the sender's contact, and
+    whether this delivery replays one processed before."""
 
-    Only for a message not yet handled: a handled one wrote its own tombstone.
+    tenant: Tenant
+    contact: Contact | None
+    replay: bool
+
+
+def _read_known(
+    svc: Services, claimed: ClaimedMessage, inbound: InboundMessage | None
+) -> Known | None:
+    """One read for the checks before deciding; ``None`` if the office is terminated.
+
+    A replay is a delivery processed before, posted again once its message was
+    erased or purged (the webhook's SID constraint no longer sees it). Only a
+    message not yet handled is checked (``inbound``): a handled one wrote its own
+    tombstone.
     """
-    sid_hash = svc.cipher.message_sid_ref(inbound.message_sid)
     with svc.db.read() as session:
-        if not sid_already_processed(session, claimed.tenant_id, sid_hash):
-            return False
+        tenant = session.get(Tenant, claimed.tenant_id)
+        if tenant is None or tenant.terminated_at is not None:
+            return None
+        if inbound is None:
+            return Known(tenant, None, replay=False)
+        sid_hash = svc.cipher.message_sid_ref(inbound.message_sid)
+        if sid_already_processed(session, claimed.tenant_id, sid_hash):
+            return Known(tenant, None, replay=True)
+        return Known(tenant, contact_by_wa_id(session, tenant, inbound.wa_id), replay=False)
+
+
+def _discard_replay(svc: Services, claimed: ClaimedMessage) -> None:
+    """Delete a replayed delivery, payload and row: nothing else happens."""
     with svc.db.session() as session:
         discard_message(session, claimed.tenant_id, claimed.id)
     log.warning("message %s replays a delivery already processed: discarded", claimed.id)
-    return True
-
-
-def _office_terminated(svc: Services, tenant_id: int) -> bool:
-    with svc.db.read() as session:
-        tenant = session.get(Tenant, tenant_id)
-        return tenant is None or tenant.terminated_at is not None
 
 
 def _drop_for_terminated_office(svc: Services, claimed: ClaimedMessage) -> None:
@@ -166,20 +189,30 @@ class Handled:
     contact: Contact
     message_id: int
     ledger: tuple[LedgerEvent, ...]
+    planned: Planned
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The replies a handled message is to get, and what their texts need."""
+
+    tenant: Tenant
+    contact: Contact
+    thread: Conversation | None
+    notice: Any
+    redacted: bool
+    detail: dict[str, Any]
 
 
 def _handle(
-    svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float
+    svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float, known: Known
 ) -> Handled | None:
     """Decide and record; ``None`` if the office was terminated meanwhile (nothing written)."""
     now = utcnow()
     # Understanding is CPU work: done before the write transaction, not inside it.
-    with svc.db.read() as session:
-        tenant = session.get(Tenant, claimed.tenant_id)
-        assert tenant is not None
-        known = contact_by_wa_id(session, tenant, inbound.wa_id)
-        awaiting = known is not None and known.consent == Consent.PENDING
-    book = KeywordBook(tenant.settings.get("keywords"))
+    tenant = known.tenant
+    awaiting = known.contact is not None and known.contact.consent == Consent.PENDING
+    book = keyword_book(tenant.settings.get("keywords"))
     # A quick-reply button's answer is never read as a keyword ("Accetto" on a work
     # order is not consent to the channel).
     keyword = (
@@ -202,9 +235,10 @@ def _handle(
         # Checked again inside the transaction that creates the data. On PostgreSQL
         # the shared row lock makes a termination wait for this message's
         # transaction (SQLite's single writer already orders them).
-        tenant = session.get(Tenant, claimed.tenant_id, with_for_update={"read": True})
-        if tenant is None or tenant.terminated_at is not None:
+        locked = session.get(Tenant, claimed.tenant_id, with_for_update={"read": True})
+        if locked is None or locked.terminated_at is not None:
             return None
+        tenant = locked
         contact = _contact_for(session, tenant, inbound, now)
         thread = _conversation_for(session, tenant, contact, now)
         world = read_world(session, tenant, contact, thread, inbound, keyword, text, reading, now)
@@ -232,11 +266,13 @@ def _handle(
         message = session.get(Message, claimed.id)
         assert message is not None
         _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
-        _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings)
+        notice = active_notice(session, tenant) if plan.ledger or plan.replies else None
+        _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings, notice)
         events = _apply_plan(session, tenant, thread, message, plan, reading, now)
         values = apply_world(session, tenant, contact, thread, message, world, plan, now)
         message.status = MessageStatus.HANDLED
         remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
+        detail = {**_log_detail(plan, turn, keyword, closed), **values}
         session.add(
             BotLogEntry(
                 tenant_id=tenant.id,
@@ -248,7 +284,7 @@ def _handle(
                 model_version=reading.model_version if reading else None,
                 safety_rule=reading.safety_rule if reading else None,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                detail={**_log_detail(plan, turn, keyword, closed), **values},
+                detail=detail,
             )
         )
         session.flush()
@@ -256,7 +292,8 @@ def _handle(
         record_turn(svc, session, tenant, contact, thread, message, plan, reading, now)
     publish(svc, events)
     alert_operators(svc, tenant.id, events, reading)
-    return Handled(tenant=tenant, contact=contact, message_id=claimed.id, ledger=tuple(plan.ledger))
+    planned = Planned(tenant, contact, thread, notice, bool(message.redacted), detail)
+    return Handled(tenant, contact, claimed.id, tuple(plan.ledger), planned)
 
 
 def _log_detail(
@@ -353,6 +390,7 @@ def _apply_ledger(
     inbound: InboundMessage,
     keyword: KeywordMatch | None,
     findings: tuple[Finding, ...],
+    notice: Any,
 ) -> None:
     if not plan.ledger:
         return
@@ -363,7 +401,6 @@ def _apply_ledger(
         findings=findings,
         opt_out_type=inbound.opt_out_type,
     )
-    notice = active_notice(session, tenant)
     for event in plan.ledger:
         record_event(
             svc,
@@ -573,7 +610,8 @@ def _keep_media(svc: Services, claimed: ClaimedMessage, inbound: InboundMessage)
             session.add(item)
 
 
-def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
+def _read_planned(svc: Services, claimed: ClaimedMessage) -> Planned | None:
+    """A retry's plan, read back from the bot log (``None``: nothing was decided)."""
     with svc.db.read() as session:
         message = session.get(Message, claimed.id)
         entry = session.scalar(
@@ -583,36 +621,54 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage) -> None:
             .limit(1)
         )
         if message is None or entry is None or message.contact_id is None:
-            return
+            return None
         tenant = session.get(Tenant, claimed.tenant_id)
         contact = session.get(Contact, message.contact_id)
         thread = session.get(Conversation, message.conversation_id)
         notice = active_notice(session, tenant) if tenant else None
-        redacted = message.redacted
-    assert tenant is not None and contact is not None
+        assert tenant is not None and contact is not None
+        return Planned(tenant, contact, thread, notice, bool(message.redacted), entry.detail)
+
+
+def _send_planned_replies(svc: Services, claimed: ClaimedMessage, planned: Planned | None) -> None:
+    if planned is None:
+        return
+    tenant, contact, thread = planned.tenant, planned.contact, planned.thread
+    notice, redacted, detail = planned.notice, planned.redacted, planned.detail
     values = {
         "office": tenant.name,
         "notice": notice.text.format(office=tenant.name) if notice else "",
         "notice_url": notice.full_notice_url if notice else "",
         "redaction": "conservato senza quei dati" if redacted else "segnalato all'ufficio",
-        "reopening": entry.detail.get("reopening", ""),
+        "reopening": detail.get("reopening", ""),
         **WORLD_DEFAULTS,
-        **entry.detail.get("values", {}),
+        **detail.get("values", {}),
     }
-    for index, (key, purpose, *suffix) in enumerate(entry.detail.get("replies", [])):
+    senders = svc.senders
+    handed: list[int] = []
+    urgent = False
+    for index, (key, purpose, *suffix) in enumerate(detail.get("replies", [])):
         text = render(key, tenant.settings, **values)
         if suffix:
             text += "\n\n" + render(suffix[0], tenant.settings, **values)
         envelope = Envelope(tenant, contact, thread, idempotency_key=f"reply:{claimed.id}:{index}")
-        outcome = send_message(
-            svc, envelope, Outgoing(text=text, purpose=purpose, answers=claimed.id)
-        )
-        if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
-            # Over the office's send rate: try again shortly, not never. Replies
-            # already sent keep their idempotency keys and are not sent again.
-            raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
+        outgoing = Outgoing(text=text, purpose=purpose, answers=claimed.id)
+        if senders is not None:
+            # Recorded now, sent by the worker's sender threads at the office's pace.
+            outcome = queue_message(svc, envelope, outgoing, paced=True)
+            if outcome.message_id is not None and outcome.status == MessageStatus.PENDING:
+                handed.append(outcome.message_id)
+                urgent = urgent or purpose == Purpose.SAFETY
+        else:
+            outcome = send_message(svc, envelope, outgoing)
+            if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
+                # Over the office's send rate: try again shortly, not never. Replies
+                # already sent keep their idempotency keys and are not sent again.
+                raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
         if outcome.refusal is not None:
             log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)
     # The resident who reported a fault hears of its work order's step (once per step).
-    for ticket_id, order_id, status in entry.detail.get("tell", []):
+    for ticket_id, order_id, status in detail.get("tell", []):
         tell_resident(svc, tenant, ResidentNews(ticket_id, order_id, status))
+    if senders is not None:
+        senders.submit(handed, urgent=urgent)

@@ -14,6 +14,8 @@ is worse than one more confirmation.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -221,3 +223,14 @@ def _after_words(text: str, count: int) -> str:
     """The original text after its first ``count`` words and the separator that follows."""
     pattern = r"^\W*" + r"\W+".join([r"\w+"] * count) + r"[\W_]*"
     return re.sub(pattern, "", text, count=1, flags=re.UNICODE).strip()
+
+
+@functools.lru_cache(maxsize=64)
+def _book_for(extra_json: str) -> KeywordBook:
+    return KeywordBook(json.loads(extra_json))
+
+
+def keyword_book(extra: Mapping[str, Iterable[str]] | None = None) -> KeywordBook:
+    """The office's book, built once per distinct set of phrases (building one
+    normalises every default phrase: milliseconds, on every message otherwise)."""
+    return _book_for(json.dumps(extra or {}, sort_keys=True))

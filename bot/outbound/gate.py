@@ -135,7 +135,12 @@ def check_outbound(
     contact: Contact,
     outgoing: Outgoing,
     now: datetime | None = None,
+    *,
+    paced: bool = False,
 ) -> GateDecision:
+    """May this message go now? ``paced``: it will wait for its slot of the office's
+    send rate when it is sent (:mod:`bot.outbound.senders`), so the rate is not
+    checked here."""
     if tenant.terminated_at is not None:
         # Jobs already queued when the contract ended must not speak for the office.
         return GateDecision(False, Refusal.OFFICE_TERMINATED)
@@ -157,6 +162,7 @@ def check_outbound(
     # a deferred job would wait seconds, and Twilio's own cap is far above ours.
     if (
         decision.allowed
+        and not paced
         and not within_send_rate(svc, tenant)
         and outgoing.purpose != Purpose.SAFETY
     ):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -80,14 +81,19 @@ def send_message(svc: Services, envelope: Envelope, outgoing: Outgoing) -> SendO
     return deliver(svc, outcome.message_id)
 
 
-def queue_message(svc: Services, envelope: Envelope, outgoing: Outgoing) -> SendOutcome:
-    """Gate and record; delivery is :func:`deliver`'s (now, or from a job)."""
+def queue_message(
+    svc: Services, envelope: Envelope, outgoing: Outgoing, *, paced: bool = False
+) -> SendOutcome:
+    """Gate and record; delivery is :func:`deliver`'s (now, or from a job).
+
+    ``paced``: the send will wait for its slot of the office's rate (the sender
+    pool's way), so the gate does not refuse it for the rate."""
     tenant, key = envelope.tenant, envelope.idempotency_key
     with svc.db.read() as session:
         existing = message_by_idempotency_key(session, tenant, key)
     if existing is not None:
         return SendOutcome(message_id=existing.id, status=existing.status)
-    decision = check_outbound(svc, tenant, envelope.contact, outgoing)
+    decision = check_outbound(svc, tenant, envelope.contact, outgoing, paced=paced)
     if not decision.allowed:
         log.info("outbound refused by the gate: %s", decision.reason)
         return SendOutcome(message_id=None, status=None, refusal=decision)
@@ -126,8 +132,12 @@ def _record(svc: Services, envelope: Envelope, outgoing: Outgoing) -> Message:
     return message
 
 
-def deliver(svc: Services, message_id: int) -> SendOutcome:
-    """Send a recorded message once: only the attempt that claims it may send."""
+def deliver(
+    svc: Services, message_id: int, pace: Callable[[Tenant], None] | None = None
+) -> SendOutcome:
+    """Send a recorded message once: only the attempt that claims it may send.
+
+    ``pace`` waits for the office's next send slot (SendDeferred: not now)."""
     if not claim_for_sending(svc.db, message_id):
         with svc.db.read() as session:
             message = session.get(Message, message_id)
@@ -158,6 +168,12 @@ def deliver(svc: Services, message_id: int) -> SendOutcome:
             else None
         ),
     )
+    try:
+        if pace is not None:
+            pace(tenant)
+    except SendDeferred:
+        record_send_result(svc.db, message_id, MessageStatus.PENDING)
+        raise
     try:
         receipt = svc.transport.send(request)
     except SendError as error:

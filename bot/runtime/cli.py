@@ -613,11 +613,18 @@ def audit_verify(slug: str) -> None:
 
 @click.command("worker", help="Run the RQ worker (and the sweeper) with the app's configuration.")
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Sender threads (default WORKER_CONCURRENCY, 16); 1 sends inline in the job.",
+)
 @with_appcontext
-def worker_command(burst: bool) -> None:
+def worker_command(burst: bool, concurrency: int | None) -> None:
     from bot.runtime.worker import run_worker
 
-    run_worker(current_app, burst=burst)
+    senders = concurrency or int(current_app.config["WORKER_CONCURRENCY"])
+    run_worker(current_app, burst=burst, concurrency=senders)
 
 
 # -- intents --------------------------------------------------------------------------

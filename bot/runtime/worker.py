@@ -44,7 +44,8 @@ from bot.conversation.emergency import urgent_among
 from bot.conversation.escalation import escalate_unacknowledged
 from bot.conversation.handoff import release_idle_conversations, send_handoff_reminders
 from bot.crm.delivery import CrmThread
-from bot.outbound.send import reconcile_stale_sends
+from bot.outbound.send import deliver, reconcile_stale_sends
+from bot.outbound.senders import SenderPool, SendPacer
 from bot.privacy.retention import purge_if_due
 from bot.runtime.queueing import (
     BackgroundLoop,
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 RQ_RECONNECT_CAP_SECONDS = 5.0
 # A worker that ran this long before it gave up resets the restart backoff.
 STEADY_RUN_SECONDS = 60.0
+# How long a stopping worker gives its senders to finish what was handed to them.
+SENDERS_CLOSE_SECONDS = 20.0
 
 
 def preload_language() -> None:
@@ -458,11 +461,23 @@ def work_through_outages(
             return
 
 
-def run_worker(app: Flask, *, burst: bool = False) -> None:
+def start_senders(svc: Services, concurrency: int) -> SenderPool:
+    """The worker's sender threads, pacing every send to its office's rate."""
+    pacer = SendPacer(svc.redis)
+    return SenderPool(
+        lambda message_id: deliver(svc, message_id, pace=pacer.wait),
+        senders=concurrency,
+        context=svc.app_context,
+    ).start()
+
+
+def run_worker(app: Flask, *, burst: bool = False, concurrency: int = 1) -> None:
     stop = StopSignal()
     stop.install()
     preload_language()
     svc = services()
+    if concurrency > 1:
+        svc.senders = start_senders(svc, concurrency)
     if app.config["PRIORITY_LANE"]:
         # Emergencies overtake queued work: read before queueing, with the model loaded.
         svc.jobs.triage = partial(urgent_among, svc)
@@ -502,3 +517,7 @@ def run_worker(app: Flask, *, burst: bool = False) -> None:
         crm.stop()
         retention.stop()
         rq_logger.removeFilter(fold)
+        if svc.senders is not None:
+            # A warm stop sends what was handed over; what is left stays pending.
+            svc.senders.close(timeout=SENDERS_CLOSE_SECONDS)
+            svc.senders = None
