@@ -689,6 +689,25 @@ def test_release_assign_and_close_over_http(app, signed_in, svc, tenant, operato
 # -- tickets ----------------------------------------------------------------------------
 
 
+def test_the_ticket_lists_page_links_keep_its_filters(signed_in, svc, tenant):
+    conversation = make_conversation(svc, tenant)
+    with svc.db.session() as session:
+        session.add(
+            Ticket(
+                tenant_id=tenant.id,
+                conversation_id=conversation.id,
+                kind="guasto",
+                intent="guasto",
+                status="open",
+            )
+        )
+
+    html = signed_in.get("/console/tickets?stato=open&giorni=1&prima=99").get_data(as_text=True)
+
+    [back] = re.findall(r'<a href="([^"]+)">Torna ai più recenti</a>', html)
+    assert "stato=open" in back and "giorni=1" in back and "prima" not in back
+
+
 def test_ticket_status_changes_are_audited(signed_in, svc, tenant):
     conversation = make_conversation(svc, tenant)
     with svc.db.session() as session:

@@ -4,9 +4,7 @@ Operators get 403 on every one of them."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from flask import render_template, request, url_for
+from flask import render_template, request
 
 from bot.console.admin.access import admin_required
 from bot.console.admin.access import filters_for_audit as _filters_for_audit
@@ -20,6 +18,7 @@ from bot.console.logs import (
     parse_filter,
     tenant_users,
 )
+from bot.console.paging import page_links
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
 
@@ -39,7 +38,7 @@ def audit_log() -> str:
     return render_template(
         "console/audit_log.html",
         events=page.rows,
-        **_pages(page.next_cursor),
+        **page_links(page.next_cursor),
         users=users,
         actions=actions,
         wanted=wanted,
@@ -58,21 +57,11 @@ def bot_log_page() -> str:
     return render_template(
         "console/bot_log.html",
         entries=page.rows,
-        **_pages(page.next_cursor),
+        **page_links(page.next_cursor),
         totals=totals,
         wanted=wanted,
         args=request.args,
     )
-
-
-def _pages(cursor: str | None) -> dict[str, str | None]:
-    """Links to the next (older) page and back to the newest, the filters kept."""
-    args: dict[str, Any] = {key: value for key, value in request.args.items() if key != "prima"}
-    endpoint = request.endpoint or ""
-    return {
-        "next_page": url_for(endpoint, **{**args, "prima": cursor}) if cursor else None,
-        "first_page": url_for(endpoint, **args) if "prima" in request.args else None,
-    }
 
 
 from bot.console import admin  # noqa: E402, F401  (the administration's routes)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
+from flask import request, url_for
 from sqlalchemy import ColumnElement, Select, and_, literal, tuple_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -143,3 +144,15 @@ def newest_page(
         return Page(rows, None)
     shown = rows[:limit]
     return Page(shown, cursor_of(*key(shown[-1])))
+
+
+def page_links(cursor: object | None, param: str = "prima") -> dict[str, str | None]:
+    """Links from the page being shown to the next (older) one and back to the newest,
+    the query string's filters kept: ``next_page`` and ``first_page`` for the
+    ``console/_pages.html`` macro."""
+    args: dict[str, Any] = {key: value for key, value in request.args.items() if key != param}
+    endpoint = request.endpoint or ""
+    return {
+        "next_page": url_for(endpoint, **{**args, param: cursor}) if cursor else None,
+        "first_page": url_for(endpoint, **args) if param in request.args else None,
+    }

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from bot.console.auth import actor
 from bot.console.blueprint import bp
-from bot.console.paging import id_cursor
+from bot.console.paging import id_cursor, page_links
 from bot.console.tickets import (
     TICKET_STATUSES,
     TicketFilter,
@@ -45,8 +45,7 @@ def tickets() -> str:
         statuses=TICKET_STATUSES,
         choices=choices,
         ages=AGES,
-        older=older,
-        paged=before is not None,
+        **page_links(older),
     )
 
 
