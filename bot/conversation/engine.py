@@ -558,7 +558,6 @@ def _prepare_access_export(svc: Services, handled: Handled) -> None:
 
     tenant, contact = handled.tenant, handled.contact
     target = chat_export_path(svc, tenant.id, contact.id, handled.message_id)
-    private_folder(target.parent)
     write_private(target, encrypted_export(svc, tenant, contact.id, actor="contact"))
 
 

@@ -33,10 +33,10 @@ from bot.privacy.rights import (
     delete_files,
     encrypted_export,
     erase_audited,
-    exports_folder_of,
+    exports_folder,
 )
 from bot.services import Services
-from storage.files import private_folder, write_private
+from storage.files import write_private
 from storage.models import ConsentEvent, Contact, DataRequest, Message, Tenant, User, utcnow
 from storage.queries import contact_by_phone, get_contact
 from storage.vocabulary import LedgerEvent, RequestKind, RequestOrigin, RequestStatus
@@ -48,11 +48,6 @@ _FROM_LEDGER = {
     LedgerEvent.ACCESS_REQUESTED: RequestKind.ACCESS,
     LedgerEvent.ERASURE_REQUESTED: RequestKind.ERASURE,
 }
-
-
-def exports_folder(svc: Services, tenant_id: int) -> Path:
-    """Where an office's exports are kept (owner-only); the engine writes there too."""
-    return private_folder(exports_folder_of(svc, tenant_id))
 
 
 # -- opening -------------------------------------------------------------------------
@@ -333,7 +328,7 @@ def erase_for_request(svc: Services, who: Actor, request_id: int) -> dict[str, i
 
 def _exports_of(svc: Services, session: Session, tenant_id: int, contact_id: int) -> list[str]:
     """Every export file holding this contact's data: by chat, and prepared here."""
-    folder = exports_folder_of(svc, tenant_id)
+    folder = exports_folder(svc, tenant_id)
     paths = [str(p) for p in folder.glob(CHAT_EXPORTS_OF.format(contact_id=contact_id))]
     paths += [
         path

@@ -27,6 +27,7 @@ from bot.office.buildings import place_json
 from bot.privacy.audit import record_audit
 from bot.services import Services
 from storage.db import rows_affected
+from storage.files import private_folder
 from storage.models import (
     AuditEvent,
     BotLogEntry,
@@ -128,15 +129,14 @@ def encrypted_export(
     return svc.cipher.encrypt(lines.getvalue())
 
 
-def exports_folder_of(svc: Services, tenant_id: int) -> Path:
-    return Path(svc.config["MEDIA_ROOT"]) / str(tenant_id) / "exports"
+def exports_folder(svc: Services, tenant_id: int) -> Path:
+    """Where an office's exports are kept, owner-only (created on first use)."""
+    return private_folder(Path(svc.config["MEDIA_ROOT"]) / str(tenant_id) / "exports")
 
 
 def chat_export_path(svc: Services, tenant_id: int, contact_id: int, message_id: int) -> Path:
     """Where the export an access request by chat asked for is kept, until delivered."""
-    return (
-        exports_folder_of(svc, tenant_id) / f"contact-{contact_id}-message-{message_id}.jsonl.enc"
-    )
+    return exports_folder(svc, tenant_id) / f"contact-{contact_id}-message-{message_id}.jsonl.enc"
 
 
 CHAT_EXPORTS_OF = "contact-{contact_id}-message-*.jsonl.enc"  # a glob, by contact
