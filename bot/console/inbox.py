@@ -400,7 +400,7 @@ def unread_total(session: Session, tenant_id: int, user_id: int) -> int:
     query = _unread_query(tenant_id, user_id).where(
         Message.conversation_id.in_(
             select(Conversation.id).where(
-                Conversation.tenant_id == tenant_id, Conversation.status == "open"
+                Conversation.tenant_id == tenant_id, Conversation.status == ConversationStatus.OPEN
             )
         )
     )
@@ -436,7 +436,7 @@ def next_waiting(
         select(Conversation.id)
         .where(
             Conversation.tenant_id == tenant_id,
-            Conversation.status == "open",
+            Conversation.status == ConversationStatus.OPEN,
             Conversation.needs_attention.is_(True),
         )
         .order_by(*_attention_order())

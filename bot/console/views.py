@@ -70,7 +70,7 @@ from bot.privacy.audit import record_actor_audit
 from bot.services import services
 from bot.web.numbers import parse_id
 from storage.models import Tenant, utcnow
-from storage.vocabulary import Refusal
+from storage.vocabulary import ConversationStatus, Mode, Refusal
 
 # Refusals that retrying will not cure: the operator is told to phone instead.
 LASTING_REFUSALS = frozenset({Refusal.OPTED_OUT, Refusal.NO_CONSENT, Refusal.OUTSIDE_WINDOW})
@@ -222,8 +222,8 @@ def _conversation_context(conversation_id: int, live: bool = False) -> dict[str,
         "detail": detail,
         "form_key": new_form_key(),
         "template_key": new_form_key(),
-        "holds_it": thread.mode == "human" and thread.assigned_user_id == who.user_id,
-        "may_act": thread.status == "open" and handoff.may_act(thread, who),
+        "holds_it": thread.mode == Mode.HUMAN and thread.assigned_user_id == who.user_id,
+        "may_act": thread.status == ConversationStatus.OPEN and handoff.may_act(thread, who),
         "writable": operator_may_write(detail.contact_state, now),
         "window": service_window(detail.contact_state, settings, now),
         "canned": canned,
