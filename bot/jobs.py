@@ -16,6 +16,12 @@ def process_inbound(message_id: int) -> None:
     run(services(), message_id)
 
 
+def process_inbound_batch(message_ids: list[int], readings: dict[int, Any] | None = None) -> None:
+    from bot.conversation.engine import process_inbound_batch as run
+
+    run(services(), message_ids, readings or {})
+
+
 def deliver_message(message_id: int) -> None:
     from bot.outbound.send import deliver
 

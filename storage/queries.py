@@ -9,11 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, select, tuple_
 from sqlalchemy.orm import Session
 
 from storage.crypto import BodyCipher
 from storage.models import ConsentEvent, Contact, Conversation, Message, SidTombstone, Tenant
+
+
+def contains_text(column: Any, text: str) -> ColumnElement[bool]:
+    """``column`` contains ``text``, case-insensitively, wildcards taken literally."""
+    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return column.ilike(f"%{escaped}%", escape="!")
 
 
 def tenant_by_slug(session: Session, slug: str) -> Tenant | None:

@@ -174,6 +174,23 @@ def test_unread_counts_per_conversation_and_total_in_the_title_until_opened(
     assert "<title>Conversazioni" in html
 
 
+def test_the_unread_count_stops_at_the_cap_and_says_so(svc, tenant, signed_in, monkeypatch):
+    from bot.console import inbox as inbox_module
+    from bot.console import views
+
+    monkeypatch.setattr(inbox_module, "COUNT_CAP", 2)  # where it counts
+    monkeypatch.setattr(views, "COUNT_CAP", 2)  # where the page says it
+    conversation = make_conversation(svc, tenant)
+    for text in ("Perdita", "Ancora acqua", "Sempre di più", "Aiutateci"):
+        add_message(svc, conversation, text)
+
+    html = page_of(signed_in, "/console/")
+
+    assert "<title>(2+) Conversazioni" in html
+    assert 'data-unread-total="3"' in html  # the cap and one: the page script writes "2+"
+    assert f'data-conversation-id="{conversation.id}" data-unread="4"' in html
+
+
 def test_what_one_operator_read_stays_unread_for_a_colleague(svc, tenant, signed_in, operator):
     conversation = make_conversation(svc, tenant)
     add_message(svc, conversation, "Perdita d'acqua in garage")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any
 
 import pytest
@@ -34,7 +33,6 @@ from bot.conversation import handoff
 from bot.conversation.emergency import (
     acknowledge_emergency,
     unacknowledged_emergencies,
-    urgent_among,
 )
 from bot.conversation.escalation import escalate_unacknowledged
 from bot.conversation.replies import TEXTS
@@ -44,6 +42,8 @@ from bot.office.oncall import add_oncall
 from bot.office.settings import parse_assignment, update_settings
 from bot.office.tokens import create_token
 from bot.outbound.gate import Outgoing, check_outbound, evaluate
+from bot.runtime.queueing import Triaged
+from bot.runtime.worker import lane_triage
 from bot.services import Services
 from notify.operators import tenant_channel
 from storage.models import (
@@ -749,14 +749,14 @@ def message_id_of(svc: Services, sid: str) -> int:
 
 
 def test_an_emergency_overtakes_queued_first_messages(client, svc, tenant, twilio):
-    svc.jobs.triage = partial(urgent_among, svc)
+    svc.jobs.triage = lane_triage(svc)
     for n in range(3):
         send_inbound(client, "Buongiorno, la luce delle scale non va", sender=f"+39333000000{n}")
     report = send_inbound(client, "Aiuto, c'è fumo dal garage", sender=NEIGHBOUR)
 
     svc.jobs.relay_waiting()
     assert svc.jobs.urgent_queue.job_ids == [f"inbound-{message_id_of(svc, report['MessageSid'])}"]
-    assert svc.jobs.queue.count == 3
+    assert svc.jobs.queue.count == 1  # the three ordinary ones, in one batch
     drain(svc)
 
     first = twilio.messages[0]
@@ -771,14 +771,15 @@ def test_without_a_triage_every_message_keeps_its_place(client, svc, tenant):
 
 
 def test_a_failing_triage_still_queues_every_message(client, svc, tenant):
-    def broken(message_ids: list[int]) -> set[int]:
+    def broken(message_ids: list[int]) -> Triaged:
         raise RuntimeError("model unavailable")
 
     svc.jobs.triage = broken
     send_inbound(client, "Aiuto, c'è fumo dal garage", sender=NEIGHBOUR)
     send_inbound(client, "Buongiorno")
     svc.jobs.relay_waiting()
-    assert (svc.jobs.urgent_queue.count, svc.jobs.queue.count) == (0, 2)
+    assert (svc.jobs.urgent_queue.count, svc.jobs.queue.count) == (0, 1)
+    assert len(svc.jobs.queue.jobs[0].args[0]) == 2
 
 
 def test_safety_advice_is_not_held_back_by_the_offices_send_rate(consented, svc, tenant, twilio):

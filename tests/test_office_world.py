@@ -776,6 +776,58 @@ def test_an_operator_sends_a_work_order_from_the_ticket_page(
     assert "inviato" in signed_in.get(page).get_data(as_text=True)
 
 
+def test_an_office_with_too_many_suppliers_for_a_list_types_the_supplier(
+    signed_in, client, svc, office, twilio, monkeypatch
+):
+    from helpers import post_form
+
+    from bot.console import tickets
+
+    monkeypatch.setattr(tickets, "SUPPLIER_CHOICES", 1)  # the office has two
+    send_inbound(client, FAULT)
+    drain(svc)
+    ticket = only_ticket(svc)
+    page = f"/console/tickets/{ticket.id}"
+    html = signed_in.get(page).get_data(as_text=True)
+    assert (
+        'name="supplier" value="" maxlength="80"' in html
+        and "<option" not in html.split('id="work-order-form"')[1].split("</form>")[0]
+    )
+
+    several = post_form(signed_in, f"{page}/work-orders", {"supplier": "o", "note": ""}, page=page)
+    nobody = post_form(signed_in, f"{page}/work-orders", {"supplier": "Gasisti"}, page=page)
+    sent = post_form(signed_in, f"{page}/work-orders", {"supplier": "idraulico"}, page=page)
+    drain(svc)
+
+    assert "Più fornitori corrispondono a «o»: Elettro Verdi (elettricista) · n." in (
+        several.get_data(as_text=True)
+    )
+    assert "Nessun fornitore corrisponde a «Gasisti»." in nobody.get_data(as_text=True)
+    assert "Ordine di lavoro n." in sent.get_data(as_text=True)
+    assert [m["To"] for m in twilio.messages if m.get("ContentSid") == WORK_ORDER_SID] == [
+        f"whatsapp:{SUPPLIER}"
+    ]
+
+
+def test_the_ticket_list_filters_by_a_typed_supplier(signed_in, client, svc, office, monkeypatch):
+    from helpers import post_form
+
+    from bot.console import tickets
+
+    monkeypatch.setattr(tickets, "SUPPLIER_CHOICES", 1)
+    send_inbound(client, FAULT)
+    drain(svc)
+    ticket = only_ticket(svc)
+    page = f"/console/tickets/{ticket.id}"
+    post_form(signed_in, f"{page}/work-orders", {"supplier": "Idraulica Rossi"}, page=page)
+
+    mine = signed_in.get("/console/tickets?fornitore=idraul").get_data(as_text=True)
+    theirs = signed_in.get("/console/tickets?fornitore=Verdi").get_data(as_text=True)
+
+    assert f"#{ticket.id}</a>" in mine and 'value="idraul"' in mine
+    assert f"#{ticket.id}</a>" not in theirs
+
+
 # -- 7. the demo office ---------------------------------------------------------------------------
 
 

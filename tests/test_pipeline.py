@@ -19,7 +19,6 @@ from sqlalchemy import select
 from bot.conversation.engine import process_inbound
 from bot.office.settings import update_settings
 from bot.outbound.senders import SendPacer
-from bot.runtime.queueing import inbound_job_id
 from bot.runtime.worker import start_senders
 from storage.models import Message, Tenant
 
@@ -137,7 +136,7 @@ def test_two_worker_hosts_answer_one_burst_exactly_once(
     assert codes == [0, 0]
     assert Counter(m["To"] for m in twilio.messages) == {f"whatsapp:{r}": 1 for r in RESIDENTS}
     workers = {
-        Job.fetch(inbound_job_id(message_id), connection=svc.redis).worker_name
+        Job.fetch(svc.jobs.job_id_for(message_id), connection=svc.redis).worker_name
         for message_id in inbound_ids(svc)
     }
     assert len(workers) == 2  # both hosts took part in the burst

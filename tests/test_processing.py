@@ -19,10 +19,11 @@ from helpers import (
     worker_env,
 )
 from redis.exceptions import RedisError
+from rq.job import Job
 from servers import wait_until
 from sqlalchemy import select
 
-from bot.runtime.queueing import RELAY_BATCH, BackgroundLoop, sweep_once
+from bot.runtime.queueing import JOB_BATCH, RELAY_BATCH, BackgroundLoop, sweep_once
 from bot.services import Services
 from storage.models import Contact, MediaItem, Message
 
@@ -185,7 +186,7 @@ def test_sweeper_leaves_a_message_whose_job_is_still_queued(client, svc):
     assert svc.jobs.queue.count == 1
 
 
-def test_relay_turns_each_hand_off_into_one_rq_job(client, svc):
+def test_relay_queues_a_burst_of_hand_offs_as_one_batch_job(client, svc):
     for text in ("Buongiorno", "Il cancello non si apre", "Grazie"):
         send_inbound(client, text)
     with svc.db.session() as session:
@@ -195,7 +196,29 @@ def test_relay_turns_each_hand_off_into_one_rq_job(client, svc):
 
     assert relayed == 3
     assert svc.jobs.handed_off() == 0
-    assert svc.jobs.queue.job_ids == [f"inbound-{message_id}" for message_id in ids]
+    assert svc.jobs.queue.job_ids == [f"inbound-{ids[0]}"]
+    assert [svc.jobs.job_id_for(message_id) for message_id in ids] == [f"inbound-{ids[0]}"] * 3
+    assert Job.fetch(f"inbound-{ids[0]}", connection=svc.redis).args == (ids,)
+
+
+def test_relay_splits_a_long_burst_into_jobs_of_a_batch_each(client, svc):
+    for n in range(JOB_BATCH + 2):
+        send_inbound(client, "Buongiorno", sender=f"+3933300{n:05d}")
+
+    assert svc.jobs.relay() == JOB_BATCH + 2
+    sizes = [len(Job.fetch(j, connection=svc.redis).args[0]) for j in svc.jobs.queue.job_ids]
+    assert sizes == [JOB_BATCH, 2]
+
+
+def test_the_sweeper_leaves_alone_a_message_queued_in_a_batch(client, svc):
+    for text in ("Buongiorno", "Grazie"):
+        send_inbound(client, text)
+    svc.jobs.relay()
+
+    swept = sweep_once(svc.db, svc.jobs, grace_seconds=0, lease_seconds=60, max_attempts=5)
+
+    assert swept == 0
+    assert svc.jobs.queue.count == 1
 
 
 def test_relay_drops_a_malformed_entry_and_keeps_the_rest(client, svc):

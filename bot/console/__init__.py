@@ -26,6 +26,7 @@ from bot.console import (  # noqa: F401  (routes)
 from bot.console.auth import init_login
 from bot.console.blueprint import bp
 from bot.console.labels import JINJA_FILTERS, JINJA_TABLES, label
+from bot.console.tickets import supplier_label
 from bot.exceptions import NotFound
 from bot.services import services
 from notify.operators import tenant_channel, user_channel
@@ -48,6 +49,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(JINJA_FILTERS)
     app.jinja_env.globals.update(JINJA_TABLES)
     app.jinja_env.globals["label"] = label
+    app.jinja_env.globals["supplier_label"] = supplier_label
 
 
 @bp.context_processor

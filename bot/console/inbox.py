@@ -42,7 +42,13 @@ from storage.models import (
     User,
     utcnow,
 )
-from storage.queries import contact_ledger, conversation_messages, get_contact, get_conversation
+from storage.queries import (
+    contact_ledger,
+    contains_text,
+    conversation_messages,
+    get_contact,
+    get_conversation,
+)
 from storage.vocabulary import ConversationStatus, Direction, Mode, Priority, Purpose, TicketKind
 
 FILTERS: dict[str, str] = {
@@ -250,12 +256,6 @@ class InboxPage:
     next_cursor: str | None
 
 
-def _contains(column: Any, text: str) -> ColumnElement[bool]:
-    """``column`` contains ``text``, case-insensitively, wildcards taken literally."""
-    escaped = text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-    return column.ilike(f"%{escaped}%", escape="!")
-
-
 def search_condition(tenant_id: int, text: str) -> ColumnElement[bool] | None:
     """Conversations matching what the operator typed: the contact's name or number,
     a building they are linked to, a building or address named in its tickets, or a
@@ -267,7 +267,7 @@ def search_condition(tenant_id: int, text: str) -> ColumnElement[bool] | None:
     # Tickets keep the places they name as JSON: matched as its text, accents included
     # as JSON escapes them.
     entities = cast(Ticket.entities, String)
-    places = [_contains(entities, text), _contains(entities, json.dumps(text)[1:-1])]
+    places = [contains_text(entities, text), contains_text(entities, json.dumps(text)[1:-1])]
     # The buildings a contact lives in or works for (the office's own records).
     buildings = (
         select(BuildingLink.contact_id)
@@ -275,21 +275,21 @@ def search_condition(tenant_id: int, text: str) -> ColumnElement[bool] | None:
         .where(
             BuildingLink.tenant_id == tenant_id,
             or_(
-                _contains(Building.code, text),
-                _contains(Building.name, text),
-                _contains(Building.address, text),
+                contains_text(Building.code, text),
+                contains_text(Building.name, text),
+                contains_text(Building.address, text),
             ),
         )
     )
     conditions: list[ColumnElement[bool]] = [
-        _contains(Contact.profile_name, text),
-        _contains(Contact.name, text),
+        contains_text(Contact.profile_name, text),
+        contains_text(Contact.name, text),
         Contact.id.in_(buildings),
         Conversation.id.in_(tickets.where(or_(*places))),
     ]
     digits = re.sub(r"\D", "", text)
     if len(digits) >= 3 and not re.search(r"[^\d\s+#()./-]", text):
-        conditions += [_contains(Contact.phone, digits), _contains(Contact.wa_id, digits)]
+        conditions += [contains_text(Contact.phone, digits), contains_text(Contact.wa_id, digits)]
     number = _TICKET_NUMBER.match(text)
     if number:
         conditions.append(Conversation.id.in_(tickets.where(Ticket.id == int(number.group(1)))))
@@ -367,21 +367,27 @@ def inbox(
     )
 
 
-def _unread_query(tenant_id: int, user_id: int) -> Select[int | None, int]:
+def _unread_messages(tenant_id: int, user_id: int) -> Select[int, int]:
+    """The resident's messages this operator has not read, conversation by
+    conversation: each one's messages read from where the operator stopped (the
+    (conversation, id) index from that id on), so a conversation read to its end
+    costs one probe, not a walk of its history."""
     read_mark = and_(
-        ConversationRead.conversation_id == Message.conversation_id,
+        ConversationRead.conversation_id == Conversation.id,
         ConversationRead.user_id == user_id,
     )
     return (
-        select(Message.conversation_id, func.count(Message.id))
+        select(Conversation.id, Message.id)
+        .select_from(Conversation)
         .outerjoin(ConversationRead, read_mark)
-        .where(
-            Message.tenant_id == tenant_id,
-            Message.direction == Direction.IN,
-            Message.conversation_id.is_not(None),
-            Message.id > func.coalesce(ConversationRead.last_read_message_id, 0),
+        .join(
+            Message,
+            and_(
+                Message.conversation_id == Conversation.id,
+                Message.id > func.coalesce(ConversationRead.last_read_message_id, 0),
+            ),
         )
-        .group_by(Message.conversation_id)
+        .where(Conversation.tenant_id == tenant_id, Message.direction == Direction.IN)
     )
 
 
@@ -391,20 +397,23 @@ def unread_counts(
     """Per conversation, the resident's messages this operator has not read."""
     if not conversation_ids:
         return {}
-    query = _unread_query(tenant_id, user_id).where(Message.conversation_id.in_(conversation_ids))
-    return {cid: int(n) for cid, n in session.execute(query) if cid is not None}
+    unread = (
+        _unread_messages(tenant_id, user_id).where(Conversation.id.in_(conversation_ids)).subquery()
+    )
+    query = select(unread.c[0], func.count()).group_by(unread.c[0])
+    return {int(cid): int(n) for cid, n in session.execute(query)}
 
 
 def unread_total(session: Session, tenant_id: int, user_id: int) -> int:
-    """The unread messages of the office's open conversations (the page title's count)."""
-    query = _unread_query(tenant_id, user_id).where(
-        Message.conversation_id.in_(
-            select(Conversation.id).where(
-                Conversation.tenant_id == tenant_id, Conversation.status == ConversationStatus.OPEN
-            )
-        )
+    """The unread messages of the office's open conversations (the page title's count),
+    counted up to COUNT_CAP + 1."""
+    unread = (
+        _unread_messages(tenant_id, user_id)
+        .where(Conversation.status == ConversationStatus.OPEN)
+        .limit(COUNT_CAP + 1)
+        .subquery()
     )
-    return sum(int(n) for _, n in session.execute(query))
+    return int(session.scalar(select(func.count()).select_from(unread)) or 0)
 
 
 def mark_read(session: Session, tenant_id: int, user_id: int, conversation_id: int) -> bool:
@@ -499,15 +508,16 @@ def _previews(
     ids = [i for i in session.scalars(latest) if i is not None]
     if not ids:
         return {}
+    # By primary key alone: with the office's id beside a few hundred ids, SQLite
+    # preferred walking every message of the office through its (tenant, time) index.
+    # The ids are the office's own (read through its conversations); checked anyway.
     messages = session.execute(
-        select(Message.conversation_id, Message.body).where(
-            Message.tenant_id == tenant_id, Message.id.in_(ids)
-        )
+        select(Message.conversation_id, Message.body, Message.tenant_id).where(Message.id.in_(ids))
     ).all()
     return {
         conversation_id: _shorten(cipher.decrypt(body) if body else "")
-        for conversation_id, body in messages
-        if conversation_id is not None
+        for conversation_id, body, owner in messages
+        if conversation_id is not None and owner == tenant_id
     }
 
 

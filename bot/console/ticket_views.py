@@ -15,6 +15,7 @@ from bot.console.tickets import (
     add_note,
     change_ticket_status,
     create_ticket,
+    find_supplier,
     form_choices,
     list_tickets,
     ticket_page,
@@ -24,7 +25,7 @@ from bot.exceptions import Refused
 from bot.office.work_orders import send_work_order
 from bot.privacy.audit import record_actor_audit
 from bot.services import services
-from storage.models import Contact, Tenant, utcnow
+from storage.models import Tenant, utcnow
 
 AGES = (1, 3, 7, 30)
 
@@ -125,11 +126,14 @@ def ticket_note(ticket_id: int) -> Response:
 def ticket_work_order(ticket_id: int) -> Response:
     who = actor()
     svc = services()
-    raw = request.form.get("supplier", "")
     with svc.db.read() as db:
-        supplier = db.get(Contact, int(raw)) if raw.isdigit() and len(raw) < 10 else None
+        try:
+            supplier = find_supplier(db, who.tenant_id, request.form.get("supplier", ""))
+        except Refused as refusal:
+            flash(refusal.message, "error")
+            return _back(ticket_id)
         tenant = db.get(Tenant, who.tenant_id)
-    if supplier is None or supplier.tenant_id != who.tenant_id or not supplier.phone:
+    if supplier is None or not supplier.phone:
         flash("Fornitore non valido: sceglilo dall'elenco.", "error")
         return _back(ticket_id)
     assert tenant is not None

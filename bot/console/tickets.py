@@ -3,12 +3,13 @@ hand, internal notes, status changes; every change on the ticket's timeline and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from bot.conversation.emergency import record_ticket_event
@@ -30,6 +31,7 @@ from storage.models import (
     User,
     WorkOrder,
 )
+from storage.queries import contains_text
 from storage.vocabulary import (
     ContactKind,
     Priority,
@@ -44,6 +46,12 @@ PRIORITIES = tuple(Priority)
 HAND_KINDS = tuple(k for k in TicketKind if k != TicketKind.EMERGENCY)
 MAX_DESCRIPTION = 2000
 MAX_NOTE = 2000
+# Past this many suppliers the forms stop listing them and take a typed name instead.
+SUPPLIER_CHOICES = 200
+SUPPLIER_SUGGESTIONS = 5  # named when what was typed fits several
+MAX_SUPPLIER_TEXT = 80
+# A supplier's number: the whole field (a list's choice) or a label's tail ("· n. 12").
+_SUPPLIER_NUMBER = re.compile(r"^(\d{1,9})$|n\. (\d{1,9})$")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,8 @@ class TicketFilter:
     building: str | None = None
     assignee: int | None = None
     supplier: int | None = None
+    # What was typed where the office has too many suppliers for a list.
+    supplier_text: str | None = None
     older_than_days: int | None = None
 
     @classmethod
@@ -63,11 +73,14 @@ class TicketFilter:
             return int(raw) if raw.isdigit() and len(raw) < 10 else None
 
         status = args.get("stato")
+        supplier = " ".join((args.get("fornitore") or "").split())[:MAX_SUPPLIER_TEXT]
+        chosen = _chosen_id(supplier)
         return cls(
             status=status if status in TICKET_STATUSES else None,
             building=(args.get("condominio") or "").strip().upper() or None,
             assignee=number("assegnato"),
-            supplier=number("fornitore"),
+            supplier=chosen,
+            supplier_text=supplier if supplier and chosen is None else None,
             older_than_days=number("giorni"),
         )
 
@@ -98,6 +111,9 @@ def list_tickets(
         query = query.where(Ticket.assignee_user_id == wanted.assignee)
     if wanted.supplier is not None:
         query = query.where(Ticket.supplier_contact_id == wanted.supplier)
+    elif wanted.supplier_text:
+        matching = select(Contact.id).where(_supplier_matches(tenant_id, wanted.supplier_text))
+        query = query.where(Ticket.supplier_contact_id.in_(matching))
     if wanted.older_than_days is not None and now is not None:
         query = query.where(Ticket.created_at < now - timedelta(days=wanted.older_than_days))
     if before is not None:
@@ -169,7 +185,17 @@ def ticket_page(session: Session, tenant_id: int, ticket_id: int, cipher: BodyCi
 
 
 def form_choices(session: Session, tenant_id: int) -> dict[str, Any]:
-    """What the ticket forms offer: buildings, colleagues, suppliers."""
+    """What the ticket forms offer: buildings, colleagues, suppliers.
+
+    Suppliers come as a list up to SUPPLIER_CHOICES of them; an office with more
+    gets ``None`` and the forms a field where the supplier is typed (name, trade or
+    number) and found by :func:`find_supplier`."""
+    suppliers = session.scalars(
+        select(Contact)
+        .where(Contact.tenant_id == tenant_id, Contact.kind == ContactKind.FORNITORE)
+        .order_by(Contact.name, Contact.id)
+        .limit(SUPPLIER_CHOICES + 1)
+    ).all()
     return {
         "buildings": tenant_buildings(session, tenant_id),
         "users": session.scalars(
@@ -177,14 +203,65 @@ def form_choices(session: Session, tenant_id: int) -> dict[str, Any]:
             .where(User.tenant_id == tenant_id, User.active.is_(True))
             .order_by(User.email)
         ).all(),
-        "suppliers": session.scalars(
-            select(Contact)
-            .where(Contact.tenant_id == tenant_id, Contact.kind == ContactKind.FORNITORE)
-            .order_by(Contact.name, Contact.id)
-        ).all(),
+        "suppliers": suppliers if len(suppliers) <= SUPPLIER_CHOICES else None,
         "priorities": PRIORITIES,
         "kinds": HAND_KINDS,
     }
+
+
+def supplier_label(contact: Contact) -> str:
+    """How a supplier is written in the typed field; its number at the end finds it again."""
+    trade = f" ({contact.trade})" if contact.trade else ""
+    return f"{contact.name or contact.phone or contact.wa_id}{trade} · n. {contact.id}"
+
+
+def _chosen_id(raw: str) -> int | None:
+    """The supplier's number, when the field holds one (picked from a list, or a label)."""
+    found = _SUPPLIER_NUMBER.search(raw)
+    return int(found.group(1) or found.group(2)) if found else None
+
+
+def _supplier_matches(tenant_id: int, text: str) -> ColumnElement[bool]:
+    conditions = [contains_text(Contact.name, text), contains_text(Contact.trade, text)]
+    digits = re.sub(r"\D", "", text)
+    if len(digits) >= 3:
+        conditions.append(contains_text(Contact.phone, digits))
+    return and_(
+        Contact.tenant_id == tenant_id, Contact.kind == ContactKind.FORNITORE, or_(*conditions)
+    )
+
+
+def find_supplier(session: Session, tenant_id: int, raw: str) -> Contact | None:
+    """The office's supplier a form names: by number (a list's choice, or the label
+    of the typed field), or the one supplier whose name, trade or telephone number
+    contains what was typed. ``None`` for an empty field; Refused, in Italian, for
+    one that names nobody or several."""
+    text = " ".join(raw.split())[:MAX_SUPPLIER_TEXT]
+    if not text:
+        return None
+    chosen = _chosen_id(text)
+    if chosen is not None:
+        contact = session.get(Contact, chosen)
+        mine = contact is not None and contact.tenant_id == tenant_id
+        if not mine or contact is None or contact.kind != ContactKind.FORNITORE:
+            raise Refused("Fornitore non valido: sceglilo dall'elenco.")
+        return contact
+    found = session.scalars(
+        select(Contact)
+        .where(_supplier_matches(tenant_id, text))
+        .order_by(Contact.name, Contact.id)
+        .limit(SUPPLIER_SUGGESTIONS + 1)
+    ).all()
+    if not found:
+        raise Refused(f"Nessun fornitore corrisponde a «{text}».")
+    if len(found) > 1:
+        names = ", ".join(supplier_label(c) for c in found[:SUPPLIER_SUGGESTIONS])
+        more = "…" if len(found) > SUPPLIER_SUGGESTIONS else ""
+        raise Refused(
+            f"Più fornitori corrispondono a «{text}»: {names}{more}. "
+            "Scrivi il nome per intero, il telefono o il numero del fornitore."
+        )
+    return found[0]
 
 
 # -- changes ----------------------------------------------------------------------------
@@ -221,12 +298,8 @@ def _user(session: Session, tenant_id: int, raw: str) -> int | None:
 
 
 def _supplier(session: Session, tenant_id: int, raw: str) -> int | None:
-    if not raw.strip():
-        return None
-    contact = session.get(Contact, int(raw)) if raw.strip().isdigit() else None
-    if contact is None or contact.tenant_id != tenant_id or contact.kind != ContactKind.FORNITORE:
-        raise Refused("Fornitore non valido: sceglilo dall'elenco.")
-    return contact.id
+    contact = find_supplier(session, tenant_id, raw)
+    return contact.id if contact else None
 
 
 def _building(session: Session, tenant_id: int, raw: str) -> Building | None:

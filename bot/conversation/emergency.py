@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from bot.conversation.alerts import hazard_label, place_in
 from bot.conversation.inbound import InboundMessage, decode_payload
+from bot.conversation.understanding import Reading
 from bot.exceptions import NotFound
 from bot.privacy.audit import record_audit
 from bot.services import Services
@@ -357,14 +358,19 @@ def keeps_urgent(session: Session, conversation: Conversation) -> dict[str, Any]
 # -- the priority lane --------------------------------------------------------------------
 
 
-def urgent_among(svc: Services, message_ids: Sequence[int]) -> set[int]:
-    """Which of these stored, unprocessed inbound messages report an emergency.
+def urgent_among(
+    svc: Services, message_ids: Sequence[int]
+) -> tuple[set[int], dict[int, tuple[str, Reading]]]:
+    """Which of these stored, unprocessed inbound messages report an emergency, and
+    what each message's text reads as (its job uses it instead of reading again).
 
     Read with the same reader the engine uses (``Services.understand``), so the lane
-    and the case agree; only the intent matters here, the job reads the message again.
+    and the case agree.
     """
+    urgent: set[int] = set()
+    readings: dict[int, tuple[str, Reading]] = {}
     if not message_ids:
-        return set()
+        return urgent, readings
     with svc.db.read() as session:
         rows = session.execute(
             select(Message.id, Message.payload).where(
@@ -374,11 +380,13 @@ def urgent_among(svc: Services, message_ids: Sequence[int]) -> set[int]:
                 Message.payload.is_not(None),
             )
         ).all()
-    urgent = set()
     for message_id, payload in rows:
         assert payload is not None  # selected so
         inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(payload)))
-        body = inbound.body.strip()
-        if body and not inbound.opt_out_type and svc.understand(body).intent == EMERGENCY_INTENT:
+        if not inbound.body.strip() or inbound.opt_out_type:
+            continue
+        reading = svc.understand(inbound.body)
+        readings[message_id] = (inbound.body, reading)
+        if reading.intent == EMERGENCY_INTENT:
             urgent.add(message_id)
-    return urgent
+    return urgent, readings

@@ -50,7 +50,13 @@ from intents.sensitive import Finding, find_sensitive, redact
 from notify import MediaAccount, MediaRefused, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.files import private_folder, write_private
-from storage.inbound import ClaimedMessage, claim_for_processing, mark_processed, release_lease
+from storage.inbound import (
+    ClaimedMessage,
+    claim_for_processing,
+    database_unavailable,
+    mark_processed,
+    release_lease,
+)
 from storage.models import (
     BotLogEntry,
     Contact,
@@ -89,7 +95,31 @@ from storage.vocabulary import (
 log = logging.getLogger(__name__)
 
 
-def process_inbound(svc: Services, message_id: int) -> None:
+# What the triage read of a message before queueing it: the text it read, and its reading.
+ReadAhead = tuple[str, Reading]
+
+
+def process_inbound_batch(
+    svc: Services, message_ids: list[int], readings: dict[int, ReadAhead]
+) -> None:
+    """A job's batch, a message at a time, each on its own: one that fails does not
+    hold back the rest, and the job then raises the first failure (RQ retries the
+    batch; the messages processed meanwhile are skipped). A database gone away ends
+    the batch at once: the rest would fail the same way."""
+    failure: Exception | None = None
+    for message_id in message_ids:
+        try:
+            process_inbound(svc, message_id, readings.get(message_id))
+        except Exception as error:
+            if database_unavailable(error):
+                raise
+            log.exception("message %s failed in its batch; the batch will be retried", message_id)
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
+def process_inbound(svc: Services, message_id: int, read_ahead: ReadAhead | None = None) -> None:
     config = svc.config
     claimed = claim_for_processing(
         svc.db,
@@ -100,13 +130,13 @@ def process_inbound(svc: Services, message_id: int) -> None:
     if claimed is None:
         return
     try:
-        _process(svc, claimed)
+        _process(svc, claimed, read_ahead)
     except Exception:
         release_lease(svc.db, message_id)
         raise
 
 
-def _process(svc: Services, claimed: ClaimedMessage) -> None:
+def _process(svc: Services, claimed: ClaimedMessage, read_ahead: ReadAhead | None) -> None:
     started = time.perf_counter()
     inbound = None
     if claimed.payload is not None:
@@ -121,7 +151,7 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
         if known.replay:
             _discard_replay(svc, claimed)
             return
-        handled = _handle(svc, claimed, fresh, started, known)
+        handled = _handle(svc, claimed, fresh, started, known, read_ahead)
         if handled is None:
             _drop_for_terminated_office(svc, claimed)
             return
@@ -129,7 +159,10 @@ def _process(svc: Services, claimed: ClaimedMessage) -> None:
             _prepare_access_export(svc, handled)
         planned = handled.planned
     # Replies before media: a photo's download must not hold back safety advice.
-    _send_planned_replies(svc, claimed, planned or _read_planned(svc, claimed))
+    if planned is not None:
+        _send_planned_replies(svc, claimed, planned, fresh=True)
+    else:
+        _send_planned_replies(svc, claimed, _read_planned(svc, claimed), fresh=False)
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     mark_processed(svc.db, claimed.id)
@@ -205,7 +238,12 @@ class Planned:
 
 
 def _handle(
-    svc: Services, claimed: ClaimedMessage, inbound: InboundMessage, started: float, known: Known
+    svc: Services,
+    claimed: ClaimedMessage,
+    inbound: InboundMessage,
+    started: float,
+    known: Known,
+    read_ahead: ReadAhead | None,
 ) -> Handled | None:
     """Decide and record; ``None`` if the office was terminated meanwhile (nothing written)."""
     now = utcnow()
@@ -223,7 +261,10 @@ def _handle(
     # The intent of what follows a keyword ("sì, ma il citofono non va"); sensitive data
     # in the whole body, which is what is stored and redacted.
     text = keyword.rest if keyword and keyword.rest else ("" if keyword else inbound.body)
-    reading = svc.understand(text) if text.strip() else None
+    if read_ahead is not None and read_ahead[0] == text:
+        reading: Reading | None = read_ahead[1]  # the triage read this very text
+    else:
+        reading = svc.understand(text) if text.strip() else None
     findings = tuple(find_sensitive(inbound.body)) if inbound.body.strip() else ()
     understanding = (
         rules.Understanding(reading.intent, reading.confidence, reading.safety_rule)
@@ -239,9 +280,20 @@ def _handle(
         if locked is None or locked.terminated_at is not None:
             return None
         tenant = locked
-        contact = _contact_for(session, tenant, inbound, now)
+        contact, first_contact = _contact_for(session, tenant, inbound, now)
         thread = _conversation_for(session, tenant, contact, now)
-        world = read_world(session, tenant, contact, thread, inbound, keyword, text, reading, now)
+        world = read_world(
+            session,
+            tenant,
+            contact,
+            thread,
+            inbound,
+            keyword,
+            text,
+            reading,
+            now,
+            first_contact=first_contact,
+        )
         if world.work_order is not None and keyword is not None:
             keyword = None  # "accetto" to a work order answers it
         turn = rules.Turn(
@@ -266,11 +318,11 @@ def _handle(
         message = session.get(Message, claimed.id)
         assert message is not None
         _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
+        message.status = MessageStatus.HANDLED  # flushed with the body: one UPDATE
         notice = active_notice(session, tenant) if plan.ledger or plan.replies else None
         _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings, notice)
         events = _apply_plan(session, tenant, thread, message, plan, reading, now)
         values = apply_world(session, tenant, contact, thread, message, world, plan, now)
-        message.status = MessageStatus.HANDLED
         remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
         detail = {**_log_detail(plan, turn, keyword, closed), **values}
         session.add(
@@ -317,8 +369,12 @@ def _log_detail(
     return detail
 
 
-def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any) -> Contact:
+def _contact_for(
+    session: Any, tenant: Tenant, inbound: InboundMessage, now: Any
+) -> tuple[Contact, bool]:
+    """The sender's contact, and whether this message created it."""
     contact = contact_by_wa_id(session, tenant, inbound.wa_id)
+    created = contact is None
     if contact is None:
         contact = Contact(
             tenant_id=tenant.id,
@@ -337,7 +393,7 @@ def _contact_for(session: Any, tenant: Tenant, inbound: InboundMessage, now: Any
     # Only the contact's own messages open the 24-hour window.
     contact.last_inbound_at = now
     session.flush()
-    return contact
+    return contact, created
 
 
 def _conversation_for(session: Any, tenant: Tenant, contact: Contact, now: Any) -> Conversation:
@@ -629,7 +685,14 @@ def _read_planned(svc: Services, claimed: ClaimedMessage) -> Planned | None:
         return Planned(tenant, contact, thread, notice, bool(message.redacted), entry.detail)
 
 
-def _send_planned_replies(svc: Services, claimed: ClaimedMessage, planned: Planned | None) -> None:
+def _send_planned_replies(
+    svc: Services, claimed: ClaimedMessage, planned: Planned | None, *, fresh: bool
+) -> None:
+    """Record and send (or hand to the senders) a handled message's replies.
+
+    ``fresh``: decided in this attempt, so none of its replies can be recorded yet
+    (an earlier attempt that recorded any had committed the plan, and this one would
+    have read it back): they are recorded without looking for them first."""
     if planned is None:
         return
     tenant, contact, thread = planned.tenant, planned.contact, planned.thread
@@ -654,12 +717,12 @@ def _send_planned_replies(svc: Services, claimed: ClaimedMessage, planned: Plann
         outgoing = Outgoing(text=text, purpose=purpose, answers=claimed.id)
         if senders is not None:
             # Recorded now, sent by the worker's sender threads at the office's pace.
-            outcome = queue_message(svc, envelope, outgoing, paced=True)
+            outcome = queue_message(svc, envelope, outgoing, paced=True, new=fresh)
             if outcome.message_id is not None and outcome.status == MessageStatus.PENDING:
                 handed.append(outcome.message_id)
                 urgent = urgent or purpose == Purpose.SAFETY
         else:
-            outcome = send_message(svc, envelope, outgoing)
+            outcome = send_message(svc, envelope, outgoing, new=fresh)
             if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
                 # Over the office's send rate: try again shortly, not never. Replies
                 # already sent keep their idempotency keys and are not sent again.

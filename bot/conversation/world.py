@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.conversation import rules
@@ -86,10 +86,15 @@ def read_world(
     text: str,
     reading: Reading | None,
     now: datetime,
+    *,
+    first_contact: bool = False,
 ) -> World:
-    mine = contact_buildings(session, contact.id)
-    office_has_buildings = bool(
-        session.scalar(select(func.count(Building.id)).where(Building.tenant_id == tenant.id))
+    """``first_contact``: the contact was created by this very message, so it has no
+    buildings and no work orders yet (nothing to look up)."""
+    mine = [] if first_contact else contact_buildings(session, contact.id)
+    office_has_buildings = bool(mine) or (
+        session.scalar(select(Building.id).where(Building.tenant_id == tenant.id).limit(1))
+        is not None
     )
     question = None
     if office_has_buildings and len(mine) != 1:
@@ -101,7 +106,11 @@ def read_world(
         or keyword is None
         or (accepting and contact.consent != Consent.PENDING)
     ):
-        found = open_work_order(session, tenant.id, contact.id, inbound.replied_sid)
+        found = (
+            None
+            if first_contact
+            else open_work_order(session, tenant.id, contact.id, inbound.replied_sid)
+        )
         read = read_answer(
             inbound.body, reading.intent if reading else None, inbound.button_payload, now
         )

@@ -73,26 +73,36 @@ class SendOutcome:
         return self.refusal is not None
 
 
-def send_message(svc: Services, envelope: Envelope, outgoing: Outgoing) -> SendOutcome:
+def send_message(
+    svc: Services, envelope: Envelope, outgoing: Outgoing, *, new: bool = False
+) -> SendOutcome:
     """Gate, record and deliver now (the worker's way)."""
-    outcome = queue_message(svc, envelope, outgoing)
+    outcome = queue_message(svc, envelope, outgoing, new=new)
     if outcome.refused or outcome.message_id is None or outcome.status != MessageStatus.PENDING:
         return outcome
     return deliver(svc, outcome.message_id)
 
 
 def queue_message(
-    svc: Services, envelope: Envelope, outgoing: Outgoing, *, paced: bool = False
+    svc: Services,
+    envelope: Envelope,
+    outgoing: Outgoing,
+    *,
+    paced: bool = False,
+    new: bool = False,
 ) -> SendOutcome:
     """Gate and record; delivery is :func:`deliver`'s (now, or from a job).
 
     ``paced``: the send will wait for its slot of the office's rate (the sender
-    pool's way), so the gate does not refuse it for the rate."""
+    pool's way), so the gate does not refuse it for the rate. ``new``: the caller
+    knows nothing was recorded under this key yet, so it is not looked up first
+    (a concurrent record is still caught by the key's unique constraint)."""
     tenant, key = envelope.tenant, envelope.idempotency_key
-    with svc.db.read() as session:
-        existing = message_by_idempotency_key(session, tenant, key)
-    if existing is not None:
-        return SendOutcome(message_id=existing.id, status=existing.status)
+    if not new:
+        with svc.db.read() as session:
+            existing = message_by_idempotency_key(session, tenant, key)
+        if existing is not None:
+            return SendOutcome(message_id=existing.id, status=existing.status)
     decision = check_outbound(svc, tenant, envelope.contact, outgoing, paced=paced)
     if not decision.allowed:
         log.info("outbound refused by the gate: %s", decision.reason)
@@ -146,13 +156,19 @@ def deliver(
         # provider: sending again could duplicate it, so we do not.
         return SendOutcome(message_id=message_id, status=status)
     with svc.db.read() as session:
-        message = session.get(Message, message_id)
-        assert message is not None and message.contact_id is not None
-        tenant = session.get(Tenant, message.tenant_id)
-        contact = get_contact(session, message.tenant_id, message.contact_id)
-        assert tenant is not None and contact is not None
-        body = svc.cipher.decrypt(message.body) if message.body else ""
-        template_sid = message.template_sid
+        # One read for what the send needs: the message, its office, its addressee.
+        row = session.execute(
+            select(Message.body, Message.template_sid, Tenant, Contact)
+            .join(Tenant, Tenant.id == Message.tenant_id)
+            .join(
+                Contact,
+                (Contact.id == Message.contact_id) & (Contact.tenant_id == Message.tenant_id),
+            )
+            .where(Message.id == message_id)
+        ).one()
+        tenant, contact = row.Tenant, row.Contact
+        body = svc.cipher.decrypt(row.body) if row.body else ""
+        template_sid = row.template_sid
         media = media_urls(svc, session, message_id)
     from_address, to_address = _addresses(tenant, contact)
     request = OutboundRequest(

@@ -51,6 +51,8 @@ from bot.runtime.queueing import (
     BackgroundLoop,
     Backoff,
     RedisOutage,
+    Triage,
+    Triaged,
     connect_redis,
     inbound_relay,
     run_each,
@@ -471,6 +473,16 @@ def start_senders(svc: Services, concurrency: int) -> SenderPool:
     ).start()
 
 
+def lane_triage(svc: Services) -> Triage:
+    """The priority lane's triage: the engine's reader, on messages about to be queued."""
+
+    def triage(message_ids: list[int]) -> Triaged:
+        urgent, readings = urgent_among(svc, message_ids)
+        return Triaged(urgent, dict(readings))
+
+    return triage
+
+
 def run_worker(app: Flask, *, burst: bool = False, concurrency: int = 1) -> None:
     stop = StopSignal()
     stop.install()
@@ -480,7 +492,7 @@ def run_worker(app: Flask, *, burst: bool = False, concurrency: int = 1) -> None
         svc.senders = start_senders(svc, concurrency)
     if app.config["PRIORITY_LANE"]:
         # Emergencies overtake queued work: read before queueing, with the model loaded.
-        svc.jobs.triage = partial(urgent_among, svc)
+        svc.jobs.triage = lane_triage(svc)
     outage = RedisOutage()
     fold = FoldRedisRetries(outage)
     rq_logger = logging.getLogger("rq.worker")

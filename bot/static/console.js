@@ -97,7 +97,7 @@
   var ALERTS_KEY = "portineria.alerts";
   var MESSAGE_ALERTS_KEY = "portineria.messageAlerts";
   // The title without any "(n) " count in front (the inbox renders its unread count).
-  var baseTitle = document.title.replace(/^\(\d+\) /, "");
+  var baseTitle = document.title.replace(/^\(\d+\+?\) /, "");
   var unseen = 0;
   var alertsToggle = document.getElementById("alerts-toggle");
   var messageAlertsToggle = document.getElementById("message-alerts-toggle");
@@ -107,7 +107,10 @@
     // On the inbox, the unread messages; elsewhere, the emergencies not yet seen.
     var state = document.getElementById("inbox-state");
     var count = state ? Number(state.dataset.unreadTotal || "0") : unseen;
-    document.title = count > 0 ? "(" + count + ") " + baseTitle : baseTitle;
+    // Counted up to a cap and one more: past it, "999+".
+    var cap = state ? Number(state.dataset.countCap || "0") : 0;
+    var shown = cap && count > cap ? cap + "+" : String(count);
+    document.title = count > 0 ? "(" + shown + ") " + baseTitle : baseTitle;
   }
 
   function stored(key) {
