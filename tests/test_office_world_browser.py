@@ -54,3 +54,30 @@ def test_the_notices_page_fits_a_390_px_phone(runner, svc, tenant, operator, pag
 
     assert page.locator("#notice-form").is_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
+
+
+def test_an_office_with_many_suppliers_types_one_on_a_390_px_phone(
+    runner, svc, tenant, operator, page, tmp_path: Path, monkeypatch
+):
+    from bot.console import tickets
+
+    monkeypatch.setattr(tickets, "SUPPLIER_CHOICES", 1)  # the office has two: too many
+    import_office(runner, tenant, tmp_path)
+    page.set_viewport_size({"width": PHONE_WIDTH, "height": 844})
+    sign_in(page, operator.email)
+
+    page.goto("/console/tickets/new")
+    page.select_option("#ticket-new select[name=kind]", "guasto")
+    page.fill("#ticket-new textarea[name=description]", "Tubo rotto in cantina")
+    page.fill("#ticket-new input[name=supplier]", "idraulico")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
+    page.click("#ticket-new button[type=submit]")
+    page.wait_for_selector("#ticket-edit")
+
+    chosen = page.input_value("#ticket-edit input[name=supplier]")
+    assert chosen.startswith("Idraulica Rossi (idraulico) · n. ")
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE_WIDTH
+    page.goto("/console/tickets?fornitore=Rossi")
+    assert page.locator("table.inbox tbody tr").count() == 1
+    page.goto("/console/tickets?fornitore=Verdi")
+    assert page.locator("table.inbox tbody tr").count() == 0

@@ -405,15 +405,41 @@ def unread_counts(
 
 
 def unread_total(session: Session, tenant_id: int, user_id: int) -> int:
-    """The unread messages of the office's open conversations (the page title's count),
-    counted up to COUNT_CAP + 1."""
-    unread = (
-        _unread_messages(tenant_id, user_id)
-        .where(Conversation.status == ConversationStatus.OPEN)
+    """How many of the office's open conversations hold messages from the resident
+    this operator has not read (the page title's count), up to COUNT_CAP + 1.
+
+    One probe per open conversation: its first message past the operator's read mark
+    (the (conversation, id) index from that id on), stopping at the first found. A
+    join instead let PostgreSQL read the messages table from its start until it had
+    counted enough, all of it for an operator who has read everything.
+    """
+    read_mark = and_(
+        ConversationRead.conversation_id == Conversation.id,
+        ConversationRead.user_id == user_id,
+    )
+    first_unread = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.direction == Direction.IN,
+            Message.id > func.coalesce(ConversationRead.last_read_message_id, 0),
+        )
+        .limit(1)
+        .correlate(Conversation, ConversationRead)
+        .scalar_subquery()
+    )
+    waiting = (
+        select(Conversation.id)
+        .outerjoin(ConversationRead, read_mark)
+        .where(
+            Conversation.tenant_id == tenant_id,
+            Conversation.status == ConversationStatus.OPEN,
+            first_unread.is_not(None),
+        )
         .limit(COUNT_CAP + 1)
         .subquery()
     )
-    return int(session.scalar(select(func.count()).select_from(unread)) or 0)
+    return int(session.scalar(select(func.count()).select_from(waiting)) or 0)
 
 
 def mark_read(session: Session, tenant_id: int, user_id: int, conversation_id: int) -> bool:

@@ -470,12 +470,10 @@ def erase_in_session(
         "media": len(files),
         # Their tickets (a fault they reported, or one the office filed for them) with
         # their notes, work orders and timelines (ON DELETE CASCADE).
-        "tickets": delete_rows(
-            session,
-            Ticket,
-            tenant,
-            Ticket.conversation_id.in_(threads) | (Ticket.contact_id == contact.id),
-        ),
+        # Two statements, each by its own index: PostgreSQL read an OR of the two by a
+        # walk of every ticket of the office.
+        "tickets": delete_rows(session, Ticket, tenant, Ticket.conversation_id.in_(threads))
+        + delete_rows(session, Ticket, tenant, Ticket.contact_id == contact.id),
         "building_links": delete_rows(
             session, BuildingLink, tenant, BuildingLink.contact_id == contact.id
         ),

@@ -11,8 +11,8 @@
  * (stored in localStorage, per browser): a "(n)" badge in the title, a sound and,
  * where the browser allows it, a desktop notification. A new message from a resident
  * does the same unless "Avvisi per i nuovi messaggi" is off (also per browser). On
- * the inbox the title's count is the unread messages. The service worker
- * (/console/sw.js) is registered for the push notifications that reach the device
+ * the inbox the title's count is the conversations with messages not yet read. The
+ * service worker (/console/sw.js) is registered for the push notifications that reach the device
  * with no console open; "Ricevi notifiche" subscribes this browser to them.
  */
 (function () {
@@ -104,7 +104,7 @@
   var pendingMessageAlert = {};
 
   function showTitle() {
-    // On the inbox, the unread messages; elsewhere, the emergencies not yet seen.
+    // On the inbox, the conversations to read; elsewhere, the emergencies not yet seen.
     var state = document.getElementById("inbox-state");
     var count = state ? Number(state.dataset.unreadTotal || "0") : unseen;
     // Counted up to a cap and one more: past it, "999+".
