@@ -262,10 +262,15 @@ def build_office(config: dict[str, Any], size: Size, results: dict[str, Any]) ->
 
 
 def maintain(svc: Services) -> None:
-    """What a running office's database has had done to it: the worker's statistics
-    refresh on SQLite; PostgreSQL's autovacuum (vacuum and analyze) after bulk loading."""
+    """What a running office's database has had done to it: on SQLite the worker's
+    statistics refresh, and a write-ahead log as short as the checkpointer and the
+    office's own writes keep it (the bulk load leaves a log of a gigabyte and more,
+    whose index every read would search); PostgreSQL's autovacuum (vacuum and analyze)
+    after bulk loading."""
     if svc.db.is_sqlite:
         svc.db.refresh_statistics()
+        with svc.db.engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return
     with svc.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql("VACUUM ANALYZE")

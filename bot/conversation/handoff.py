@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.conversation.emergency import (
@@ -343,16 +343,21 @@ def release_idle_conversations(svc: Services, now: datetime) -> int:
 
 
 def _idle_query(cutoff: datetime) -> Any:
-    last_operator_reply = (
-        select(Message.conversation_id, func.max(Message.created_at).label("at"))
-        .where(Message.direction == Direction.OUT, Message.purpose == Purpose.OPERATOR)
-        .group_by(Message.conversation_id)
-        .subquery()
+    # Asked of each held conversation through its own messages' index: a grouping of
+    # every operator reply of every office, joined, grew with the whole history.
+    operator_replied_since = (
+        select(Message.id)
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.direction == Direction.OUT,
+            Message.purpose == Purpose.OPERATOR,
+            Message.created_at >= cutoff,
+        )
+        .exists()
     )
     return (
         select(Conversation, Tenant.slug)
         .join(Tenant, Tenant.id == Conversation.tenant_id)
-        .outerjoin(last_operator_reply, last_operator_reply.c.conversation_id == Conversation.id)
         .where(
             Conversation.mode == Mode.HUMAN,
             Conversation.status == ConversationStatus.OPEN,
@@ -360,7 +365,7 @@ def _idle_query(cutoff: datetime) -> Any:
             ~_has_pending_emergency(),
             or_(Conversation.human_since.is_(None), Conversation.human_since < cutoff),
             or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < cutoff),
-            or_(last_operator_reply.c.at.is_(None), last_operator_reply.c.at < cutoff),
+            ~operator_replied_since,
         )
         .order_by(Conversation.id)
     )
