@@ -32,13 +32,14 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -269,8 +270,9 @@ def maintain(svc: Services) -> None:
     after bulk loading."""
     if svc.db.is_sqlite:
         svc.db.refresh_statistics()
-        with svc.db.engine.connect() as connection:
-            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        # Outside any transaction: a checkpoint cannot run inside one.
+        with closing(sqlite3.connect(str(svc.db.engine.url.database), timeout=30)) as raw:
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return
     with svc.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.exec_driver_sql("VACUUM ANALYZE")
