@@ -215,8 +215,30 @@ def contact_phone(session: Session, tenant_id: int, conversation_id: int) -> str
 
 def contact_label(contact: Contact) -> str:
     """The phone when we have it; a WhatsApp username-only contact shows its id."""
-    name = f" ({contact.profile_name})" if contact.profile_name else ""
-    return (contact.phone or f"WhatsApp {contact.wa_id}") + name
+    return _label(contact.phone, contact.wa_id, contact.profile_name)
+
+
+def _label(phone: str | None, wa_id: str, profile_name: str | None) -> str:
+    name = f" ({profile_name})" if profile_name else ""
+    return (phone or f"WhatsApp {wa_id}") + name
+
+
+# What an inbox row shows, read as plain columns.
+_INBOX_COLUMNS = (
+    Conversation.id,
+    Conversation.mode,
+    Conversation.priority,
+    Conversation.needs_attention,
+    Conversation.status,
+    Conversation.human_since,
+    Conversation.last_message_at,
+    Conversation.created_at,
+    Contact.phone,
+    Contact.wa_id,
+    Contact.profile_name,
+    Contact.kind,
+    User.email,
+)
 
 
 _Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
@@ -313,8 +335,11 @@ def inbox(
     Those needing attention are few and are sorted as a whole; the others are read in
     the order of an index, a page at a time, however many there are.
     """
+    # Plain columns, not entities: a page is a few hundred rows, and building an ORM
+    # object (and its identity-map entry) for each conversation and contact cost more
+    # than the statement itself.
     query = _filtered(
-        select(Conversation, Contact, User.email)
+        select(*_INBOX_COLUMNS)
         .join(Contact, Contact.id == Conversation.contact_id)
         .outerjoin(User, User.id == Conversation.assigned_user_id)
         .where(Conversation.tenant_id == tenant_id),
@@ -336,11 +361,11 @@ def inbox(
         Conversation.id,
         cursor,
         limit,
-        key=lambda row: (row[0].last_message_at, row[0].id),
+        key=lambda row: (row.last_message_at, row.id),
         untimed=True,
     )
     rows += others.rows
-    ids = [c.id for c, _, _ in rows]
+    ids = [row.id for row in rows]
     previews = _previews(session, cipher, tenant_id, ids)
     pending = conversations_with_pending_emergencies(session, tenant_id, ids)
     unread = unread_counts(session, tenant_id, user_id, ids)
@@ -348,20 +373,20 @@ def inbox(
         [
             InboxRow(
                 id=c.id,
-                contact=contact_label(contact),
-                contact_kind=contact.kind,
+                contact=_label(c.phone, c.wa_id, c.profile_name),
+                contact_kind=c.kind,
                 mode=c.mode,
                 priority=c.priority,
                 needs_attention=c.needs_attention,
                 status=c.status,
-                holder=email,
+                holder=c.email,
                 waiting_since=c.human_since or c.last_message_at or c.created_at,
                 last_message_at=c.last_message_at,
                 preview=previews.get(c.id, ""),
                 unacknowledged=c.id in pending,
                 unread=unread.get(c.id, 0),
             )
-            for c, contact, email in rows
+            for c in rows
         ],
         others.next_cursor,
     )
