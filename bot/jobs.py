@@ -11,6 +11,7 @@ from bot.services import services
 
 
 def process_inbound(message_id: int) -> None:
+    # Queued by versions before batch jobs: an upgrade finds them still waiting.
     from bot.conversation.engine import process_inbound as run
 
     run(services(), message_id)

@@ -28,7 +28,7 @@ from bot.privacy.rights import write_export
 from bot.runtime.devstack import stop_process
 from bot.runtime.worker import make_rq_worker
 from bot.services import Services
-from storage.models import AuditEvent, Contact, Conversation, Message, Tenant, User, utcnow
+from storage.models import AuditEvent, Contact, Conversation, Message, Tenant, Ticket, User, utcnow
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -236,6 +236,16 @@ def make_conversation(
         conversation = Conversation(tenant_id=tenant.id, contact_id=contact.id, **values)
         session.add(conversation)
     return conversation
+
+
+def make_ticket(svc: Services, conversation: Conversation, **fields: Any) -> Ticket:
+    """An open fault ticket of the conversation, as the bot files one."""
+    values: dict[str, Any] = {"kind": "guasto", "intent": "guasto", "status": "open"}
+    values.update(fields)
+    with svc.db.session() as session:
+        ticket = Ticket(tenant_id=conversation.tenant_id, conversation_id=conversation.id, **values)
+        session.add(ticket)
+    return ticket
 
 
 def add_message(

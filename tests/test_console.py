@@ -26,6 +26,7 @@ from helpers import (
     make_contact,
     make_conversation,
     make_tenant,
+    make_ticket,
     make_user,
     post_form,
     reload,
@@ -690,17 +691,7 @@ def test_release_assign_and_close_over_http(app, signed_in, svc, tenant, operato
 
 
 def test_the_ticket_lists_page_links_keep_its_filters(signed_in, svc, tenant):
-    conversation = make_conversation(svc, tenant)
-    with svc.db.session() as session:
-        session.add(
-            Ticket(
-                tenant_id=tenant.id,
-                conversation_id=conversation.id,
-                kind="guasto",
-                intent="guasto",
-                status="open",
-            )
-        )
+    make_ticket(svc, make_conversation(svc, tenant))
 
     html = signed_in.get("/console/tickets?stato=open&giorni=1&prima=99").get_data(as_text=True)
 
@@ -710,15 +701,7 @@ def test_the_ticket_lists_page_links_keep_its_filters(signed_in, svc, tenant):
 
 def test_ticket_status_changes_are_audited(signed_in, svc, tenant):
     conversation = make_conversation(svc, tenant)
-    with svc.db.session() as session:
-        ticket = Ticket(
-            tenant_id=tenant.id,
-            conversation_id=conversation.id,
-            kind="guasto",
-            intent="guasto",
-            status="open",
-        )
-        session.add(ticket)
+    ticket = make_ticket(svc, conversation)
 
     listing = signed_in.get("/console/tickets?stato=open").get_data(as_text=True)
     assert f"#{ticket.id}" in listing

@@ -75,13 +75,17 @@ def _office(svc: Services, tenant: Tenant, size: Size) -> Office:
     return Office(tenant.id, users[1], seeded.big_conversation, contact, token)
 
 
+def _named(found: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The hot paths with a plan problem, but the sorts known to be right."""
+    return {name: found[name] for name in found if found[name] and name not in FEW_SORTED}
+
+
 @pytest.mark.parametrize("database_url", BOTH, indirect=True)
 def test_every_hot_query_reads_its_rows_by_index(app, svc, office):
     found = hot_query_problems(app, svc, office)
 
     assert len(found) > 40
-    problems = {name: p for name, p in found.items() if p and name not in FEW_SORTED}
-    assert problems == {}
+    assert _named(found) == {}
 
 
 # What the worker's sampled refresh (storage.db refresh_statistics) wrote for the
@@ -119,8 +123,7 @@ def test_with_the_statistics_of_a_full_size_office_every_hot_query_reads_by_inde
 
     found = hot_query_problems(app, svc, office)
 
-    problems = {name: p for name, p in found.items() if p and name not in FEW_SORTED}
-    assert problems == {}
+    assert _named(found) == {}
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -392,27 +392,22 @@ def inbox(
     )
 
 
-def _unread_messages(tenant_id: int, user_id: int) -> Select[int, int]:
-    """The resident's messages this operator has not read, conversation by
-    conversation: each one's messages read from where the operator stopped (the
-    (conversation, id) index from that id on), so a conversation read to its end
-    costs one probe, not a walk of its history."""
-    read_mark = and_(
+def _read_mark(user_id: int) -> ColumnElement[bool]:
+    """The operator's read mark of the conversation (outer-joined: none yet is fine)."""
+    return and_(
         ConversationRead.conversation_id == Conversation.id,
         ConversationRead.user_id == user_id,
     )
-    return (
-        select(Conversation.id, Message.id)
-        .select_from(Conversation)
-        .outerjoin(ConversationRead, read_mark)
-        .join(
-            Message,
-            and_(
-                Message.conversation_id == Conversation.id,
-                Message.id > func.coalesce(ConversationRead.last_read_message_id, 0),
-            ),
-        )
-        .where(Conversation.tenant_id == tenant_id, Message.direction == Direction.IN)
+
+
+def _unread() -> ColumnElement[bool]:
+    """A message of the conversation's resident past the operator's read mark: read
+    from the (conversation, id) index from that id on, so a conversation read to its
+    end costs one probe, not a walk of its history."""
+    return and_(
+        Message.conversation_id == Conversation.id,
+        Message.direction == Direction.IN,
+        Message.id > func.coalesce(ConversationRead.last_read_message_id, 0),
     )
 
 
@@ -422,10 +417,13 @@ def unread_counts(
     """Per conversation, the resident's messages this operator has not read."""
     if not conversation_ids:
         return {}
-    unread = (
-        _unread_messages(tenant_id, user_id).where(Conversation.id.in_(conversation_ids)).subquery()
+    query = (
+        select(Conversation.id, func.count(Message.id))
+        .outerjoin(ConversationRead, _read_mark(user_id))
+        .join(Message, _unread())
+        .where(Conversation.tenant_id == tenant_id, Conversation.id.in_(conversation_ids))
+        .group_by(Conversation.id)
     )
-    query = select(unread.c[0], func.count()).group_by(unread.c[0])
     return {int(cid): int(n) for cid, n in session.execute(query)}
 
 
@@ -433,29 +431,20 @@ def unread_total(session: Session, tenant_id: int, user_id: int) -> int:
     """How many of the office's open conversations hold messages from the resident
     this operator has not read (the page title's count), up to COUNT_CAP + 1.
 
-    One probe per open conversation: its first message past the operator's read mark
-    (the (conversation, id) index from that id on), stopping at the first found. A
-    join instead let PostgreSQL read the messages table from its start until it had
+    One probe per open conversation, stopping at its first unread message. A join
+    instead let PostgreSQL read the messages table from its start until it had
     counted enough, all of it for an operator who has read everything.
     """
-    read_mark = and_(
-        ConversationRead.conversation_id == Conversation.id,
-        ConversationRead.user_id == user_id,
-    )
     first_unread = (
         select(Message.id)
-        .where(
-            Message.conversation_id == Conversation.id,
-            Message.direction == Direction.IN,
-            Message.id > func.coalesce(ConversationRead.last_read_message_id, 0),
-        )
+        .where(_unread())
         .limit(1)
         .correlate(Conversation, ConversationRead)
         .scalar_subquery()
     )
     waiting = (
         select(Conversation.id)
-        .outerjoin(ConversationRead, read_mark)
+        .outerjoin(ConversationRead, _read_mark(user_id))
         .where(
             Conversation.tenant_id == tenant_id,
             Conversation.status == ConversationStatus.OPEN,

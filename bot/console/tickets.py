@@ -73,7 +73,7 @@ class TicketFilter:
             return int(raw) if raw.isdigit() and len(raw) < 10 else None
 
         status = args.get("stato")
-        supplier = " ".join((args.get("fornitore") or "").split())[:MAX_SUPPLIER_TEXT]
+        supplier = _typed(args.get("fornitore") or "")
         chosen = _chosen_id(supplier)
         return cls(
             status=status if status in TICKET_STATUSES else None,
@@ -215,6 +215,10 @@ def supplier_label(contact: Contact) -> str:
     return f"{contact.name or contact.phone or contact.wa_id}{trade} · n. {contact.id}"
 
 
+def _typed(raw: str) -> str:
+    return " ".join(raw.split())[:MAX_SUPPLIER_TEXT]
+
+
 def _chosen_id(raw: str) -> int | None:
     """The supplier's number, when the field holds one (picked from a list, or a label)."""
     found = _SUPPLIER_NUMBER.search(raw)
@@ -236,14 +240,17 @@ def find_supplier(session: Session, tenant_id: int, raw: str) -> Contact | None:
     of the typed field), or the one supplier whose name, trade or telephone number
     contains what was typed. ``None`` for an empty field; Refused, in Italian, for
     one that names nobody or several."""
-    text = " ".join(raw.split())[:MAX_SUPPLIER_TEXT]
+    text = _typed(raw)
     if not text:
         return None
     chosen = _chosen_id(text)
     if chosen is not None:
         contact = session.get(Contact, chosen)
-        mine = contact is not None and contact.tenant_id == tenant_id
-        if not mine or contact is None or contact.kind != ContactKind.FORNITORE:
+        if (
+            contact is None
+            or contact.tenant_id != tenant_id
+            or contact.kind != ContactKind.FORNITORE
+        ):
             raise Refused("Fornitore non valido: sceglilo dall'elenco.")
         return contact
     found = session.scalars(

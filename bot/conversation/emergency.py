@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from bot.conversation.alerts import hazard_label, place_in
 from bot.conversation.inbound import InboundMessage, decode_payload
-from bot.conversation.understanding import Reading
+from bot.conversation.understanding import ReadAhead
 from bot.exceptions import NotFound
 from bot.privacy.audit import record_audit
 from bot.services import Services
@@ -360,7 +360,7 @@ def keeps_urgent(session: Session, conversation: Conversation) -> dict[str, Any]
 
 def urgent_among(
     svc: Services, message_ids: Sequence[int]
-) -> tuple[set[int], dict[int, tuple[str, Reading]]]:
+) -> tuple[set[int], dict[int, ReadAhead]]:
     """Which of these stored, unprocessed inbound messages report an emergency, and
     what each message's text reads as (its job uses it instead of reading again).
 
@@ -368,7 +368,7 @@ def urgent_among(
     and the case agree.
     """
     urgent: set[int] = set()
-    readings: dict[int, tuple[str, Reading]] = {}
+    readings: dict[int, ReadAhead] = {}
     if not message_ids:
         return urgent, readings
     with svc.db.read() as session:

@@ -37,7 +37,7 @@ from bot.conversation.handoff import handoff_to_operator, publish
 from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordMatch, keyword_book
 from bot.conversation.replies import render
-from bot.conversation.understanding import Reading
+from bot.conversation.understanding import ReadAhead, Reading
 from bot.conversation.world import WORLD_DEFAULTS, apply_world, read_world
 from bot.crm import record_turn
 from bot.exceptions import SendDeferred
@@ -93,10 +93,6 @@ from storage.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# What the triage read of a message before queueing it: the text it read, and its reading.
-ReadAhead = tuple[str, Reading]
 
 
 def process_inbound_batch(
@@ -159,10 +155,8 @@ def _process(svc: Services, claimed: ClaimedMessage, read_ahead: ReadAhead | Non
             _prepare_access_export(svc, handled)
         planned = handled.planned
     # Replies before media: a photo's download must not hold back safety advice.
-    if planned is not None:
-        _send_planned_replies(svc, claimed, planned, fresh=True)
-    else:
-        _send_planned_replies(svc, claimed, _read_planned(svc, claimed), fresh=False)
+    fresh_plan = planned is not None
+    _send_planned_replies(svc, claimed, planned or _read_planned(svc, claimed), fresh=fresh_plan)
     if inbound is not None:
         _keep_media(svc, claimed, inbound)
     mark_processed(svc.db, claimed.id)

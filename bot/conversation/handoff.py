@@ -343,18 +343,6 @@ def release_idle_conversations(svc: Services, now: datetime) -> int:
 
 
 def _idle_query(cutoff: datetime) -> Any:
-    # Asked of each held conversation through its own messages' index: a grouping of
-    # every operator reply of every office, joined, grew with the whole history.
-    operator_replied_since = (
-        select(Message.id)
-        .where(
-            Message.conversation_id == Conversation.id,
-            Message.direction == Direction.OUT,
-            Message.purpose == Purpose.OPERATOR,
-            Message.created_at >= cutoff,
-        )
-        .exists()
-    )
     return (
         select(Conversation, Tenant.slug)
         .join(Tenant, Tenant.id == Conversation.tenant_id)
@@ -365,9 +353,26 @@ def _idle_query(cutoff: datetime) -> Any:
             ~_has_pending_emergency(),
             or_(Conversation.human_since.is_(None), Conversation.human_since < cutoff),
             or_(Conversation.last_message_at.is_(None), Conversation.last_message_at < cutoff),
-            ~operator_replied_since,
+            # Asked of each held conversation through its own messages' index: a
+            # grouping of every operator reply of every office grew with the history.
+            ~_operator_wrote_since(cutoff),
         )
         .order_by(Conversation.id)
+    )
+
+
+def _operator_wrote_since(moment: Any) -> Any:
+    """Whether an operator wrote in the conversation at or after ``moment`` (a time, or
+    a column of the conversation such as its handoff's)."""
+    return (
+        select(Message.id)
+        .where(
+            Message.conversation_id == Conversation.id,
+            Message.direction == Direction.OUT,
+            Message.purpose == Purpose.OPERATOR,
+            Message.created_at >= moment,
+        )
+        .exists()
     )
 
 
@@ -412,16 +417,7 @@ def send_handoff_reminders(svc: Services, now: datetime) -> int:
 
 
 def _waiting_for_an_operator(svc: Services, now: datetime) -> list[_Waiting]:
-    operator_wrote = (
-        select(Message.id)
-        .where(
-            Message.conversation_id == Conversation.id,
-            Message.direction == Direction.OUT,
-            Message.purpose == Purpose.OPERATOR,
-            Message.created_at >= Conversation.handoff_at,
-        )
-        .exists()
-    )
+    operator_wrote = _operator_wrote_since(Conversation.handoff_at)
     with svc.db.read() as session:
         rows = session.execute(
             select(

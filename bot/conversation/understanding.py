@@ -25,6 +25,11 @@ class Reading:
     model_version: str | None = None
 
 
+# What the priority lane's triage read of a message before queueing it: the text it
+# read, and its reading (the job uses it instead of reading the same text again).
+ReadAhead = tuple[str, Reading]
+
+
 class Reader(Protocol):
     def __call__(self, text: str) -> Reading: ...
 

@@ -53,7 +53,6 @@ from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
-PROCESS_INBOUND = "bot.jobs.process_inbound"
 PROCESS_INBOUND_BATCH = "bot.jobs.process_inbound_batch"
 DELIVER_MESSAGE = "bot.jobs.deliver_message"
 PUSH_TO_OPERATORS = "bot.jobs.push_to_operators"

@@ -477,8 +477,7 @@ def lane_triage(svc: Services) -> Triage:
     """The priority lane's triage: the engine's reader, on messages about to be queued."""
 
     def triage(message_ids: list[int]) -> Triaged:
-        urgent, readings = urgent_among(svc, message_ids)
-        return Triaged(urgent, dict(readings))
+        return Triaged(*urgent_among(svc, message_ids))
 
     return triage
 
