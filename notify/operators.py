@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # Pusher refuses payloads over 10 KB; ours carry ids and a short summary only.
 MAX_PAYLOAD_BYTES = 9_000
+PUSHER_BATCH = 10  # events per batch request, Pusher's limit
 STREAM_PREFIX = "portineria:events:"
 # Enough for a console that was away for a minute in a busy office; older ones are
 # on the inbox page anyway.
@@ -77,6 +79,10 @@ class OperatorNotifier(Protocol):
     name: str
 
     def publish(self, event: OperatorEvent) -> None: ...
+
+    def publish_all(self, events: Sequence[OperatorEvent]) -> None:
+        """Several events in as few requests as the backend allows."""
+        ...
 
     def browser_settings(self) -> dict[str, str]: ...
 
@@ -144,6 +150,16 @@ class PusherNotifier:
         # Sent as the JSON text already checked for size; the SDK passes text through.
         self.client.trigger(list(event.channels), event.name, event.encoded())
 
+    def publish_all(self, events: Sequence[OperatorEvent]) -> None:
+        # Pusher's batch endpoint: one channel per entry, PUSHER_BATCH entries a request.
+        entries = [
+            {"channel": channel, "name": event.name, "data": event.encoded()}
+            for event in events
+            for channel in event.channels
+        ]
+        for start in range(0, len(entries), PUSHER_BATCH):
+            self.client.trigger_batch(entries[start : start + PUSHER_BATCH])
+
     def browser_settings(self) -> dict[str, str]:
         return dict(self._browser)
 
@@ -169,20 +185,26 @@ class RedisStreamNotifier:
         self.redis = redis
 
     def publish(self, event: OperatorEvent) -> None:
-        message = json.dumps(
-            {"id": event.id, "event": event.name, "data": json.loads(event.encoded())},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        self.publish_all([event])
+
+    def publish_all(self, events: Sequence[OperatorEvent]) -> None:
+        if not events:
+            return
         try:
             pipe = self.redis.pipeline(transaction=False)
-            for channel in event.channels:
-                key = STREAM_PREFIX + channel
-                pipe.xadd(key, {"m": message}, maxlen=STREAM_LENGTH, approximate=True)
-                pipe.expire(key, STREAM_IDLE_SECONDS)
+            for event in events:
+                message = json.dumps(
+                    {"id": event.id, "event": event.name, "data": json.loads(event.encoded())},
+                    ensure_ascii=False,
+                    separators=(",", ":"),
+                )
+                for channel in event.channels:
+                    key = STREAM_PREFIX + channel
+                    pipe.xadd(key, {"m": message}, maxlen=STREAM_LENGTH, approximate=True)
+                    pipe.expire(key, STREAM_IDLE_SECONDS)
             pipe.execute()
         except RedisError:
-            log.warning("operator event %s not published: redis unavailable", event.name)
+            log.warning("%d operator event(s) not published: redis unavailable", len(events))
 
     def browser_settings(self) -> dict[str, str]:
         return {}

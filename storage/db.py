@@ -87,6 +87,15 @@ def rows_affected(result: Result[Any]) -> int:
     return int(result.rowcount)
 
 
+def execute_write(target: Database | Session | Connection, statement: Any) -> Result[Any]:
+    """Run a write statement in the caller's transaction (a session or connection), or
+    in one of its own (a :class:`Database`). Not for statements whose rows are read."""
+    if isinstance(target, Database):
+        with target.begin() as connection:
+            return connection.execute(statement)
+    return target.execute(statement)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 10}, **kwargs)

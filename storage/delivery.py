@@ -96,7 +96,7 @@ def claim_for_sending(db: Database, message_id: int) -> bool:
                 status_at=utcnow(),
             )
         )
-    return bool(result.rowcount == 1)
+    return rows_affected(result) == 1
 
 
 def record_send_result(

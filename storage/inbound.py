@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, case, func, or_, select, text, update
+from sqlalchemy import Connection, Table, and_, case, func, or_, select, text, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
-from storage.db import Database, WriteLockTimeout
+from storage.db import Database, WriteLockTimeout, execute_write
 from storage.models import PENDING_OUT, UNPROCESSED_IN, Message, utcnow
 from storage.vocabulary import Direction, MessageStatus
 
@@ -221,19 +223,22 @@ class ClaimedMessage:
 
 
 def claim_for_processing(
-    db: Database, message_id: int, lease_seconds: int, max_attempts: int
-) -> ClaimedMessage | None:
-    """Take the processing lease on an unprocessed inbound message.
+    db: Database, message_ids: Sequence[int], lease_seconds: int, max_attempts: int
+) -> list[ClaimedMessage]:
+    """Take the processing lease on those of these inbound messages that are unprocessed,
+    in one statement; they come back in the order asked.
 
-    ``None`` if it is already processed, or another worker holds a live lease.
-    A lease that expired (its worker died) can be taken again: that is how a
-    killed job is retried.
+    A message already processed, or whose lease another worker holds, is left out. A
+    lease that expired (its worker died) can be taken again: that is how a killed job
+    is retried.
     """
+    if not message_ids:
+        return []
     now = utcnow()
     statement = (
         update(_messages)
         .where(
-            _messages.c.id == message_id,
+            _messages.c.id.in_(message_ids),
             _messages.c.direction == Direction.IN,
             _messages.c.processed_at.is_(None),
             _messages.c.attempts < max_attempts,
@@ -251,33 +256,40 @@ def claim_for_processing(
         )
     )
     with db.begin() as connection:
-        row = connection.execute(statement).first()
-    return ClaimedMessage(*row) if row else None
+        claimed = {row.id: ClaimedMessage(*row) for row in connection.execute(statement)}
+    return [claimed[i] for i in dict.fromkeys(message_ids) if i in claimed]
 
 
-def release_lease(db: Database, message_id: int) -> None:
-    """Give the lease back after a failed attempt so a retry need not wait for expiry."""
+def release_lease(db: Database, message_ids: Sequence[int]) -> None:
+    """Give the leases back after a failed attempt so a retry need not wait for expiry."""
+    if not message_ids:
+        return
     with db.begin() as connection:
         connection.execute(
             update(_messages)
-            .where(_messages.c.id == message_id, _messages.c.processed_at.is_(None))
+            .where(_messages.c.id.in_(message_ids), _messages.c.processed_at.is_(None))
             .values(lease_until=None)
         )
 
 
-def mark_processed(db: Database, message_id: int) -> None:
-    """The message is handled and answered: drop the raw payload and the lease."""
-    with db.begin() as connection:
-        connection.execute(
-            update(_messages)
-            .where(_messages.c.id == message_id)
-            .values(
-                processed_at=utcnow(),
-                payload=None,
-                lease_until=None,
-                status=MessageStatus.PROCESSED,
-            )
-        )
+def processed_values() -> dict[str, Any]:
+    """What marking an inbound message processed sets: handled and answered, its raw
+    payload dropped and its lease given back."""
+    return {
+        "processed_at": utcnow(),
+        "payload": None,
+        "lease_until": None,
+        "status": MessageStatus.PROCESSED,
+    }
+
+
+def mark_processed(db: Database | Session | Connection, message_ids: Sequence[int]) -> None:
+    """Mark these messages processed, in a transaction of their own or the caller's."""
+    if not message_ids:
+        return
+    execute_write(
+        db, update(_messages).where(_messages.c.id.in_(message_ids)).values(processed_values())
+    )
 
 
 # The sweeper runs every few seconds over a table of millions of messages, nearly all

@@ -46,6 +46,18 @@ def contact_by_wa_id(session: Session, tenant: Tenant | int, wa_id: str) -> Cont
     )
 
 
+def contacts_by_wa_id(
+    session: Session, tenant: Tenant | int, wa_ids: Sequence[str]
+) -> dict[str, Contact]:
+    """The office's contacts with these WhatsApp ids, by id (one query for a batch)."""
+    if not wa_ids:
+        return {}
+    found = session.scalars(
+        select(Contact).where(Contact.tenant_id == _tid(tenant), Contact.wa_id.in_(set(wa_ids)))
+    )
+    return {contact.wa_id: contact for contact in found}
+
+
 def contact_by_phone(session: Session, tenant: Tenant | int, phone: str) -> Contact | None:
     """The contact with this E.164 number (a contact known only by username has none)."""
     return session.scalar(
@@ -82,6 +94,25 @@ def open_conversation_for(
         .order_by(Conversation.id.desc())
         .limit(1)
     )
+
+
+def open_conversations_for(
+    session: Session, tenant: Tenant | int, contact_ids: Sequence[int]
+) -> dict[int, Conversation]:
+    """Each of these contacts' open conversation (the newest, as
+    :func:`open_conversation_for`), by contact id: one query for a batch."""
+    if not contact_ids:
+        return {}
+    found = session.scalars(
+        select(Conversation)
+        .where(
+            Conversation.tenant_id == _tid(tenant),
+            Conversation.contact_id.in_(set(contact_ids)),
+            Conversation.status == "open",
+        )
+        .order_by(Conversation.id)
+    )
+    return {thread.contact_id: thread for thread in found}  # the newest wins
 
 
 def conversation_messages(
@@ -183,9 +214,17 @@ def contacts_ledger(
     return ledger
 
 
-def sid_already_processed(session: Session, tenant: Tenant | int, sid_hash: str) -> bool:
-    """Whether a delivery with this (keyed hash of) MessageSid was processed before."""
-    return session.get(SidTombstone, (_tid(tenant), sid_hash)) is not None
+def processed_sids(session: Session, tenant: Tenant | int, sid_hashes: Sequence[str]) -> set[str]:
+    """Which of these (keyed hashes of) MessageSids were processed before."""
+    if not sid_hashes:
+        return set()
+    return set(
+        session.scalars(
+            select(SidTombstone.sid_hash).where(
+                SidTombstone.tenant_id == _tid(tenant), SidTombstone.sid_hash.in_(set(sid_hashes))
+            )
+        )
+    )
 
 
 def remember_processed_sid(session: Session, tenant: Tenant | int, sid_hash: str) -> None:

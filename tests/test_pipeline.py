@@ -153,7 +153,8 @@ def test_a_worker_killed_with_sends_in_its_pool_loses_and_doubles_none(
         send_inbound(client, "Buongiorno", sender=resident)
     first = subprocess.Popen([sys.executable, "-m", "bot", "worker", "--concurrency", "2"], env=env)
     try:
-        assert wait_until(lambda: processed(svc, 8) and twilio.create_attempts >= 1, timeout=60)
+        # Both senders' requests reached Twilio: in flight, not claimed and unsent.
+        assert wait_until(lambda: processed(svc, 8) and twilio.create_attempts >= 2, timeout=60)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     finally:

@@ -221,6 +221,99 @@ def test_the_sweeper_leaves_alone_a_message_queued_in_a_batch(client, svc):
     assert svc.jobs.queue.count == 1
 
 
+def resident(n: int) -> str:
+    return f"+3933310{n:05d}"
+
+
+def first_messages(client, svc: Services, texts: list[str]) -> list[int]:
+    """First messages from as many residents, stored; their ids in order."""
+    for n, text in enumerate(texts):
+        send_inbound(client, text, sender=resident(n))
+    svc.redis.delete(svc.jobs.handoff_key)  # run here, not by a relay
+    with svc.db.read() as session:
+        return list(
+            session.scalars(
+                select(Message.id).where(Message.direction == "in").order_by(Message.id)
+            )
+        )
+
+
+def welcomed(twilio) -> list[str]:
+    """The residents answered, in order, once each or more."""
+    return sorted(m["To"].removeprefix("whatsapp:") for m in twilio.messages)
+
+
+def test_a_batch_shares_its_claim_reads_and_transactions(client, svc, twilio):
+    from sqlalchemy import event
+
+    from bot.conversation.engine import DECIDING_BATCH, process_inbound_batch
+
+    ids = first_messages(client, svc, ["Buongiorno"] * (2 * DECIDING_BATCH))
+    statements: list[str] = []
+    event.listen(svc.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+
+    process_inbound_batch(svc, ids, {})
+
+    assert welcomed(twilio) == [resident(n) for n in range(len(ids))]
+    claims = [s for s in statements if s.startswith("UPDATE messages SET lease_until")]
+    assert len(claims) == 1
+    # Taken a message at a time, deciding and answering one took 32, its send included.
+    assert len(statements) / len(ids) <= 22
+
+
+def test_a_message_the_reader_fails_on_fails_alone_in_its_batch(client, svc, twilio):
+    from bot.conversation.engine import process_inbound_batch
+
+    ids = first_messages(client, svc, ["Buongiorno", "Illeggibile", "Buonasera"])
+    reader = svc.understand
+
+    def fails_on_one(text: str):
+        if text == "Illeggibile":
+            raise ValueError("the reader broke")
+        return reader(text)
+
+    svc.understand = fails_on_one
+    with pytest.raises(ValueError, match="the reader broke"):
+        process_inbound_batch(svc, ids, {})
+
+    assert welcomed(twilio) == [resident(0), resident(2)]
+    with svc.db.read() as session:
+        rows = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(ids)))}
+    assert [rows[i].processed_at is not None for i in ids] == [True, False, True]
+    assert rows[ids[1]].lease_until is None  # a retry need not wait for the lease
+
+    svc.understand = reader
+    process_inbound_batch(svc, ids, {})  # RQ's retry of the batch
+    assert welcomed(twilio) == [resident(n) for n in range(3)]
+
+
+def test_a_message_that_fails_while_recorded_is_rolled_back_alone(client, svc, twilio, monkeypatch):
+    from bot.conversation import engine
+
+    ids = first_messages(client, svc, ["Buongiorno", "Guasto al citofono", "Buonasera"])
+    real_apply_world = engine.apply_world
+
+    def fails_on_one(session, tenant, contact, thread, message, *args):
+        if message.id == ids[1]:
+            raise RuntimeError("recording broke")
+        return real_apply_world(session, tenant, contact, thread, message, *args)
+
+    monkeypatch.setattr(engine, "apply_world", fails_on_one)
+    with pytest.raises(RuntimeError, match="recording broke"):
+        engine.process_inbound_batch(svc, ids, {})
+
+    assert welcomed(twilio) == [resident(0), resident(2)]
+    with svc.db.read() as session:
+        wa_ids = set(session.scalars(select(Contact.wa_id)))
+        unprocessed = list(
+            session.scalars(
+                select(Message.id).where(Message.id.in_(ids), Message.processed_at.is_(None))
+            )
+        )
+    assert unprocessed == [ids[1]]
+    assert len(wa_ids) == 2  # the failing one's contact went with its savepoint
+
+
 def test_relay_drops_a_malformed_entry_and_keeps_the_rest(client, svc):
     svc.redis.rpush(svc.jobs.handoff_key, b"not-an-id")
     send_inbound(client, "Buongiorno")

@@ -1,19 +1,25 @@
-"""Processing one stored inbound message: the worker's job, carried out in stages.
+"""Processing stored inbound messages: the worker's job, carried out in stages, a
+job's batch at a time.
 
-1. Take the processing lease (one worker at a time; a dead worker's lease expires).
-   A delivery whose MessageSid was processed before (a replay, after the first one
-   was erased or purged) is deleted there and then: nothing else happens.
-   A message of an office terminated since the webhook stored it (the number
-   directory caches routes for a while) ends here: processed, nothing created.
-2. Understand the text (keywords, sensitive data, intent) outside any transaction.
-3. In one transaction: contact, conversation, the message's body, consent ledger,
-   handoff, tickets (an emergency's with its timeline) and events, the bot-log row
-   that records the plan, and the tombstone of the MessageSid.
-4. Send the planned replies through the outbound gate, each under its own
-   idempotency key, so a retry resends nothing that already went. Safety advice
-   is always the first of them.
-5. Keep every media item, encrypted.
-6. Mark the message processed and drop the raw webhook payload.
+1. Take the processing leases, the batch's in one statement (one worker at a time;
+   a dead worker's lease expires).
+2. Read what the understanding needs (the offices, the senders' contacts, the replay
+   tombstones) and understand each text (keywords, sensitive data, intent) outside
+   any write transaction. A delivery whose MessageSid was processed before (a
+   replay, after the first one was erased or purged) is deleted: nothing else
+   happens. A message of an office terminated since the webhook stored it (the
+   number directory caches routes for a while) is marked processed, nothing created.
+3. Decide and record a few messages per transaction, each in a savepoint of its own
+   (one that fails is rolled back alone): contact, conversation, the message's body,
+   consent ledger, handoff, tickets (an emergency's with its timeline) and events,
+   the bot-log row that records the plan, the tombstone of the MessageSid, and the
+   planned replies, each under its own idempotency key, so a retry resends nothing
+   that already went. Safety advice is always the first of them. With the worker's
+   senders to hand the replies to, a message with nothing left to do is marked
+   processed in the same transaction.
+4. After the commit: notify the consoles, hand the replies to the senders (or send
+   them now), keep every media item, encrypted, and mark the message processed
+   (dropping the raw webhook payload).
 
 A retry after stage 3 reads the plan back from the bot log instead of deciding again.
 """
@@ -23,12 +29,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bot.conversation import rules
 from bot.conversation.alerts import alert_operators
@@ -38,12 +46,20 @@ from bot.conversation.inbound import InboundMessage, decode_payload
 from bot.conversation.keywords import KeywordMatch, keyword_book
 from bot.conversation.replies import render
 from bot.conversation.understanding import ReadAhead, Reading
-from bot.conversation.world import WORLD_DEFAULTS, apply_world, read_world
-from bot.crm import record_turn
+from bot.conversation.world import WORLD_DEFAULTS, apply_world, has_buildings, read_world
+from bot.crm import Endpoint, office_endpoints, record_turn
 from bot.exceptions import SendDeferred
 from bot.office.hours import OfficeClosed, closed_now
 from bot.office.work_orders import ResidentNews, tell_resident
-from bot.outbound import Envelope, Outgoing, queue_message, send_message
+from bot.outbound import (
+    Envelope,
+    Outgoing,
+    check_outbound,
+    deliver,
+    queue_message,
+    record_outgoing,
+)
+from bot.outbound.gate import within_send_rate
 from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
@@ -55,6 +71,7 @@ from storage.inbound import (
     claim_for_processing,
     database_unavailable,
     mark_processed,
+    processed_values,
     release_lease,
 )
 from storage.models import (
@@ -69,11 +86,11 @@ from storage.models import (
     utcnow,
 )
 from storage.queries import (
-    contact_by_wa_id,
+    contacts_by_wa_id,
     discard_message,
-    open_conversation_for,
+    open_conversations_for,
+    processed_sids,
     remember_processed_sid,
-    sid_already_processed,
 )
 from storage.vocabulary import (
     Consent,
@@ -86,7 +103,6 @@ from storage.vocabulary import (
     Mode,
     Priority,
     Purpose,
-    Refusal,
     TicketEventKind,
     TicketKind,
     TicketStatus,
@@ -94,156 +110,158 @@ from storage.vocabulary import (
 
 log = logging.getLogger(__name__)
 
+# Messages decided in one transaction. On SQLite the webhook's inserts wait for it
+# (one writer at a time): a few messages' worth keeps that wait to milliseconds
+# while still sharing the transaction's reads and its commit.
+DECIDING_BATCH = 4
+
 
 def process_inbound_batch(
     svc: Services, message_ids: list[int], readings: dict[int, ReadAhead]
 ) -> None:
-    """A job's batch, a message at a time, each on its own: one that fails does not
-    hold back the rest, and the job then raises the first failure (RQ retries the
-    batch; the messages processed meanwhile are skipped). A database gone away ends
-    the batch at once: the rest would fail the same way."""
+    """A job's batch: claimed in one statement and decided in one transaction, each
+    message in a savepoint of its own, then answered a message at a time.
+
+    A message that fails does not hold back the rest: the job then raises the first
+    failure (RQ retries the batch; the messages processed meanwhile are skipped). A
+    database gone away ends the batch at once: the rest would fail the same way."""
+    config = svc.config
+    claims = claim_for_processing(
+        svc.db,
+        message_ids,
+        int(config["PROCESSING_LEASE_SECONDS"]),
+        int(config["MAX_PROCESSING_ATTEMPTS"]),
+    )
+    if not claims:
+        return
+    try:
+        steps = _decide(svc, claims, readings)
+    except Exception:
+        release_lease(svc.db, [claimed.id for claimed in claims])
+        raise
+    # The consoles hear of the whole batch at once: one request to the backend.
+    publish(svc, [e for step in steps.values() if step.handled for e in step.handled.events])
     failure: Exception | None = None
-    for message_id in message_ids:
+    for claimed in claims:
         try:
-            process_inbound(svc, message_id, readings.get(message_id))
+            _answer(svc, claimed, steps[claimed.id])
         except Exception as error:
+            release_lease(svc.db, [claimed.id])
             if database_unavailable(error):
                 raise
-            log.exception("message %s failed in its batch; the batch will be retried", message_id)
+            if len(claims) > 1:
+                log.exception("message %s failed in its batch; it will be retried", claimed.id)
             failure = failure or error
     if failure is not None:
         raise failure
 
 
 def process_inbound(svc: Services, message_id: int, read_ahead: ReadAhead | None = None) -> None:
-    config = svc.config
-    claimed = claim_for_processing(
-        svc.db,
-        message_id,
-        int(config["PROCESSING_LEASE_SECONDS"]),
-        int(config["MAX_PROCESSING_ATTEMPTS"]),
-    )
-    if claimed is None:
-        return
-    try:
-        _process(svc, claimed, read_ahead)
-    except Exception:
-        release_lease(svc.db, message_id)
-        raise
+    """One message: a batch of one."""
+    process_inbound_batch(svc, [message_id], {message_id: read_ahead} if read_ahead else {})
 
 
-def _process(svc: Services, claimed: ClaimedMessage, read_ahead: ReadAhead | None) -> None:
-    started = time.perf_counter()
-    inbound = None
-    if claimed.payload is not None:
-        inbound = InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
-    fresh = inbound if inbound is not None and claimed.status != MessageStatus.HANDLED else None
-    known = _read_known(svc, claimed, fresh)
-    if known is None:
-        _drop_for_terminated_office(svc, claimed)
-        return
-    planned = None
-    if fresh is not None:
-        if known.replay:
-            _discard_replay(svc, claimed)
-            return
-        handled = _handle(svc, claimed, fresh, started, known, read_ahead)
-        if handled is None:
-            _drop_for_terminated_office(svc, claimed)
-            return
+@dataclass(frozen=True)
+class Step:
+    """What deciding left to do for one claimed message, after the commit.
+
+    ``handled``: decided in this attempt (``None``: dropped, discarded, or decided by
+    an earlier attempt, whose plan is read back). ``processed``: marked so in the
+    deciding transaction already. ``failure``: deciding it failed (its savepoint was
+    rolled back, the rest of the batch went on)."""
+
+    inbound: InboundMessage | None
+    handled: Handled | None = None
+    processed: bool = False
+    failure: Exception | None = None
+
+
+def _answer(svc: Services, claimed: ClaimedMessage, step: Step) -> None:
+    """After the commit: alert, send (or hand to the senders), keep media, mark processed."""
+    if step.failure is not None:
+        raise step.failure
+    handled = step.handled
+    if handled is not None:
+        alert_operators(svc, handled.tenant.id, handled.events, handled.reading)
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
-        planned = handled.planned
+        _deliver_replies(svc, handled.replies)
+        _tell_residents(svc, handled.planned)
+    elif not step.processed:
+        planned = _read_planned(svc, claimed)
+        if planned is not None:
+            _deliver_replies(svc, _queue_replies(svc, claimed.id, planned))
+            _tell_residents(svc, planned)
     # Replies before media: a photo's download must not hold back safety advice.
-    fresh_plan = planned is not None
-    _send_planned_replies(svc, claimed, planned or _read_planned(svc, claimed), fresh=fresh_plan)
-    if inbound is not None:
-        _keep_media(svc, claimed, inbound)
-    mark_processed(svc.db, claimed.id)
+    if step.inbound is not None:
+        _keep_media(svc, claimed, step.inbound)
+    if not step.processed:
+        mark_processed(svc.db, [claimed.id])
 
 
 @dataclass(frozen=True)
 class Known:
-    """What one read finds before deciding: the office, the sender's contact, and
-    whether this delivery replays one processed before."""
+    """What one read before deciding finds, for the understanding done outside the
+    write transaction: the offices and the senders' contacts as they stand, and which
+    deliveries replay one processed before."""
 
-    tenant: Tenant
-    contact: Contact | None
-    replay: bool
+    tenants: dict[int, Tenant]  # the offices not terminated
+    contacts: dict[tuple[int, str], Contact]
+    replays: set[int]
+
+
+def _decode(svc: Services, claimed: ClaimedMessage) -> InboundMessage | None:
+    if claimed.payload is None:
+        return None
+    return InboundMessage.from_params(decode_payload(svc.cipher.decrypt(claimed.payload)))
 
 
 def _read_known(
-    svc: Services, claimed: ClaimedMessage, inbound: InboundMessage | None
-) -> Known | None:
-    """One read for the checks before deciding; ``None`` if the office is terminated.
+    svc: Services, claims: list[ClaimedMessage], fresh: dict[int, InboundMessage]
+) -> Known:
+    """One read for the checks before deciding, a few queries per office in the batch.
 
     A replay is a delivery processed before, posted again once its message was
-    erased or purged (the webhook's SID constraint no longer sees it). Only a
-    message not yet handled is checked (``inbound``): a handled one wrote its own
-    tombstone.
+    erased or purged (the webhook's SID constraint no longer sees it). Only messages
+    not yet handled are checked (``fresh``): a handled one wrote its own tombstone.
     """
+    known = Known({}, {}, set())
     with svc.db.read() as session:
-        tenant = session.get(Tenant, claimed.tenant_id)
-        if tenant is None or tenant.terminated_at is not None:
-            return None
-        if inbound is None:
-            return Known(tenant, None, replay=False)
-        sid_hash = svc.cipher.message_sid_ref(inbound.message_sid)
-        if sid_already_processed(session, claimed.tenant_id, sid_hash):
-            return Known(tenant, None, replay=True)
-        return Known(tenant, contact_by_wa_id(session, tenant, inbound.wa_id), replay=False)
-
-
-def _discard_replay(svc: Services, claimed: ClaimedMessage) -> None:
-    """Delete a replayed delivery, payload and row: nothing else happens."""
-    with svc.db.session() as session:
-        discard_message(session, claimed.tenant_id, claimed.id)
-    log.warning("message %s replays a delivery already processed: discarded", claimed.id)
-
-
-def _drop_for_terminated_office(svc: Services, claimed: ClaimedMessage) -> None:
-    # The office's service has ended: no contact, conversation, ledger row or reply
-    # for it; the message itself is marked processed and its payload dropped.
-    log.info("message %s of a terminated office: processed, nothing created", claimed.id)
-    mark_processed(svc.db, claimed.id)
+        for tenant_id in {claimed.tenant_id for claimed in claims}:
+            tenant = session.get(Tenant, tenant_id)
+            if tenant is None or tenant.terminated_at is not None:
+                continue
+            known.tenants[tenant_id] = tenant
+            mine = {c.id: fresh[c.id] for c in claims if c.tenant_id == tenant_id and c.id in fresh}
+            hashes = {i: svc.cipher.message_sid_ref(m.message_sid) for i, m in mine.items()}
+            seen = processed_sids(session, tenant_id, list(hashes.values()))
+            known.replays.update(i for i, sid_hash in hashes.items() if sid_hash in seen)
+            contacts = contacts_by_wa_id(session, tenant_id, [m.wa_id for m in mine.values()])
+            known.contacts.update(((tenant_id, w), c) for w, c in contacts.items())
+    return known
 
 
 @dataclass(frozen=True)
-class Handled:
-    """What deciding a message produced, for the stages after the transaction."""
+class Heard:
+    """A message understood before its transaction: CPU work, done outside it."""
 
-    tenant: Tenant
-    contact: Contact
-    message_id: int
-    ledger: tuple[LedgerEvent, ...]
-    planned: Planned
-
-
-@dataclass(frozen=True)
-class Planned:
-    """The replies a handled message is to get, and what their texts need."""
-
-    tenant: Tenant
-    contact: Contact
-    thread: Conversation | None
-    notice: Any
-    redacted: bool
-    detail: dict[str, Any]
+    seconds: float  # spent understanding it
+    keyword: KeywordMatch | None
+    text: str
+    reading: Reading | None
+    findings: tuple[Finding, ...]
+    closed: OfficeClosed | None
 
 
-def _handle(
+def _understand(
     svc: Services,
-    claimed: ClaimedMessage,
+    tenant: Tenant,
+    contact: Contact | None,
     inbound: InboundMessage,
-    started: float,
-    known: Known,
     read_ahead: ReadAhead | None,
-) -> Handled | None:
-    """Decide and record; ``None`` if the office was terminated meanwhile (nothing written)."""
-    now = utcnow()
-    # Understanding is CPU work: done before the write transaction, not inside it.
-    tenant = known.tenant
-    awaiting = known.contact is not None and known.contact.consent == Consent.PENDING
+) -> Heard:
+    started = time.perf_counter()
+    awaiting = contact is not None and contact.consent == Consent.PENDING
     book = keyword_book(tenant.settings.get("keywords"))
     # A quick-reply button's answer is never read as a keyword ("Accetto" on a work
     # order is not consent to the channel).
@@ -260,86 +278,326 @@ def _handle(
     else:
         reading = svc.understand(text) if text.strip() else None
     findings = tuple(find_sensitive(inbound.body)) if inbound.body.strip() else ()
+    closed = closed_now(tenant.settings, utcnow())
+    return Heard(time.perf_counter() - started, keyword, text, reading, findings, closed)
+
+
+class Batch:
+    """The deciding transaction's view of a batch: what it read once for all of its
+    messages (the offices, locked; their notices, CRM endpoints and whether they have
+    buildings; the senders' contacts and open conversations; the messages' rows)."""
+
+    def __init__(
+        self, session: Session, claims: list[ClaimedMessage], fresh: dict[int, InboundMessage]
+    ) -> None:
+        self.session = session
+        self.offices: dict[int, Tenant] = {}
+        self.contacts: dict[tuple[int, str], Contact] = {}
+        self.threads: dict[int, Conversation] = {}
+        self._notices: dict[int, Any] = {}
+        self._endpoints: dict[int, list[Endpoint]] = {}
+        self._buildings: dict[int, bool] = {}
+        tenant_ids = {claimed.tenant_id for claimed in claims}
+        # The shared row lock makes an office's termination wait for this transaction
+        # on PostgreSQL (SQLite's single writer already orders them).
+        for tenant in session.scalars(
+            select(Tenant).where(Tenant.id.in_(tenant_ids)).with_for_update(read=True)
+        ):
+            if tenant.terminated_at is None:
+                self.offices[tenant.id] = tenant
+        for tenant_id in self.offices:
+            mine = [fresh[c.id] for c in claims if c.tenant_id == tenant_id and c.id in fresh]
+            wa_ids = [message.wa_id for message in mine]
+            found = contacts_by_wa_id(session, tenant_id, wa_ids)
+            self.contacts.update(((tenant_id, w), c) for w, c in found.items())
+            threads = open_conversations_for(session, tenant_id, [c.id for c in found.values()])
+            self.threads.update(threads)
+        # Held here: the session's identity map only keeps what someone refers to.
+        self.messages = list(session.scalars(select(Message).where(Message.id.in_(list(fresh)))))
+
+    def notice(self, tenant: Tenant) -> Any:
+        if tenant.id not in self._notices:
+            self._notices[tenant.id] = active_notice(self.session, tenant)
+        return self._notices[tenant.id]
+
+    def endpoints(self, tenant: Tenant) -> list[Endpoint]:
+        if tenant.id not in self._endpoints:
+            self._endpoints[tenant.id] = office_endpoints(self.session, tenant.id)
+        return self._endpoints[tenant.id]
+
+    def has_buildings(self, tenant: Tenant) -> bool:
+        if tenant.id not in self._buildings:
+            self._buildings[tenant.id] = has_buildings(self.session, tenant.id)
+        return self._buildings[tenant.id]
+
+    def forget(self, tenant_id: int, wa_id: str) -> None:
+        """A message's savepoint was rolled back: what it created is gone, and what it
+        changed is read again."""
+        contact = self.contacts.pop((tenant_id, wa_id), None)
+        if contact is not None:
+            self.threads.pop(contact.id, None)
+
+
+@dataclass(frozen=True)
+class Arrived:
+    """A batch's messages as read before its transactions: the decoded deliveries
+    (``fresh``: those to decide now), what was read for them, and how each reads."""
+
+    inbound: dict[int, InboundMessage | None]
+    fresh: dict[int, InboundMessage]
+    known: Known
+    heard: dict[int, Heard]
+
+
+def _decide(
+    svc: Services, claims: list[ClaimedMessage], readings: dict[int, ReadAhead]
+) -> dict[int, Step]:
+    """Understand the batch's new messages, then decide and record them, a few per
+    transaction."""
+    # One message that cannot be read (a payload that does not decrypt, a text that
+    # breaks the reader) fails alone; the rest of the batch goes on.
+    steps: dict[int, Step] = {}
+    inbound: dict[int, InboundMessage | None] = {}
+    for claimed in claims:
+        try:
+            inbound[claimed.id] = _decode(svc, claimed)
+        except Exception as error:
+            steps[claimed.id] = Step(None, failure=error)
+    fresh = {
+        claimed.id: message
+        for claimed in claims
+        if (message := inbound.get(claimed.id)) is not None
+        and claimed.status != MessageStatus.HANDLED
+    }
+    known = _read_known(svc, claims, fresh) if fresh else Known({}, {}, set())
+    heard: dict[int, Heard] = {}
+    for claimed in claims:
+        tenant = known.tenants.get(claimed.tenant_id)
+        message = fresh.get(claimed.id)
+        if tenant is None or message is None or claimed.id in known.replays:
+            continue
+        contact = known.contacts.get((claimed.tenant_id, message.wa_id))
+        try:
+            heard[claimed.id] = _understand(svc, tenant, contact, message, readings.get(claimed.id))
+        except Exception as error:
+            steps[claimed.id] = Step(message, failure=error)
+    arrived = Arrived(inbound, fresh, known, heard)
+    pending = [claimed for claimed in claims if claimed.id not in steps]
+    for start in range(0, len(pending), DECIDING_BATCH):
+        steps.update(_decide_chunk(svc, pending[start : start + DECIDING_BATCH], arrived))
+    return steps
+
+
+def _decide_chunk(svc: Services, chunk: list[ClaimedMessage], arrived: Arrived) -> dict[int, Step]:
+    """One transaction for the chunk. Savepoints cost statements (round trips, on
+    PostgreSQL), so the chunk first goes without them; should any message fail, the
+    transaction is rolled back and the chunk decided again with a savepoint each, so
+    that only the failing one is left out."""
+    try:
+        return _record_chunk(svc, chunk, arrived, isolated=False)
+    except Exception as error:
+        if database_unavailable(error):
+            raise
+    return _record_chunk(svc, chunk, arrived, isolated=True)
+
+
+def _record_chunk(
+    svc: Services, chunk: list[ClaimedMessage], arrived: Arrived, *, isolated: bool
+) -> dict[int, Step]:
+    mine = {c.id: arrived.fresh[c.id] for c in chunk if c.id in arrived.fresh}
+    with svc.db.session() as session:
+        batch = Batch(session, chunk, mine)
+        return {
+            claimed.id: _decide_one(svc, batch, claimed, arrived, isolated=isolated)
+            for claimed in chunk
+        }
+
+
+def _decide_one(
+    svc: Services, batch: Batch, claimed: ClaimedMessage, arrived: Arrived, *, isolated: bool
+) -> Step:
+    session = batch.session
+    tenant = batch.offices.get(claimed.tenant_id)
+    if tenant is None:
+        # The office's service has ended: no contact, conversation, ledger row or reply
+        # for it; the message itself is marked processed and its payload dropped.
+        log.info("message %s of a terminated office: processed, nothing created", claimed.id)
+        mark_processed(session, [claimed.id])
+        return Step(None, processed=True)
+    if claimed.id not in arrived.fresh:
+        # Decided before (or nothing to decide): the plan is read back.
+        return Step(arrived.inbound.get(claimed.id))
+    if claimed.id in arrived.known.replays:
+        # A replayed delivery: its row and payload are deleted, nothing else happens.
+        discard_message(session, claimed.tenant_id, claimed.id)
+        log.warning("message %s replays a delivery already processed: discarded", claimed.id)
+        return Step(None, processed=True)
+    message = arrived.fresh[claimed.id]
+    heard = arrived.heard.get(claimed.id) or _understand(svc, tenant, None, message, None)
+    if not isolated:
+        handled = _handle(svc, batch, tenant, claimed, message, heard)
+        return Step(message, handled, processed=handled.processed)
+    try:
+        with session.begin_nested():
+            handled = _handle(svc, batch, tenant, claimed, message, heard)
+    except Exception as error:
+        if database_unavailable(error):
+            raise
+        batch.forget(claimed.tenant_id, message.wa_id)
+        return Step(message, failure=error)
+    return Step(message, handled, processed=handled.processed)
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What deciding a message produced, for the stages after the transaction."""
+
+    tenant: Tenant
+    contact: Contact
+    message_id: int
+    ledger: tuple[LedgerEvent, ...]
+    planned: Planned
+    events: list[OperatorEvent]
+    reading: Reading | None
+    replies: list[Pending]
+    processed: bool
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The replies a handled message is to get, and what their texts need."""
+
+    tenant: Tenant
+    contact: Contact
+    thread: Conversation | None
+    notice: Any
+    redacted: bool
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A recorded reply waiting to be sent: its row, and whether it is safety advice."""
+
+    message_id: int
+    safety: bool
+
+
+def _handle(
+    svc: Services,
+    batch: Batch,
+    tenant: Tenant,
+    claimed: ClaimedMessage,
+    inbound: InboundMessage,
+    heard: Heard,
+) -> Handled:
+    """Decide and record one message, its replies with it, in the batch's transaction."""
+    started, session, now = time.perf_counter(), batch.session, utcnow()
+    keyword, text, reading, findings = heard.keyword, heard.text, heard.reading, heard.findings
     understanding = (
         rules.Understanding(reading.intent, reading.confidence, reading.safety_rule)
         if reading
         else None
     )
-    closed = closed_now(tenant.settings, now)
-    with svc.db.session() as session:
-        # Checked again inside the transaction that creates the data. On PostgreSQL
-        # the shared row lock makes a termination wait for this message's
-        # transaction (SQLite's single writer already orders them).
-        locked = session.get(Tenant, claimed.tenant_id, with_for_update={"read": True})
-        if locked is None or locked.terminated_at is not None:
-            return None
-        tenant = locked
-        contact, first_contact = _contact_for(session, tenant, inbound, now)
-        thread = _conversation_for(session, tenant, contact, now)
-        world = read_world(
-            session,
-            tenant,
-            contact,
-            thread,
-            inbound,
-            keyword,
-            text,
-            reading,
-            now,
-            first_contact=first_contact,
-        )
-        if world.work_order is not None and keyword is not None:
-            keyword = None  # "accetto" to a work order answers it
-        turn = rules.Turn(
-            consent=contact.consent,
-            legal_basis=contact.legal_basis,
-            mode=thread.mode,
-            clarifications=thread.clarifications,
-            keyword=keyword,
-            opt_out_type=inbound.opt_out_type,
-            sensitive_kinds=tuple(sorted({f.kind for f in findings})),
-            understanding=understanding,
-            has_text=bool(inbound.body.strip()),
-            office_open=closed is None,
-            building_question=world.building_question,
-            awaiting_building=world.awaiting_building,
-            building_found=world.building is not None,
-            work_order_answer=world.answer,
-            office_topic=world.office_topic,
-            confirms_solved=world.solved is not None,
-        )
-        plan = rules.plan_turn(turn)
-        message = session.get(Message, claimed.id)
-        assert message is not None
-        _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
-        message.status = MessageStatus.HANDLED  # flushed with the body: one UPDATE
-        notice = active_notice(session, tenant) if plan.ledger or plan.replies else None
-        _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings, notice)
-        events = _apply_plan(session, tenant, thread, message, plan, reading, now)
-        values = apply_world(session, tenant, contact, thread, message, world, plan, now)
-        remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
-        detail = {**_log_detail(plan, turn, keyword, closed), **values}
-        session.add(
-            BotLogEntry(
-                tenant_id=tenant.id,
-                message_id=message.id,
-                at=now,
-                intent=reading.intent if reading else None,
-                confidence=reading.confidence if reading else None,
-                action=plan.action,
-                model_version=reading.model_version if reading else None,
-                safety_rule=reading.safety_rule if reading else None,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                detail=detail,
-            )
-        )
-        session.flush()
-        events.append(_message_event(tenant, thread, message))
-        record_turn(svc, session, tenant, contact, thread, message, plan, reading, now)
-    publish(svc, events)
-    alert_operators(svc, tenant.id, events, reading)
+    contact, first_contact = _contact_for(session, batch, tenant, inbound, now)
+    thread = _conversation_for(session, batch, tenant, contact, now)
+    world = read_world(
+        session,
+        tenant,
+        contact,
+        thread,
+        inbound,
+        keyword,
+        text,
+        reading,
+        now,
+        first_contact=first_contact,
+        office_has_buildings=batch.has_buildings(tenant),
+    )
+    if world.work_order is not None and keyword is not None:
+        keyword = None  # "accetto" to a work order answers it
+    turn = rules.Turn(
+        consent=contact.consent,
+        legal_basis=contact.legal_basis,
+        mode=thread.mode,
+        clarifications=thread.clarifications,
+        keyword=keyword,
+        opt_out_type=inbound.opt_out_type,
+        sensitive_kinds=tuple(sorted({f.kind for f in findings})),
+        understanding=understanding,
+        has_text=bool(inbound.body.strip()),
+        office_open=heard.closed is None,
+        building_question=world.building_question,
+        awaiting_building=world.awaiting_building,
+        building_found=world.building is not None,
+        work_order_answer=world.answer,
+        office_topic=world.office_topic,
+        confirms_solved=world.solved is not None,
+    )
+    plan = rules.plan_turn(turn)
+    message = session.get(Message, claimed.id)
+    assert message is not None
+    _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
+    message.status = MessageStatus.HANDLED  # flushed with the body: one UPDATE
+    notice = batch.notice(tenant) if plan.ledger or plan.replies else None
+    _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings, notice)
+    events = _apply_plan(session, tenant, thread, message, plan, reading, now)
+    values = apply_world(session, tenant, contact, thread, message, world, plan, now)
+    remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
+    detail = {**_log_detail(plan, turn, keyword, heard.closed), **values}
     planned = Planned(tenant, contact, thread, notice, bool(message.redacted), detail)
-    return Handled(tenant, contact, claimed.id, tuple(plan.ledger), planned)
+    replies = _record_replies(svc, session, claimed.id, planned)
+    # With the senders to hand the replies to, a message with nothing left to do after
+    # the commit (no media to fetch, no export, no resident to tell) is done now.
+    processed = (
+        svc.senders is not None
+        and not inbound.media
+        and LedgerEvent.ACCESS_REQUESTED not in plan.ledger
+        and not detail.get("tell")
+    )
+    if processed:
+        for name, value in processed_values().items():
+            setattr(message, name, value)
+    session.add(
+        BotLogEntry(
+            tenant_id=tenant.id,
+            message_id=message.id,
+            at=now,
+            intent=reading.intent if reading else None,
+            confidence=reading.confidence if reading else None,
+            action=plan.action,
+            model_version=reading.model_version if reading else None,
+            safety_rule=reading.safety_rule if reading else None,
+            duration_ms=round((heard.seconds + time.perf_counter() - started) * 1000, 2),
+            detail=detail,
+        )
+    )
+    session.flush()
+    events.append(_message_event(tenant, thread, message))
+    record_turn(
+        svc,
+        session,
+        tenant,
+        contact,
+        thread,
+        message,
+        plan,
+        reading,
+        now,
+        endpoints=batch.endpoints(tenant),
+    )
+    pending = [Pending(m.id, m.purpose == Purpose.SAFETY) for m in replies]
+    return Handled(
+        tenant,
+        contact,
+        claimed.id,
+        tuple(plan.ledger),
+        planned,
+        events,
+        reading,
+        pending,
+        processed,
+    )
 
 
 def _log_detail(
@@ -364,10 +622,10 @@ def _log_detail(
 
 
 def _contact_for(
-    session: Any, tenant: Tenant, inbound: InboundMessage, now: Any
+    session: Session, batch: Batch, tenant: Tenant, inbound: InboundMessage, now: datetime
 ) -> tuple[Contact, bool]:
     """The sender's contact, and whether this message created it."""
-    contact = contact_by_wa_id(session, tenant, inbound.wa_id)
+    contact = batch.contacts.get((tenant.id, inbound.wa_id))
     created = contact is None
     if contact is None:
         contact = Contact(
@@ -379,6 +637,7 @@ def _contact_for(
             consent=Consent.NONE,
         )
         session.add(contact)
+        batch.contacts[(tenant.id, inbound.wa_id)] = contact
     elif inbound.phone and not contact.phone:
         contact.phone = inbound.phone
     if tenant.settings.get("store_profile_name"):
@@ -390,9 +649,16 @@ def _contact_for(
     return contact, created
 
 
-def _conversation_for(session: Any, tenant: Tenant, contact: Contact, now: Any) -> Conversation:
-    thread = open_conversation_for(session, tenant, contact)
-    if thread is None:
+def _conversation_for(
+    session: Session,
+    batch: Batch,
+    tenant: Tenant,
+    contact: Contact,
+    now: datetime,
+) -> Conversation:
+    """The contact's open conversation, or a new one (a new contact has none yet)."""
+    thread = batch.threads.get(contact.id)
+    if thread is None or thread.status != ConversationStatus.OPEN:
         thread = Conversation(
             tenant_id=tenant.id,
             contact_id=contact.id,
@@ -403,6 +669,7 @@ def _conversation_for(session: Any, tenant: Tenant, contact: Contact, now: Any) 
             clarifications=0,
         )
         session.add(thread)
+        batch.threads[contact.id] = thread
     thread.last_message_at = now
     session.flush()
     return thread
@@ -679,52 +946,83 @@ def _read_planned(svc: Services, claimed: ClaimedMessage) -> Planned | None:
         return Planned(tenant, contact, thread, notice, bool(message.redacted), entry.detail)
 
 
-def _send_planned_replies(
-    svc: Services, claimed: ClaimedMessage, planned: Planned | None, *, fresh: bool
-) -> None:
-    """Record and send (or hand to the senders) a handled message's replies.
-
-    ``fresh``: decided in this attempt, so none of its replies can be recorded yet
-    (an earlier attempt that recorded any had committed the plan, and this one would
-    have read it back): they are recorded without looking for them first."""
-    if planned is None:
-        return
+def _replies(planned: Planned, message_id: int) -> list[tuple[str, Envelope, Outgoing]]:
+    """The planned replies' keys, addresses and texts, each under its idempotency key
+    (so a retry resends nothing that already went). Safety advice comes first."""
     tenant, contact, thread = planned.tenant, planned.contact, planned.thread
-    notice, redacted, detail = planned.notice, planned.redacted, planned.detail
+    notice, detail = planned.notice, planned.detail
     values = {
         "office": tenant.name,
         "notice": notice.text.format(office=tenant.name) if notice else "",
         "notice_url": notice.full_notice_url if notice else "",
-        "redaction": "conservato senza quei dati" if redacted else "segnalato all'ufficio",
+        "redaction": "conservato senza quei dati" if planned.redacted else "segnalato all'ufficio",
         "reopening": detail.get("reopening", ""),
         **WORLD_DEFAULTS,
         **detail.get("values", {}),
     }
-    senders = svc.senders
-    handed: list[int] = []
-    urgent = False
+    replies = []
     for index, (key, purpose, *suffix) in enumerate(detail.get("replies", [])):
         text = render(key, tenant.settings, **values)
         if suffix:
             text += "\n\n" + render(suffix[0], tenant.settings, **values)
-        envelope = Envelope(tenant, contact, thread, idempotency_key=f"reply:{claimed.id}:{index}")
-        outgoing = Outgoing(text=text, purpose=purpose, answers=claimed.id)
-        if senders is not None:
-            # Recorded now, sent by the worker's sender threads at the office's pace.
-            outcome = queue_message(svc, envelope, outgoing, paced=True, new=fresh)
-            if outcome.message_id is not None and outcome.status == MessageStatus.PENDING:
-                handed.append(outcome.message_id)
-                urgent = urgent or purpose == Purpose.SAFETY
+        envelope = Envelope(tenant, contact, thread, idempotency_key=f"reply:{message_id}:{index}")
+        replies.append((key, envelope, Outgoing(text=text, purpose=purpose, answers=message_id)))
+    return replies
+
+
+def _record_replies(
+    svc: Services, session: Session, message_id: int, planned: Planned
+) -> list[Message]:
+    """A plan decided in this transaction: its replies recorded in it too. None can be
+    recorded yet (an earlier attempt that recorded any had committed the plan, and
+    this one would have read it back), so they are not looked for first. The office's
+    send rate is kept when they are sent, not here."""
+    recorded = []
+    for key, envelope, outgoing in _replies(planned, message_id):
+        decision = check_outbound(
+            svc, planned.tenant, planned.contact, outgoing, paced=True, session=session
+        )
+        if decision.allowed:
+            recorded.append(record_outgoing(svc, session, envelope, outgoing))
         else:
-            outcome = send_message(svc, envelope, outgoing, new=fresh)
-            if outcome.refusal is not None and outcome.refusal.reason == Refusal.RATE_LIMITED:
-                # Over the office's send rate: try again shortly, not never. Replies
-                # already sent keep their idempotency keys and are not sent again.
-                raise SendDeferred(f"reply {index} to message {claimed.id} over the send rate")
+            log.info("reply %s to message %s refused: %s", key, message_id, decision.reason)
+    return recorded
+
+
+def _queue_replies(svc: Services, message_id: int, planned: Planned) -> list[Pending]:
+    """A plan read back: its replies recorded now, those an earlier attempt recorded found."""
+    pending = []
+    for key, envelope, outgoing in _replies(planned, message_id):
+        outcome = queue_message(svc, envelope, outgoing, paced=True)
         if outcome.refusal is not None:
-            log.info("reply %s to message %s refused: %s", key, claimed.id, outcome.refusal.reason)
+            log.info("reply %s to message %s refused: %s", key, message_id, outcome.refusal.reason)
+        elif outcome.message_id is not None and outcome.status == MessageStatus.PENDING:
+            pending.append(Pending(outcome.message_id, outgoing.purpose == Purpose.SAFETY))
+    return pending
+
+
+def _deliver_replies(svc: Services, pending: list[Pending]) -> None:
+    """Hand the recorded replies to the worker's senders (sent at the office's pace), or
+    send them now, in order. Over the office's send rate, a reply that is not safety
+    advice waits for a retry (SendDeferred), not never; the ones sent keep their rows."""
+    if not pending:
+        return
+    if svc.senders is not None:
+        svc.senders.submit([p.message_id for p in pending], urgent=any(p.safety for p in pending))
+        return
+    for reply in pending:
+        deliver(svc, reply.message_id, None if reply.safety else _within_rate(svc))
+
+
+def _within_rate(svc: Services) -> Callable[[Tenant], None]:
+    def pace(tenant: Tenant) -> None:
+        if not within_send_rate(svc, tenant):
+            raise SendDeferred(f"a reply of office {tenant.id} over its send rate")
+
+    return pace
+
+
+def _tell_residents(svc: Services, planned: Planned) -> None:
     # The resident who reported a fault hears of its work order's step (once per step).
-    for ticket_id, order_id, status in detail.get("tell", []):
-        tell_resident(svc, tenant, ResidentNews(ticket_id, order_id, status))
-    if senders is not None:
-        senders.submit(handed, urgent=urgent)
+    for ticket_id, order_id, status in planned.detail.get("tell", []):
+        tell_resident(svc, planned.tenant, ResidentNews(ticket_id, order_id, status))

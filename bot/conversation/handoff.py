@@ -499,12 +499,15 @@ REMINDER_BATCH = 200
 
 
 def publish(svc: Services, events: Iterable[OperatorEvent]) -> None:
-    """Push to the consoles after the commit; a lost push costs a refresh, not data."""
-    for event in events:
-        try:
-            svc.notifier.publish(event)
-        except Exception:
-            log.exception("operator notification %s failed", event.name)
+    """Push to the consoles after the commit, in as few requests as the backend
+    allows; a lost push costs a refresh, not data."""
+    batch = list(events)
+    if not batch:
+        return
+    try:
+        svc.notifier.publish_all(batch)
+    except Exception:
+        log.exception("operator notifications failed: %s", ", ".join(e.name for e in batch))
 
 
 def _check_can_act(conversation: Conversation, actor: Actor) -> None:

@@ -76,6 +76,12 @@ SOLVED_PHRASES = frozenset(
 SOLVED_WITHIN = timedelta(days=14)
 
 
+def has_buildings(session: Session, tenant_id: int) -> bool:
+    """Whether the office has recorded any building (then residents are asked for theirs)."""
+    found = session.scalar(select(Building.id).where(Building.tenant_id == tenant_id).limit(1))
+    return found is not None
+
+
 def read_world(
     session: Session,
     tenant: Tenant,
@@ -88,14 +94,16 @@ def read_world(
     now: datetime,
     *,
     first_contact: bool = False,
+    office_has_buildings: bool | None = None,
 ) -> World:
     """``first_contact``: the contact was created by this very message, so it has no
-    buildings and no work orders yet (nothing to look up)."""
+    buildings and no work orders yet (nothing to look up). ``office_has_buildings``:
+    already known (a batch asks once), else looked up when it matters."""
     mine = [] if first_contact else contact_buildings(session, contact.id)
-    office_has_buildings = bool(mine) or (
-        session.scalar(select(Building.id).where(Building.tenant_id == tenant.id).limit(1))
-        is not None
-    )
+    if mine:
+        office_has_buildings = True
+    elif office_has_buildings is None:
+        office_has_buildings = has_buildings(session, tenant.id)
     question = None
     if office_has_buildings and len(mine) != 1:
         question = rules.ASK_FROM_LIST if mine else rules.ASK_ADDRESS

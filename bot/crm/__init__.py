@@ -14,8 +14,10 @@ The HTTP request and its signature are :mod:`notify.crm`'s.
 from __future__ import annotations
 
 from bot.crm.events import (
+    Endpoint,
     events_past_term,
     forget_contact,
+    office_endpoints,
     purge_events,
     record_acknowledged,
     record_event,
@@ -25,7 +27,9 @@ from bot.crm.events import (
 )
 
 __all__ = [
+    "Endpoint",
     "forget_contact",
+    "office_endpoints",
     "events_past_term",
     "purge_events",
     "record_acknowledged",

@@ -223,13 +223,17 @@ def record_turn(
     plan: Plan,
     reading: Reading | None,
     now: datetime,
+    *,
+    endpoints: list[Endpoint] | None = None,
 ) -> None:
     """The events of one inbound message the engine has just decided, in its transaction:
     ``message.received``, then ``consent.changed`` per ledger event, ``ticket.created``
     and ``ticket.updated``, ``conversation.needs_attention`` and ``emergency.opened``.
 
-    An office without endpoints costs one query here, and nothing else."""
-    endpoints = office_endpoints(session, tenant.id)
+    ``endpoints``: the office's, when the caller read them already (a batch reads
+    them once); an office without endpoints costs that one query, and nothing else."""
+    if endpoints is None:
+        endpoints = office_endpoints(session, tenant.id)
     if not endpoints:
         return
     emit = _Emitter(svc, session, tenant.id, thread.id, contact.id, now, endpoints)

@@ -2,7 +2,14 @@
 recorded messages, exactly once, through a transport."""
 
 from bot.outbound.gate import GateDecision, Outgoing, Template, check_outbound, evaluate
-from bot.outbound.send import Envelope, SendOutcome, deliver, queue_message, send_message
+from bot.outbound.send import (
+    Envelope,
+    SendOutcome,
+    deliver,
+    queue_message,
+    record_outgoing,
+    send_message,
+)
 
 __all__ = [
     "Envelope",
@@ -14,5 +21,6 @@ __all__ = [
     "deliver",
     "evaluate",
     "queue_message",
+    "record_outgoing",
     "send_message",
 ]

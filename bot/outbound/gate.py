@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from storage.models import Contact, Message, Tenant, utcnow
 from storage.vocabulary import Consent, Direction, LegalBasis, Purpose, Refusal
@@ -137,17 +138,19 @@ def check_outbound(
     now: datetime | None = None,
     *,
     paced: bool = False,
+    session: Session | None = None,
 ) -> GateDecision:
     """May this message go now? ``paced``: it will wait for its slot of the office's
     send rate when it is sent (:mod:`bot.outbound.senders`), so the rate is not
-    checked here."""
+    checked here. ``session``: the caller's transaction, whose own writes (the
+    emergency being answered) the checks must see."""
     if tenant.terminated_at is not None:
         # Jobs already queued when the contract ended must not speak for the office.
         return GateDecision(False, Refusal.OFFICE_TERMINATED)
     vital = (
         contact.consent == Consent.WITHDRAWN
         and outgoing.purpose == Purpose.SAFETY
-        and _answers_unanswered_emergency(svc, tenant, contact, outgoing.answers)
+        and _answers_unanswered_emergency(svc, tenant, contact, outgoing.answers, session)
     )
     decision = evaluate(
         consent=contact.consent,
@@ -171,34 +174,46 @@ def check_outbound(
 
 
 def _answers_unanswered_emergency(
-    svc: Services, tenant: Tenant, contact: Contact, message_id: int | None
+    svc: Services,
+    tenant: Tenant,
+    contact: Contact,
+    message_id: int | None,
+    session: Session | None,
 ) -> bool:
     """The message answered is this contact's emergency, and no safety reply went since."""
     if message_id is None:
         return False
-    with svc.db.read() as session:
-        reported = session.scalar(
-            select(Message.created_at).where(
-                Message.tenant_id == tenant.id,
-                Message.id == message_id,
-                Message.contact_id == contact.id,
-                Message.direction == Direction.IN,
-                Message.intent == "emergenza",
-            )
+    if session is None:
+        with svc.db.read() as reading:
+            return _unanswered_emergency(reading, tenant, contact, message_id)
+    return _unanswered_emergency(session, tenant, contact, message_id)
+
+
+def _unanswered_emergency(
+    session: Session, tenant: Tenant, contact: Contact, message_id: int
+) -> bool:
+    reported = session.scalar(
+        select(Message.created_at).where(
+            Message.tenant_id == tenant.id,
+            Message.id == message_id,
+            Message.contact_id == contact.id,
+            Message.direction == Direction.IN,
+            Message.intent == "emergenza",
         )
-        if reported is None:
-            return False
-        answered = session.scalar(
-            select(Message.id)
-            .where(
-                Message.tenant_id == tenant.id,
-                Message.contact_id == contact.id,
-                Message.direction == Direction.OUT,
-                Message.purpose == Purpose.SAFETY,
-                Message.created_at >= reported,
-            )
-            .limit(1)
+    )
+    if reported is None:
+        return False
+    answered = session.scalar(
+        select(Message.id)
+        .where(
+            Message.tenant_id == tenant.id,
+            Message.contact_id == contact.id,
+            Message.direction == Direction.OUT,
+            Message.purpose == Purpose.SAFETY,
+            Message.created_at >= reported,
         )
+        .limit(1)
+    )
     return answered is None
 
 

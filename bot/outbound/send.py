@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bot.exceptions import SendDeferred
 from bot.outbound.attachments import media_urls, store_attachment
@@ -112,6 +113,24 @@ def queue_message(
 
 
 def _record(svc: Services, envelope: Envelope, outgoing: Outgoing) -> Message:
+    try:
+        with svc.db.session() as session:
+            message = record_outgoing(svc, session, envelope, outgoing)
+    except IntegrityError:
+        # A concurrent attempt recorded it first; use theirs.
+        with svc.db.session() as session:
+            existing = message_by_idempotency_key(
+                session, envelope.tenant, envelope.idempotency_key
+            )
+        assert existing is not None
+        return existing
+    return message
+
+
+def record_outgoing(
+    svc: Services, session: Session, envelope: Envelope, outgoing: Outgoing
+) -> Message:
+    """The pending row of a message the gate let through, in the caller's transaction."""
     tenant, conversation, key = envelope.tenant, envelope.conversation, envelope.idempotency_key
     text = outgoing.text if outgoing.template is None else json.dumps(outgoing.template.variables)
     message = Message(
@@ -127,18 +146,10 @@ def _record(svc: Services, envelope: Envelope, outgoing: Outgoing) -> Message:
         purpose=outgoing.purpose,
         sender_user_id=envelope.sender_user_id,
     )
-    try:
-        with svc.db.session() as session:
-            session.add(message)
-            if outgoing.attachment is not None:
-                session.flush()  # the file is named after the message
-                store_attachment(svc, session, message, outgoing.attachment)
-    except IntegrityError:
-        # A concurrent attempt recorded it first; use theirs.
-        with svc.db.session() as session:
-            existing = message_by_idempotency_key(session, tenant, key)
-        assert existing is not None
-        return existing
+    session.add(message)
+    if outgoing.attachment is not None:
+        session.flush()  # the file is named after the message
+        store_attachment(svc, session, message, outgoing.attachment)
     return message
 
 
@@ -148,15 +159,10 @@ def deliver(
     """Send a recorded message once: only the attempt that claims it may send.
 
     ``pace`` waits for the office's next send slot (SendDeferred: not now)."""
-    if not claim_for_sending(svc.db, message_id):
-        with svc.db.read() as session:
-            message = session.get(Message, message_id)
-            status = message.status if message else None
-        # Already sent, failed, or claimed by an attempt that may have reached the
-        # provider: sending again could duplicate it, so we do not.
-        return SendOutcome(message_id=message_id, status=status)
     with svc.db.read() as session:
-        # One read for what the send needs: the message, its office, its addressee.
+        # One read for what the send needs (the message, its office, its addressee,
+        # its attachments), before the claim: the claim's write transaction, which
+        # every writer waits for on SQLite, is then one short UPDATE.
         row = session.execute(
             select(Message.body, Message.template_sid, Tenant, Contact)
             .join(Tenant, Tenant.id == Message.tenant_id)
@@ -164,12 +170,18 @@ def deliver(
                 Contact,
                 (Contact.id == Message.contact_id) & (Contact.tenant_id == Message.tenant_id),
             )
-            .where(Message.id == message_id)
-        ).one()
-        tenant, contact = row.Tenant, row.Contact
-        body = svc.cipher.decrypt(row.body) if row.body else ""
-        template_sid = row.template_sid
-        media = media_urls(svc, session, message_id)
+            .where(Message.id == message_id, Message.status == MessageStatus.PENDING)
+        ).first()
+        media = media_urls(svc, session, message_id) if row is not None else ()
+    if row is None or not claim_for_sending(svc.db, message_id):
+        with svc.db.read() as session:
+            status = session.scalar(select(Message.status).where(Message.id == message_id))
+        # Already sent, failed, or claimed by an attempt that may have reached the
+        # provider: sending again could duplicate it, so we do not.
+        return SendOutcome(message_id=message_id, status=status)
+    tenant, contact = row.Tenant, row.Contact
+    body = svc.cipher.decrypt(row.body) if row.body else ""
+    template_sid = row.template_sid
     from_address, to_address = _addresses(tenant, contact)
     request = OutboundRequest(
         from_address=from_address,

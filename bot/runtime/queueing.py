@@ -15,10 +15,12 @@ it again. The database, not Redis, is the record of what must be processed.
 Jobs carry batches: the relay waits a moment after the first hand-off for the
 ones right behind it, and queues up to ``JOB_BATCH`` messages as one RQ job. RQ's
 bookkeeping (a dequeue, a heartbeat, the registries: a few milliseconds of CPU) is
-then paid once per batch, not per message, which is what lets two cores keep up
-with Twilio's 80 messages a second. Each message in a batch is still claimed,
-decided and answered on its own (``bot.conversation.engine``); a retry of the batch
-finds the ones already processed and skips them. Every message's job is found
+then paid once per batch, not per message, as are the batch's claim and its one
+deciding transaction (``bot.conversation.engine``): that is what lets two cores
+keep up with Twilio's 80 messages a second. While jobs already wait for the
+workers, the relay lingers longer, for a whole batch. A message that fails in a
+batch does not hold back the others; a retry of the batch finds the ones already
+processed and skips them. Every message's job is found
 again through a short-lived key (``JobQueue.job_id_for``), so the sweeper knows a
 queued message from a lost one.
 
@@ -64,6 +66,11 @@ MAX_RELAY_BATCHES = 50
 # this long at most).
 JOB_BATCH = 16
 RELAY_LINGER_SECONDS = 0.05
+# While jobs already wait for the workers, a fuller batch costs the messages no time
+# (they would wait in the queue instead) and the workers less per message: the relay
+# then lingers up to this long for a whole batch. Emergencies wait this much at most.
+RELAY_BUSY_LINGER_SECONDS = 0.25
+RELAY_POLL_SECONDS = 0.02
 # How long a message's job can be found from the message (the sweeper asks within
 # seconds; RQ's retries of a failed job are spread over a few minutes).
 JOB_OF_MESSAGE_TTL = 3600
@@ -134,7 +141,7 @@ class JobQueue:
             first = self.redis.blpop([self.handoff_key], timeout=wait_seconds)
             if first is None:
                 return 0
-            time.sleep(RELAY_LINGER_SECONDS)
+            self._linger()
             popped = [first[1], *(self.redis.lpop(self.handoff_key, batch - 1) or [])]
         else:
             popped = self.redis.lpop(self.handoff_key, batch) or []
@@ -146,6 +153,18 @@ class JobQueue:
                 log.error("relay: dropped a malformed hand-off entry")
         self.enqueue_many([(message_id, 0) for message_id in ids])
         return len(ids)
+
+    def _linger(self) -> None:
+        """After a first hand-off: a moment for the ones right behind it, and while the
+        workers are busy, until a whole job's batch waits (or the longer linger ends)."""
+        time.sleep(RELAY_LINGER_SECONDS)
+        deadline = time.monotonic() + RELAY_BUSY_LINGER_SECONDS - RELAY_LINGER_SECONDS
+        while (
+            time.monotonic() < deadline
+            and self.redis.llen(self.handoff_key) < JOB_BATCH - 1
+            and self.queue.count > 0
+        ):
+            time.sleep(RELAY_POLL_SECONDS)
 
     def relay_waiting(self, max_batches: int = MAX_RELAY_BATCHES) -> int:
         """Relay what waits now, without blocking; bounded, so a flood cannot hold the caller."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -73,6 +74,7 @@ RQ_RECONNECT_CAP_SECONDS = 5.0
 STEADY_RUN_SECONDS = 60.0
 # How long a stopping worker gives its senders to finish what was handed to them.
 SENDERS_CLOSE_SECONDS = 20.0
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def preload_language() -> None:
@@ -489,6 +491,10 @@ def run_worker(app: Flask, *, burst: bool = False, concurrency: int = 1) -> None
     svc = services()
     if concurrency > 1:
         svc.senders = start_senders(svc, concurrency)
+        # A thread holding SQLite's write lock waits for the interpreter lock after
+        # every statement; with the sender threads about, by default for up to 5 ms,
+        # and every other writer waits with it. A shorter switch keeps the hold short.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     if app.config["PRIORITY_LANE"]:
         # Emergencies overtake queued work: read before queueing, with the model loaded.
         svc.jobs.triage = lane_triage(svc)
