@@ -109,9 +109,17 @@ def build_beams(config: dict[str, Any]) -> BeamsPublisher | None:
     )
 
 
+POOL_HEADROOM = 8
+
+
 def init_app(app: Flask) -> Services:
     config = app.config
-    db = Database(config["DATABASE_URL"])
+    # A worker's sender threads each use a connection around a send, beside its own
+    # threads (the job, the relay, the sweeper, the scheduler, the CRM and retention
+    # loops); a web process opens only the one or two it uses.
+    db = Database(
+        config["DATABASE_URL"], pool_size=int(config["WORKER_CONCURRENCY"]) + POOL_HEADROOM
+    )
     redis_url = config["REDIS_URL"] or "redis://127.0.0.1:6379/0"
     redis = connect_redis(redis_url)
     token = config.get("TWILIO_AUTH_TOKEN")

@@ -97,6 +97,8 @@ def execute_write(target: Database | Session | Connection, statement: Any) -> Re
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 10}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -105,8 +107,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # failing with SQLITE_BUSY when it upgrades.
         event.listen(engine, "begin", _begin)
         return engine
-    kwargs.setdefault("pool_size", 5)
-    kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
 
@@ -216,9 +216,12 @@ class WalCheckpointer(threading.Thread):
 class Database:
     """One engine and its session factory, owned by the app (``app.extensions``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        """``pool_size``: connections kept open for reuse, one per thread that may use
+        the database at once (more of them at once open, and then close, overflow
+        connections: on PostgreSQL a new server process each time)."""
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size)
         read_options: dict[str, Any] = {READ_ONLY: True}
         if not self.is_sqlite:
             # A read that tries to write is a bug: PostgreSQL refuses it loudly.

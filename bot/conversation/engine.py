@@ -9,14 +9,14 @@ job's batch at a time.
    replay, after the first one was erased or purged) is deleted: nothing else
    happens. A message of an office terminated since the webhook stored it (the
    number directory caches routes for a while) is marked processed, nothing created.
-3. Decide and record a few messages per transaction, each in a savepoint of its own
-   (one that fails is rolled back alone): contact, conversation, the message's body,
-   consent ledger, handoff, tickets (an emergency's with its timeline) and events,
-   the bot-log row that records the plan, the tombstone of the MessageSid, and the
-   planned replies, each under its own idempotency key, so a retry resends nothing
-   that already went. Safety advice is always the first of them. With the worker's
-   senders to hand the replies to, a message with nothing left to do is marked
-   processed in the same transaction.
+3. Decide and record the batch in one transaction (should one message fail, again
+   with a savepoint each, so that it is rolled back alone): contact, conversation,
+   the message's body, consent ledger, handoff, tickets (an emergency's with its
+   timeline) and events, the bot-log row that records the plan, the tombstone of the
+   MessageSid, and the planned replies, each under its own idempotency key, so a
+   retry resends nothing that already went. Safety advice is always the first of
+   them. With the worker's senders to hand the replies to, a message with nothing
+   left to do is marked processed in the same transaction.
 4. After the commit: notify the consoles, hand the replies to the senders (or send
    them now), keep every media item, encrypted, and mark the message processed
    (dropping the raw webhook payload).
@@ -109,11 +109,6 @@ from storage.vocabulary import (
 )
 
 log = logging.getLogger(__name__)
-
-# Messages decided in one transaction. On SQLite the webhook's inserts wait for it
-# (one writer at a time): a few messages' worth keeps that wait to milliseconds
-# while still sharing the transaction's reads and its commit.
-DECIDING_BATCH = 4
 
 
 def process_inbound_batch(
@@ -382,34 +377,35 @@ def _decide(
         except Exception as error:
             steps[claimed.id] = Step(message, failure=error)
     arrived = Arrived(inbound, fresh, known, heard)
-    pending = [claimed for claimed in claims if claimed.id not in steps]
-    for start in range(0, len(pending), DECIDING_BATCH):
-        steps.update(_decide_chunk(svc, pending[start : start + DECIDING_BATCH], arrived))
+    steps.update(_decide_together(svc, [c for c in claims if c.id not in steps], arrived))
     return steps
 
 
-def _decide_chunk(svc: Services, chunk: list[ClaimedMessage], arrived: Arrived) -> dict[int, Step]:
-    """One transaction for the chunk. Savepoints cost statements (round trips, on
-    PostgreSQL), so the chunk first goes without them; should any message fail, the
-    transaction is rolled back and the chunk decided again with a savepoint each, so
+def _decide_together(
+    svc: Services, claims: list[ClaimedMessage], arrived: Arrived
+) -> dict[int, Step]:
+    """The batch in one transaction. Savepoints cost statements (round trips, on
+    PostgreSQL), so it first goes without them; should any message fail, the
+    transaction is rolled back and the batch decided again with a savepoint each, so
     that only the failing one is left out."""
+    if not claims:
+        return {}
     try:
-        return _record_chunk(svc, chunk, arrived, isolated=False)
+        return _record(svc, claims, arrived, isolated=False)
     except Exception as error:
         if database_unavailable(error):
             raise
-    return _record_chunk(svc, chunk, arrived, isolated=True)
+    return _record(svc, claims, arrived, isolated=True)
 
 
-def _record_chunk(
-    svc: Services, chunk: list[ClaimedMessage], arrived: Arrived, *, isolated: bool
+def _record(
+    svc: Services, claims: list[ClaimedMessage], arrived: Arrived, *, isolated: bool
 ) -> dict[int, Step]:
-    mine = {c.id: arrived.fresh[c.id] for c in chunk if c.id in arrived.fresh}
     with svc.db.session() as session:
-        batch = Batch(session, chunk, mine)
+        batch = Batch(session, claims, arrived.fresh)
         return {
             claimed.id: _decide_one(svc, batch, claimed, arrived, isolated=isolated)
-            for claimed in chunk
+            for claimed in claims
         }
 
 

@@ -490,6 +490,13 @@ def run_worker(app: Flask, *, burst: bool = False, concurrency: int = 1) -> None
     preload_language()
     svc = services()
     if concurrency > 1:
+        if concurrency > int(app.config["WORKER_CONCURRENCY"]):
+            log.warning(
+                "--concurrency %d is past WORKER_CONCURRENCY %s, which sizes the database "
+                "pool: set WORKER_CONCURRENCY instead",
+                concurrency,
+                app.config["WORKER_CONCURRENCY"],
+            )
         svc.senders = start_senders(svc, concurrency)
         # A thread holding SQLite's write lock waits for the interpreter lock after
         # every statement; with the sender threads about, by default for up to 5 ms,
