@@ -84,7 +84,12 @@ class SendError(Exception):
 class WhatsAppTransport(Protocol):
     name: str
 
-    def send(self, request: OutboundRequest) -> SendReceipt: ...
+    def send(
+        self, request: OutboundRequest, *, wait_turn: Callable[[], None] | None = None
+    ) -> SendReceipt:
+        """``wait_turn``: waits for the sender's next slot of its rate; a 429 is then
+        retried in that slot instead of after the backoff."""
+        ...
 
     def call(self, request: CallRequest) -> SendReceipt: ...
     def sent_messages(
@@ -131,14 +136,18 @@ class TwilioTransport:
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
 
-    def send(self, request: OutboundRequest) -> SendReceipt:
-        return self._with_retries(lambda: self._create(request))
+    def send(
+        self, request: OutboundRequest, *, wait_turn: Callable[[], None] | None = None
+    ) -> SendReceipt:
+        return self._with_retries(lambda: self._create(request), wait_turn)
 
     def call(self, request: CallRequest) -> SendReceipt:
         """Place a voice call; a 429, 5xx or refused connection is retried like a send."""
         return self._with_retries(lambda: self._create_call(request))
 
-    def _with_retries(self, create: Callable[[], SendReceipt]) -> SendReceipt:
+    def _with_retries(
+        self, create: Callable[[], SendReceipt], wait_turn: Callable[[], None] | None = None
+    ) -> SendReceipt:
         attempts = len(self._retry_delays) + 1
         for attempt in range(attempts):
             try:
@@ -146,6 +155,12 @@ class TwilioTransport:
             except SendError as error:
                 if not error.retryable or attempt == attempts - 1:
                     raise
+                if error.status == 429 and wait_turn is not None:
+                    # Twilio's window was full: the next slot of the sender's own pace
+                    # is the soonest a retry can go without crowding it again.
+                    log.warning("twilio send retry in the next send slot (status=429)")
+                    wait_turn()
+                    continue
                 delay = self._retry_delays[attempt]
                 log.warning("twilio send retry in %.1fs (status=%s)", delay, error.status)
                 self._sleep(delay)
@@ -229,7 +244,9 @@ class ConsoleTransport:
     sent: deque[OutboundRequest] = field(default_factory=lambda: deque(maxlen=1000))
     calls: deque[CallRequest] = field(default_factory=lambda: deque(maxlen=1000))
 
-    def send(self, request: OutboundRequest) -> SendReceipt:
+    def send(
+        self, request: OutboundRequest, *, wait_turn: Callable[[], None] | None = None
+    ) -> SendReceipt:
         self.sent.append(request)
         sid = "CM" + uuid.uuid4().hex
         log.info("console transport: message %s recorded, not sent", sid)

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from helpers import send_inbound, worker_env
+from helpers import ACCOUNT_SID, AUTH_TOKEN, send_inbound, worker_env
 from rq.job import Job
 from servers import wait_until
 from sqlalchemy import select
@@ -20,6 +20,8 @@ from bot.conversation.engine import process_inbound
 from bot.office.settings import update_settings
 from bot.outbound.senders import SendPacer
 from bot.runtime.worker import start_senders
+from notify import OutboundRequest
+from notify.whatsapp import TwilioTransport
 from storage.models import Message, Tenant
 
 RESIDENTS = [f"+39333{n:07d}" for n in range(24)]
@@ -87,6 +89,30 @@ def test_twilio_429s_are_absorbed_without_loss_or_duplicates(client, svc, tenant
     assert twilio.rate_limited > 0
     assert Counter(m["To"] for m in twilio.messages) == {f"whatsapp:{r}": 1 for r in RESIDENTS[:12]}
     assert sent_with_sid(svc) == 12
+
+
+def test_a_429_is_retried_in_the_next_send_slot_not_after_the_backoff(twilio):
+    backoff: list[float] = []
+    transport = TwilioTransport(
+        ACCOUNT_SID, AUTH_TOKEN, twilio.base_url, retry_delays=(5.0,), sleep=backoff.append
+    )
+    twilio.max_per_second = 1
+    turns: list[float] = []
+
+    def next_slot() -> None:  # the pacer's wait: here, until Twilio's window has room
+        turns.append(time.monotonic())
+        time.sleep(1.05)
+
+    try:
+        for n in range(2):
+            request = OutboundRequest("whatsapp:+390612345678", f"whatsapp:{RESIDENTS[n]}", "Ciao")
+            transport.send(request, wait_turn=next_slot)
+    finally:
+        twilio.max_per_second = None
+
+    assert twilio.rate_limited == 1
+    assert len(turns) == 1 and backoff == []  # the slot, not the 5 s backoff
+    assert [m["To"] for m in twilio.messages] == [f"whatsapp:{r}" for r in RESIDENTS[:2]]
 
 
 def start_host(env: dict[str, str], instance: str, log) -> subprocess.Popen[bytes]:

@@ -180,7 +180,7 @@ def _answer(svc: Services, claimed: ClaimedMessage, step: Step) -> None:
         alert_operators(svc, handled.tenant.id, handled.events, handled.reading)
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
-        _deliver_replies(svc, handled.replies)
+        _deliver_replies(svc, [Pending(m.id, m.purpose == Purpose.SAFETY) for m in handled.replies])
         _tell_residents(svc, handled.planned)
     elif not step.processed:
         planned = _read_planned(svc, claimed)
@@ -289,6 +289,8 @@ class Batch:
         self.offices: dict[int, Tenant] = {}
         self.contacts: dict[tuple[int, str], Contact] = {}
         self.threads: dict[int, Conversation] = {}
+        # Contacts the batch created, until their first message is decided.
+        self.newcomers: set[tuple[int, str]] = set()
         self._notices: dict[int, Any] = {}
         self._endpoints: dict[int, list[Endpoint]] = {}
         self._buildings: dict[int, bool] = {}
@@ -300,29 +302,29 @@ class Batch:
         ):
             if tenant.terminated_at is None:
                 self.offices[tenant.id] = tenant
-        for tenant_id in self.offices:
-            mine = [fresh[c.id] for c in claims if c.tenant_id == tenant_id and c.id in fresh]
-            wa_ids = [message.wa_id for message in mine]
-            found = contacts_by_wa_id(session, tenant_id, wa_ids)
-            self.contacts.update(((tenant_id, w), c) for w, c in found.items())
-            threads = open_conversations_for(session, tenant_id, [c.id for c in found.values()])
+        # All read up front, before anything changes: a query in between would first
+        # flush what the messages decided so far, a statement per row again.
+        for tenant in self.offices.values():
+            mine = [fresh[c.id] for c in claims if c.tenant_id == tenant.id and c.id in fresh]
+            if not mine:
+                continue
+            found = contacts_by_wa_id(session, tenant.id, [message.wa_id for message in mine])
+            self.contacts.update(((tenant.id, w), c) for w, c in found.items())
+            threads = open_conversations_for(session, tenant.id, [c.id for c in found.values()])
             self.threads.update(threads)
+            self._notices[tenant.id] = active_notice(session, tenant)
+            self._endpoints[tenant.id] = office_endpoints(session, tenant.id)
+            self._buildings[tenant.id] = has_buildings(session, tenant.id)
         # Held here: the session's identity map only keeps what someone refers to.
         self.messages = list(session.scalars(select(Message).where(Message.id.in_(list(fresh)))))
 
     def notice(self, tenant: Tenant) -> Any:
-        if tenant.id not in self._notices:
-            self._notices[tenant.id] = active_notice(self.session, tenant)
         return self._notices[tenant.id]
 
     def endpoints(self, tenant: Tenant) -> list[Endpoint]:
-        if tenant.id not in self._endpoints:
-            self._endpoints[tenant.id] = office_endpoints(self.session, tenant.id)
         return self._endpoints[tenant.id]
 
     def has_buildings(self, tenant: Tenant) -> bool:
-        if tenant.id not in self._buildings:
-            self._buildings[tenant.id] = has_buildings(self.session, tenant.id)
         return self._buildings[tenant.id]
 
     def forget(self, tenant_id: int, wa_id: str) -> None:
@@ -403,10 +405,16 @@ def _record(
 ) -> dict[int, Step]:
     with svc.db.session() as session:
         batch = Batch(session, claims, arrived.fresh)
-        return {
+        if not isolated:
+            _welcome_newcomers(batch, claims, arrived)
+        steps = {
             claimed.id: _decide_one(svc, batch, claimed, arrived, isolated=isolated)
             for claimed in claims
         }
+        # The batch's rows go out together (one statement per table, not per message);
+        # in a savepoint each, every message's went out as its savepoint ended.
+        session.flush()
+        return steps
 
 
 def _decide_one(
@@ -455,7 +463,7 @@ class Handled:
     planned: Planned
     events: list[OperatorEvent]
     reading: Reading | None
-    replies: list[Pending]
+    replies: list[Message]  # recorded in the transaction: their ids once it flushed
     processed: bool
 
 
@@ -568,7 +576,6 @@ def _handle(
             detail=detail,
         )
     )
-    session.flush()
     events.append(_message_event(tenant, thread, message))
     record_turn(
         svc,
@@ -582,7 +589,6 @@ def _handle(
         now,
         endpoints=batch.endpoints(tenant),
     )
-    pending = [Pending(m.id, m.purpose == Purpose.SAFETY) for m in replies]
     return Handled(
         tenant,
         contact,
@@ -591,7 +597,7 @@ def _handle(
         planned,
         events,
         reading,
-        pending,
+        replies,
         processed,
     )
 
@@ -617,23 +623,43 @@ def _log_detail(
     return detail
 
 
+def _new_contact(tenant: Tenant, inbound: InboundMessage) -> Contact:
+    return Contact(
+        tenant_id=tenant.id,
+        wa_id=inbound.wa_id,
+        phone=inbound.phone,
+        source=DataSource.WHATSAPP_INBOUND,
+        kind=ContactKind.UNKNOWN,
+        consent=Consent.NONE,
+    )
+
+
+def _new_conversation(tenant_id: int, contact_id: int) -> Conversation:
+    return Conversation(
+        tenant_id=tenant_id,
+        contact_id=contact_id,
+        mode=Mode.BOT,
+        priority=Priority.NORMAL,
+        needs_attention=False,
+        status=ConversationStatus.OPEN,
+        clarifications=0,
+    )
+
+
 def _contact_for(
     session: Session, batch: Batch, tenant: Tenant, inbound: InboundMessage, now: datetime
 ) -> tuple[Contact, bool]:
-    """The sender's contact, and whether this message created it."""
-    contact = batch.contacts.get((tenant.id, inbound.wa_id))
-    created = contact is None
+    """The sender's contact, and whether this message created it (the batch may have
+    created it for this message already)."""
+    key = (tenant.id, inbound.wa_id)
+    created = key in batch.newcomers
+    batch.newcomers.discard(key)  # a second message of theirs in the batch finds it made
+    contact = batch.contacts.get(key)
     if contact is None:
-        contact = Contact(
-            tenant_id=tenant.id,
-            wa_id=inbound.wa_id,
-            phone=inbound.phone,
-            source=DataSource.WHATSAPP_INBOUND,
-            kind=ContactKind.UNKNOWN,
-            consent=Consent.NONE,
-        )
+        contact = batch.contacts[key] = _new_contact(tenant, inbound)
         session.add(contact)
-        batch.contacts[(tenant.id, inbound.wa_id)] = contact
+        session.flush()  # its id, for its conversation
+        created = True
     elif inbound.phone and not contact.phone:
         contact.phone = inbound.phone
     if tenant.settings.get("store_profile_name"):
@@ -641,7 +667,6 @@ def _contact_for(
     contact.last_contact_at = now
     # Only the contact's own messages open the 24-hour window.
     contact.last_inbound_at = now
-    session.flush()
     return contact, created
 
 
@@ -652,23 +677,43 @@ def _conversation_for(
     contact: Contact,
     now: datetime,
 ) -> Conversation:
-    """The contact's open conversation, or a new one (a new contact has none yet)."""
+    """The contact's open conversation, or a new one."""
     thread = batch.threads.get(contact.id)
     if thread is None or thread.status != ConversationStatus.OPEN:
-        thread = Conversation(
-            tenant_id=tenant.id,
-            contact_id=contact.id,
-            mode=Mode.BOT,
-            priority=Priority.NORMAL,
-            needs_attention=False,
-            status=ConversationStatus.OPEN,
-            clarifications=0,
-        )
+        thread = batch.threads[contact.id] = _new_conversation(tenant.id, contact.id)
         session.add(thread)
-        batch.threads[contact.id] = thread
+        session.flush()  # its id, for the message
     thread.last_message_at = now
-    session.flush()
     return thread
+
+
+def _welcome_newcomers(batch: Batch, claims: list[ClaimedMessage], arrived: Arrived) -> None:
+    """The contacts the batch's senders do not have yet, and the conversations they
+    and the others lack, created for the whole batch at once: a statement per table
+    instead of one per message."""
+    session, now = batch.session, utcnow()
+    deciding = [
+        (tenant, arrived.fresh[claimed.id])
+        for claimed in claims
+        if (tenant := batch.offices.get(claimed.tenant_id)) is not None
+        and claimed.id in arrived.fresh
+        and claimed.id not in arrived.known.replays
+    ]
+    for tenant, inbound in deciding:
+        key = (tenant.id, inbound.wa_id)
+        if key not in batch.contacts:
+            contact = batch.contacts[key] = _new_contact(tenant, inbound)
+            contact.last_contact_at = contact.last_inbound_at = now
+            session.add(contact)
+            batch.newcomers.add(key)
+    session.flush()
+    for tenant, inbound in deciding:
+        contact = batch.contacts[(tenant.id, inbound.wa_id)]
+        if contact.id not in batch.threads:
+            thread = batch.threads[contact.id] = _new_conversation(tenant.id, contact.id)
+            thread.last_message_at = now
+            session.add(thread)
+    session.flush()
 
 
 def _store_body(

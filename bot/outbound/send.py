@@ -154,11 +154,17 @@ def record_outgoing(
 
 
 def deliver(
-    svc: Services, message_id: int, pace: Callable[[Tenant], None] | None = None
+    svc: Services,
+    message_id: int,
+    pace: Callable[[Tenant], None] | None = None,
+    *,
+    pace_retries: bool = False,
 ) -> SendOutcome:
     """Send a recorded message once: only the attempt that claims it may send.
 
-    ``pace`` waits for the office's next send slot (SendDeferred: not now)."""
+    ``pace`` waits for the office's next send slot (SendDeferred: not now). With
+    ``pace_retries`` a 429 from Twilio is retried in the next such slot, not after
+    the transport's backoff: the office's rate, and so Twilio's window, is kept."""
     with svc.db.read() as session:
         # One read for what the send needs (the message, its office, its addressee,
         # its attachments), before the claim: the claim's write transaction, which
@@ -196,14 +202,15 @@ def deliver(
             else None
         ),
     )
+    turn = (lambda: pace(tenant)) if pace is not None and pace_retries else None
     try:
         if pace is not None:
             pace(tenant)
+        receipt = svc.transport.send(request, wait_turn=turn)
     except SendDeferred:
+        # Not sent (no slot soon enough; Twilio took none of the attempts): pending again.
         record_send_result(svc.db, message_id, MessageStatus.PENDING)
         raise
-    try:
-        receipt = svc.transport.send(request)
     except SendError as error:
         if error.retryable:
             record_send_result(svc.db, message_id, MessageStatus.PENDING)
