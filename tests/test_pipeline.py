@@ -91,6 +91,24 @@ def test_twilio_429s_are_absorbed_without_loss_or_duplicates(client, svc, tenant
     assert sent_with_sid(svc) == 12
 
 
+def test_safety_advice_overtakes_the_sends_waiting_for_the_office_rate(client, svc, tenant, twilio):
+    update_settings(svc, tenant.id, {"send_rate_per_second": 1}, actor="test")
+    for resident in RESIDENTS[:4]:
+        send_inbound(client, "Buongiorno", sender=resident)
+    send_inbound(client, "C'è una forte puzza di gas nelle scale, venite", sender=RESIDENTS[4])
+    svc.senders = start_senders(svc, 8)
+    try:
+        with svc.app_context():
+            for message_id in inbound_ids(svc):
+                process_inbound(svc, message_id)
+        # Four welcomes at one a second take three seconds; the advice does not wait.
+        assert wait_until(lambda: any(m["To"].endswith(RESIDENTS[4]) for m in twilio.messages), 2)
+        assert len(twilio.messages) < 5
+    finally:
+        svc.senders.close(timeout=30)
+        svc.senders = None
+
+
 def test_a_429_is_retried_in_the_next_send_slot_not_after_the_backoff(twilio):
     backoff: list[float] = []
     transport = TwilioTransport(

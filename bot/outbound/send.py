@@ -42,7 +42,7 @@ from storage.delivery import (
 )
 from storage.models import Contact, Conversation, Message, Tenant
 from storage.queries import get_contact, message_by_idempotency_key
-from storage.vocabulary import Direction, MessageStatus
+from storage.vocabulary import Direction, MessageStatus, Purpose
 
 # How much earlier than our row the provider's DateSent may read: clocks differ.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -170,7 +170,7 @@ def deliver(
         # its attachments), before the claim: the claim's write transaction, which
         # every writer waits for on SQLite, is then one short UPDATE.
         row = session.execute(
-            select(Message.body, Message.template_sid, Tenant, Contact)
+            select(Message.body, Message.template_sid, Message.purpose, Tenant, Contact)
             .join(Tenant, Tenant.id == Message.tenant_id)
             .join(
                 Contact,
@@ -202,6 +202,8 @@ def deliver(
             else None
         ),
     )
+    if row.purpose == Purpose.SAFETY:
+        pace = None  # safety advice is never held back by the office's rate
     turn = (lambda: pace(tenant)) if pace is not None and pace_retries else None
     try:
         if pace is not None:

@@ -68,7 +68,8 @@ JOB_BATCH = 16
 RELAY_LINGER_SECONDS = 0.05
 # While jobs already wait for the workers, a fuller batch costs the messages no time
 # (they would wait in the queue instead) and the workers less per message: the relay
-# then lingers up to this long for a whole batch. Emergencies wait this much at most.
+# then lingers up to this long for a whole batch. Emergencies are not held: what
+# arrives is triaged every poll, and an emergency queued at once.
 RELAY_BUSY_LINGER_SECONDS = 0.25
 RELAY_POLL_SECONDS = 0.02
 # How long a message's job can be found from the message (the sweeper asks within
@@ -133,38 +134,52 @@ class JobQueue:
         """Enqueue RQ jobs for the handed-off message ids; returns how many ids.
 
         With ``wait_seconds`` it blocks that long for the first id, then lingers a
-        moment for the ones right behind it. Ids popped but not enqueued (Redis
-        failing in between) are the sweeper's to find.
+        moment for the ones right behind it (see :meth:`_gather`). Ids popped but not
+        enqueued (Redis failing in between) are the sweeper's to find.
         """
-        popped: Any
-        if wait_seconds > 0:
-            first = self.redis.blpop([self.handoff_key], timeout=wait_seconds)
-            if first is None:
-                return 0
-            self._linger()
-            popped = [first[1], *(self.redis.lpop(self.handoff_key, batch - 1) or [])]
-        else:
-            popped = self.redis.lpop(self.handoff_key, batch) or []
-        ids: dict[int, None] = {}  # ordered and without repeats: RQ refuses a repeated job id
-        for raw in popped:
-            try:
-                ids[int(raw)] = None
-            except ValueError:
-                log.error("relay: dropped a malformed hand-off entry")
-        self.enqueue_many([(message_id, 0) for message_id in ids])
-        return len(ids)
+        if wait_seconds <= 0:
+            ids = _message_ids(self.redis.lpop(self.handoff_key, batch) or [])
+            self.enqueue_many([(message_id, 0) for message_id in ids])
+            return len(ids)
+        first = self.redis.blpop([self.handoff_key], timeout=wait_seconds)
+        if first is None:
+            return 0
+        return self._gather(first[1], batch)
 
-    def _linger(self) -> None:
-        """After a first hand-off: a moment for the ones right behind it, and while the
-        workers are busy, until a whole job's batch waits (or the longer linger ends)."""
-        time.sleep(RELAY_LINGER_SECONDS)
-        deadline = time.monotonic() + RELAY_BUSY_LINGER_SECONDS - RELAY_LINGER_SECONDS
-        while (
-            time.monotonic() < deadline
-            and self.redis.llen(self.handoff_key) < JOB_BATCH - 1
-            and self.queue.count > 0
-        ):
+    def _gather(self, first: Any, batch: int) -> int:
+        """Linger after a first hand-off for the ones right behind it, and while jobs
+        already wait for the workers, until a whole job's batch is there (or the longer
+        linger ends). What arrives meanwhile is triaged as it comes: an emergency is
+        queued at once, never held for the batch."""
+        held: list[int] = []
+        readings: dict[int, Any] = {}
+        seen = 0
+
+        def take(raw: Any) -> None:
+            nonlocal seen
+            ids = [i for i in _message_ids(raw) if i not in readings and i not in held]
+            if not ids:
+                return
+            seen += len(ids)
+            triaged = self._triage(ids)
+            urgent = [(i, 0) for i in ids if i in triaged.urgent]
+            if urgent:
+                self._enqueue_triaged(urgent, triaged)
+            held.extend(i for i in ids if i not in triaged.urgent)
+            readings.update(triaged.readings)
+
+        take([first])
+        started = time.monotonic()
+        while len(held) < JOB_BATCH and seen < batch:
             time.sleep(RELAY_POLL_SECONDS)
+            lingered = time.monotonic() - started
+            if lingered >= RELAY_BUSY_LINGER_SECONDS or (
+                lingered >= RELAY_LINGER_SECONDS and self.queue.count == 0
+            ):
+                break
+            take(self.redis.lpop(self.handoff_key, batch - seen) or [])
+        self._enqueue_triaged([(i, 0) for i in held], Triaged(readings=readings))
+        return seen
 
     def relay_waiting(self, max_batches: int = MAX_RELAY_BATCHES) -> int:
         """Relay what waits now, without blocking; bounded, so a flood cannot hold the caller."""
@@ -184,9 +199,12 @@ class JobQueue:
         """One pipelined round trip for a batch of ``(message id, sweeps)``:
         emergencies (by the triage, if any) to the urgent queue, a job each; first
         attempts in jobs of up to ``JOB_BATCH``; a sweep's retry in a job of its own."""
+        if messages:
+            self._enqueue_triaged(messages, self._triage([m for m, _ in messages]))
+
+    def _enqueue_triaged(self, messages: list[tuple[int, int]], triaged: Triaged) -> None:
         if not messages:
             return
-        triaged = self._triage([message_id for message_id, _ in messages])
         urgent = [m for m in messages if m[0] in triaged.urgent]
         ordinary = [m for m in messages if m[0] not in triaged.urgent]
         firsts = [message_id for message_id, sweeps in ordinary if sweeps == 0]
@@ -452,6 +470,18 @@ def run_each(duties: Iterable[Callable[[], object]]) -> None:
                 log.exception("background duty failed")
     if failure is not None:
         raise failure
+
+
+def _message_ids(raw: Any) -> list[int]:
+    """Hand-off entries as ids: ordered and without repeats (RQ refuses a repeated job
+    id); a malformed one is dropped."""
+    ids: dict[int, None] = {}
+    for entry in raw:
+        try:
+            ids[int(entry)] = None
+        except ValueError:
+            log.error("relay: dropped a malformed hand-off entry")
+    return list(ids)
 
 
 def inbound_relay(queue: JobQueue, outage: RedisOutage | None = None) -> BackgroundLoop:
