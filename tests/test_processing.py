@@ -353,6 +353,28 @@ def test_a_background_loop_pauses_after_a_failed_pass_instead_of_spinning():
     assert 2 <= len(passes) <= 4
 
 
+def test_a_background_loop_says_in_one_line_that_the_database_is_away(caplog):
+    from sqlalchemy import text
+
+    from storage.db import Database
+
+    gone = Database("postgresql+psycopg://portineria@127.0.0.1:1/portineria")
+
+    def crm_pass() -> None:
+        with gone.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    loop = BackgroundLoop("crm", crm_pass, pause=0, error_pause=0.2)
+    loop.start()
+    time.sleep(0.3)
+    loop.stop()
+    loop.join(timeout=5)
+
+    records = [r for r in caplog.records if "portineria-crm" in r.getMessage()]
+    assert records and all(r.levelname == "WARNING" and r.exc_info is None for r in records)
+    assert "the database is unavailable" in records[0].getMessage()
+
+
 def test_a_hand_off_lost_by_a_dying_relay_is_answered_through_the_sweeper(client, svc, twilio):
     send_inbound(client, "Buongiorno")
     svc.redis.lpop(svc.jobs.handoff_key)  # popped, then the relay died before enqueuing

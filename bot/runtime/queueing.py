@@ -50,7 +50,13 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from storage.db import Database
-from storage.inbound import give_up_exhausted, note_swept, pending_outbound, unprocessed_for_sweep
+from storage.inbound import (
+    database_unavailable,
+    give_up_exhausted,
+    note_swept,
+    pending_outbound,
+    unprocessed_for_sweep,
+)
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -441,8 +447,13 @@ class BackgroundLoop(threading.Thread):
             except RedisError:
                 self._outage.failed(self.name)
                 pause = max(pause, self._backoff.next())
-            except Exception:
-                log.exception("%s pass failed", self.name)
+            except Exception as error:
+                if database_unavailable(error):
+                    # Expected while the database is away (the readiness probe says so):
+                    # one line a pass, not a traceback.
+                    log.warning("%s pass skipped: the database is unavailable", self.name)
+                else:
+                    log.exception("%s pass failed", self.name)
                 pause = max(pause, self._backoff.next())
             else:
                 self._backoff.reset()
