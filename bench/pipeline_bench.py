@@ -19,7 +19,8 @@ its 429s, and lost (no reply by the deadline) and doubled (a second reply) resid
         [--duration 10] [--rounds 2] [--latency 0.15] [--bot-workers 2]
         [--concurrency 16] [--baseline] [--json]
 
-The issue's full run is ``--rate 80 --duration 60``. ``--baseline`` runs the same
+The issue's full run is ``--rate 80 --duration 60``. ``--floor`` prints only what one
+message costs at the least, each part measured alone in this process. ``--baseline`` runs the same
 with ``--concurrency 1`` first (the send inline in the processing job, as before
 the sender pool) and prints the ratio of the two.
 """
@@ -43,6 +44,7 @@ from typing import Any
 
 import requests
 from emergency_bench import (
+    ACCOUNT,
     ORDINARY,
     FakeTwilioProcess,
     percentile,
@@ -53,7 +55,7 @@ from emergency_bench import (
     stop_stack,
     warm_up,
 )
-from webhook_bench import ROOT, gunicorn, prepare_database
+from webhook_bench import ROOT, TOKEN, gunicorn, prepare_database
 
 from bot.runtime.devstack import free_port, start_embedded_redis
 
@@ -218,6 +220,47 @@ def print_table(label: str, rounds: list[dict[str, float]]) -> dict[str, float]:
     return medians
 
 
+def cpu_ms(work: Any, times: int) -> float:
+    """CPU milliseconds of one call of ``work`` in this process, after a warm-up."""
+    for _ in range(min(20, times)):
+        work()
+    started = time.process_time()
+    for _ in range(times):
+        work()
+    return 1000 * (time.process_time() - started) / times
+
+
+def physical_floor() -> dict[str, float]:
+    """What one message costs at the least, each part alone in this process: its
+    classification, its sensitive-data scan, one SQLite write transaction (one UPDATE)
+    and one send through the Twilio SDK (to the fake, answering at once)."""
+    import intents
+    from intents.sensitive import find_sensitive
+    from notify import OutboundRequest
+    from notify.whatsapp import TwilioTransport
+    from storage.db import Database
+    from storage.delivery import claim_for_sending
+    from storage.migrate import upgrade
+
+    intents.classify(ORDINARY)
+    db = Database(f"sqlite:///{tempfile.mkdtemp(prefix='floor-')}/floor.db")
+    upgrade(db.engine)
+    fake = FakeTwilioProcess(0.0)
+    try:
+        transport = TwilioTransport(ACCOUNT, TOKEN, fake.base_url, retry_delays=())
+        send = OutboundRequest("whatsapp:+390612345678", "whatsapp:+393331234567", ORDINARY)
+        parts = {
+            "classify": cpu_ms(lambda: intents.classify(ORDINARY), 300),
+            "sensitive scan": cpu_ms(lambda: find_sensitive(ORDINARY), 300),
+            "one SQLite write transaction": cpu_ms(lambda: claim_for_sending(db, 1), 500),
+            "one send through the Twilio SDK": cpu_ms(lambda: transport.send(send), 300),
+        }
+    finally:
+        fake.stop()
+    parts["together"] = sum(parts.values())
+    return parts
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,7 +276,14 @@ def main() -> int:
     parser.add_argument("--send-rate", type=int, default=TWILIO_CAP, help="the office's, per s")
     parser.add_argument("--baseline", action="store_true", help="also --concurrency 1, first")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--floor", action="store_true", help="only the physical floor a message costs"
+    )
     args = parser.parse_args()
+    if args.floor:
+        for part, ms in physical_floor().items():
+            print(f"{part:>32}  {ms:6.2f} ms CPU")
+        return 0
 
     designs = [1, args.concurrency] if args.baseline else [args.concurrency]
     results: dict[str, Any] = {}

@@ -77,7 +77,7 @@ RELAY_LINGER_SECONDS = 0.05
 # then lingers up to this long for a whole batch. Emergencies are not held: what
 # arrives is triaged every poll, and an emergency queued at once.
 RELAY_BUSY_LINGER_SECONDS = 0.25
-RELAY_POLL_SECONDS = 0.02
+RELAY_POLL_SECONDS = RELAY_LINGER_SECONDS
 # How long a message's job can be found from the message (the sweeper asks within
 # seconds; RQ's retries of a failed job are spread over a few minutes).
 JOB_OF_MESSAGE_TTL = 3600
@@ -155,8 +155,8 @@ class JobQueue:
     def _gather(self, first: Any, batch: int) -> int:
         """Linger after a first hand-off for the ones right behind it, and while jobs
         already wait for the workers, until a whole job's batch is there (or the longer
-        linger ends). What arrives meanwhile is triaged as it comes: an emergency is
-        queued at once, never held for the batch."""
+        linger ends). What arrives is triaged every poll: an emergency is queued then,
+        never held for the batch."""
         held: list[int] = []
         readings: dict[int, Any] = {}
         seen = 0
@@ -174,16 +174,21 @@ class JobQueue:
             held.extend(i for i in ids if i not in triaged.urgent)
             readings.update(triaged.readings)
 
-        take([first])
-        started = time.monotonic()
-        while len(held) < JOB_BATCH and seen < batch:
+        waiting, started = [first], time.monotonic()
+        while True:
             time.sleep(RELAY_POLL_SECONDS)
+            room = batch - seen - len(waiting)
+            more = (self.redis.lpop(self.handoff_key, room) or []) if room > 0 else []
+            take([*waiting, *more])
+            waiting = []
             lingered = time.monotonic() - started
-            if lingered >= RELAY_BUSY_LINGER_SECONDS or (
-                lingered >= RELAY_LINGER_SECONDS and self.queue.count == 0
+            if (
+                len(held) >= JOB_BATCH
+                or seen >= batch
+                or lingered >= RELAY_BUSY_LINGER_SECONDS
+                or (lingered >= RELAY_LINGER_SECONDS and self.queue.count == 0)
             ):
                 break
-            take(self.redis.lpop(self.handoff_key, batch - seen) or [])
         self._enqueue_triaged([(i, 0) for i in held], Triaged(readings=readings))
         return seen
 
