@@ -375,6 +375,26 @@ def test_a_background_loop_says_in_one_line_that_the_database_is_away(caplog):
     assert "the database is unavailable" in records[0].getMessage()
 
 
+def test_a_sweep_with_the_database_away_logs_no_traceback_per_duty(caplog):
+    from sqlalchemy import text
+
+    from bot.runtime.queueing import run_each
+    from storage.db import Database
+
+    gone = Database("postgresql+psycopg://portineria@127.0.0.1:1/portineria")
+
+    def duty() -> None:
+        with gone.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    from sqlalchemy.exc import OperationalError
+
+    with pytest.raises(OperationalError):  # the first failure, for the loop to report once
+        run_each([duty, duty, duty])
+
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []
+
+
 def test_a_hand_off_lost_by_a_dying_relay_is_answered_through_the_sweeper(client, svc, twilio):
     send_inbound(client, "Buongiorno")
     svc.redis.lpop(svc.jobs.handoff_key)  # popped, then the relay died before enqueuing

@@ -114,8 +114,8 @@ log = logging.getLogger(__name__)
 def process_inbound_batch(
     svc: Services, message_ids: list[int], readings: dict[int, ReadAhead]
 ) -> None:
-    """A job's batch: claimed in one statement and decided in one transaction, each
-    message in a savepoint of its own, then answered a message at a time.
+    """A job's batch: claimed in one statement, decided in one transaction, then
+    answered a message at a time.
 
     A message that fails does not hold back the rest: the job then raises the first
     failure (RQ retries the batch; the messages processed meanwhile are skipped). A
@@ -162,8 +162,8 @@ class Step:
 
     ``handled``: decided in this attempt (``None``: dropped, discarded, or decided by
     an earlier attempt, whose plan is read back). ``processed``: marked so in the
-    deciding transaction already. ``failure``: deciding it failed (its savepoint was
-    rolled back, the rest of the batch went on)."""
+    deciding transaction already. ``failure``: reading or deciding it failed (it was
+    rolled back alone, the rest of the batch went on)."""
 
     inbound: InboundMessage | None
     handled: Handled | None = None

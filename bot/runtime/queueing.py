@@ -482,7 +482,8 @@ def run_each(duties: Iterable[Callable[[], object]]) -> None:
         except Exception as error:
             if failure is None:
                 failure = error
-            elif not isinstance(error, RedisError):
+            elif not isinstance(error, RedisError) and not database_unavailable(error):
+                # Redis or the database away: the first failure's loop says so once.
                 log.exception("background duty failed")
     if failure is not None:
         raise failure
