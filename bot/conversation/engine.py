@@ -349,7 +349,7 @@ class Arrived:
 def _decide(
     svc: Services, claims: list[ClaimedMessage], readings: dict[int, ReadAhead]
 ) -> dict[int, Step]:
-    """Understand the batch's new messages, then decide and record them, a few per
+    """Understand the batch's new messages, then decide and record them in one
     transaction."""
     # One message that cannot be read (a payload that does not decrypt, a text that
     # breaks the reader) fails alone; the rest of the batch goes on.

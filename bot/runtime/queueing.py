@@ -159,14 +159,13 @@ class JobQueue:
         never held for the batch."""
         held: list[int] = []
         readings: dict[int, Any] = {}
-        seen = 0
+        taken: set[int] = set()  # every id this pass took, urgent or held
 
         def take(raw: Any) -> None:
-            nonlocal seen
-            ids = [i for i in _message_ids(raw) if i not in readings and i not in held]
+            ids = [i for i in _message_ids(raw) if i not in taken]
             if not ids:
                 return
-            seen += len(ids)
+            taken.update(ids)
             triaged = self._triage(ids)
             urgent = [(i, 0) for i in ids if i in triaged.urgent]
             if urgent:
@@ -177,20 +176,20 @@ class JobQueue:
         waiting, started = [first], time.monotonic()
         while True:
             time.sleep(RELAY_POLL_SECONDS)
-            room = batch - seen - len(waiting)
+            room = batch - len(taken) - len(waiting)
             more = (self.redis.lpop(self.handoff_key, room) or []) if room > 0 else []
             take([*waiting, *more])
             waiting = []
             lingered = time.monotonic() - started
             if (
                 len(held) >= JOB_BATCH
-                or seen >= batch
+                or len(taken) >= batch
                 or lingered >= RELAY_BUSY_LINGER_SECONDS
                 or (lingered >= RELAY_LINGER_SECONDS and self.queue.count == 0)
             ):
                 break
         self._enqueue_triaged([(i, 0) for i in held], Triaged(readings=readings))
-        return seen
+        return len(taken)
 
     def relay_waiting(self, max_batches: int = MAX_RELAY_BATCHES) -> int:
         """Relay what waits now, without blocking; bounded, so a flood cannot hold the caller."""
