@@ -54,9 +54,11 @@ from bot.office.work_orders import ResidentNews, tell_resident
 from bot.outbound import (
     Envelope,
     Outgoing,
+    ReadySend,
     check_outbound,
     deliver,
     queue_message,
+    ready_send,
     record_outgoing,
 )
 from bot.outbound.gate import within_send_rate
@@ -180,7 +182,7 @@ def _answer(svc: Services, claimed: ClaimedMessage, step: Step) -> None:
         alert_operators(svc, handled.tenant.id, handled.events, handled.reading)
         if LedgerEvent.ACCESS_REQUESTED in handled.ledger:
             _prepare_access_export(svc, handled)
-        _deliver_replies(svc, [Pending(m.id, m.purpose == Purpose.SAFETY) for m in handled.replies])
+        _deliver_replies(svc, [_recorded(svc, handled, *reply) for reply in handled.replies])
         _tell_residents(svc, handled.planned)
     elif not step.processed:
         planned = _read_planned(svc, claimed)
@@ -463,7 +465,7 @@ class Handled:
     planned: Planned
     events: list[OperatorEvent]
     reading: Reading | None
-    replies: list[Message]  # recorded in the transaction: their ids once it flushed
+    replies: list[tuple[Message, Outgoing]]  # recorded in the transaction: ids once flushed
     processed: bool
 
 
@@ -481,10 +483,20 @@ class Planned:
 
 @dataclass(frozen=True)
 class Pending:
-    """A recorded reply waiting to be sent: its row, and whether it is safety advice."""
+    """A recorded reply waiting to be sent: its row, whether it is safety advice, and,
+    when it was recorded in this attempt, what its send needs (not read back then)."""
 
     message_id: int
     safety: bool
+    ready: ReadySend | None = None
+
+
+def _recorded(svc: Services, handled: Handled, message: Message, outgoing: Outgoing) -> Pending:
+    return Pending(
+        message.id,
+        outgoing.purpose == Purpose.SAFETY,
+        ready_send(svc, message, handled.tenant, handled.contact, outgoing),
+    )
 
 
 def _handle(
@@ -1013,7 +1025,7 @@ def _replies(planned: Planned, message_id: int) -> list[tuple[str, Envelope, Out
 
 def _record_replies(
     svc: Services, session: Session, message_id: int, planned: Planned
-) -> list[Message]:
+) -> list[tuple[Message, Outgoing]]:
     """A plan decided in this transaction: its replies recorded in it too. None can be
     recorded yet (an earlier attempt that recorded any had committed the plan, and
     this one would have read it back), so they are not looked for first. The office's
@@ -1024,7 +1036,7 @@ def _record_replies(
             svc, planned.tenant, planned.contact, outgoing, paced=True, session=session
         )
         if decision.allowed:
-            recorded.append(record_outgoing(svc, session, envelope, outgoing))
+            recorded.append((record_outgoing(svc, session, envelope, outgoing), outgoing))
         else:
             log.info("reply %s to message %s refused: %s", key, message_id, decision.reason)
     return recorded
@@ -1049,10 +1061,12 @@ def _deliver_replies(svc: Services, pending: list[Pending]) -> None:
     if not pending:
         return
     if svc.senders is not None:
-        svc.senders.submit([p.message_id for p in pending], urgent=any(p.safety for p in pending))
+        svc.senders.submit(
+            [p.ready or p.message_id for p in pending], urgent=any(p.safety for p in pending)
+        )
         return
     for reply in pending:
-        deliver(svc, reply.message_id, None if reply.safety else _within_rate(svc))
+        deliver(svc, reply.ready or reply.message_id, None if reply.safety else _within_rate(svc))
 
 
 def _within_rate(svc: Services) -> Callable[[Tenant], None]:

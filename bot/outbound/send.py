@@ -153,9 +153,43 @@ def record_outgoing(
     return message
 
 
+@dataclass(frozen=True)
+class ReadySend:
+    """A recorded message with what its send needs, from the transaction that recorded
+    it: its sender claims it without reading the row back (the claim still decides
+    who sends it, and only a pending row can be claimed)."""
+
+    message_id: int
+    tenant: Tenant
+    request: OutboundRequest
+    purpose: Purpose
+
+
+def ready_send(
+    svc: Services, message: Message, tenant: Tenant, contact: Contact, outgoing: Outgoing
+) -> ReadySend | None:
+    """What sending a message just recorded needs; ``None`` for one with an attachment
+    (its signed address is made when it is sent)."""
+    if outgoing.attachment is not None:
+        return None
+    template = outgoing.template
+    return ReadySend(
+        message.id,
+        tenant,
+        _request(
+            svc,
+            tenant,
+            contact,
+            json.dumps(template.variables) if template else outgoing.text or "",
+            template.content_sid if template else None,
+        ),
+        outgoing.purpose,
+    )
+
+
 def deliver(
     svc: Services,
-    message_id: int,
+    message: int | ReadySend,
     pace: Callable[[Tenant], None] | None = None,
     *,
     pace_retries: bool = False,
@@ -165,44 +199,16 @@ def deliver(
     ``pace`` waits for the office's next send slot (SendDeferred: not now). With
     ``pace_retries`` a 429 from Twilio is retried in the next such slot, not after
     the transport's backoff: the office's rate, and so Twilio's window, is kept."""
-    with svc.db.read() as session:
-        # One read for what the send needs (the message, its office, its addressee,
-        # its attachments), before the claim: the claim's write transaction, which
-        # every writer waits for on SQLite, is then one short UPDATE.
-        row = session.execute(
-            select(Message.body, Message.template_sid, Message.purpose, Tenant, Contact)
-            .join(Tenant, Tenant.id == Message.tenant_id)
-            .join(
-                Contact,
-                (Contact.id == Message.contact_id) & (Contact.tenant_id == Message.tenant_id),
-            )
-            .where(Message.id == message_id, Message.status == MessageStatus.PENDING)
-        ).first()
-        media = media_urls(svc, session, message_id) if row is not None else ()
-    if row is None or not claim_for_sending(svc.db, message_id):
+    message_id = message.message_id if isinstance(message, ReadySend) else message
+    ready = message if isinstance(message, ReadySend) else _read_for_sending(svc, message)
+    if ready is None or not claim_for_sending(svc.db, message_id):
         with svc.db.read() as session:
             status = session.scalar(select(Message.status).where(Message.id == message_id))
         # Already sent, failed, or claimed by an attempt that may have reached the
         # provider: sending again could duplicate it, so we do not.
         return SendOutcome(message_id=message_id, status=status)
-    tenant, contact = row.Tenant, row.Contact
-    body = svc.cipher.decrypt(row.body) if row.body else ""
-    template_sid = row.template_sid
-    from_address, to_address = _addresses(tenant, contact)
-    request = OutboundRequest(
-        from_address=from_address,
-        to_address=to_address,
-        body=None if template_sid else body,
-        content_sid=template_sid,
-        content_variables=body if template_sid else None,
-        media_urls=media,
-        status_callback=(
-            svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
-            if svc.transport.name == "twilio"
-            else None
-        ),
-    )
-    if row.purpose == Purpose.SAFETY:
+    tenant, request = ready.tenant, ready.request
+    if ready.purpose == Purpose.SAFETY:
         pace = None  # safety advice is never held back by the office's rate
     turn = (lambda: pace(tenant)) if pace is not None and pace_retries else None
     try:
@@ -226,6 +232,52 @@ def deliver(
     status = _provider_status(receipt.status)
     record_send_result(svc.db, message_id, status, provider_sid=receipt.provider_sid)
     return SendOutcome(message_id=message_id, status=status)
+
+
+def _read_for_sending(svc: Services, message_id: int) -> ReadySend | None:
+    """A pending message's send, read in one statement (its office, its addressee) and
+    its attachments' signed addresses; ``None`` if it is not pending."""
+    with svc.db.read() as session:
+        row = session.execute(
+            select(Message.body, Message.template_sid, Message.purpose, Tenant, Contact)
+            .join(Tenant, Tenant.id == Message.tenant_id)
+            .join(
+                Contact,
+                (Contact.id == Message.contact_id) & (Contact.tenant_id == Message.tenant_id),
+            )
+            .where(Message.id == message_id, Message.status == MessageStatus.PENDING)
+        ).first()
+        if row is None:
+            return None
+        media = media_urls(svc, session, message_id)
+    body = svc.cipher.decrypt(row.body) if row.body else ""
+    request = _request(svc, row.Tenant, row.Contact, body, row.template_sid, media)
+    return ReadySend(message_id, row.Tenant, request, row.purpose)
+
+
+def _request(
+    svc: Services,
+    tenant: Tenant,
+    contact: Contact,
+    body: str,
+    template_sid: str | None,
+    media: tuple[str, ...] = (),
+) -> OutboundRequest:
+    """The provider's request for a message: free text, or a template's variables."""
+    from_address, to_address = _addresses(tenant, contact)
+    return OutboundRequest(
+        from_address=from_address,
+        to_address=to_address,
+        body=None if template_sid else body,
+        content_sid=template_sid,
+        content_variables=body if template_sid else None,
+        media_urls=media,
+        status_callback=(
+            svc.config["PUBLIC_BASE_URL"] + "/webhooks/twilio/status"
+            if svc.transport.name == "twilio"
+            else None
+        ),
+    )
 
 
 def publish_delivery(svc: Services, tenant_id: int, message_id: int) -> None:

@@ -35,6 +35,7 @@ from redis.exceptions import RedisError
 
 from bot.exceptions import SendDeferred
 from bot.outbound.gate import DEFAULT_SEND_RATE
+from bot.outbound.send import ReadySend
 from storage.models import Tenant
 
 log = logging.getLogger(__name__)
@@ -105,13 +106,15 @@ class SendPacer:
 class _Batch:
     rank: int  # 0 first: safety advice overtakes the queue
     sequence: int
-    message_ids: tuple[int, ...] = field(compare=False)
+    sends: tuple[Send, ...] = field(compare=False)
 
 
-_STOP = _Batch(rank=9, sequence=-1, message_ids=())
+_STOP = _Batch(rank=9, sequence=-1, sends=())
 
+# A recorded message: its id, or what its send needs (recorded by this process).
+Send = int | ReadySend
 # Sends one recorded message (claim, pace, transport); SendDeferred to try later.
-Deliver = Callable[[int], object]
+Deliver = Callable[[Send], object]
 
 
 class SenderPool:
@@ -146,10 +149,10 @@ class SenderPool:
             thread.start()
         return self
 
-    def submit(self, message_ids: Sequence[int], *, urgent: bool = False) -> None:
+    def submit(self, sends: Sequence[Send], *, urgent: bool = False) -> None:
         """Send these recorded messages, in this order, as soon as a sender is free."""
-        if message_ids:
-            self._queue.put(_Batch(0 if urgent else 1, next(self._sequence), tuple(message_ids)))
+        if sends:
+            self._queue.put(_Batch(0 if urgent else 1, next(self._sequence), tuple(sends)))
 
     def waiting(self) -> int:
         return self._queue.qsize()
@@ -170,15 +173,16 @@ class SenderPool:
                 batch = self._queue.get()
                 if batch is _STOP:
                     return
-                for message_id in batch.message_ids:
-                    if not self._send(message_id):
+                for send in batch.sends:
+                    if not self._send(send):
                         # Later replies wait for this one (order): all stay pending.
                         break
 
-    def _send(self, message_id: int) -> bool:
+    def _send(self, send: Send) -> bool:
+        message_id = send.message_id if isinstance(send, ReadySend) else send
         for pause in (*RETRY_PAUSES, None):
             try:
-                self._deliver(message_id)
+                self._deliver(send)
                 return True
             except SendDeferred as deferred:
                 if pause is None:
