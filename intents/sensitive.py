@@ -27,7 +27,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -280,8 +280,27 @@ class _Vocabulary:
     window_after: int
     phone_context: re.Pattern[str]
     reference_labels: re.Pattern[str]
+    # One token of every health or document pattern, which it cannot match without: a
+    # text with none of them (most) skips the Matcher's per-token regular expressions.
+    anchor_words: frozenset[str]
+    anchor_pattern: re.Pattern[str]
+    anchor_seen: dict[str, bool] = field(default_factory=dict)
+
+    def has_anchor(self, doc: Doc) -> bool:
+        for token in doc:
+            lower = token.lower_
+            seen = self.anchor_seen.get(lower)
+            if seen is None:
+                seen = lower in self.anchor_words or bool(self.anchor_pattern.search(lower))
+                if len(self.anchor_seen) < _ANCHOR_CACHE_SIZE:
+                    self.anchor_seen[lower] = seen
+            if seen:
+                return True
+        return False
 
 
+# Distinct lower-cased tokens remembered by the anchor test (words repeat across messages).
+_ANCHOR_CACHE_SIZE = 100_000
 _vocabulary: _Vocabulary | None = None
 _vocabulary_lock = threading.Lock()
 
@@ -317,6 +336,10 @@ def _build_vocabulary(terms: dict[str, Any]) -> _Vocabulary:
     phrases = PhraseMatcher(nlp.vocab, attr="LOWER")
     phrases.add(f"{_HEALTH}|phrase", list(nlp.tokenizer.pipe(terms["health_phrases"])))
     window = terms["document_trigger_window"]
+    anchors = [[{"LOWER": {"REGEX": regex}}] for regex in terms["health_tokens"].values()]
+    for section in ("health_patterns", "document_patterns"):
+        anchors += [pattern for patterns in terms[section].values() for pattern in patterns]
+    anchor_words, anchor_pattern = _anchors(anchors)
     return _Vocabulary(
         nlp=nlp,
         matcher=matcher,
@@ -330,7 +353,33 @@ def _build_vocabulary(terms: dict[str, Any]) -> _Vocabulary:
             r"(?:(?:è|e'|era|sarà)\s*:?\s*)?$",
             re.IGNORECASE,
         ),
+        anchor_words=anchor_words,
+        anchor_pattern=anchor_pattern,
     )
+
+
+def _anchors(patterns: list[list[dict[str, Any]]]) -> tuple[frozenset[str], re.Pattern[str]]:
+    """Per pattern, the required token whose ``LOWER`` test is the most selective (a
+    regular expression, then a word, then a list of words): as words, and as one
+    expression searched the way the Matcher searches each of them."""
+    words: set[str] = set()
+    regexes: list[str] = []
+    for pattern in patterns:
+        required = [t["LOWER"] for t in pattern if "LOWER" in t and t.get("OP", "1") in "1+"]
+        if not required:
+            raise ValueError(f"a sensitive-data pattern with no required word: {pattern}")
+        best = min(
+            required, key=lambda test: 0 if "REGEX" in test else 1 if isinstance(test, str) else 2
+        )
+        if isinstance(best, str):
+            words.add(best)
+        elif "REGEX" in best:
+            regexes.append(best["REGEX"])
+        elif "IN" in best:
+            words.update(best["IN"])
+        else:
+            raise ValueError(f"a sensitive-data pattern this anchor test cannot read: {pattern}")
+    return frozenset(words), re.compile("|".join(f"(?:{r})" for r in regexes))
 
 
 def _token_matches(vocab: _Vocabulary, doc: Doc) -> dict[str, list[tuple[int, int]]]:
@@ -341,7 +390,10 @@ def _token_matches(vocab: _Vocabulary, doc: Doc) -> dict[str, list[tuple[int, in
         _DOCUMENT: [],
         _DOCUMENT_BLOCK: [],
     }
-    for match_id, start, end in [*vocab.matcher(doc), *vocab.phrases(doc)]:
+    matches = vocab.phrases(doc)
+    if matches or vocab.has_anchor(doc):  # blockers only matter beside a match
+        matches = [*vocab.matcher(doc), *matches]
+    for match_id, start, end in matches:
         group = vocab.nlp.vocab.strings[match_id].split("|", 1)[0]
         spans[group].append((start, end))
     return spans

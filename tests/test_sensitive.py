@@ -503,3 +503,24 @@ def test_precision_and_recall_on_the_labelled_set() -> None:
     micro = pii_bench.evaluate(LABELLED).micro
     assert micro.precision >= 0.95, micro
     assert micro.recall >= 0.95, micro
+
+
+def test_a_text_the_matcher_finds_health_or_documents_in_passes_the_anchor_test() -> None:
+    # The anchor test lets most texts skip the Matcher; it must never skip one the
+    # Matcher has something to say about (a match, or a blocker beside a phrase's).
+    from intents.sensitive import _get_vocabulary
+
+    vocab = _get_vocabulary()
+    texts = [json.loads(line)["text"] for line in LABELLED.read_text("utf-8").splitlines()]
+    matched = 0
+    for text in texts:
+        doc = vocab.nlp.make_doc(text)
+        positives = [
+            m
+            for m in vocab.matcher(doc)
+            if not vocab.nlp.vocab.strings[m[0]].split("|")[0].endswith("!")
+        ]
+        if positives:
+            matched += 1
+            assert vocab.has_anchor(doc), text
+    assert matched >= 50  # the set exercises the patterns, not only the identifiers
