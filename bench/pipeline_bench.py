@@ -16,8 +16,8 @@ workers' resident memory together, the most sends the fake saw in any one second
 its 429s, and lost (no reply by the deadline) and doubled (a second reply) residents.
 
     python bench/pipeline_bench.py [--databases sqlite,postgresql] [--rate 40]
-        [--duration 10] [--rounds 2] [--latency 0.15] [--bot-workers 2]
-        [--concurrency 16] [--baseline] [--json]
+        [--duration 10] [--rounds 2] [--latency 0.15] [--bot-workers 1]
+        [--concurrency 32] [--baseline] [--json]
 
 The issue's full run is ``--rate 80 --duration 60``. ``--floor`` prints only what one
 message costs at the least, each part measured alone in this process. ``--baseline`` runs the same
@@ -57,6 +57,7 @@ from emergency_bench import (
 )
 from webhook_bench import ROOT, TOKEN, gunicorn, prepare_database
 
+from bot.config import DEFAULTS
 from bot.runtime.devstack import free_port, start_embedded_redis
 
 POLL_SECONDS = 0.1
@@ -169,7 +170,13 @@ def run_design(args: argparse.Namespace, kind: str, concurrency: int) -> list[di
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with database(kind, work) as url:
-            env = stack_env(url, redis_url, fake, PORTINERIA_INSTANCE_PATH=str(work / "instance"))
+            env = stack_env(
+                url,
+                redis_url,
+                fake,
+                PORTINERIA_INSTANCE_PATH=str(work / "instance"),
+                WORKER_CONCURRENCY=str(concurrency),  # sizes the database pool too
+            )
             prepare_database(env, {"send_rate_per_second": args.send_rate})
             port = free_port()
             processes.append(gunicorn("wsgi:app", port, env, args.web_workers, 1))
@@ -270,9 +277,14 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of posting")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--latency", type=float, default=0.15, help="fake Twilio, per send")
-    parser.add_argument("--bot-workers", type=int, default=2, help="portineria worker processes")
+    parser.add_argument("--bot-workers", type=int, default=1, help="portineria worker processes")
     parser.add_argument("--web-workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
-    parser.add_argument("--concurrency", type=int, default=16, help="senders per worker")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULTS["WORKER_CONCURRENCY"],
+        help="senders per worker",
+    )
     parser.add_argument("--send-rate", type=int, default=TWILIO_CAP, help="the office's, per s")
     parser.add_argument("--baseline", action="store_true", help="also --concurrency 1, first")
     parser.add_argument("--json", action="store_true")

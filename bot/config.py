@@ -70,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "PRIORITY_LANE": True,
     # Sender threads per worker (``portineria worker --concurrency``): sends in flight
     # at once, so a slow Twilio costs wall time, not processing. 1: the job sends inline.
-    "WORKER_CONCURRENCY": 16,
+    "WORKER_CONCURRENCY": 32,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",
     # How many reverse proxies stand in front of the app and set X-Forwarded-For and

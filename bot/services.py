@@ -77,6 +77,7 @@ def build_transport(config: dict[str, Any]) -> WhatsAppTransport:
             config["TWILIO_AUTH_TOKEN"],
             api_base_url=config["TWILIO_API_BASE_URL"],
             retry_delays=float_list(config["SEND_RETRY_DELAYS"]),
+            connections=int(config["WORKER_CONCURRENCY"]),
         )
     if config["WHATSAPP_TRANSPORT"] == "console":
         return ConsoleTransport()

@@ -131,6 +131,12 @@ class TwilioTransport:
         assert http.session is not None
         for scheme in ("https://", "http://"):
             http.session.mount(scheme, HTTPAdapter(pool_maxsize=connections))
+        # The environment's proxy and CA bundle, read once for the API's address:
+        # requests would otherwise read all of os.environ again on every send.
+        found = http.session.merge_environment_settings(api_base_url, {}, None, None, None)
+        http.session.proxies.update(found["proxies"])
+        http.session.verify = found["verify"]
+        http.session.trust_env = False
         self._client = Client(account_sid, auth_token, http_client=http)
         self._client.api.base_url = api_base_url.rstrip("/")
         self._retry_delays = tuple(retry_delays)

@@ -3,11 +3,23 @@ callbacks applied monotonically, and the sends a dead worker left unconfirmed.""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, func, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    Update,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
 
 from storage.db import Database, rows_affected
 from storage.models import PENDING_OUT, SENDING_OUT, UNCONFIRMED_OUT, Message, utcnow
@@ -83,19 +95,38 @@ def apply_status(
         return int(row.id)
 
 
+# Every send runs these two: built once, they skip building and coercing a statement
+# and its cache key each time (half of the claim's CPU on SQLite).
+_CLAIM = (
+    update(_messages)
+    .where(_messages.c.id == bindparam("message_id"), _messages.c.status == MessageStatus.PENDING)
+    .values(
+        status=MessageStatus.SENDING,
+        status_rank=STATUS_RANK[MessageStatus.SENDING],
+        status_at=bindparam("at"),
+    )
+)
+
+
+@functools.cache
+def _result_statement(with_sid: bool, with_error: bool) -> Update:
+    values: dict[str, Any] = {
+        "status": bindparam("status"),
+        "status_rank": bindparam("rank"),
+        "status_at": bindparam("at"),
+    }
+    if with_sid:
+        values["provider_sid"] = bindparam("provider_sid")
+    if with_error:
+        values["error_code"] = bindparam("error_code")
+    return update(_messages).where(_messages.c.id == bindparam("message_id")).values(values)
+
+
 def claim_for_sending(db: Database, message_id: int) -> bool:
     """Take a recorded message from ``pending`` to ``sending``: only the one attempt
     that wins this may hand it to the provider."""
     with db.begin() as connection:
-        result = connection.execute(
-            update(_messages)
-            .where(_messages.c.id == message_id, _messages.c.status == MessageStatus.PENDING)
-            .values(
-                status=MessageStatus.SENDING,
-                status_rank=STATUS_RANK[MessageStatus.SENDING],
-                status_at=utcnow(),
-            )
-        )
+        result = connection.execute(_CLAIM, {"message_id": message_id, "at": utcnow()})
     return rows_affected(result) == 1
 
 
@@ -108,17 +139,17 @@ def record_send_result(
     error_code: int | None = None,
 ) -> None:
     """What the provider answered to a send (or ``pending`` again, to retry later)."""
-    values: dict[str, object] = {
+    statement = _result_statement(provider_sid is not None, error_code is not None)
+    values = {
+        "message_id": message_id,
         "status": status,
-        "status_rank": STATUS_RANK[status],
-        "status_at": utcnow(),
+        "rank": STATUS_RANK[status],
+        "at": utcnow(),
+        "provider_sid": provider_sid,
+        "error_code": error_code,
     }
-    if provider_sid is not None:
-        values["provider_sid"] = provider_sid
-    if error_code is not None:
-        values["error_code"] = error_code
     with db.begin() as connection:
-        connection.execute(update(_messages).where(_messages.c.id == message_id).values(**values))
+        connection.execute(statement, values)
 
 
 # -- sends a dead worker left behind ----------------------------------------------------

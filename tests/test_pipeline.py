@@ -3,15 +3,19 @@ rate across processes, Twilio's 429s absorbed, and two worker hosts sharing one 
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
 import pytest
+import requests
 from helpers import ACCOUNT_SID, AUTH_TOKEN, send_inbound, worker_env
+from rq import Worker
 from rq.job import Job
 from servers import wait_until
 from sqlalchemy import select
@@ -135,6 +139,51 @@ def test_a_429_is_retried_in_the_next_send_slot_not_after_the_backoff(twilio):
     assert [m["To"] for m in twilio.messages] == [f"whatsapp:{r}" for r in RESIDENTS[:2]]
 
 
+class ForwardingProxy(http.server.ThreadingHTTPServer):
+    """A plain-HTTP forward proxy on loopback that notes each request it carries."""
+
+    def __init__(self) -> None:
+        self.carried: list[str] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                proxy.carried.append(self.path)  # absolute-form: the proxy's request
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = requests.post(self.path, data=body, headers=headers, timeout=10)
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers["Content-Type"])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def test_the_twilio_transport_goes_through_the_proxy_the_environment_names(twilio, monkeypatch):
+    # Read once when the transport is made, not on every send: still honoured.
+    proxy = ForwardingProxy()
+    try:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        transport = TwilioTransport(ACCOUNT_SID, AUTH_TOKEN, twilio.base_url, retry_delays=())
+        monkeypatch.delenv("HTTP_PROXY")
+        for resident in RESIDENTS[:2]:
+            transport.send(
+                OutboundRequest("whatsapp:+390612345678", f"whatsapp:{resident}", "Ciao")
+            )
+    finally:
+        proxy.shutdown()
+    assert len(proxy.carried) == 2 and all(p.startswith(twilio.base_url) for p in proxy.carried)
+    assert [m["To"] for m in twilio.messages] == [f"whatsapp:{r}" for r in RESIDENTS[:2]]
+
+
 def start_host(env: dict[str, str], instance: str, log) -> subprocess.Popen[bytes]:
     """A worker 'host': its own process group and instance folder, the shared servers."""
     host_env = {**env, "PORTINERIA_INSTANCE_PATH": instance, "MEDIA_ROOT": instance + "/media"}
@@ -169,8 +218,13 @@ def test_two_worker_hosts_answer_one_burst_exactly_once(
             (tmp_path / name).mkdir()
             with open(tmp_path / f"{name}.log", "ab") as log:
                 hosts.append(start_host(env, str(tmp_path / name), log))
-        for resident in RESIDENTS:
-            send_inbound(client, "Buongiorno", sender=resident)
+        # Both hosts listening before the burst, which comes in waves: each wave a job
+        # of its own, for whichever host has waited longest.
+        assert wait_until(lambda: len(Worker.all(connection=svc.redis)) == 2, timeout=60)
+        for wave in range(0, len(RESIDENTS), 6):
+            for resident in RESIDENTS[wave : wave + 6]:
+                send_inbound(client, "Buongiorno", sender=resident)
+            time.sleep(0.3)
 
         assert wait_until(lambda: processed(svc, len(RESIDENTS)), timeout=120)
         assert wait_until(lambda: len(twilio.messages) >= len(RESIDENTS), timeout=60)

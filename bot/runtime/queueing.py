@@ -71,13 +71,14 @@ MAX_RELAY_BATCHES = 50
 # for the ones right behind it (a burst then fills its jobs; a lone message waits
 # this long at most).
 JOB_BATCH = 16
-RELAY_LINGER_SECONDS = 0.05
+RELAY_LINGER_SECONDS = 0.1
 # While jobs already wait for the workers, a fuller batch costs the messages no time
 # (they would wait in the queue instead) and the workers less per message: the relay
 # then lingers up to this long for a whole batch. Emergencies are not held: what
 # arrives is triaged every poll, and an emergency queued at once.
 RELAY_BUSY_LINGER_SECONDS = 0.25
-RELAY_POLL_SECONDS = RELAY_LINGER_SECONDS
+# How often a lingering relay takes and triages what has arrived.
+RELAY_POLL_SECONDS = 0.05
 # How long a message's job can be found from the message (the sweeper asks within
 # seconds; RQ's retries of a failed job are spread over a few minutes).
 JOB_OF_MESSAGE_TTL = 3600
