@@ -11,6 +11,7 @@ from notify.whatsapp import (
     SendError,
     SendReceipt,
     TwilioTransport,
+    WaitTurn,
     WhatsAppTransport,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "SendError",
     "SendReceipt",
     "TwilioTransport",
+    "WaitTurn",
     "WhatsAppTransport",
     "download_media",
 ]

@@ -8,6 +8,7 @@ that nobody acknowledged: Twilio's Calls API with inline TwiML, or the console's
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import deque
@@ -81,14 +82,39 @@ class SendError(Exception):
         self.retryable = retryable
 
 
+# Waits for an attempt's turn, given how many times the provider refused it (429).
+WaitTurn = Callable[[int], None]
+
+
+class _TurnTakingSession(requests.Session):
+    """The SDK's HTTP session, waiting for the calling thread's turn once the request is
+    built, right before it goes out.
+
+    Waiting before the SDK builds the request (a millisecond or two of CPU, more while
+    other sender threads run) would put that much jitter between a send's slot and
+    its arrival at Twilio, and two sends a second's worth of slots apart could then
+    arrive inside one of Twilio's one-second windows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turn = threading.local()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        wait = getattr(self.turn, "wait", None)
+        if wait is not None:
+            self.turn.wait = None
+            wait()
+        return super().send(request, **kwargs)
+
+
 class WhatsAppTransport(Protocol):
     name: str
 
-    def send(
-        self, request: OutboundRequest, *, wait_turn: Callable[[], None] | None = None
-    ) -> SendReceipt:
-        """``wait_turn``: waits for the sender's next slot of its rate; a 429 is then
-        retried in that slot instead of after the backoff."""
+    def send(self, request: OutboundRequest, *, wait_turn: WaitTurn | None = None) -> SendReceipt:
+        """``wait_turn(refusals)``: waits for this attempt's turn at the sender's rate,
+        called before every attempt with how many times the provider refused the send
+        for its own rate (429) so far; a 429 is then retried at that turn instead of
+        after the backoff."""
         ...
 
     def call(self, request: CallRequest) -> SendReceipt: ...
@@ -128,7 +154,7 @@ class TwilioTransport:
         http = TwilioHttpClient(timeout=timeout)
         # One session for the process, its connections kept open and reused by
         # every sender thread (the SDK's own pool keeps a handful).
-        assert http.session is not None
+        http.session = self._session = _TurnTakingSession()
         for scheme in ("https://", "http://"):
             http.session.mount(scheme, HTTPAdapter(pool_maxsize=connections))
         # The environment's proxy and CA bundle, read once for the API's address:
@@ -142,9 +168,7 @@ class TwilioTransport:
         self._retry_delays = tuple(retry_delays)
         self._sleep = sleep
 
-    def send(
-        self, request: OutboundRequest, *, wait_turn: Callable[[], None] | None = None
-    ) -> SendReceipt:
+    def send(self, request: OutboundRequest, *, wait_turn: WaitTurn | None = None) -> SendReceipt:
         return self._with_retries(lambda: self._create(request), wait_turn)
 
     def call(self, request: CallRequest) -> SendReceipt:
@@ -152,25 +176,36 @@ class TwilioTransport:
         return self._with_retries(lambda: self._create_call(request))
 
     def _with_retries(
-        self, create: Callable[[], SendReceipt], wait_turn: Callable[[], None] | None = None
+        self, create: Callable[[], SendReceipt], wait_turn: WaitTurn | None = None
     ) -> SendReceipt:
-        attempts = len(self._retry_delays) + 1
+        attempts, refusals = len(self._retry_delays) + 1, 0
         for attempt in range(attempts):
             try:
-                return create()
+                return self._in_turn(create, wait_turn, refusals)
             except SendError as error:
                 if not error.retryable or attempt == attempts - 1:
                     raise
                 if error.status == 429 and wait_turn is not None:
-                    # Twilio's window was full: the next slot of the sender's own pace
-                    # is the soonest a retry can go without crowding it again.
-                    log.warning("twilio send retry in the next send slot (status=429)")
-                    wait_turn()
+                    # Twilio's window was full: the sender's pace says when a retry can
+                    # go without crowding it again.
+                    log.info("twilio send retry at the sender's next turn (status=429)")
+                    refusals += 1
                     continue
                 delay = self._retry_delays[attempt]
                 log.warning("twilio send retry in %.1fs (status=%s)", delay, error.status)
                 self._sleep(delay)
         raise AssertionError("unreachable")
+
+    def _in_turn(
+        self, create: Callable[[], SendReceipt], wait_turn: WaitTurn | None, refusals: int
+    ) -> SendReceipt:
+        if wait_turn is None:
+            return create()
+        self._session.turn.wait = lambda: wait_turn(refusals)
+        try:
+            return create()
+        finally:
+            self._session.turn.wait = None
 
     def _create(self, request: OutboundRequest) -> SendReceipt:
         kwargs: dict[str, Any] = {"from_": request.from_address, "to": request.to_address}
@@ -250,9 +285,9 @@ class ConsoleTransport:
     sent: deque[OutboundRequest] = field(default_factory=lambda: deque(maxlen=1000))
     calls: deque[CallRequest] = field(default_factory=lambda: deque(maxlen=1000))
 
-    def send(
-        self, request: OutboundRequest, *, wait_turn: Callable[[], None] | None = None
-    ) -> SendReceipt:
+    def send(self, request: OutboundRequest, *, wait_turn: WaitTurn | None = None) -> SendReceipt:
+        if wait_turn is not None:
+            wait_turn(0)
         self.sent.append(request)
         sid = "CM" + uuid.uuid4().hex
         log.info("console transport: message %s recorded, not sent", sid)

@@ -21,8 +21,9 @@ from servers import wait_until
 from sqlalchemy import select
 
 from bot.conversation.engine import process_inbound
+from bot.exceptions import SendDeferred
 from bot.office.settings import update_settings
-from bot.outbound.senders import SendPacer
+from bot.outbound.senders import MAX_PACE_WAIT_SECONDS, SendPacer, slot_ledger_key
 from bot.runtime.worker import start_senders
 from notify import OutboundRequest
 from notify.whatsapp import TwilioTransport
@@ -53,24 +54,59 @@ def sent_with_sid(svc) -> int:
     return sum(1 for _, sid in rows if sid is not None)
 
 
-def test_sends_from_two_processes_keep_to_the_office_rate(svc, tenant):
-    update_settings(svc, tenant.id, {"send_rate_per_second": 20}, actor="test")
+def office_with_rate(svc, tenant, rate: int) -> Tenant:
+    update_settings(svc, tenant.id, {"send_rate_per_second": rate}, actor="test")
     with svc.db.read() as session:
-        office = session.get(Tenant, tenant.id)
+        return session.get(Tenant, tenant.id)
+
+
+def booked_slots(svc, office: Tenant) -> list[int]:
+    """The office's booked send slots, in microseconds on Redis's clock."""
+    return [int(s) for _, s in svc.redis.zrange(slot_ledger_key(office.id), 0, -1, withscores=True)]
+
+
+def test_sends_from_two_processes_keep_to_the_office_rate(svc, tenant):
+    office = office_with_rate(svc, tenant, 20)
     waits: list[float] = []
-    slots: list[int] = []  # each booked slot, in microseconds on Redis's clock
     # Two pacers on one Redis: two worker processes, or two hosts.
     pacers = [SendPacer(svc.redis, sleep=waits.append) for _ in "ab"]
 
-    for n in range(40):
+    for n in range(60):
         pacers[n % 2].wait(office)
-        slots.append(int(svc.redis.get(f"portineria:send-slot:{office.id}")))
 
-    # The first goes at once (no wait); each later one waits for its slot, 1/20 s
-    # after the one before, whichever process booked it. Read on Redis's clock: this
-    # machine's own scheduling does not blur the figures.
-    assert len(waits) == 39
-    assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= 50_000
+    # The first goes at once; then, on Redis's clock (this machine's scheduling does
+    # not blur it), never more than twenty in one second, whichever process booked
+    # them, and never closer than at twice the rate, catching up or not.
+    slots = booked_slots(svc, office)
+    assert len(slots) == 60 and len(waits) == 59
+    assert min(b - a for a, b in zip(slots, slots[20:], strict=False)) >= 1_000_000
+    assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= 25_000
+
+
+def test_a_send_refused_by_twilio_gives_its_slot_back(svc, tenant):
+    office = office_with_rate(svc, tenant, 2)
+    waits: list[float] = []
+    pacer = SendPacer(svc.redis, sleep=waits.append)
+    wait_turn = pacer.turns(office)
+    wait_turn(0)  # its slot
+    pacer.wait(office)  # another send's: the second is full
+
+    wait_turn(1)  # Twilio refused it (429) and did not count it: its room is free
+
+    # It goes again as soon as catching up allows, not in the next second.
+    assert waits[-1] < 0.75
+    assert len(booked_slots(svc, office)) == 2
+
+
+def test_a_send_booked_too_far_ahead_is_deferred_and_keeps_no_slot(svc, tenant):
+    office = office_with_rate(svc, tenant, 1)
+    pacer = SendPacer(svc.redis, sleep=lambda _: None)
+    for _ in range(int(MAX_PACE_WAIT_SECONDS) + 1):
+        pacer.wait(office)
+
+    with pytest.raises(SendDeferred):
+        pacer.wait(office)
+    assert len(booked_slots(svc, office)) == int(MAX_PACE_WAIT_SECONDS) + 1
 
 
 def test_twilio_429s_are_absorbed_without_loss_or_duplicates(client, svc, tenant, twilio):
@@ -115,27 +151,28 @@ def test_safety_advice_overtakes_the_sends_waiting_for_the_office_rate(client, s
         svc.senders = None
 
 
-def test_a_429_is_retried_in_the_next_send_slot_not_after_the_backoff(twilio):
+def test_a_429_is_retried_at_the_senders_next_turn_not_after_the_backoff(twilio):
     backoff: list[float] = []
     transport = TwilioTransport(
         ACCOUNT_SID, AUTH_TOKEN, twilio.base_url, retry_delays=(5.0,), sleep=backoff.append
     )
     twilio.max_per_second = 1
-    turns: list[float] = []
+    turns: list[int] = []
 
-    def next_slot() -> None:  # the pacer's wait: here, until Twilio's window has room
-        turns.append(time.monotonic())
-        time.sleep(1.05)
+    def next_turn(refusals: int) -> None:  # the pacer's: after a 429, until there is room
+        turns.append(refusals)
+        if refusals:
+            time.sleep(1.05)
 
     try:
         for n in range(2):
             request = OutboundRequest("whatsapp:+390612345678", f"whatsapp:{RESIDENTS[n]}", "Ciao")
-            transport.send(request, wait_turn=next_slot)
+            transport.send(request, wait_turn=next_turn)
     finally:
         twilio.max_per_second = None
 
     assert twilio.rate_limited == 1
-    assert len(turns) == 1 and backoff == []  # the slot, not the 5 s backoff
+    assert turns == [0, 0, 1] and backoff == []  # a turn before each attempt, no backoff
     assert [m["To"] for m in twilio.messages] == [f"whatsapp:{r}" for r in RESIDENTS[:2]]
 
 

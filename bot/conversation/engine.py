@@ -65,7 +65,7 @@ from bot.outbound.gate import within_send_rate
 from bot.privacy.consent import active_notice, message_evidence, record_event
 from bot.services import Services
 from intents.sensitive import Finding, find_sensitive, redact
-from notify import MediaAccount, MediaRefused, download_media
+from notify import MediaAccount, MediaRefused, WaitTurn, download_media
 from notify.operators import OperatorEvent, tenant_channel, user_channel
 from storage.files import private_folder, write_private
 from storage.inbound import (
@@ -1069,12 +1069,13 @@ def _deliver_replies(svc: Services, pending: list[Pending]) -> None:
         deliver(svc, reply.ready or reply.message_id, None if reply.safety else _within_rate(svc))
 
 
-def _within_rate(svc: Services) -> Callable[[Tenant], None]:
-    def pace(tenant: Tenant) -> None:
+def _within_rate(svc: Services) -> Callable[[Tenant], WaitTurn | None]:
+    def check(tenant: Tenant) -> WaitTurn | None:
         if not within_send_rate(svc, tenant):
             raise SendDeferred(f"a reply of office {tenant.id} over its send rate")
+        return None  # sent now; a 429 waits for the transport's backoff
 
-    return pace
+    return check
 
 
 def _tell_residents(svc: Services, planned: Planned) -> None:

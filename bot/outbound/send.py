@@ -27,7 +27,13 @@ from bot.exceptions import SendDeferred
 from bot.outbound.attachments import media_urls, store_attachment
 from bot.outbound.gate import GateDecision, Outgoing, check_outbound
 from bot.services import Services
-from notify import OutboundRequest, ProviderMessage, ProviderUnavailable, SendError
+from notify import (
+    OutboundRequest,
+    ProviderMessage,
+    ProviderUnavailable,
+    SendError,
+    WaitTurn,
+)
 from notify.operators import OperatorEvent, tenant_channel
 from storage.delivery import (
     STATUS_RANK,
@@ -190,15 +196,14 @@ def ready_send(
 def deliver(
     svc: Services,
     message: int | ReadySend,
-    pace: Callable[[Tenant], None] | None = None,
-    *,
-    pace_retries: bool = False,
+    paced_by: Callable[[Tenant], WaitTurn | None] | None = None,
 ) -> SendOutcome:
     """Send a recorded message once: only the attempt that claims it may send.
 
-    ``pace`` waits for the office's next send slot (SendDeferred: not now). With
-    ``pace_retries`` a 429 from Twilio is retried in the next such slot, not after
-    the transport's backoff: the office's rate, and so Twilio's window, is kept."""
+    ``paced_by`` holds the send to the office's rate (SendDeferred: not now) and may
+    give the waits for the send slots of its attempts: the transport then waits right
+    before each attempt goes out, and retries a 429 in a new slot, not after its
+    backoff."""
     message_id = message.message_id if isinstance(message, ReadySend) else message
     ready = message if isinstance(message, ReadySend) else _read_for_sending(svc, message)
     if ready is None or not claim_for_sending(svc.db, message_id):
@@ -208,13 +213,11 @@ def deliver(
         # provider: sending again could duplicate it, so we do not.
         return SendOutcome(message_id=message_id, status=status)
     tenant, request = ready.tenant, ready.request
-    if ready.purpose == Purpose.SAFETY:
-        pace = None  # safety advice is never held back by the office's rate
-    turn = (lambda: pace(tenant)) if pace is not None and pace_retries else None
     try:
-        if pace is not None:
-            pace(tenant)
-        receipt = svc.transport.send(request, wait_turn=turn)
+        # Safety advice is never held back by the office's rate.
+        safety = ready.purpose == Purpose.SAFETY
+        wait_turn = paced_by(tenant) if paced_by is not None and not safety else None
+        receipt = svc.transport.send(request, wait_turn=wait_turn)
     except SendDeferred:
         # Not sent (no slot soon enough; Twilio took none of the attempts): pending again.
         record_send_result(svc.db, message_id, MessageStatus.PENDING)

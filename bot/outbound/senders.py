@@ -12,11 +12,12 @@ and enqueues their delivery jobs; a row a sender had claimed stays ``sending`` a
 is reconciled with Twilio's list, never sent again (:mod:`bot.outbound.send`).
 Whoever claims a row first sends it; any other attempt finds it claimed.
 
-Pacing: every send, from every process on every host, takes the next slot of its
-office's send rate from Redis (slots ``1/rate`` apart, one script), so the office's
-rate is never exceeded towards Twilio whatever the number of workers; a reply waits
-for its slot instead of being refused. Twilio's 429s are retried by the transport,
-then here with a backoff, then left pending for the sweeper.
+Pacing: every send, from every process on every host, books a slot in its office's
+ledger on Redis (one script): at most the office's rate in any one-second window, so
+the rate is never exceeded towards Twilio whatever the number of workers, and a reply
+waits for its slot instead of being refused. A 429 gives its slot back and is retried
+in a new one by the transport, then here with a backoff, then left pending for the
+sweeper.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -36,21 +38,36 @@ from redis.exceptions import RedisError
 from bot.exceptions import SendDeferred
 from bot.outbound.gate import DEFAULT_SEND_RATE
 from bot.outbound.send import ReadySend
+from notify import WaitTurn
 from storage.models import Tenant
 
 log = logging.getLogger(__name__)
 
-# One send's slot: the later of now and the previous slot plus the interval, taken
-# on Redis's clock (the hosts' clocks may differ). Microseconds, kept as a string:
-# Lua would print the number in exponent form.
-_NEXT_SLOT = """
+# Books one send in its office's ledger of slots (a sorted set of microseconds on
+# Redis's clock: the hosts' clocks may differ), as Twilio counts: at most ``rate`` in
+# any one-second window. The slot is the earliest that keeps it so and comes after
+# every slot already booked; slots older than a window no longer count and are
+# dropped. Returns the wait as a string: Lua would print the number in exponent form.
+_BOOK_SLOT = """
 local now = redis.call('TIME')
 local t = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-local slot = math.max(t, last + tonumber(ARGV[1]))
-redis.call('SET', KEYS[1], string.format('%.0f', slot), 'PX', 60000)
-return slot - t
+local rate, window, gap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t - window)
+local slot = t
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #last > 0 then slot = math.max(slot, tonumber(last[2]) + gap) end
+if redis.call('ZCARD', KEYS[1]) >= rate then
+  local base = redis.call('ZRANGE', KEYS[1], -rate, -rate, 'WITHSCORES')
+  slot = math.max(slot, tonumber(base[2]) + window)
+end
+redis.call('ZADD', KEYS[1], slot, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return string.format('%.0f', slot - t)
 """
+WINDOW_MICROS = 1_000_000
+# How much faster than its rate an office's sends may go while they catch up on room
+# the window left: all at one instant would reach Twilio bunched up.
+CATCH_UP = 2
 # A send held back this long by its office's rate is left pending (the sweeper's).
 MAX_PACE_WAIT_SECONDS = 30.0
 # After a deferred send (Twilio busy or unreachable past the transport's own retries).
@@ -61,45 +78,84 @@ def send_rate(tenant: Tenant) -> int:
     return max(1, int(tenant.settings.get("send_rate_per_second", DEFAULT_SEND_RATE)))
 
 
-class SendPacer:
-    """Spaces an office's sends ``1/rate`` apart across every process sharing Redis.
+def slot_ledger_key(tenant_id: int) -> str:
+    return f"portineria:send-slots:{tenant_id}"
 
-    Without Redis it spaces them within this process only, and says so once.
+
+class SendPacer:
+    """Keeps an office's sends, from every process sharing Redis, to at most its rate
+    in any one-second window, the window Twilio counts.
+
+    A window rather than slots ``1/rate`` apart: a send that goes a little late
+    (its batch was still being processed) leaves its room to the next ones, which
+    catch up within the second instead of every later send inheriting the delay.
+    A send Twilio refused (429) gives its slot back, since Twilio did not count it,
+    and books again. Without Redis the ledger is this process's own, said once.
     """
 
     def __init__(self, redis: Redis, sleep: Callable[[float], None] = time.sleep) -> None:
-        self._next_slot = redis.register_script(_NEXT_SLOT)
+        self._redis = redis
+        self._book = redis.register_script(_BOOK_SLOT)
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._local: dict[int, float] = {}
+        self._local: dict[int, list[int]] = {}
         self._redis_down = False
 
-    def wait(self, tenant: Tenant) -> None:
-        """Block until this send's slot; SendDeferred if it is further off than allowed."""
-        delay = self._reserve(tenant.id, 1.0 / send_rate(tenant))
+    def turns(self, tenant: Tenant) -> WaitTurn:
+        """The waits of one send's attempts, each for a slot of its own: called with
+        how many times Twilio refused the send so far, it gives the refused attempt's
+        slot back first. SendDeferred if the slot is further off than allowed."""
+        booked: list[str] = []
+
+        def wait_turn(refusals: int) -> None:
+            if booked and refusals:
+                self._give_back(tenant.id, booked.pop())
+            booked.append(self.wait(tenant))
+
+        return wait_turn
+
+    def wait(self, tenant: Tenant) -> str:
+        """Block until a slot for one send; the slot's name, to give it back with."""
+        name = uuid.uuid4().hex
+        delay = self._reserve(tenant.id, send_rate(tenant), name)
         if delay > MAX_PACE_WAIT_SECONDS:
+            self._give_back(tenant.id, name)
             raise SendDeferred(f"office {tenant.id}'s send rate is booked {delay:.0f}s ahead")
         if delay > 0:
             self._sleep(delay)
+        return name
 
-    def _reserve(self, tenant_id: int, interval: float) -> float:
+    def _reserve(self, tenant_id: int, rate: int, name: str) -> float:
+        ttl_ms = round(MAX_PACE_WAIT_SECONDS * 1000) + WINDOW_MICROS // 1000
         try:
-            key = f"portineria:send-slot:{tenant_id}"
-            micros = self._next_slot(keys=[key], args=[round(interval * 1_000_000)])
+            micros = self._book(
+                keys=[slot_ledger_key(tenant_id)],
+                args=[rate, WINDOW_MICROS, name, ttl_ms, WINDOW_MICROS // (CATCH_UP * rate)],
+            )
         except RedisError:
             if not self._redis_down:
                 log.warning("send pacing within this process only: redis unavailable")
             self._redis_down = True
-            return self._reserve_locally(tenant_id, interval)
+            return self._reserve_locally(tenant_id, rate)
         self._redis_down = False
         return int(micros) / 1_000_000
 
-    def _reserve_locally(self, tenant_id: int, interval: float) -> float:
+    def _give_back(self, tenant_id: int, name: str) -> None:
+        try:
+            self._redis.zrem(slot_ledger_key(tenant_id), name)
+        except RedisError:
+            pass  # the slot expires with its window; this process's own ledger keeps it
+
+    def _reserve_locally(self, tenant_id: int, rate: int) -> float:
         with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._local.get(tenant_id, 0.0) + interval)
-            self._local[tenant_id] = slot
-            return slot - now
+            now = round(time.monotonic() * 1_000_000)
+            slots = [s for s in self._local.get(tenant_id, []) if s > now - WINDOW_MICROS]
+            gap = WINDOW_MICROS // (CATCH_UP * rate)
+            slot = max([now, *(s + gap for s in slots[-1:])])
+            if len(slots) >= rate:
+                slot = max(slot, slots[-rate] + WINDOW_MICROS)
+            self._local[tenant_id] = [*slots, slot][-rate:]
+            return (slot - now) / 1_000_000
 
 
 @dataclass(order=True)

@@ -469,7 +469,7 @@ def start_senders(svc: Services, concurrency: int) -> SenderPool:
     """The worker's sender threads, pacing every send to its office's rate."""
     pacer = SendPacer(svc.redis)
     return SenderPool(
-        lambda send: deliver(svc, send, pace=pacer.wait, pace_retries=True),
+        lambda send: deliver(svc, send, paced_by=pacer.turns),
         senders=concurrency,
         context=svc.app_context,
     ).start()
