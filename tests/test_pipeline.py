@@ -98,6 +98,18 @@ def test_a_send_refused_by_twilio_gives_its_slot_back(svc, tenant):
     assert len(booked_slots(svc, office)) == 2
 
 
+def test_a_retry_after_another_error_keeps_the_slot_of_the_attempt_before(svc, tenant):
+    office = office_with_rate(svc, tenant, 20)
+    pacer = SendPacer(svc.redis, sleep=lambda _: None)
+    wait_turn = pacer.turns(office)
+    wait_turn(0)
+    wait_turn(1)  # refused (429): the first slot is given back
+
+    wait_turn(1)  # a 500 after that refusal: Twilio may have counted the attempt
+
+    assert len(booked_slots(svc, office)) == 2
+
+
 def test_a_send_booked_too_far_ahead_is_deferred_and_keeps_no_slot(svc, tenant):
     office = office_with_rate(svc, tenant, 1)
     pacer = SendPacer(svc.redis, sleep=lambda _: None)

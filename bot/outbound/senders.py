@@ -70,12 +70,19 @@ WINDOW_MICROS = 1_000_000
 CATCH_UP = 2
 # A send held back this long by its office's rate is left pending (the sweeper's).
 MAX_PACE_WAIT_SECONDS = 30.0
+# The ledger outlives its furthest booking by a window.
+_LEDGER_TTL_MS = round(MAX_PACE_WAIT_SECONDS * 1000) + WINDOW_MICROS // 1000
 # After a deferred send (Twilio busy or unreachable past the transport's own retries).
 RETRY_PAUSES = (1.0, 2.0, 4.0)
 
 
 def send_rate(tenant: Tenant) -> int:
     return max(1, int(tenant.settings.get("send_rate_per_second", DEFAULT_SEND_RATE)))
+
+
+def _catch_up_gap(rate: int) -> int:
+    """The least time between two of an office's sends, in microseconds."""
+    return WINDOW_MICROS // (CATCH_UP * rate)
 
 
 def slot_ledger_key(tenant_id: int) -> str:
@@ -103,14 +110,17 @@ class SendPacer:
 
     def turns(self, tenant: Tenant) -> WaitTurn:
         """The waits of one send's attempts, each for a slot of its own: called with
-        how many times Twilio refused the send so far, it gives the refused attempt's
-        slot back first. SendDeferred if the slot is further off than allowed."""
-        booked: list[str] = []
+        how many times Twilio refused the send so far, it first gives back the slot of
+        an attempt just refused (a retry after any other error keeps it: Twilio may
+        have counted that one). SendDeferred if the slot is further off than allowed."""
+        slot: str | None = None
+        refused = 0
 
         def wait_turn(refusals: int) -> None:
-            if booked and refusals:
-                self._give_back(tenant.id, booked.pop())
-            booked.append(self.wait(tenant))
+            nonlocal slot, refused
+            if slot is not None and refusals > refused:
+                self._give_back(tenant.id, slot)
+            refused, slot = refusals, self.wait(tenant)
 
         return wait_turn
 
@@ -126,11 +136,10 @@ class SendPacer:
         return name
 
     def _reserve(self, tenant_id: int, rate: int, name: str) -> float:
-        ttl_ms = round(MAX_PACE_WAIT_SECONDS * 1000) + WINDOW_MICROS // 1000
         try:
             micros = self._book(
                 keys=[slot_ledger_key(tenant_id)],
-                args=[rate, WINDOW_MICROS, name, ttl_ms, WINDOW_MICROS // (CATCH_UP * rate)],
+                args=[rate, WINDOW_MICROS, name, _LEDGER_TTL_MS, _catch_up_gap(rate)],
             )
         except RedisError:
             if not self._redis_down:
@@ -150,8 +159,7 @@ class SendPacer:
         with self._lock:
             now = round(time.monotonic() * 1_000_000)
             slots = [s for s in self._local.get(tenant_id, []) if s > now - WINDOW_MICROS]
-            gap = WINDOW_MICROS // (CATCH_UP * rate)
-            slot = max([now, *(s + gap for s in slots[-1:])])
+            slot = max([now, *(s + _catch_up_gap(rate) for s in slots[-1:])])
             if len(slots) >= rate:
                 slot = max(slot, slots[-rate] + WINDOW_MICROS)
             self._local[tenant_id] = [*slots, slot][-rate:]
