@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from storage.crypto import BodyCipher
 from storage.models import ConsentEvent, Contact, Conversation, Message, SidTombstone, Tenant
+from storage.rows import LeafRows
 
 
 def contains_text(column: Any, text: str) -> ColumnElement[bool]:
@@ -227,9 +228,9 @@ def processed_sids(session: Session, tenant: Tenant | int, sid_hashes: Sequence[
     )
 
 
-def remember_processed_sid(session: Session, tenant: Tenant | int, sid_hash: str) -> None:
+def remember_processed_sid(rows: LeafRows, tenant: Tenant | int, sid_hash: str) -> None:
     """Keep the tombstone of a delivery being handled (in the transaction handling it)."""
-    session.add(SidTombstone(tenant_id=_tid(tenant), sid_hash=sid_hash))
+    rows.add(SidTombstone, tenant_id=_tid(tenant), sid_hash=sid_hash)
 
 
 def discard_message(session: Session, tenant: Tenant | int, message_id: int) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from bot.runtime.queueing import JOB_BATCH, RELAY_BATCH, BackgroundLoop, sweep_once
 from bot.services import Services
-from storage.models import Contact, MediaItem, Message
+from storage.models import BotLogEntry, ConsentEvent, Contact, MediaItem, Message, SidTombstone
 
 pytestmark = pytest.mark.usefixtures("tenant")
 STATUS = "/webhooks/twilio/status"
@@ -258,8 +258,9 @@ def test_a_batch_shares_its_claim_reads_and_transactions(client, svc, twilio):
     claims = [s for s in statements if s.startswith("UPDATE messages SET lease_until")]
     savepoints = [s for s in statements if s.startswith("SAVEPOINT")]
     assert (len(claims), len(savepoints)) == (1, 0)  # none while nothing fails
-    # Taken a message at a time, deciding and answering one took 32, its send included.
-    assert len(statements) / len(ids) <= 22
+    # Taken a message at a time, deciding and answering one took 32, its send included;
+    # with the log lines, ledger events and tombstones through the unit of work, 13.
+    assert len(statements) / len(ids) <= 12
 
 
 def test_a_message_the_reader_fails_on_fails_alone_in_its_batch(client, svc, twilio):
@@ -288,7 +289,9 @@ def test_a_message_the_reader_fails_on_fails_alone_in_its_batch(client, svc, twi
     assert welcomed(twilio) == [resident(n) for n in range(3)]
 
 
-def test_a_message_that_fails_while_recorded_is_rolled_back_alone(client, svc, twilio, monkeypatch):
+def decided_with_one_failing(client, svc: Services, monkeypatch) -> list[int]:
+    """Three first messages decided in one batch, the second failing while recorded
+    (after its ledger event, the notice sent, was gathered; before its log line)."""
     from bot.conversation import engine
 
     ids = first_messages(client, svc, ["Buongiorno", "Guasto al citofono", "Buonasera"])
@@ -302,6 +305,11 @@ def test_a_message_that_fails_while_recorded_is_rolled_back_alone(client, svc, t
     monkeypatch.setattr(engine, "apply_world", fails_on_one)
     with pytest.raises(RuntimeError, match="recording broke"):
         engine.process_inbound_batch(svc, ids, {})
+    return ids
+
+
+def test_a_message_that_fails_while_recorded_is_rolled_back_alone(client, svc, twilio, monkeypatch):
+    ids = decided_with_one_failing(client, svc, monkeypatch)
 
     assert welcomed(twilio) == [resident(0), resident(2)]
     with svc.db.read() as session:
@@ -313,6 +321,21 @@ def test_a_message_that_fails_while_recorded_is_rolled_back_alone(client, svc, t
         )
     assert unprocessed == [ids[1]]
     assert len(wa_ids) == 2  # the failing one's contact went with its savepoint
+
+
+def test_a_message_rolled_back_alone_leaves_no_log_line_ledger_event_or_tombstone(
+    client, svc, twilio, monkeypatch
+):
+    ids = decided_with_one_failing(client, svc, monkeypatch)
+
+    with svc.db.read() as session:
+        logged = sorted(session.scalars(select(BotLogEntry.message_id)))
+        ledger = list(session.scalars(select(ConsentEvent.contact_id)))
+        contacts = set(session.scalars(select(Contact.id)))
+        tombstones = list(session.scalars(select(SidTombstone.sid_hash)))
+    assert logged == [ids[0], ids[2]]
+    assert len(ledger) == 2 and set(ledger) == contacts
+    assert len(tombstones) == 2
 
 
 def test_relay_drops_a_malformed_entry_and_keeps_the_rest(client, svc):

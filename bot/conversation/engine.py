@@ -94,6 +94,7 @@ from storage.queries import (
     processed_sids,
     remember_processed_sid,
 )
+from storage.rows import LeafRows
 from storage.vocabulary import (
     Consent,
     ContactKind,
@@ -288,6 +289,12 @@ class Batch:
         self, session: Session, claims: list[ClaimedMessage], fresh: dict[int, InboundMessage]
     ) -> None:
         self.session = session
+        # One moment for the whole batch (decided in one transaction, in milliseconds):
+        # a newcomer's contact and conversation are then written with the times their
+        # first message's turn gives them, not written and then updated.
+        self.now = utcnow()
+        # The bot log lines, ledger events and tombstones of its messages.
+        self.rows = LeafRows()
         self.offices: dict[int, Tenant] = {}
         self.contacts: dict[tuple[int, str], Contact] = {}
         self.threads: dict[int, Conversation] = {}
@@ -332,6 +339,7 @@ class Batch:
     def forget(self, tenant_id: int, wa_id: str) -> None:
         """A message's savepoint was rolled back: what it created is gone, and what it
         changed is read again."""
+        self.rows.drop()
         contact = self.contacts.pop((tenant_id, wa_id), None)
         if contact is not None:
             self.threads.pop(contact.id, None)
@@ -416,6 +424,7 @@ def _record(
         # The batch's rows go out together (one statement per table, not per message);
         # in a savepoint each, every message's went out as its savepoint ended.
         session.flush()
+        batch.rows.write(session)
         return steps
 
 
@@ -446,6 +455,7 @@ def _decide_one(
     try:
         with session.begin_nested():
             handled = _handle(svc, batch, tenant, claimed, message, heard)
+            batch.rows.write(session)
     except Exception as error:
         if database_unavailable(error):
             raise
@@ -508,7 +518,7 @@ def _handle(
     heard: Heard,
 ) -> Handled:
     """Decide and record one message, its replies with it, in the batch's transaction."""
-    started, session, now = time.perf_counter(), batch.session, utcnow()
+    started, session, now = time.perf_counter(), batch.session, batch.now
     keyword, text, reading, findings = heard.keyword, heard.text, heard.reading, heard.findings
     understanding = (
         rules.Understanding(reading.intent, reading.confidence, reading.safety_rule)
@@ -556,10 +566,10 @@ def _handle(
     _store_body(svc, tenant, message, inbound, contact, thread, findings, reading)
     message.status = MessageStatus.HANDLED  # flushed with the body: one UPDATE
     notice = batch.notice(tenant) if plan.ledger or plan.replies else None
-    _apply_ledger(svc, session, tenant, contact, plan, inbound, keyword, findings, notice)
+    _apply_ledger(svc, batch, tenant, contact, plan, inbound, keyword, findings, notice)
     events = _apply_plan(session, tenant, thread, message, plan, reading, now)
     values = apply_world(session, tenant, contact, thread, message, world, plan, now)
-    remember_processed_sid(session, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
+    remember_processed_sid(batch.rows, tenant, svc.cipher.message_sid_ref(inbound.message_sid))
     detail = {**_log_detail(plan, turn, keyword, heard.closed), **values}
     planned = Planned(tenant, contact, thread, notice, bool(message.redacted), detail)
     replies = _record_replies(svc, session, claimed.id, planned)
@@ -574,19 +584,18 @@ def _handle(
     if processed:
         for name, value in processed_values().items():
             setattr(message, name, value)
-    session.add(
-        BotLogEntry(
-            tenant_id=tenant.id,
-            message_id=message.id,
-            at=now,
-            intent=reading.intent if reading else None,
-            confidence=reading.confidence if reading else None,
-            action=plan.action,
-            model_version=reading.model_version if reading else None,
-            safety_rule=reading.safety_rule if reading else None,
-            duration_ms=round((heard.seconds + time.perf_counter() - started) * 1000, 2),
-            detail=detail,
-        )
+    batch.rows.add(
+        BotLogEntry,
+        tenant_id=tenant.id,
+        message_id=message.id,
+        at=now,
+        intent=reading.intent if reading else None,
+        confidence=reading.confidence if reading else None,
+        action=plan.action,
+        model_version=reading.model_version if reading else None,
+        safety_rule=reading.safety_rule if reading else None,
+        duration_ms=round((heard.seconds + time.perf_counter() - started) * 1000, 2),
+        detail=detail,
     )
     events.append(_message_event(tenant, thread, message))
     record_turn(
@@ -703,7 +712,7 @@ def _welcome_newcomers(batch: Batch, claims: list[ClaimedMessage], arrived: Arri
     """The contacts the batch's senders do not have yet, and the conversations they
     and the others lack, created for the whole batch at once: a statement per table
     instead of one per message."""
-    session, now = batch.session, utcnow()
+    session, now = batch.session, batch.now
     deciding = [
         (tenant, arrived.fresh[claimed.id])
         for claimed in claims
@@ -753,7 +762,7 @@ def _store_body(
 
 def _apply_ledger(
     svc: Services,
-    session: Any,
+    batch: Batch,
     tenant: Tenant,
     contact: Contact,
     plan: rules.Plan,
@@ -774,7 +783,7 @@ def _apply_ledger(
     for event in plan.ledger:
         record_event(
             svc,
-            session,
+            batch.session,
             tenant,
             contact,
             event,
@@ -786,6 +795,7 @@ def _apply_ledger(
             if event == LedgerEvent.VITAL_INTERESTS_REPLY
             else evidence,
             notice=notice,
+            rows=batch.rows,
         )
 
 

@@ -24,6 +24,7 @@ from bot.services import Services
 from intents.sensitive import Finding, redact
 from storage.models import ConsentEvent, Contact, Message, PrivacyNotice, Tenant, utcnow
 from storage.queries import get_contact
+from storage.rows import LeafRows
 from storage.vocabulary import Channel, Consent, LedgerEvent, LegalBasis
 
 log = logging.getLogger(__name__)
@@ -170,10 +171,13 @@ def record_event(
     evidence: Evidence | None = None,
     notice: PrivacyNotice | None = None,
     at: datetime | None = None,
-) -> ConsentEvent:
+    rows: LeafRows | None = None,
+) -> None:
+    """A ledger event of the contact, in the session's transaction (with ``rows``,
+    written with the batch's other rows), and the consent it makes the contact's."""
     notice = notice or active_notice(session, tenant)
     evidence = evidence or Evidence()
-    row = ConsentEvent(
+    values = dict(
         tenant_id=tenant.id,
         contact_id=contact.id,
         subject_ref=svc.cipher.pseudonym(contact.wa_id),
@@ -187,9 +191,11 @@ def record_event(
         notice_version=notice.version if notice else None,
         notice_sha256=notice.sha256 if notice else None,
     )
-    session.add(row)
+    if rows is None:
+        session.add(ConsentEvent(**values))
+    else:
+        rows.add(ConsentEvent, **values)
     _apply(contact, event)
-    return row
 
 
 def _apply(contact: Contact, event: LedgerEvent) -> None:

@@ -70,7 +70,7 @@ MAX_RELAY_BATCHES = 50
 # Messages per processing job, and how long the relay waits after a first hand-off
 # for the ones right behind it (a burst then fills its jobs; a lone message waits
 # this long at most).
-JOB_BATCH = 16
+JOB_BATCH = 32
 RELAY_LINGER_SECONDS = 0.1
 # While jobs already wait for the workers, a fuller batch costs the messages no time
 # (they would wait in the queue instead) and the workers less per message: the relay
