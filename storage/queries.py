@@ -229,7 +229,8 @@ def processed_sids(session: Session, tenant: Tenant | int, sid_hashes: Sequence[
 
 
 def remember_processed_sid(rows: LeafRows, tenant: Tenant | int, sid_hash: str) -> None:
-    """Keep the tombstone of a delivery being handled (in the transaction handling it)."""
+    """Keep the tombstone of a delivery being handled, with the rows its transaction
+    writes when the batch ends."""
     rows.add(SidTombstone, tenant_id=_tid(tenant), sid_hash=sid_hash)
 
 
