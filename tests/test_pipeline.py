@@ -3,6 +3,7 @@ rate across processes, Twilio's 429s absorbed, and two worker hosts sharing one 
 
 from __future__ import annotations
 
+import gc
 import http.server
 import os
 import signal
@@ -24,7 +25,7 @@ from bot.conversation.engine import process_inbound
 from bot.exceptions import SendDeferred
 from bot.office.settings import update_settings
 from bot.outbound.senders import MAX_PACE_WAIT_SECONDS, SendPacer, slot_ledger_key
-from bot.runtime.worker import start_senders
+from bot.runtime.worker import run_worker, start_senders
 from notify import OutboundRequest
 from notify.whatsapp import TwilioTransport
 from storage.models import Message, Tenant
@@ -98,6 +99,20 @@ def test_a_send_refused_by_twilio_gives_its_slot_back(svc, tenant):
     assert len(booked_slots(svc, office)) == 2
 
 
+def test_a_send_that_wakes_late_moves_its_slot_to_when_it_went(svc, tenant):
+    office = office_with_rate(svc, tenant, 2)
+    # A busy process: its sender thread wakes 60 ms after the slot it slept for.
+    pacer = SendPacer(svc.redis, sleep=lambda seconds: time.sleep(seconds + 0.06))
+    pacer.wait(office)  # at once: no sleep, on time
+
+    pacer.wait(office)  # due a catching-up gap (250 ms) later, gone 60 ms after that
+
+    # Booked on time, the next send a window later could reach Twilio inside the
+    # late one's window; moved, the ledger counts from when it went.
+    first, second = booked_slots(svc, office)
+    assert 250_000 + 50_000 <= second - first < 250_000 + 200_000
+
+
 def test_a_retry_after_another_error_keeps_the_slot_of_the_attempt_before(svc, tenant):
     office = office_with_rate(svc, tenant, 20)
     pacer = SendPacer(svc.redis, sleep=lambda _: None)
@@ -119,6 +134,18 @@ def test_a_send_booked_too_far_ahead_is_deferred_and_keeps_no_slot(svc, tenant):
     with pytest.raises(SendDeferred):
         pacer.wait(office)
     assert len(booked_slots(svc, office)) == int(MAX_PACE_WAIT_SECONDS) + 1
+
+
+def test_a_worker_leaves_what_it_loaded_out_of_full_collections(app):
+    # The language model and the app live as long as the worker; a full collection
+    # walking them held every sender thread up for 150-200 ms.
+    gc.unfreeze()
+    try:
+        with app.app_context():
+            run_worker(app, burst=True)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
 
 
 def test_twilio_429s_are_absorbed_without_loss_or_duplicates(client, svc, tenant, twilio):

@@ -68,6 +68,8 @@ WINDOW_MICROS = 1_000_000
 # How much faster than its rate an office's sends may go while they catch up on room
 # the window left: all at one instant would reach Twilio bunched up.
 CATCH_UP = 2
+# A send that wakes this much after its slot (seconds) moves its slot to when it went.
+LATE_ENOUGH_TO_MOVE = 0.001
 # A send held back this long by its office's rate is left pending (the sweeper's).
 MAX_PACE_WAIT_SECONDS = 30.0
 # The ledger outlives its furthest booking by a window.
@@ -97,7 +99,8 @@ class SendPacer:
     (its batch was still being processed) leaves its room to the next ones, which
     catch up within the second instead of every later send inheriting the delay.
     A send Twilio refused (429) gives its slot back, since Twilio did not count it,
-    and books again. Without Redis the ledger is this process's own, said once.
+    and books again; a send whose thread woke late moves its slot to when it went.
+    Without Redis the ledger is this process's own, said once.
     """
 
     def __init__(self, redis: Redis, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -131,9 +134,24 @@ class SendPacer:
         if delay > MAX_PACE_WAIT_SECONDS:
             self._give_back(tenant.id, name)
             raise SendDeferred(f"office {tenant.id}'s send rate is booked {delay:.0f}s ahead")
+        due = time.monotonic() + delay
         if delay > 0:
             self._sleep(delay)
+        self._moved_to_now(tenant.id, name, time.monotonic() - due)
         return name
+
+    def _moved_to_now(self, tenant_id: int, name: str, late: float) -> None:
+        """A send that wakes late (its thread waited for a core or for the interpreter
+        lock) goes out late: its slot moves with it, so that the send a window after it
+        counts its window from when this one went, not from when it was due."""
+        if late < LATE_ENOUGH_TO_MOVE or self._redis_down:
+            return
+        try:
+            self._redis.zadd(
+                slot_ledger_key(tenant_id), {name: round(late * 1e6)}, xx=True, incr=True
+            )
+        except RedisError:
+            pass  # the slot stays where it was booked: at worst a 429, retried
 
     def _reserve(self, tenant_id: int, rate: int, name: str) -> float:
         try:

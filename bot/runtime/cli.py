@@ -617,7 +617,7 @@ def audit_verify(slug: str) -> None:
     "--concurrency",
     type=click.IntRange(1, 256),
     default=None,
-    help="Sender threads (default WORKER_CONCURRENCY, 16); 1 sends inline in the job.",
+    help="Sender threads (default: WORKER_CONCURRENCY); 1 sends inline in the job.",
 )
 @with_appcontext
 def worker_command(burst: bool, concurrency: int | None) -> None:
