@@ -77,11 +77,11 @@ def test_sends_from_two_processes_keep_to_the_office_rate(svc, tenant):
 
     # The first goes at once; then, on Redis's clock (this machine's scheduling does
     # not blur it), never more than twenty in one second, whichever process booked
-    # them, and never closer than at twice the rate, catching up or not.
+    # them, and never closer than at 1.25 times the rate, catching up or not.
     slots = booked_slots(svc, office)
     assert len(slots) == 60 and len(waits) == 59
     assert min(b - a for a, b in zip(slots, slots[20:], strict=False)) >= 1_000_000
-    assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= 25_000
+    assert min(b - a for a, b in zip(slots, slots[1:], strict=False)) >= 40_000
 
 
 def test_a_send_refused_by_twilio_gives_its_slot_back(svc, tenant):
@@ -94,8 +94,9 @@ def test_a_send_refused_by_twilio_gives_its_slot_back(svc, tenant):
 
     wait_turn(1)  # Twilio refused it (429) and did not count it: its room is free
 
-    # It goes again as soon as catching up allows, not in the next second.
-    assert waits[-1] < 0.75
+    # It goes again as soon as catching up allows (two gaps of 0.4 s after the first
+    # slot), not when the first slot leaves the window (a second after it).
+    assert waits[-1] < 0.9
     assert len(booked_slots(svc, office)) == 2
 
 
@@ -105,12 +106,12 @@ def test_a_send_that_wakes_late_moves_its_slot_to_when_it_went(svc, tenant):
     pacer = SendPacer(svc.redis, sleep=lambda seconds: time.sleep(seconds + 0.06))
     pacer.wait(office)  # at once: no sleep, on time
 
-    pacer.wait(office)  # due a catching-up gap (250 ms) later, gone 60 ms after that
+    pacer.wait(office)  # due a catching-up gap (400 ms) later, gone 60 ms after that
 
     # Booked on time, the next send a window later could reach Twilio inside the
     # late one's window; moved, the ledger counts from when it went.
     first, second = booked_slots(svc, office)
-    assert 250_000 + 50_000 <= second - first < 250_000 + 200_000
+    assert 400_000 + 50_000 <= second - first < 400_000 + 200_000
 
 
 def test_a_retry_after_another_error_keeps_the_slot_of_the_attempt_before(svc, tenant):
