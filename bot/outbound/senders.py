@@ -86,7 +86,7 @@ def send_rate(tenant: Tenant) -> int:
 
 def _catch_up_gap(rate: int) -> int:
     """The least time between two of an office's sends, in microseconds."""
-    return int(WINDOW_MICROS // (CATCH_UP * rate))
+    return int(WINDOW_MICROS / (CATCH_UP * rate))
 
 
 def slot_ledger_key(tenant_id: int) -> str:
